@@ -1,0 +1,73 @@
+// Strict CBOR decoding on top of libcbor, plus a deterministic writer.
+//
+// Decoding is two-pass: a streaming pre-scan (libcbor's cbor_stream_decode) checks every
+// declared length against the bytes that remain, rejects indefinite lengths, floats and
+// excessive nesting, and only then does cbor_load build the item tree. So a hostile
+// 10-byte input that declares a 2^32-element array is refused before any allocation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <cbor.h>
+
+#include "common/util/bytes.hpp"
+#include "common/util/error.hpp"
+
+namespace fde::cbor {
+
+struct ItemDeleter {
+  void operator()(cbor_item_t* item) const;
+};
+using ItemPtr = std::unique_ptr<cbor_item_t, ItemDeleter>;
+
+struct DecodeLimits {
+  std::size_t max_input_size = 8192;
+  std::size_t max_depth = 16;
+  std::size_t max_items = 4096;  // total data items, counted during the pre-scan
+};
+
+// Exactly one data item that uses every input byte; definite lengths only; map keys
+// must be integers or text strings and unique within their map; no floats, no undefined.
+Result<ItemPtr> decode(ByteView input, const DecodeLimits& limits);
+
+// Typed access. `what` names the field for the error message ("CVM claim 44237 (RAK)").
+Result<ByteView> get_bytes(const cbor_item_t* item, std::string_view what);
+Result<std::string_view> get_text(const cbor_item_t* item, std::string_view what);
+Result<std::int64_t> get_int(const cbor_item_t* item, std::string_view what);
+// The tag number and the tagged item.
+Result<std::pair<std::uint64_t, const cbor_item_t*>> get_tag(const cbor_item_t* item, std::string_view what);
+Result<std::vector<const cbor_item_t*>> get_array(const cbor_item_t* item, std::string_view what);
+
+// A map whose keys are all integers (COSE headers, token claims). Any other key is an error.
+using IntMap = std::vector<std::pair<std::int64_t, const cbor_item_t*>>;
+Result<IntMap> get_int_map(const cbor_item_t* item, std::string_view what);
+const cbor_item_t* find(const IntMap& map, std::int64_t key);
+
+// "byte string", "map", ... for error messages.
+std::string_view type_name(const cbor_item_t* item);
+
+// Writes deterministic CBOR: minimal-length heads, definite lengths, items in call order.
+// Used to build the COSE Sig_structure and, in the simulator, whole tokens.
+class Writer {
+ public:
+  Writer& uint(std::uint64_t value);
+  Writer& integer(std::int64_t value);
+  Writer& bytes(ByteView value);
+  Writer& text(std::string_view value);
+  Writer& array(std::size_t count);  // followed by `count` items
+  Writer& map(std::size_t count);    // followed by `count` key/value pairs
+  Writer& tag(std::uint64_t number);  // followed by one item
+  Writer& raw(ByteView encoded_item);  // an already-encoded item, inserted verbatim
+  const Bytes& data() const { return out_; }
+  Bytes take() { return std::move(out_); }
+
+ private:
+  void head(std::uint8_t major_type, std::uint64_t value);
+  Bytes out_;
+};
+
+}  // namespace fde::cbor

@@ -1,0 +1,65 @@
+// X.509 certificates and chain validation against pinned roots.
+#pragma once
+
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/crypto/keys.hpp"
+#include "common/util/bytes.hpp"
+
+typedef struct x509_st X509;
+
+namespace fde::crypto {
+
+class Certificate {
+ public:
+  static Result<Certificate> from_der(ByteView der);
+  // Accepts a single PEM or DER certificate.
+  static Result<Certificate> from_pem_or_der(ByteView data);
+  // All certificates in a PEM bundle (at least one), or a single DER certificate.
+  static Result<std::vector<Certificate>> load_all(ByteView data);
+
+  PublicKey public_key() const;
+  Bytes der() const;
+  std::string pem() const;
+  std::string subject() const;  // one-line RFC 2253 form
+  std::string issuer() const;
+  std::string not_before() const;  // "2024-05-28T00:00:00Z"
+  std::string not_after() const;
+  Bytes sha256_fingerprint() const;
+  bool is_self_signed() const;
+
+  X509* native() const { return cert_.get(); }
+  explicit Certificate(std::shared_ptr<X509> cert);
+
+ private:
+  std::shared_ptr<X509> cert_;
+};
+
+struct ChainOptions {
+  // Time at which validity is checked; nullopt = now.
+  std::optional<std::time_t> at_time;
+};
+
+// Validates leaf -> intermediates -> one of `roots`. Only the given roots are trusted (no
+// system store). The leaf must carry digitalSignature if it has a keyUsage extension.
+Result<void> verify_chain(const Certificate& leaf, std::span<const Certificate> intermediates,
+                          std::span<const Certificate> roots, const ChainOptions& options = {});
+
+// For the simulator and tests: issue a certificate for `subject_key`, signed by `issuer_key`
+// (self-signed when issuer is nullopt).
+struct CertificateRequest {
+  std::string common_name;
+  std::string organization = "virtCCA FDE simulator";
+  bool is_ca = false;
+  long valid_days = 3650;
+  long serial = 1;
+};
+Result<Certificate> issue_certificate(const CertificateRequest& request, const PublicKey& subject_key,
+                                      const PrivateKey& issuer_key, const Certificate* issuer_cert);
+
+}  // namespace fde::crypto

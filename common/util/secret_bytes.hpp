@@ -1,0 +1,50 @@
+// SecretBytes: key material that cannot be copied by accident, is wiped on destruction,
+// is locked in memory where possible and never prints its contents.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <ostream>
+#include <span>
+
+#include "common/util/bytes.hpp"
+
+namespace fde {
+
+class SecretBytes {
+ public:
+  SecretBytes() = default;
+  explicit SecretBytes(std::size_t size);
+  // Copies the bytes in; the caller remains responsible for wiping its source.
+  static SecretBytes copy_of(ByteView bytes);
+  ~SecretBytes();
+
+  SecretBytes(const SecretBytes&) = delete;
+  SecretBytes& operator=(const SecretBytes&) = delete;
+  SecretBytes(SecretBytes&& other) noexcept;
+  SecretBytes& operator=(SecretBytes&& other) noexcept;
+
+  std::uint8_t* data() { return data_; }
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  ByteView view() const { return {data_, size_}; }
+  std::span<std::uint8_t> writable() { return {data_, size_}; }
+
+  // Explicit, greppable duplication for the rare place that needs two owners.
+  SecretBytes clone() const { return copy_of(view()); }
+  void wipe();
+
+ private:
+  void release();
+  std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  bool locked_ = false;
+};
+
+inline std::ostream& operator<<(std::ostream& out, const SecretBytes&) { return out << "<redacted>"; }
+
+// Wipes a buffer that held secret material (for the few third-party APIs that need one).
+void wipe_bytes(std::span<std::uint8_t> bytes);
+
+}  // namespace fde

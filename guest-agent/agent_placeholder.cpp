@@ -1,0 +1,1 @@
+// The guest agent library; its code lands with the agent issue.

@@ -1,0 +1,1 @@
+// The image builder library; its code lands with the image builder issue.
