@@ -34,6 +34,19 @@ struct DecodeLimits {
 // must be integers or text strings and unique within their map; no floats, no undefined.
 Result<ItemPtr> decode(ByteView input, const DecodeLimits& limits);
 
+// A tagged item: the tag number and the item it wraps.
+struct Tagged {
+  std::uint64_t tag = 0;
+  ItemPtr item;
+};
+
+// Reads one leading tag head, then decodes the tagged item strictly with decode().
+// Needed because libcbor 0.8 (Debian 12) rejects the one-byte tag heads 0xC6..0xD4 (tags
+// 6-20) as "unassigned", and COSE_Sign1's tag 18 is one of them (libcbor issue #307, fixed
+// upstream in 0.11). Every COSE_Sign1 we handle sits alone inside a bstr, so peeling its
+// tag here is enough; a tag 6-20 nested deeper is still refused by decode().
+Result<Tagged> decode_tagged(ByteView input, const DecodeLimits& limits);
+
 // Typed access. `what` names the field for the error message ("CVM claim 44237 (RAK)").
 Result<ByteView> get_bytes(const cbor_item_t* item, std::string_view what);
 Result<std::string_view> get_text(const cbor_item_t* item, std::string_view what);

@@ -1,2 +1,167 @@
-// placeholder
+// Unit tests for hashing, keys, COSE signature algorithms and certificate chains.
 #include <catch2/catch.hpp>
+
+#include "common/crypto/certificate.hpp"
+#include "common/crypto/hash.hpp"
+#include "common/crypto/signature.hpp"
+#include "common/util/file.hpp"
+
+using namespace fde;
+using namespace fde::crypto;
+
+namespace {
+const std::string data_dir = FDE_EXTERNAL_TESTDATA;
+
+Certificate load_cert(const std::string& relative) {
+  auto bytes = read_file(data_dir + "/" + relative, 65536);
+  REQUIRE(bytes.has_value());
+  auto cert = Certificate::from_pem_or_der(*bytes);
+  REQUIRE(cert.has_value());
+  return *cert;
+}
+
+const PrivateKey& p521_key() {
+  static PrivateKey key = *PrivateKey::generate(KeyType::ec_p521);
+  return key;
+}
+const PrivateKey& rsa_key() {
+  static PrivateKey key = *PrivateKey::generate(KeyType::rsa, 2048);
+  return key;
+}
+}  // namespace
+
+TEST_CASE("SHA-256 and SHA-512 match the FIPS 180 'abc' vectors") {
+  CHECK(hex_encode(sha256(as_bytes("abc"))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(hex_encode(sha512(as_bytes("abc"))).substr(0, 32) == "ddaf35a193617abacc417349ae204131");
+  CHECK(digest_parts(HashAlg::sha256, {as_bytes("a"), as_bytes("bc")}) == sha256(as_bytes("abc")));
+}
+
+TEST_CASE("hash algorithm names follow the IANA named-information registry") {
+  CHECK(hash_alg_from_name("sha-256") == HashAlg::sha256);
+  CHECK(hash_alg_from_name("sha-512") == HashAlg::sha512);
+  CHECK_FALSE(hash_alg_from_name("sha256").has_value());
+  CHECK_FALSE(hash_alg_from_name("sm3").has_value());
+  CHECK(digest_size(HashAlg::sha384) == 48);
+}
+
+TEST_CASE("ES512 signatures verify in raw and DER form, and tampering is caught") {
+  Bytes message = sha256(as_bytes("to be signed"));
+  auto raw = sign(p521_key(), SigAlg::es512, message);
+  auto der = sign(p521_key(), SigAlg::es512, message, EcdsaEncoding::der);
+  REQUIRE(raw.has_value());
+  REQUIRE(der.has_value());
+  CHECK(raw->size() == 132);
+  CHECK(der->front() == 0x30);
+  auto pub = p521_key().public_key();
+  CHECK(verify_signature(pub, SigAlg::es512, message, *raw).has_value());
+  CHECK(verify_signature(pub, SigAlg::es512, message, *der).has_value());
+  Bytes bad = *raw;
+  bad[70] ^= 1;
+  CHECK(verify_signature(pub, SigAlg::es512, message, bad).error().code == Errc::verification_failed);
+  Bytes other = message;
+  other[0] ^= 1;
+  CHECK_FALSE(verify_signature(pub, SigAlg::es512, other, *raw).has_value());
+}
+
+TEST_CASE("ECDSA signatures of the wrong size or with non-canonical DER are refused") {
+  Bytes message = to_bytes(as_bytes("m"));
+  auto pub = p521_key().public_key();
+  CHECK(verify_signature(pub, SigAlg::es512, message, Bytes(131, 1)).error().code == Errc::malformed);
+  auto der = *sign(p521_key(), SigAlg::es512, message, EcdsaEncoding::der);
+  Bytes trailing = der;
+  trailing.push_back(0);
+  CHECK_FALSE(verify_signature(pub, SigAlg::es512, message, trailing).has_value());
+  CHECK_FALSE(verify_signature(pub, SigAlg::es512, message, Bytes{0x30, 0x00}).has_value());
+}
+
+TEST_CASE("PS256 uses a salt of the digest length and rejects a flipped bit") {
+  Bytes message = to_bytes(as_bytes("payload"));
+  auto sig = sign(rsa_key(), SigAlg::ps256, message);
+  REQUIRE(sig.has_value());
+  CHECK(sig->size() == 256);
+  CHECK(verify_signature(rsa_key().public_key(), SigAlg::ps256, message, *sig).has_value());
+  (*sig)[5] ^= 0x80;
+  CHECK_FALSE(verify_signature(rsa_key().public_key(), SigAlg::ps256, message, *sig).has_value());
+}
+
+TEST_CASE("an algorithm is refused with a key of the wrong type or curve") {
+  Bytes message{1, 2, 3};
+  auto es = *sign(p521_key(), SigAlg::es512, message);
+  CHECK(verify_signature(rsa_key().public_key(), SigAlg::es512, message, es).error().code == Errc::verification_failed);
+  CHECK_FALSE(check_key_matches_alg(p521_key().public_key(), SigAlg::es384).has_value());
+  CHECK_FALSE(check_key_matches_alg(p521_key().public_key(), SigAlg::ps256).has_value());
+  CHECK_FALSE(sig_alg_from_cose(-8).has_value());  // EdDSA is not on the allow list
+  CHECK_FALSE(sig_alg_from_cose(0).has_value());
+}
+
+TEST_CASE("EC points must be uncompressed, of the curve's size and on the curve") {
+  auto point = p521_key().public_key().ec_point();
+  REQUIRE(point.size() == 133);
+  auto key = PublicKey::from_ec_point(KeyType::ec_p521, point);
+  REQUIRE(key.has_value());
+  CHECK(key->equals(p521_key().public_key()));
+  Bytes off_curve = point;
+  off_curve[100] ^= 1;
+  CHECK_FALSE(PublicKey::from_ec_point(KeyType::ec_p521, off_curve).has_value());
+  Bytes compressed = point;
+  compressed[0] = 0x02;
+  CHECK_FALSE(PublicKey::from_ec_point(KeyType::ec_p521, compressed).has_value());
+  CHECK_FALSE(PublicKey::from_ec_point(KeyType::ec_p521, ByteView(point).first(97)).has_value());
+}
+
+TEST_CASE("SPKI round-trips and trailing bytes are refused") {
+  auto spki = rsa_key().public_key().spki_der();
+  CHECK(PublicKey::from_spki_der(spki)->equals(rsa_key().public_key()));
+  spki.push_back(0);
+  CHECK_FALSE(PublicKey::from_spki_der(spki).has_value());
+}
+
+TEST_CASE("the real secGear AIK certificate chains to the public Huawei roots") {
+  auto leaf = load_cert("virtcca-secgear/virtcca_aik_cert.der");
+  auto sub = load_cert("huawei-pki/Huawei_IT_Product_CA.pem");
+  auto root = load_cert("huawei-pki/Huawei_Equipment_CA_root.pem");
+  CHECK(leaf.subject().find("CN=1023A7989138T") != std::string::npos);
+  CHECK(leaf.public_key().description() == "RSA-4096");
+  CHECK(hex_encode(root.sha256_fingerprint()) ==
+        "da2abe9225d795a380e2899d530ef0318a5b32bc81aafd4488ba961ddf7502d4");
+  std::vector<Certificate> intermediates{sub}, roots{root};
+  CHECK(verify_chain(leaf, intermediates, roots).has_value());
+  SECTION("without the intermediate the chain cannot be built") {
+    CHECK(verify_chain(leaf, {}, roots).error().code == Errc::verification_failed);
+  }
+  SECTION("the intermediate alone is not a trust anchor") {
+    std::vector<Certificate> sub_only{sub};
+    CHECK_FALSE(verify_chain(leaf, {}, sub_only).has_value());
+  }
+  SECTION("no roots means no trust") { CHECK_FALSE(verify_chain(leaf, intermediates, {}).has_value()); }
+  SECTION("validity is checked at the given time") {
+    ChainOptions before_issue{.at_time = std::time_t{1577836800}};  // 2020-01-01, before the leaf
+    CHECK_FALSE(verify_chain(leaf, intermediates, roots, before_issue).has_value());
+  }
+}
+
+TEST_CASE("a PEM bundle loads every certificate in it") {
+  auto sub = read_file(data_dir + "/huawei-pki/Huawei_IT_Product_CA.pem", 65536);
+  auto root = read_file(data_dir + "/huawei-pki/Huawei_Equipment_CA_root.pem", 65536);
+  Bytes bundle = *sub;
+  bundle.insert(bundle.end(), root->begin(), root->end());
+  auto all = Certificate::load_all(bundle);
+  REQUIRE(all.has_value());
+  CHECK(all->size() == 2);
+  CHECK_FALSE(Certificate::from_pem_or_der(bundle).has_value());  // one expected, two given
+  CHECK_FALSE(Certificate::load_all(as_bytes("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")).has_value());
+  CHECK_FALSE(Certificate::load_all(Bytes{0x30, 0x03, 0x02, 0x01}).has_value());
+}
+
+TEST_CASE("issued certificates chain, and a certificate from another CA does not") {
+  auto ca_key = *PrivateKey::generate(KeyType::ec_p384);
+  auto ca = *issue_certificate({.common_name = "test root", .is_ca = true}, ca_key.public_key(), ca_key, nullptr);
+  auto leaf = *issue_certificate({.common_name = "device", .serial = 2}, p521_key().public_key(), ca_key, &ca);
+  std::vector<Certificate> roots{ca};
+  CHECK(verify_chain(leaf, {}, roots).has_value());
+  CHECK(ca.is_self_signed());
+  auto other_key = *PrivateKey::generate(KeyType::ec_p384);
+  auto other = *issue_certificate({.common_name = "test root", .is_ca = true}, other_key.public_key(), other_key, nullptr);
+  std::vector<Certificate> wrong_roots{other};
+  CHECK_FALSE(verify_chain(leaf, {}, wrong_roots).has_value());
+}

@@ -1,2 +1,89 @@
-// placeholder
+// Unit tests for the byte, hex/base64, secret and file utilities.
 #include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "common/util/bytes.hpp"
+#include "common/util/file.hpp"
+#include "common/util/secret_bytes.hpp"
+
+using namespace fde;
+
+TEST_CASE("hex round-trips and tolerates case and line breaks") {
+  Bytes data{0x00, 0x7f, 0x80, 0xff};
+  CHECK(hex_encode(data) == "007f80ff");
+  CHECK(*hex_decode("007F80ff") == data);
+  CHECK(*hex_decode(" 007f\n80ff\n") == data);
+}
+
+TEST_CASE("hex with an odd digit count or a stray character is refused") {
+  CHECK_FALSE(hex_decode("abc").has_value());
+  CHECK_FALSE(hex_decode("zz").has_value());
+  CHECK(hex_decode("0g").error().code == Errc::malformed);
+}
+
+TEST_CASE("base64 round-trips every length and refuses bad input") {
+  for (std::size_t n = 0; n < 40; ++n) {
+    Bytes data(n);
+    for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<std::uint8_t>(i * 37 + 1);
+    auto encoded = base64_encode(data);
+    auto decoded = base64_decode(encoded);
+    REQUIRE(decoded.has_value());
+    CHECK(*decoded == data);
+  }
+  CHECK_FALSE(base64_decode("abc").has_value());
+  CHECK_FALSE(base64_decode("ab=c").has_value());
+  CHECK_FALSE(base64_decode("a-b_").has_value());
+  CHECK_FALSE(base64_decode("====").has_value());
+}
+
+TEST_CASE("constant-time comparison distinguishes length and content") {
+  Bytes a{1, 2, 3};
+  CHECK(equal_constant_time(a, Bytes{1, 2, 3}));
+  CHECK_FALSE(equal_constant_time(a, Bytes{1, 2, 4}));
+  CHECK_FALSE(equal_constant_time(a, Bytes{1, 2}));
+}
+
+TEST_CASE("secret bytes are wiped, movable and never printed") {
+  auto secret = SecretBytes::copy_of(Bytes{9, 9, 9, 9});
+  std::ostringstream out;
+  out << secret;
+  CHECK(out.str() == "<redacted>");
+  SecretBytes moved = std::move(secret);
+  CHECK(secret.empty());
+  REQUIRE(moved.size() == 4);
+  moved.wipe();
+  for (auto b : moved.view()) CHECK(b == 0);
+}
+
+TEST_CASE("read_file refuses files over the limit before reading them") {
+  const std::string path = "util_test_file.bin";
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << std::string(100, 'x');
+  }
+  CHECK(read_file(path, 100)->size() == 100);
+  auto too_big = read_file(path, 99);
+  REQUIRE_FALSE(too_big.has_value());
+  CHECK(too_big.error().code == Errc::too_large);
+  CHECK(read_file("/nonexistent/file", 10).error().code == Errc::io);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("binary-or-hex files decode hex dumps and keep binary as is") {
+  const std::string path = "util_test_hex.txt";
+  {
+    std::ofstream f(path);
+    f << "d9018f\na0\n";
+  }
+  CHECK(*read_binary_or_hex_file(path, 16) == Bytes{0xd9, 0x01, 0x8f, 0xa0});
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << std::string("\xd9\x01\x8f", 3);
+  }
+  CHECK(*read_binary_or_hex_file(path, 16) == Bytes{0xd9, 0x01, 0x8f});
+  CHECK(read_binary_or_hex_file(path, 2).error().code == Errc::too_large);
+  std::remove(path.c_str());
+}
