@@ -160,10 +160,15 @@ Result<PrivateKey> PrivateKey::from_pem(std::string_view pem) {
   return PrivateKey(share_pkey(key));
 }
 
-std::string PrivateKey::to_pem() const {
+SecretBytes PrivateKey::to_pem() const {
+  // A secure-memory BIO clears its buffer when freed, so the only copy that outlives this
+  // call is the SecretBytes.
   BioPtr bio(BIO_new(BIO_s_secmem()));
   if (!bio || PEM_write_bio_PrivateKey(bio.get(), key_.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) return {};
-  return bio_to_string(bio.get());
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  if (len <= 0) return {};
+  return SecretBytes::copy_of({reinterpret_cast<const std::uint8_t*>(data), static_cast<std::size_t>(len)});
 }
 
 PublicKey PrivateKey::public_key() const {

@@ -6,6 +6,7 @@
 
 #include "common/util/bytes.hpp"
 #include "common/util/error.hpp"
+#include "common/util/secret_bytes.hpp"
 
 typedef struct evp_pkey_st EVP_PKEY;
 
@@ -46,8 +47,9 @@ class PrivateKey {
  public:
   static Result<PrivateKey> generate(KeyType type, int rsa_bits = 4096);
   static Result<PrivateKey> from_pem(std::string_view pem);
-  // Unencrypted PKCS#8 PEM. Callers must protect the result as a secret.
-  std::string to_pem() const;
+  // Unencrypted PKCS#8 PEM, as a secret so the text is wiped when dropped. Empty if
+  // OpenSSL cannot encode the key.
+  SecretBytes to_pem() const;
 
   KeyType type() const { return type_; }
   PublicKey public_key() const;

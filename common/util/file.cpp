@@ -1,4 +1,4 @@
-// Bounded file reading.
+// Bounded file reading and atomic file writing.
 #include "common/util/file.hpp"
 
 #include <fcntl.h>
@@ -69,6 +69,42 @@ Result<Bytes> read_binary_or_hex_file(const std::string& path, std::size_t max_b
     return fail(Errc::too_large, path + ": " + std::to_string(bytes.size()) + " bytes exceeds the limit of " +
                                      std::to_string(max_binary_size));
   return bytes;
+}
+
+Result<void> write_file_atomic(const std::string& path, ByteView data, mode_t mode) {
+  // Write beside the target and rename, so a reader never sees half a key or token and an
+  // existing file with looser permissions is replaced rather than reused.
+  std::string temporary = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0) return fail(Errc::io, path + ": " + std::strerror(errno));
+  auto failed = [&](int saved) {
+    ::close(fd);
+    ::unlink(temporary.c_str());
+    return fail(Errc::io, path + ": " + std::strerror(saved));
+  };
+  // open() applied the umask; set the exact mode so key files are 0600 whatever it is.
+  if (::fchmod(fd, mode) != 0) return failed(errno);
+  std::size_t written = 0;
+  while (written < data.size()) {
+    ssize_t n = ::write(fd, data.data() + written, data.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return failed(errno);
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) return failed(errno);
+  if (::close(fd) != 0) {
+    int saved = errno;
+    ::unlink(temporary.c_str());
+    return fail(Errc::io, path + ": " + std::strerror(saved));
+  }
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    int saved = errno;
+    ::unlink(temporary.c_str());
+    return fail(Errc::io, path + ": " + std::strerror(saved));
+  }
+  return {};
 }
 
 }  // namespace fde

@@ -1,0 +1,40 @@
+// A small synchronous HTTPS client for protocol v1: TLS 1.3 only, the server certificate
+// verified against a pinned CA (no system store) and the host name, a deadline on every
+// step, response bodies bounded. Used by fde-agent and by the tests that drive the daemon.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "common/util/error.hpp"
+
+namespace fde::protocol {
+
+struct HttpsEndpoint {
+  std::string host;  // an IP literal or a name resolved without NSS plugins (see agent docs)
+  std::uint16_t port = 443;
+  std::string server_name;  // SNI and the name checked in the certificate; defaults to host
+};
+
+struct HttpsClientOptions {
+  std::string ca_pem;  // the pinned CA certificate(s), PEM
+  std::chrono::milliseconds connect_timeout{5'000};
+  std::chrono::milliseconds request_timeout{15'000};  // handshake + write + read
+  std::size_t max_response_body = 64 * 1024;
+};
+
+struct HttpsResult {
+  unsigned status = 0;
+  std::string body;
+};
+
+// One request on a fresh connection. Transport failures (refused, timeout, certificate not
+// trusted) are errors with Errc::io or Errc::verification_failed; any HTTP status is a
+// result.
+Result<HttpsResult> https_post_json(const HttpsEndpoint& endpoint, const std::string& target,
+                                    const std::string& body, const HttpsClientOptions& options);
+Result<HttpsResult> https_get(const HttpsEndpoint& endpoint, const std::string& target,
+                              const HttpsClientOptions& options);
+
+}  // namespace fde::protocol

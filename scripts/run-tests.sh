@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's test command: installs dependencies, builds with ASan+UBSan and runs every
+# CTest test, then builds the libFuzzer targets with clang and runs each for a bounded time.
+# FDE_FUZZ_SECONDS (default 60) sets the per-target fuzzing time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+echo "== build (ASan+UBSan) and run the test suite =="
+BUILD_DIR=build-test BUILD_TYPE=Debug scripts/build.sh -DFDE_SANITIZE=ON
+ctest --test-dir build-test --output-on-failure -j"$(nproc)"
+
+echo "== build and run the fuzz targets =="
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFDE_FUZZ=ON -DFDE_BUILD_TESTS=OFF \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DFDE_FUZZ_SECONDS="${FDE_FUZZ_SECONDS:-60}" >/dev/null
+cmake --build build-fuzz -j"$(nproc)"
+ctest --test-dir build-fuzz --output-on-failure -L fuzz

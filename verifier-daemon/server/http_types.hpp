@@ -1,0 +1,29 @@
+// The transport-neutral request and response the HTTPS server hands to the application.
+// The application (api/) is a pure function from HttpRequest to HttpResponse.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace fde::verifier {
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST"
+  std::string target;  // "/v1/attest"
+  std::string content_type;
+  std::string body;
+  std::string peer;  // "127.0.0.1:53122"
+};
+
+struct HttpResponse {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
+// The largest body accepted for a target (method + path); 0 refuses any body. Consulted
+// after the headers are read and before the body is, so oversized bodies cost nothing.
+using BodyLimit = std::function<std::size_t(const std::string& method, const std::string& target)>;
+
+}  // namespace fde::verifier
