@@ -11,7 +11,7 @@ BUILD_DIR=build-test BUILD_TYPE=Debug scripts/build.sh -DFDE_SANITIZE=ON
 ctest --test-dir build-test --output-on-failure -j"$(nproc)"
 
 echo "== build and run the fuzz targets =="
-cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFDE_FUZZ=ON -DFDE_BUILD_TESTS=OFF \
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFDE_FUZZ=ON -DFDE_BUILD_TESTS=OFF -DFDE_WITH_SIM=OFF \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DFDE_FUZZ_SECONDS="${FDE_FUZZ_SECONDS:-60}" >/dev/null
-cmake --build build-fuzz -j"$(nproc)"
+cmake --build build-fuzz -j"$(nproc)" --target fuzzers
 ctest --test-dir build-fuzz --output-on-failure -L fuzz

@@ -1,7 +1,8 @@
 // Strict CBOR decoding (libcbor streaming pre-scan + cbor_load) and a deterministic writer.
 #include "common/cbor/cbor.hpp"
 
-#include <cbor/encoding.h>
+#include "common/cbor/cbor_head.hpp"
+
 
 #include <algorithm>
 #include <limits>
@@ -183,20 +184,10 @@ Result<Tagged> decode_tagged(ByteView input, const DecodeLimits& limits) {
   if (input.size() > limits.max_input_size)
     return fail(Errc::too_large, "CBOR: " + std::to_string(input.size()) + " bytes exceeds the limit of " +
                                      std::to_string(limits.max_input_size));
-  if (input.empty() || (input[0] >> 5) != 6) return fail(Errc::malformed, "CBOR: expected a tagged item");
-  // The tag head: 5-bit immediate value, or 1/2/4/8 following bytes (RFC 8949 section 3).
-  std::uint8_t info = input[0] & 0x1f;
-  std::size_t head_size = 1;
-  std::uint64_t tag = info;
-  if (info >= 24 && info <= 27) {
-    std::size_t extra = std::size_t{1} << (info - 24);
-    if (input.size() < 1 + extra) return fail(Errc::malformed, "CBOR: input ends inside a tag head");
-    tag = 0;
-    for (std::size_t i = 0; i < extra; ++i) tag = (tag << 8) | input[1 + i];
-    head_size += extra;
-  } else if (info > 27) {
-    return fail(Errc::malformed, "CBOR: invalid tag head");
-  }
+  auto head = read_head(input);
+  if (!head || head->major_type != major::tag) return fail(Errc::malformed, "CBOR: expected a tagged item");
+  const std::size_t head_size = head->size;
+  const std::uint64_t tag = head->argument;
   auto item = decode(input.subspan(head_size), limits);
   if (!item) return tl::unexpected(item.error());
   return Tagged{tag, std::move(*item)};

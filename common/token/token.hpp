@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "common/cose/cose_sign1.hpp"
+#include "common/token/token_limits.hpp"
 #include "common/util/bytes.hpp"
 
 namespace fde::token {
 
-// Section a.1: MAX_TOKEN_GRANULE_COUNT (2) x GRANULE_SIZE (4096).
-constexpr std::size_t max_token_size = 8192;
+// Sections a.1 and b.2: fixed claim sizes and the REM count.
 constexpr std::size_t challenge_size = 64;
 constexpr std::size_t rpv_size = 64;
 constexpr std::size_t rem_count = 4;
@@ -23,11 +23,6 @@ constexpr std::size_t rem_count = 4;
 constexpr std::size_t max_claim_bytes = 1024;     // any byte-string claim
 constexpr std::size_t max_text_claim_size = 256;  // any text claim (algo names, profile, URL)
 constexpr std::size_t max_sw_components = 32;     // platform claim 2399 entries
-
-// Section b.1: outer tag and collection keys.
-constexpr std::uint64_t tag_cca_token = 399;
-constexpr std::int64_t key_platform_token = 44234;
-constexpr std::int64_t key_cvm_token = 44241;
 
 // Section b.2: CVM (realm) claims.
 namespace cvm_claim {

@@ -9,6 +9,7 @@
 
 #include "common/cbor/cbor.hpp"
 #include "common/crypto/hash.hpp"
+#include "common/token/token_framing.hpp"
 #include "common/token/token_verifier.hpp"
 #include "common/util/file.hpp"
 
@@ -540,4 +541,32 @@ TEST_CASE("COSE errors inside a token name the entry they come from") {
   Error error = parse_error(cca_token({{key_cvm_token, bad_alg}}));
   CHECK(error.code == Errc::unsupported);
   CHECK(mentions(error, "CVM token (key 44241): COSE_Sign1 protected header: alg -8 is not allowed"));
+}
+
+// --- The agent's framing check (token_framing.hpp): complete tokens only, no libcbor. ---
+
+TEST_CASE("the framing check accepts the real token and refuses every truncation of it") {
+  auto bytes = fde::read_file(std::string(FDE_EXTERNAL_TESTDATA) + "/virtcca-secgear/virtcca.cbor", 8192);
+  REQUIRE(bytes.has_value());
+  CHECK(fde::token::check_token_framing(*bytes).has_value());
+  for (std::size_t n = 0; n < bytes->size(); ++n)
+    CHECK_FALSE(fde::token::check_token_framing(fde::ByteView(*bytes).first(n)).has_value());
+  auto padded = *bytes;
+  padded.push_back(0);
+  CHECK_FALSE(fde::token::check_token_framing(padded).has_value());
+}
+
+TEST_CASE("the framing check accepts full Arm tokens and refuses other shapes") {
+  const std::string dir = std::string(FDE_EXTERNAL_TESTDATA);
+  auto full = fde::read_file(dir + "/armcca-rust-ccatoken/cca-token-01.cbor", 8192);
+  REQUIRE(full.has_value());
+  CHECK(fde::token::check_token_framing(*full).has_value());
+  auto collection907 = fde::read_file(dir + "/armcca-tfm-iat-verifier/cca_token.cbor", 8192);
+  CHECK_FALSE(fde::token::check_token_framing(*collection907).has_value());
+  auto bare = fde::read_file(dir + "/armcca-tfm-iat-verifier/cca_platform_token.cbor", 8192);
+  CHECK_FALSE(fde::token::check_token_framing(*bare).has_value());
+  CHECK_FALSE(fde::token::check_token_framing(fde::Bytes(8193, 0xd9)).has_value());
+  // A collection holding only a platform token has no CVM token.
+  auto only_platform = *fde::hex_decode("d9018fa119acca4400000000");
+  CHECK_FALSE(fde::token::check_token_framing(only_platform).has_value());
 }
