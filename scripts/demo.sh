@@ -43,8 +43,10 @@ expect_rejected() {
 
 step "5. hostile variants are refused"
 cp "$work/token.cbor" "$work/tampered.cbor"
-size=$(stat -c %s "$work/tampered.cbor")
-printf '\x00' | dd of="$work/tampered.cbor" bs=1 seek=$((size - 200)) conv=notrunc status=none
+# Flip one bit of the last byte (inside the CVM token's signature).
+last=$(($(stat -c %s "$work/tampered.cbor") - 1))
+byte=$(od -An -tu1 -j "$last" -N1 "$work/tampered.cbor" | tr -d ' ')
+printf "\\$(printf %03o $((byte ^ 1)))" | dd of="$work/tampered.cbor" bs=1 seek="$last" conv=notrunc status=none
 expect_rejected "one byte of the token changed" --token "$work/tampered.cbor" \
   --device-cert "$work/device/device-cert.pem" --roots "$work/device/ca.pem" --challenge "$challenge"
 expect_rejected "another challenge" --token "$work/token.cbor" \

@@ -15,7 +15,8 @@ namespace fde {
 Result<Bytes> read_file(const std::string& path, std::size_t max_size);
 
 // Reads a file that holds either raw binary or hex text (as some public token dumps are):
-// if every byte is a hex digit or whitespace and the count of digits is even, it is decoded.
+// if every byte is a hex digit or whitespace, it is decoded as hex (an odd number of digits
+// is then an error, which names the truncated dump rather than calling it bad CBOR).
 Result<Bytes> read_binary_or_hex_file(const std::string& path, std::size_t max_binary_size);
 
 // Writes a whole file, replacing it atomically (temporary file beside it + rename), with

@@ -5,7 +5,9 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "common/crypto/certificate.hpp"
 #include "common/eventlog/event_log.hpp"
@@ -121,6 +123,13 @@ Result<Inputs> load_inputs(const ParsedOptions& options) {
 Verdict run_checks(const Inputs& in) {
   Verdict verdict = token::verify_token(in.token, in.device, in.policy);
   if (!in.reference) return verdict;
+  if (const Check* failed = verdict.first_failure()) {
+    // Measurements from a token that did not verify are not evidence of anything; comparing
+    // them would print PASS lines about claims nobody vouches for.
+    verdict.add_fail("reference.values", "measurements from a verified token",
+                     "not checked: the token failed " + failed->name);
+    return verdict;
+  }
   const auto& cvm = in.token.cvm;
   auto alg = crypto::hash_alg_from_name(cvm.hash_algo_id);
   if (!alg) {
@@ -134,6 +143,49 @@ Verdict run_checks(const Inputs& in) {
   return verdict;
 }
 
+// Claim text is written by whoever made the token. Before it reaches a terminal, escape
+// what a terminal acts on (C0 and C1 controls, DEL) and bytes that are not UTF-8 as \xNN,
+// so a crafted token cannot retitle or clear the screen or print a fake "PASS" line.
+std::string printable(std::string_view text) {
+  static constexpr char digits[] = "0123456789abcdef";
+  static constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};  // no overlong forms
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    auto lead = static_cast<unsigned char>(text[i]);
+    if (lead >= 0x20 && lead < 0x7f) {
+      out += text[i++];
+      continue;
+    }
+    std::size_t length = 0;  // of the UTF-8 sequence `lead` starts; 0: not a lead byte
+    if (lead >= 0xc2 && lead <= 0xdf)
+      length = 2;
+    else if (lead >= 0xe0 && lead <= 0xef)
+      length = 3;
+    else if (lead >= 0xf0 && lead <= 0xf4)
+      length = 4;
+    bool keep = length != 0 && i + length <= text.size();
+    std::uint32_t code_point = keep ? lead & (0x7fu >> length) : 0;
+    for (std::size_t k = 1; keep && k < length; ++k) {
+      auto next = static_cast<unsigned char>(text[i + k]);
+      keep = (next & 0xc0) == 0x80;
+      code_point = (code_point << 6) | (next & 0x3fu);
+    }
+    keep = keep && code_point >= smallest[length] && code_point >= 0xa0 && code_point <= 0x10ffff &&
+           !(code_point >= 0xd800 && code_point <= 0xdfff);
+    if (keep) {
+      out.append(text.substr(i, length));
+      i += length;
+    } else {
+      out += "\\x";
+      out += digits[lead >> 4];
+      out += digits[lead & 0xf];
+      ++i;
+    }
+  }
+  return out;
+}
+
 std::string describe_rak(const token::CvmClaims& cvm) {
   auto key = token::rak_public_key(cvm);
   std::string size = std::to_string(cvm.public_key.size()) + " bytes";
@@ -144,9 +196,9 @@ void print_text(std::ostream& out, const Inputs& in, const Verdict& verdict) {
   const auto& t = in.token;
   const auto& cvm = t.cvm;
   auto row = [&](const std::string& label, const std::string& value) {
-    std::string padded = "  " + label;
+    std::string padded = "  " + printable(label);
     padded.resize(std::max<std::size_t>(padded.size() + 1, 24), ' ');
-    out << padded << value << "\n";
+    out << padded << printable(value) << "\n";
   };
   out << "Token: " << (t.is_full() ? "full (platform + CVM)" : "legacy (CVM only)") << ", " << t.raw.size()
       << " bytes, CVM payload "
@@ -183,11 +235,11 @@ void print_text(std::ostream& out, const Inputs& in, const Verdict& verdict) {
   }
   out << "Checks:\n";
   for (const auto& c : verdict.checks()) {
-    out << "  " << (c.passed ? "PASS " : "FAIL ") << c.name << "\n";
-    out << "       expected: " << c.expected << "\n";
-    out << "       found:    " << c.found << "\n";
+    out << "  " << (c.passed ? "PASS " : "FAIL ") << printable(c.name) << "\n";
+    out << "       expected: " << printable(c.expected) << "\n";
+    out << "       found:    " << printable(c.found) << "\n";
   }
-  out << "Verdict: " << (verdict.passed() ? "VERIFIED" : "REJECTED") << " (" << verdict.summary() << ")\n";
+  out << "Verdict: " << (verdict.passed() ? "VERIFIED" : "REJECTED") << " (" << printable(verdict.summary()) << ")\n";
 }
 
 void print_json(std::ostream& out, const Inputs& in, const Verdict& verdict) {
@@ -268,7 +320,7 @@ void print_json(std::ostream& out, const Inputs& in, const Verdict& verdict) {
 int run_verify_token(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   auto options = parse_options(args, option_specs());
   if (!options) {
-    err << "fde-admin verify-token: " << options.error().message << "\n";
+    err << "fde-admin verify-token: " << printable(options.error().message) << "\n";
     return exit_unusable;
   }
   if (options->has("help")) {
@@ -276,12 +328,12 @@ int run_verify_token(const std::vector<std::string>& args, std::ostream& out, st
     return exit_verified;
   }
   if (!options->positional().empty()) {
-    err << "fde-admin verify-token: unexpected argument '" << options->positional().front() << "'\n";
+    err << "fde-admin verify-token: unexpected argument '" << printable(options->positional().front()) << "'\n";
     return exit_unusable;
   }
   auto inputs = load_inputs(*options);
   if (!inputs) {
-    err << "fde-admin verify-token: " << inputs.error().describe() << "\n";
+    err << "fde-admin verify-token: " << printable(inputs.error().describe()) << "\n";
     return exit_unusable;
   }
   Verdict verdict = run_checks(*inputs);
