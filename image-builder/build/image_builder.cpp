@@ -1,0 +1,586 @@
+// build_image: qcow2 -> raw (qemu-img) -> new raw disk with the root partition grown by the
+// LUKS2 header area, header from libcryptsetup, used filesystem blocks encrypted in user
+// space, our cpio appended to each initramfs -> qcow2. inspect_image and measure_image.
+#include "image-builder/build/image_builder.hpp"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#include "common/crypto/random.hpp"
+#include "common/util/file.hpp"
+#include "image-builder/build/boot_files.hpp"
+#include "image-builder/build/enrollment_bundle.hpp"
+#include "image-builder/disk/gpt.hpp"
+#include "image-builder/disk/raw_file.hpp"
+#include "image-builder/fs/ext_filesystem.hpp"
+#include "image-builder/initramfs/cpio_writer.hpp"
+#include "image-builder/luks/luks_volume.hpp"
+#include "image-builder/luks/xts_encryptor.hpp"
+
+namespace fde::image {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t max_agent_size = 128u << 20;
+constexpr std::size_t max_small_file = 1u << 20;
+constexpr std::uint64_t io_chunk = 1u << 20;
+
+// A private directory for intermediate files, removed with everything in it on every path.
+class WorkDir {
+ public:
+  static Result<WorkDir> create(const std::string& parent) {
+    std::string pattern = parent + "/.fde-image-XXXXXX";
+    if (!::mkdtemp(pattern.data()))
+      return fail(Errc::io, "cannot create a work directory in " + parent + ": " + std::strerror(errno));
+    WorkDir dir;
+    dir.path_ = pattern;
+    return dir;
+  }
+  WorkDir() = default;
+  WorkDir(WorkDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  ~WorkDir() {
+    if (path_.empty()) return;
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Files that become visible only on success; removed when the build fails.
+class Staging {
+ public:
+  ~Staging() {
+    for (const auto& [partial, final_path] : files_) ::unlink(partial.c_str());
+  }
+  std::string add(const std::string& final_path) {
+    files_.emplace_back(final_path + ".partial", final_path);
+    return files_.back().first;
+  }
+  // link() refuses to replace an existing file, so a racing writer is not clobbered.
+  Result<void> publish() {
+    std::vector<std::string> done;
+    for (const auto& [partial, final_path] : files_) {
+      if (::link(partial.c_str(), final_path.c_str()) != 0) {
+        const int err = errno;
+        for (const auto& path : done) ::unlink(path.c_str());
+        return fail(Errc::io, "cannot create " + final_path + ": " + std::strerror(err));
+      }
+      done.push_back(final_path);
+    }
+    return {};
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> files_;
+};
+
+std::string directory_of(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+struct RawInput {
+  RawFile file;
+  std::string path;
+};
+
+Result<RawInput> open_raw(const std::string& image, std::optional<ImageFormat> format, const WorkDir& work,
+                          Progress& progress, bool require_qcow2) {
+  auto detected = detect_image_format(image);
+  if (!detected) return tl::unexpected(detected.error());
+  const ImageFormat actual = format.value_or(*detected);
+  if (require_qcow2 && !format && *detected != ImageFormat::qcow2)
+    return fail(Errc::invalid_argument,
+                image + " is not a qcow2 image (no qcow2 magic); pass --input-format raw for a raw disk image");
+  if (format && *format == ImageFormat::qcow2 && *detected != ImageFormat::qcow2)
+    return fail(Errc::invalid_argument, image + " is not a qcow2 image");
+  RawInput input;
+  input.path = image;
+  if (actual == ImageFormat::qcow2) {
+    input.path = work.file("input.raw");
+    progress.note("converting " + image + " to raw (qemu-img)");
+    if (auto ok = convert_image(image, ImageFormat::qcow2, input.path, ImageFormat::raw); !ok)
+      return tl::unexpected(ok.error());
+  }
+  auto file = RawFile::open(input.path, RawFile::Mode::read_only);
+  if (!file) return tl::unexpected(file.error());
+  input.file = std::move(*file);
+  return input;
+}
+
+bool is_root_type(const Guid& type) { return type == gpt_type::root_x86_64 || type == gpt_type::root_aarch64; }
+
+struct PartitionRoles {
+  const GptPartition* root = nullptr;
+  const GptPartition* boot = nullptr;
+  bool root_is_ext = false;
+};
+
+Result<PartitionRoles> find_partitions(const GptTable& table, const std::string& image,
+                                       std::optional<std::uint32_t> wanted_root) {
+  PartitionRoles roles;
+  std::vector<const GptPartition*> ext_partitions;
+  for (const auto& p : table.partitions) {
+    auto ext = has_ext_magic(image, p.offset());
+    if (!ext) return tl::unexpected(ext.error());
+    if (*ext) ext_partitions.push_back(&p);
+  }
+  auto is_ext = [&](const GptPartition* p) {
+    return std::find(ext_partitions.begin(), ext_partitions.end(), p) != ext_partitions.end();
+  };
+  if (wanted_root) {
+    roles.root = table.find(*wanted_root);
+    if (!roles.root) return fail(Errc::not_found, "partition " + std::to_string(*wanted_root) + " does not exist");
+  } else {
+    std::vector<const GptPartition*> candidates;
+    for (const auto& p : table.partitions)
+      if (is_root_type(p.type)) candidates.push_back(&p);
+    if (candidates.empty())
+      for (const auto* p : ext_partitions) {
+        auto fsys = ExtFilesystem::open(image, p->offset(), false);
+        if (!fsys) continue;
+        auto etc = fsys->exists("/etc");
+        if (etc && *etc) candidates.push_back(p);
+      }
+    if (candidates.size() != 1)
+      return fail(Errc::not_found,
+                  candidates.empty()
+                      ? "no root partition found (no root partition type and no ext filesystem with /etc); "
+                        "pass --root-partition N"
+                      : "several root partition candidates; pass --root-partition N");
+    roles.root = candidates.front();
+  }
+  roles.root_is_ext = is_ext(roles.root);
+  for (const auto* p : ext_partitions) {
+    if (p == roles.root) continue;
+    auto fsys = ExtFilesystem::open(image, p->offset(), false);
+    if (!fsys) continue;
+    auto layout = discover_boot_files(*fsys);
+    if (layout && !layout->kernels.empty()) {
+      roles.boot = p;
+      break;
+    }
+  }
+  if (!roles.boot) {
+    if (roles.root_is_ext)
+      if (auto fsys = ExtFilesystem::open(image, roles.root->offset(), false))
+        if (auto layout = discover_boot_files(*fsys); layout && !layout->kernels.empty())
+          return fail(Errc::unsupported,
+                      "the kernels live on the root filesystem; encrypting it would make the image unbootable "
+                      "(a separate /boot partition is needed)");
+    return fail(Errc::not_found, "no boot partition with a kernel (vmlinuz-*) found");
+  }
+  return roles;
+}
+
+std::string agent_config_text(const BuildOptions& options, const std::string& luks_uuid) {
+  std::string text = "# fde-agent configuration, written by fde-image (measured as part of the initramfs)\n";
+  text += "image_id = " + options.image_id + "\n";
+  for (const auto& url : options.verifiers) text += "verifier = " + url + "\n";
+  text += "verifier_ca = /etc/fde/verifier-ca.pem\n";
+  text += "luks_uuid = " + luks_uuid + "\n";
+  return text;
+}
+
+Result<Bytes> build_initramfs_addition(const BuildOptions& options, const std::string& luks_uuid) {
+  CpioWriter cpio;
+  if (options.agent) {
+    auto agent = read_file(*options.agent, max_agent_size);
+    if (!agent) return fail_with_context("--agent", agent.error());
+    cpio.add_file("/usr/sbin/fde-agent", *agent, 0755);
+  }
+  Bytes config;
+  if (options.agent_config) {
+    auto loaded = read_file(*options.agent_config, max_small_file);
+    if (!loaded) return fail_with_context("--agent-config", loaded.error());
+    config = std::move(*loaded);
+  } else {
+    const std::string text = agent_config_text(options, luks_uuid);
+    config.assign(text.begin(), text.end());
+  }
+  cpio.add_file("/etc/fde/agent.conf", config, 0644);
+  auto ca = read_file(options.verifier_ca, max_small_file);
+  if (!ca) return fail_with_context("--verifier-ca", ca.error());
+  cpio.add_file("/etc/fde/verifier-ca.pem", *ca, 0644);
+  if (options.initramfs_overlay) {
+    std::error_code ec;
+    std::vector<fs::path> paths;
+    for (auto it = fs::recursive_directory_iterator(*options.initramfs_overlay, ec); !ec && it != fs::end(it);
+         it.increment(ec))
+      paths.push_back(it->path());
+    if (ec) return fail(Errc::io, "--initramfs-overlay " + *options.initramfs_overlay + ": " + ec.message());
+    std::sort(paths.begin(), paths.end());  // reproducible archive, reproducible digest
+    for (const auto& path : paths) {
+      const std::string inside = "/" + fs::relative(path, *options.initramfs_overlay).string();
+      const auto status = fs::symlink_status(path);
+      const auto mode = static_cast<std::uint32_t>(status.permissions()) & 07777;
+      if (fs::is_symlink(status)) {
+        cpio.add_symlink(inside, fs::read_symlink(path).string());
+      } else if (fs::is_directory(status)) {
+        cpio.add_directory(inside, mode);
+      } else if (fs::is_regular_file(status)) {
+        auto content = read_file(path.string(), max_agent_size);
+        if (!content) return fail_with_context("--initramfs-overlay", content.error());
+        cpio.add_file(inside, *content, mode);
+      }
+    }
+  }
+  return cpio.finish();
+}
+
+Result<void> check_options(const BuildOptions& options) {
+  if (options.image_id.empty()) return fail(Errc::invalid_argument, "--image-id is required");
+  if (options.verifiers.empty()) return fail(Errc::invalid_argument, "at least one --verifier URL is required");
+  for (const auto& url : options.verifiers)
+    if (url.rfind("https://", 0) != 0) return fail(Errc::invalid_argument, "--verifier " + url + ": must be an https:// URL");
+  if (options.sector_size != 512 && options.sector_size != 4096)
+    return fail(Errc::invalid_argument, "--sector-size must be 512 or 4096");
+  for (const auto& path : {options.output, options.bundle_path, options.reference_path})
+    if (path_exists(path)) return fail(Errc::invalid_argument, path + " already exists; remove it first");
+  auto ca = read_file(options.verifier_ca, max_small_file);
+  if (!ca) return fail_with_context("--verifier-ca", ca.error());
+  const std::string text(ca->begin(), ca->end());
+  if (text.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+    return fail(Errc::malformed, "--verifier-ca " + options.verifier_ca + ": no PEM certificate");
+  return {};
+}
+
+Result<SecretBytes> read_recovery_passphrase(const std::string& path) {
+  auto content = read_file(path, 4096);
+  if (!content) return fail_with_context("--recovery-passphrase-file", content.error());
+  std::size_t length = content->size();
+  while (length > 0 && ((*content)[length - 1] == '\n' || (*content)[length - 1] == '\r')) --length;
+  SecretBytes passphrase = SecretBytes::copy_of(ByteView(content->data(), length));
+  wipe_bytes(*content);
+  if (passphrase.size() < 8) return fail(Errc::invalid_argument, "the recovery passphrase is shorter than 8 characters");
+  return passphrase;
+}
+
+}  // namespace
+
+Result<BuildReport> build_image(const BuildOptions& options, Progress& progress) {
+  if (auto ok = check_options(options); !ok) return tl::unexpected(ok.error());
+  std::optional<SecretBytes> recovery;
+  if (options.recovery_passphrase_file) {
+    auto loaded = read_recovery_passphrase(*options.recovery_passphrase_file);
+    if (!loaded) return tl::unexpected(loaded.error());
+    recovery = std::move(*loaded);
+  }
+  std::optional<std::string> reference_in;
+  if (options.reference_in) {
+    auto loaded = read_file(*options.reference_in, reference::max_document_size);
+    if (!loaded) return fail_with_context("--reference-in", loaded.error());
+    reference_in = std::string(loaded->begin(), loaded->end());
+  }
+  BuildReport report;
+  auto work = WorkDir::create(options.work_dir.value_or(directory_of(options.output)));
+  if (!work) return tl::unexpected(work.error());
+  Staging staging;
+
+  auto input = open_raw(options.input, options.input_format, *work, progress, true);
+  if (!input) return tl::unexpected(input.error());
+  auto input_size = input->file.size();
+  if (!input_size) return tl::unexpected(input_size.error());
+  auto table = read_gpt(input->file);
+  if (!table) return fail_with_context(options.input, table.error());
+  auto roles = find_partitions(*table, input->path, options.root_partition);
+  if (!roles) return fail_with_context(options.input, roles.error());
+  const GptPartition root = *roles->root;
+  const GptPartition boot = *roles->boot;
+  report.root_partition = root.index;
+
+  // The LUKS2 header needs 16 MiB in front of the filesystem. Rather than shrinking the
+  // filesystem, the partition grows by 16 MiB into free space after it (the disk grows
+  // if it must); a partition in the way is an error.
+  const std::uint64_t grow_sectors = luks_data_offset / gpt_sector_size;
+  GptPartition new_root = root;
+  new_root.last_lba = root.last_lba + grow_sectors;
+  for (const auto& p : table->partitions)
+    if (p.index != root.index && p.first_lba > root.last_lba && p.first_lba <= new_root.last_lba)
+      return fail(Errc::unsupported, "partition " + std::to_string(p.index) + " follows the root partition too closely: "
+                                     "the root partition needs 16 MiB more for the LUKS2 header");
+  const std::uint64_t array_sectors = gpt_entry_array_sectors(*table);
+  const std::uint64_t output_size =
+      std::max(*input_size / gpt_sector_size * gpt_sector_size, (new_root.last_lba + 2 + array_sectors) * gpt_sector_size);
+  std::uint32_t sector_size = options.sector_size;
+  if (root.size() % sector_size != 0) {
+    report.warnings.push_back("root partition size is not a multiple of 4096 bytes: using 512-byte LUKS sectors");
+    sector_size = 512;
+  }
+
+  std::optional<ExtFilesystem> root_fs;
+  std::vector<ByteExtent> extents;
+  if (roles->root_is_ext) {
+    auto opened = ExtFilesystem::open(input->path, root.offset(), false);
+    if (!opened) return fail_with_context("root filesystem", opened.error());
+    root_fs = std::move(*opened);
+    if (root_fs->needs_recovery())
+      return fail(Errc::unsupported, "the root filesystem's journal needs recovery; run e2fsck on the image first");
+    if (root_fs->size_bytes() > root.size())
+      return fail(Errc::malformed, "the root filesystem is larger than its partition");
+    report.filesystem_uuid = root_fs->uuid();
+    report.filesystem_bytes = root_fs->size_bytes();
+    auto used = root_fs->used_extents(sector_size);
+    if (!used) return fail_with_context("root filesystem", used.error());
+    extents = std::move(*used);
+    if (!extents.empty() && extents.back().offset + extents.back().length > root.size())
+      return fail(Errc::malformed, "the root filesystem's last block lies past its partition");
+  } else {
+    report.warnings.push_back("root partition " + std::to_string(root.index) +
+                              " holds no ext filesystem: encrypting all of it");
+    extents.push_back({0, root.size() / sector_size * sector_size});
+  }
+  for (const auto& e : extents) report.encrypted_bytes += e.length;
+
+  const std::string output_raw =
+      options.output_format == ImageFormat::raw ? staging.add(options.output) : work->file("output.raw");
+  auto output = RawFile::open(output_raw, RawFile::Mode::create_new);
+  if (!output) return tl::unexpected(output.error());
+  if (auto ok = output->resize(output_size); !ok) return tl::unexpected(ok.error());
+
+  // Everything but the root partition is copied as it is (sparse), then the GPT rewritten.
+  std::uint64_t copy_total = root.offset();
+  for (const auto& p : table->partitions)
+    if (p.index != root.index && p.first_lba > root.last_lba) copy_total += p.size();
+  progress.begin("copying other partitions", copy_total);
+  auto count = [&](std::uint64_t n) { return progress.advance(n); };
+  if (auto ok = copy_range_sparse(input->file, *output, 0, root.offset(), count); !ok) return tl::unexpected(ok.error());
+  for (const auto& p : table->partitions)
+    if (p.index != root.index && p.first_lba > root.last_lba)
+      if (auto ok = copy_range_sparse(input->file, *output, p.offset(), p.size(), count); !ok)
+        return tl::unexpected(ok.error());
+  progress.end();
+  GptTable new_table = *table;
+  for (auto& p : new_table.partitions)
+    if (p.index == root.index) p = new_root;
+  if (auto ok = write_gpt(*output, output_size, new_table); !ok) return fail_with_context("output GPT", ok.error());
+
+  // Keys: the volume key encrypts the data; the machine key (what the verifier releases)
+  // opens keyslot 0. Neither is written anywhere but the LUKS header and the bundle.
+  SecretBytes volume_key = crypto::random_secret(volume_key_size);
+  SecretBytes machine_key = crypto::random_secret(machine_key_size);
+  progress.note("writing the LUKS2 header (aes-xts-plain64, 512-bit key, " + std::to_string(sector_size) +
+                "-byte sectors)");
+  LuksFormatRequest luks;
+  luks.header_file = work->file("luks-header.img");
+  luks.partition_size = new_root.size();
+  luks.sector_size = sector_size;
+  luks.volume_key = &volume_key;
+  luks.machine_key = &machine_key;
+  luks.recovery_passphrase = recovery ? &*recovery : nullptr;
+  auto luks_info = format_luks_volume(luks);
+  if (!luks_info) return tl::unexpected(luks_info.error());
+  report.luks_uuid = luks_info->uuid;
+  {
+    auto header = RawFile::open(luks.header_file, RawFile::Mode::read_only);
+    if (!header) return tl::unexpected(header.error());
+    Bytes buffer(static_cast<std::size_t>(io_chunk));
+    for (std::uint64_t at = 0; at < luks_info->data_offset; at += io_chunk) {
+      if (auto ok = header->read_at(at, buffer); !ok) return tl::unexpected(ok.error());
+      if (auto ok = output->write_sparse_at(new_root.offset() + at, buffer); !ok) return tl::unexpected(ok.error());
+    }
+  }
+  ::unlink(luks.header_file.c_str());
+
+  // The used blocks, encrypted; unused blocks stay holes (they decrypt to noise, which the
+  // filesystem never reads).
+  auto encryptor = XtsEncryptor::create(volume_key, sector_size, XtsEncryptor::Direction::encrypt);
+  if (!encryptor) return tl::unexpected(encryptor.error());
+  progress.begin("encrypting root", report.encrypted_bytes);
+  {
+    Bytes buffer(static_cast<std::size_t>(io_chunk));
+    const std::uint64_t data_start = new_root.offset() + luks_info->data_offset;
+    for (const auto& extent : extents) {
+      for (std::uint64_t at = extent.offset; at < extent.offset + extent.length; at += io_chunk) {
+        const std::size_t n = static_cast<std::size_t>(std::min(io_chunk, extent.offset + extent.length - at));
+        std::span<std::uint8_t> part(buffer.data(), n);
+        if (auto ok = input->file.read_at(root.offset() + at, part); !ok) return tl::unexpected(ok.error());
+        if (auto ok = encryptor->process(part, at); !ok) return tl::unexpected(ok.error());
+        if (auto ok = output->write_at(data_start + at, part); !ok) return tl::unexpected(ok.error());
+        if (auto ok = progress.advance(n); !ok) return tl::unexpected(ok.error());
+      }
+    }
+  }
+  progress.end();
+  if (auto ok = output->sync(); !ok) return tl::unexpected(ok.error());
+  output->close();
+
+  // The initramfs: append our archive to each one on the boot filesystem, in place.
+  progress.note("adding the agent to the initramfs");
+  auto addition = build_initramfs_addition(options, luks_info->uuid);
+  if (!addition) return tl::unexpected(addition.error());
+  {
+    auto boot_fs = ExtFilesystem::open(output_raw, boot.offset(), true);
+    if (!boot_fs) return fail_with_context("boot filesystem", boot_fs.error());
+    auto layout = discover_boot_files(*boot_fs);
+    if (!layout) return fail_with_context("boot filesystem", layout.error());
+    for (const auto& kernel : layout->kernels) {
+      if (!kernel.initramfs_path) {
+        report.warnings.push_back("kernel " + kernel.version + " has no initramfs: it cannot unlock the root");
+        continue;
+      }
+      auto current = boot_fs->read_file(*kernel.initramfs_path, 512ull << 20);
+      if (!current) return tl::unexpected(current.error());
+      // The kernel looks for the next archive at a 4-byte boundary and skips zero bytes.
+      Bytes appended((4 - current->size() % 4) % 4, 0);
+      appended.insert(appended.end(), addition->begin(), addition->end());
+      if (auto ok = boot_fs->append_to_file(*kernel.initramfs_path, appended); !ok) return tl::unexpected(ok.error());
+      report.initramfs_changed.push_back(*kernel.initramfs_path);
+    }
+    if (auto ok = boot_fs->close(); !ok) return tl::unexpected(ok.error());
+  }
+
+  // Reference values of the boot chain as it is now, then the bundle and the image.
+  MeasureOptions measure_options;
+  measure_options.image_id = options.image_id;
+  measure_options.firmware_rims = options.firmware_rims;
+  measure_options.grub_efi_digests = options.grub_efi_digests;
+  measure_options.reference_in_json = reference_in;
+  measure_options.cmdline_override = options.kernel_cmdline;
+  reference::ReferenceValues values;
+  {
+    auto boot_fs = ExtFilesystem::open(output_raw, boot.offset(), false);
+    if (!boot_fs) return fail_with_context("boot filesystem", boot_fs.error());
+    auto layout = discover_boot_files(*boot_fs);
+    if (!layout) return tl::unexpected(layout.error());
+    for (const auto& w : layout->warnings) report.warnings.push_back(w);
+    auto measured = measure_boot(*boot_fs, *layout, measure_options);
+    if (!measured) return tl::unexpected(measured.error());
+    values = std::move(*measured);
+  }
+  auto reference_json = reference::serialize_reference_values(values);
+  if (!reference_json) return tl::unexpected(reference_json.error());
+  auto bundle = serialize_enrollment_bundle(options.image_id, luks_info->uuid, machine_key, values);
+  if (!bundle) return tl::unexpected(bundle.error());
+  if (auto ok = write_secret_file(staging.add(options.bundle_path), *bundle); !ok) return tl::unexpected(ok.error());
+  const std::string reference_partial = staging.add(options.reference_path);
+  if (auto ok = write_file_atomic(reference_partial,
+                                  ByteView(reinterpret_cast<const std::uint8_t*>(reference_json->data()),
+                                           reference_json->size()),
+                                  0644);
+      !ok)
+    return tl::unexpected(ok.error());
+
+  if (options.output_format == ImageFormat::qcow2) {
+    progress.note("writing " + options.output + " (qemu-img convert -O qcow2)");
+    if (auto ok = convert_image(output_raw, ImageFormat::raw, staging.add(options.output), ImageFormat::qcow2); !ok)
+      return tl::unexpected(ok.error());
+  }
+  if (cancel_requested()) return fail(Errc::io, "interrupted");
+  if (auto ok = staging.publish(); !ok) return tl::unexpected(ok.error());
+  return report;
+}
+
+Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) {
+  Progress quiet(nullptr);
+  auto work = WorkDir::create(request.work_dir.value_or(directory_of(request.image)));
+  if (!work) return tl::unexpected(work.error());
+  auto input = open_raw(request.image, request.format, *work, quiet, false);
+  if (!input) return tl::unexpected(input.error());
+  auto table = read_gpt(input->file);
+  if (!table) return fail_with_context(request.image, table.error());
+  for (const auto& p : table->partitions) {
+    auto ext = has_ext_magic(input->path, p.offset());
+    if (!ext || !*ext) continue;
+    auto boot_fs = ExtFilesystem::open(input->path, p.offset(), false);
+    if (!boot_fs) continue;
+    auto layout = discover_boot_files(*boot_fs);
+    if (!layout || layout->kernels.empty()) continue;
+    MeasureOptions options;
+    options.image_id = request.image_id;
+    options.firmware_rims = request.firmware_rims;
+    options.grub_efi_digests = request.grub_efi_digests;
+    options.cmdline_override = request.kernel_cmdline;
+    if (request.reference_in) {
+      auto loaded = read_file(*request.reference_in, reference::max_document_size);
+      if (!loaded) return fail_with_context("--reference-in", loaded.error());
+      options.reference_in_json = std::string(loaded->begin(), loaded->end());
+    }
+    return measure_boot(*boot_fs, *layout, options);
+  }
+  return fail(Errc::not_found, request.image + ": no boot partition with a kernel found");
+}
+
+Result<std::string> inspect_image(const std::string& path, std::optional<ImageFormat> format,
+                                  const std::optional<std::string>& work_dir) {
+  Progress quiet(nullptr);
+  auto work = WorkDir::create(work_dir.value_or(directory_of(path)));
+  if (!work) return tl::unexpected(work.error());
+  auto input = open_raw(path, format, *work, quiet, false);
+  if (!input) return tl::unexpected(input.error());
+  auto table = read_gpt(input->file);
+  if (!table) return fail_with_context(path, table.error());
+  std::ostringstream out;
+  out << "disk " << guid_to_string(table->disk_guid) << ", " << table->partitions.size() << " partitions\n";
+  for (const auto& p : table->partitions) {
+    out << "partition " << p.index << ": start " << p.first_lba << ", " << format_bytes(p.size()) << ", type "
+        << guid_to_string(p.type) << (p.name.empty() ? "" : ", name \"" + p.name + "\"") << "\n";
+    std::array<std::uint8_t, 6> magic{};
+    if (!input->file.read_at(p.offset(), magic)) continue;
+    if (std::memcmp(magic.data(), "LUKS\xba\xbe", 6) == 0) {
+      // libcryptsetup reads a header from a file: give it the partition's header area in a
+      // sparse file of the partition's size.
+      const std::string header_path = work->file("header-" + std::to_string(p.index));
+      auto header = RawFile::open(header_path, RawFile::Mode::create_new);
+      if (!header) return tl::unexpected(header.error());
+      if (auto ok = header->resize(p.size()); !ok) return tl::unexpected(ok.error());
+      Progress none(nullptr);
+      const std::uint64_t area = std::min(p.size(), luks_data_offset);
+      Bytes buffer(static_cast<std::size_t>(area));
+      if (auto ok = input->file.read_at(p.offset(), buffer); !ok) return tl::unexpected(ok.error());
+      if (auto ok = header->write_at(0, buffer); !ok) return tl::unexpected(ok.error());
+      header->close();
+      auto summary = read_luks_summary(header_path);
+      if (!summary) {
+        out << "  LUKS header unreadable: " << summary.error().describe() << "\n";
+        continue;
+      }
+      out << "  LUKS2 " << summary->uuid << ", " << summary->cipher << ", " << summary->volume_key_bits
+          << "-bit key, " << summary->sector_size << "-byte sectors, data at " << format_bytes(summary->data_offset)
+          << "\n";
+      for (const auto& slot : summary->keyslots) out << "  keyslot " << slot << "\n";
+      continue;
+    }
+    auto ext = has_ext_magic(input->path, p.offset());
+    if (!ext || !*ext) continue;
+    auto fsys = ExtFilesystem::open(input->path, p.offset(), false);
+    if (!fsys) continue;
+    out << "  ext filesystem " << fsys->uuid() << (fsys->label().empty() ? "" : " \"" + fsys->label() + "\"") << "\n";
+    auto layout = discover_boot_files(*fsys);
+    if (!layout) continue;
+    if (layout->grub_cfg_path) out << "  grub.cfg: " << *layout->grub_cfg_path << "\n";
+    for (const auto& kernel : layout->kernels) {
+      out << "  kernel " << kernel.version << ": " << kernel.kernel_path << "\n";
+      if (!kernel.initramfs_path) continue;
+      auto content = fsys->read_file(*kernel.initramfs_path, 512ull << 20);
+      if (!content) continue;
+      const auto entries = list_appended_cpio(*content);
+      const bool ours = std::any_of(entries.begin(), entries.end(),
+                                    [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; });
+      out << "    initramfs " << *kernel.initramfs_path << ": "
+          << (ours ? "fde-image archive appended:" : "no fde-image archive") << "\n";
+      if (ours)
+        for (const auto& e : entries)
+          if ((e.mode & 0170000) != 0040000) out << "      " << e.path << " (" << e.size << " bytes)\n";
+    }
+  }
+  return out.str();
+}
+
+}  // namespace fde::image

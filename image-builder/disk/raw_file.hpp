@@ -1,0 +1,57 @@
+// RawFile: a file descriptor with bounded positional reads and writes, used for raw disk
+// images (the builder works on raw images; qcow2 goes through qemu-img, see qemu_img.hpp).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "common/util/bytes.hpp"
+
+namespace fde::image {
+
+class RawFile {
+ public:
+  enum class Mode { read_only, read_write, create_new };
+
+  RawFile() = default;
+  ~RawFile();
+  RawFile(const RawFile&) = delete;
+  RawFile& operator=(const RawFile&) = delete;
+  RawFile(RawFile&& other) noexcept;
+  RawFile& operator=(RawFile&& other) noexcept;
+
+  // create_new refuses an existing path (O_EXCL) and creates it with mode 0600.
+  static Result<RawFile> open(const std::string& path, Mode mode);
+
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_; }
+  Result<std::uint64_t> size() const;
+  Result<void> resize(std::uint64_t size);
+  Result<void> read_at(std::uint64_t offset, std::span<std::uint8_t> out) const;
+  Result<void> write_at(std::uint64_t offset, ByteView data);
+  // Writes only the 4 KiB blocks of `data` that are not all zero: the file must be new
+  // (holes read as zero), so skipping zero blocks keeps the output sparse.
+  Result<void> write_sparse_at(std::uint64_t offset, ByteView data);
+  // Next data region at or after `offset` (SEEK_DATA); returns size() at the end.
+  Result<std::uint64_t> next_data(std::uint64_t offset) const;
+  Result<std::uint64_t> next_hole(std::uint64_t offset) const;
+  Result<void> sync();
+  void close();
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+// Copies [offset, offset+length) of `from` to the same range of `to`, skipping holes and
+// all-zero blocks (the destination must be a new, sparse file). `on_progress` gets bytes.
+template <class Progress>
+Result<void> copy_range_sparse(const RawFile& from, RawFile& to, std::uint64_t offset,
+                               std::uint64_t length, Progress&& on_progress);
+
+bool is_all_zero(ByteView data);
+
+}  // namespace fde::image
+
+#include "image-builder/disk/raw_file_impl.hpp"

@@ -1,0 +1,216 @@
+// ExtFilesystem over libext2fs (e2fsprogs), using unix_io's "offset=" option so that a
+// partition inside a raw disk image is opened directly.
+#include "image-builder/fs/ext_filesystem.hpp"
+
+#include <ext2fs/ext2fs.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+namespace fde::image {
+namespace {
+
+tl::unexpected<Error> ext_error(const std::string& what, errcode_t code) {
+  return fail(Errc::io, what + ": " + error_message(code));
+}
+
+}  // namespace
+
+struct ExtFilesystem::State {
+  ext2_filsys fs = nullptr;
+  bool writable = false;
+  ~State() {
+    if (fs) ext2fs_close_free(&fs);
+  }
+};
+
+ExtFilesystem::ExtFilesystem(std::unique_ptr<State> state) : state_(std::move(state)) {}
+ExtFilesystem::~ExtFilesystem() = default;
+ExtFilesystem::ExtFilesystem(ExtFilesystem&&) noexcept = default;
+ExtFilesystem& ExtFilesystem::operator=(ExtFilesystem&&) noexcept = default;
+
+Result<bool> has_ext_magic(const std::string& image_path, std::uint64_t offset) {
+  std::ifstream in(image_path, std::ios::binary);
+  if (!in) return fail(Errc::not_found, "cannot open " + image_path);
+  in.seekg(static_cast<std::streamoff>(offset + 1024 + 56));
+  std::array<char, 2> magic{};
+  in.read(magic.data(), 2);
+  if (in.gcount() != 2) return false;
+  return static_cast<unsigned char>(magic[0]) == 0x53 && static_cast<unsigned char>(magic[1]) == 0xEF;
+}
+
+Result<ExtFilesystem> ExtFilesystem::open(const std::string& image_path, std::uint64_t offset, bool writable) {
+  initialize_ext2_error_table();
+  auto state = std::make_unique<State>();
+  state->writable = writable;
+  const std::string io_options = "offset=" + std::to_string(offset);
+  int flags = EXT2_FLAG_64BITS | EXT2_FLAG_THREADS;
+  if (writable) flags |= EXT2_FLAG_RW;
+  const errcode_t err = ext2fs_open2(image_path.c_str(), io_options.c_str(), flags, 0, 0, unix_io_manager, &state->fs);
+  if (err) return ext_error("cannot open the ext filesystem at byte " + std::to_string(offset), err);
+  return ExtFilesystem(std::move(state));
+}
+
+std::string ExtFilesystem::uuid() const {
+  const auto* u = state_->fs->super->s_uuid;
+  char text[40];
+  std::snprintf(text, sizeof text, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+                u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+  return text;
+}
+
+std::string ExtFilesystem::label() const {
+  const auto* raw = reinterpret_cast<const char*>(state_->fs->super->s_volume_name);
+  return std::string(raw, strnlen(raw, sizeof state_->fs->super->s_volume_name));
+}
+
+std::uint32_t ExtFilesystem::block_size() const { return static_cast<std::uint32_t>(state_->fs->blocksize); }
+
+std::uint64_t ExtFilesystem::size_bytes() const {
+  return ext2fs_blocks_count(state_->fs->super) * state_->fs->blocksize;
+}
+
+bool ExtFilesystem::needs_recovery() const {
+  return ext2fs_has_feature_journal_needs_recovery(state_->fs->super) != 0;
+}
+
+Result<std::vector<ByteExtent>> ExtFilesystem::used_extents(std::uint64_t granularity) const {
+  ext2_filsys fs = state_->fs;
+  if (errcode_t err = ext2fs_read_block_bitmap(fs)) return ext_error("cannot read the block bitmaps", err);
+  const std::uint64_t block = fs->blocksize;
+  const blk64_t first = fs->super->s_first_data_block;
+  const blk64_t last = ext2fs_blocks_count(fs->super) - 1;
+  std::vector<ByteExtent> extents;
+  auto add = [&](std::uint64_t begin, std::uint64_t end) {
+    begin = begin / granularity * granularity;
+    end = (end + granularity - 1) / granularity * granularity;
+    if (!extents.empty() && extents.back().offset + extents.back().length >= begin)
+      extents.back().length = std::max(extents.back().length, end - extents.back().offset);
+    else
+      extents.push_back({begin, end - begin});
+  };
+  // Everything before the first data block (boot sector and, with 1 KiB blocks, the
+  // superblock) is not in the bitmap but belongs to the filesystem.
+  add(0, std::max<std::uint64_t>((first + 1) * block, 4096));
+  blk64_t at = first;
+  while (at <= last) {
+    blk64_t set_start = 0;
+    if (ext2fs_find_first_set_block_bitmap2(fs->block_map, at, last, &set_start) != 0) break;
+    blk64_t zero_start = 0;
+    blk64_t run_end = last + 1;
+    if (set_start < last && ext2fs_find_first_zero_block_bitmap2(fs->block_map, set_start + 1, last, &zero_start) == 0)
+      run_end = zero_start;
+    add(set_start * block, run_end * block);
+    at = run_end;
+  }
+  // Rounding out may pass the end of a filesystem whose size is not a multiple of the
+  // granularity; the caller checks that the partition has room for that.
+  return extents;
+}
+
+Result<std::uint32_t> ExtFilesystem::lookup(const std::string& path) const {
+  ext2_ino_t ino = 0;
+  const errcode_t err = ext2fs_namei(state_->fs, EXT2_ROOT_INO, EXT2_ROOT_INO, path.c_str(), &ino);
+  if (err == EXT2_ET_FILE_NOT_FOUND) return fail(Errc::not_found, path + ": not found");
+  if (err) return ext_error("cannot look up " + path, err);
+  return ino;
+}
+
+Result<bool> ExtFilesystem::exists(const std::string& path) const {
+  auto ino = lookup(path);
+  if (ino) return true;
+  if (ino.error().code == Errc::not_found) return false;
+  return tl::unexpected(ino.error());
+}
+
+Result<std::vector<ExtDirEntry>> ExtFilesystem::list_directory(const std::string& path) const {
+  auto ino = lookup(path);
+  if (!ino) return tl::unexpected(ino.error());
+  struct Context {
+    ExtFilesystem::State* state;
+    std::vector<ExtDirEntry> entries;
+  } context{state_.get(), {}};
+  auto callback = [](ext2_ino_t, int, struct ext2_dir_entry* dirent, int, int, char*, void* priv) -> int {
+    auto* ctx = static_cast<Context*>(priv);
+    const int length = ext2fs_dirent_name_len(dirent);
+    std::string name(dirent->name, static_cast<std::size_t>(length));
+    if (name == "." || name == "..") return 0;
+    ExtDirEntry entry;
+    entry.name = std::move(name);
+    const int type = ext2fs_dirent_file_type(dirent);
+    entry.is_directory = type == EXT2_FT_DIR;
+    entry.is_regular = type == EXT2_FT_REG_FILE;
+    ctx->entries.push_back(std::move(entry));
+    return 0;
+  };
+  const errcode_t err = ext2fs_dir_iterate2(state_->fs, *ino, 0, nullptr, callback, &context);
+  if (err) return ext_error("cannot list " + path, err);
+  std::sort(context.entries.begin(), context.entries.end(),
+            [](const ExtDirEntry& a, const ExtDirEntry& b) { return a.name < b.name; });
+  return context.entries;
+}
+
+Result<Bytes> ExtFilesystem::read_file(const std::string& path, std::uint64_t max_size) const {
+  auto ino = lookup(path);
+  if (!ino) return tl::unexpected(ino.error());
+  ext2_file_t file = nullptr;
+  if (errcode_t err = ext2fs_file_open(state_->fs, *ino, 0, &file)) return ext_error("cannot open " + path, err);
+  __u64 size = 0;
+  ext2fs_file_get_lsize(file, &size);
+  if (size > max_size) {
+    ext2fs_file_close(file);
+    return fail(Errc::too_large, path + " is larger than " + std::to_string(max_size) + " bytes");
+  }
+  Bytes data(static_cast<std::size_t>(size));
+  std::size_t done = 0;
+  while (done < data.size()) {
+    unsigned int got = 0;
+    const auto want = static_cast<unsigned int>(std::min<std::size_t>(data.size() - done, 1u << 20));
+    if (errcode_t err = ext2fs_file_read(file, data.data() + done, want, &got)) {
+      ext2fs_file_close(file);
+      return ext_error("cannot read " + path, err);
+    }
+    if (got == 0) break;
+    done += got;
+  }
+  ext2fs_file_close(file);
+  if (done != data.size()) return fail(Errc::io, path + ": short read");
+  return data;
+}
+
+Result<void> ExtFilesystem::append_to_file(const std::string& path, ByteView data) {
+  if (!state_->writable) return fail(Errc::internal, "filesystem opened read-only");
+  auto ino = lookup(path);
+  if (!ino) return tl::unexpected(ino.error());
+  ext2_file_t file = nullptr;
+  if (errcode_t err = ext2fs_file_open(state_->fs, *ino, EXT2_FILE_WRITE, &file))
+    return ext_error("cannot open " + path + " for writing", err);
+  __u64 size = 0;
+  ext2fs_file_get_lsize(file, &size);
+  errcode_t err = ext2fs_file_llseek(file, size, EXT2_SEEK_SET, nullptr);
+  std::size_t done = 0;
+  while (!err && done < data.size()) {
+    unsigned int written = 0;
+    const auto want = static_cast<unsigned int>(std::min<std::size_t>(data.size() - done, 1u << 20));
+    err = ext2fs_file_write(file, data.data() + done, want, &written);
+    done += written;
+  }
+  const errcode_t close_err = ext2fs_file_close(file);
+  if (err == EXT2_ET_BLOCK_ALLOC_FAIL)
+    return fail(Errc::io, "no space left on the boot filesystem to extend " + path);
+  if (err) return ext_error("cannot append to " + path, err);
+  if (close_err) return ext_error("cannot write " + path, close_err);
+  return {};
+}
+
+Result<void> ExtFilesystem::close() {
+  if (!state_ || !state_->fs) return {};
+  const errcode_t err = ext2fs_close_free(&state_->fs);
+  if (err) return ext_error("cannot write the ext filesystem", err);
+  return {};
+}
+
+}  // namespace fde::image

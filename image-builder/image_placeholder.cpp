@@ -1,1 +1,0 @@
-// The image builder library; its code lands with the image builder issue.

@@ -1,0 +1,239 @@
+// fde-image: command-line front end of the image builder (build, inspect, measure).
+// Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "common/util/command_line.hpp"
+#include "common/util/file.hpp"
+#include "image-builder/build/image_builder.hpp"
+
+namespace {
+
+using namespace fde;
+using namespace fde::image;
+
+constexpr int exit_failure = 1;
+constexpr int exit_usage = 2;
+constexpr int exit_interrupted = 130;
+
+const std::vector<OptionSpec> common_specs = {
+    {"input-format", true, false, "FORMAT", "qcow2 (default, checked) or raw"},
+    {"work-dir", true, false, "DIR", "directory for intermediate files (default: beside the output/image)"},
+    {"help", false, false, "", "show this help"},
+};
+
+std::vector<OptionSpec> build_specs() {
+  std::vector<OptionSpec> specs = {
+      {"input", true, false, "IN.qcow2", "the bootable CVM image to encrypt (not modified)"},
+      {"output", true, false, "OUT.qcow2", "the encrypted image to write (must not exist)"},
+      {"output-format", true, false, "FORMAT", "qcow2 (default) or raw"},
+      {"image-id", true, false, "ID", "the image's name at the verifier"},
+      {"verifier", true, true, "URL", "verifier https:// URL the agent contacts (repeatable, in order)"},
+      {"verifier-ca", true, false, "CA.pem", "CA certificate the agent pins for the verifier's TLS"},
+      {"agent", true, false, "PATH", "fde-agent binary to add to each initramfs"},
+      {"agent-config", true, false, "FILE", "use this /etc/fde/agent.conf instead of the generated one"},
+      {"initramfs-overlay", true, false, "DIR", "directory tree added to each initramfs (dracut hooks)"},
+      {"recovery-passphrase-file", true, false, "FILE", "add a recovery keyslot (Argon2id) with this passphrase"},
+      {"rim", true, true, "HEX", "accepted firmware RIM for the reference values (repeatable)"},
+      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary (repeatable)"},
+      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg)"},
+      {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
+      {"root-partition", true, false, "N", "GPT entry number of the root partition (default: detected)"},
+      {"sector-size", true, false, "BYTES", "LUKS2 encryption sector size, 4096 (default) or 512"},
+      {"bundle", true, false, "FILE", "enrollment bundle to write, mode 0600 (default: OUT.enrollment.json)"},
+      {"reference-out", true, false, "FILE", "reference values to write (default: OUT.reference.json)"},
+      {"quiet", false, false, "", "no progress output"},
+  };
+  specs.insert(specs.end(), common_specs.begin(), common_specs.end());
+  return specs;
+}
+
+std::vector<OptionSpec> measure_specs() {
+  std::vector<OptionSpec> specs = {
+      {"image-id", true, false, "ID", "image id to put into the document"},
+      {"rim", true, true, "HEX", "accepted firmware RIM (repeatable)"},
+      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary (repeatable)"},
+      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg)"},
+      {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
+      {"output", true, false, "FILE", "write the document here instead of stdout"},
+  };
+  specs.insert(specs.end(), common_specs.begin(), common_specs.end());
+  return specs;
+}
+
+void usage(std::FILE* out) {
+  std::fprintf(out,
+               "usage: fde-image build --input IN.qcow2 --output OUT.qcow2 --image-id ID --verifier URL...\n"
+               "                       --verifier-ca CA.pem [options]\n"
+               "       fde-image inspect IMAGE [--input-format F] [--work-dir DIR]\n"
+               "       fde-image measure IMAGE [--reference-in JSON | --grub-efi-digest HEX] [options]\n"
+               "\nbuild options:\n%s\nmeasure options:\n%s\nSee docs/fde-image.md.\n",
+               options_help(build_specs()).c_str(), options_help(measure_specs()).c_str());
+}
+
+void on_signal(int) { request_cancel(); }
+
+Result<std::vector<Bytes>> hex_list(const ParsedOptions& parsed, const std::string& name) {
+  std::vector<Bytes> out;
+  for (const auto& text : parsed.get_all(name)) {
+    auto bytes = hex_decode(text);
+    if (!bytes || bytes->size() != 32) return fail(Errc::invalid_argument, "--" + name + ": expected 64 hex digits");
+    out.push_back(std::move(*bytes));
+  }
+  return out;
+}
+
+Result<std::optional<ImageFormat>> format_option(const ParsedOptions& parsed, const std::string& name) {
+  auto text = parsed.get(name);
+  if (!text) return std::optional<ImageFormat>{};
+  auto format = image_format_from_name(*text);
+  if (!format) return tl::unexpected(format.error());
+  return std::optional<ImageFormat>{*format};
+}
+
+int report_error(const std::string& command, const Error& error) {
+  std::fprintf(stderr, "fde-image %s: %s\n", command.c_str(), error.describe().c_str());
+  if (cancel_requested()) return exit_interrupted;
+  return error.code == Errc::invalid_argument ? exit_usage : exit_failure;
+}
+
+int run_build(const ParsedOptions& parsed) {
+  BuildOptions options;
+  for (const char* required : {"input", "output", "image-id", "verifier", "verifier-ca"})
+    if (!parsed.has(required)) {
+      std::fprintf(stderr, "fde-image build: --%s is required (see --help)\n", required);
+      return exit_usage;
+    }
+  options.input = *parsed.get("input");
+  options.output = *parsed.get("output");
+  options.image_id = *parsed.get("image-id");
+  options.verifiers = parsed.get_all("verifier");
+  options.verifier_ca = *parsed.get("verifier-ca");
+  options.agent = parsed.get("agent");
+  options.agent_config = parsed.get("agent-config");
+  options.initramfs_overlay = parsed.get("initramfs-overlay");
+  options.recovery_passphrase_file = parsed.get("recovery-passphrase-file");
+  options.reference_in = parsed.get("reference-in");
+  options.kernel_cmdline = parsed.get("kernel-cmdline");
+  options.work_dir = parsed.get("work-dir");
+  options.bundle_path = parsed.get("bundle").value_or(options.output + ".enrollment.json");
+  options.reference_path = parsed.get("reference-out").value_or(options.output + ".reference.json");
+  auto input_format = format_option(parsed, "input-format");
+  auto output_format = format_option(parsed, "output-format");
+  auto rims = hex_list(parsed, "rim");
+  auto grub = hex_list(parsed, "grub-efi-digest");
+  for (const auto* result : {&input_format, &output_format})
+    if (!*result) return report_error("build", result->error());
+  for (const auto* result : {&rims, &grub})
+    if (!*result) return report_error("build", result->error());
+  options.input_format = *input_format;
+  options.output_format = output_format->value_or(ImageFormat::qcow2);
+  options.firmware_rims = *rims;
+  options.grub_efi_digests = *grub;
+  try {
+    if (auto n = parsed.get("root-partition")) options.root_partition = static_cast<std::uint32_t>(std::stoul(*n));
+    if (auto n = parsed.get("sector-size")) options.sector_size = static_cast<std::uint32_t>(std::stoul(*n));
+  } catch (const std::exception&) {
+    return report_error("build", Error{Errc::invalid_argument, "--root-partition/--sector-size: not a number"});
+  }
+  Progress progress(parsed.has("quiet") ? nullptr : stderr);
+  auto report = build_image(options, progress);
+  if (!report) return report_error("build", report.error());
+  for (const auto& warning : report->warnings) std::fprintf(stderr, "warning: %s\n", warning.c_str());
+  std::printf("wrote %s (root partition %u: LUKS2 %s, filesystem %s, %s encrypted)\n", options.output.c_str(),
+              report->root_partition, report->luks_uuid.c_str(), report->filesystem_uuid.c_str(),
+              format_bytes(report->encrypted_bytes).c_str());
+  for (const auto& path : report->initramfs_changed) std::printf("added the agent to %s\n", path.c_str());
+  std::printf("wrote %s (reference values)\nwrote %s (enrollment bundle, mode 0600: import it with "
+              "`fde-admin enroll` and then delete it; it holds the only copy of the disk key)\n",
+              options.reference_path.c_str(), options.bundle_path.c_str());
+  return 0;
+}
+
+int run_inspect(const ParsedOptions& parsed) {
+  if (parsed.positional().size() != 1) {
+    std::fprintf(stderr, "fde-image inspect: expected one IMAGE argument\n");
+    return exit_usage;
+  }
+  auto format = format_option(parsed, "input-format");
+  if (!format) return report_error("inspect", format.error());
+  auto text = inspect_image(parsed.positional()[0], *format, parsed.get("work-dir"));
+  if (!text) return report_error("inspect", text.error());
+  std::fputs(text->c_str(), stdout);
+  return 0;
+}
+
+int run_measure(const ParsedOptions& parsed) {
+  if (parsed.positional().size() != 1) {
+    std::fprintf(stderr, "fde-image measure: expected one IMAGE argument\n");
+    return exit_usage;
+  }
+  MeasureRequest request;
+  request.image = parsed.positional()[0];
+  auto format = format_option(parsed, "input-format");
+  auto rims = hex_list(parsed, "rim");
+  auto grub = hex_list(parsed, "grub-efi-digest");
+  if (!format) return report_error("measure", format.error());
+  if (!rims) return report_error("measure", rims.error());
+  if (!grub) return report_error("measure", grub.error());
+  request.format = *format;
+  request.firmware_rims = *rims;
+  request.grub_efi_digests = *grub;
+  request.work_dir = parsed.get("work-dir");
+  request.image_id = parsed.get("image-id").value_or("");
+  request.reference_in = parsed.get("reference-in");
+  request.kernel_cmdline = parsed.get("kernel-cmdline");
+  auto values = measure_image(request);
+  if (!values) return report_error("measure", values.error());
+  if (request.image_id.empty()) values->image_id.reset();
+  auto json = reference::serialize_reference_values(*values);
+  if (!json) return report_error("measure", json.error());
+  if (auto path = parsed.get("output")) {
+    if (auto ok = write_file_atomic(*path, ByteView(reinterpret_cast<const std::uint8_t*>(json->data()), json->size()), 0644);
+        !ok)
+      return report_error("measure", ok.error());
+  } else {
+    std::fputs(json->c_str(), stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // The process holds the disk key: no core dumps, no ptrace by other users.
+  ::prctl(PR_SET_DUMPABLE, 0);
+  struct rlimit no_core {0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGHUP, &action, nullptr);
+
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    usage(args.empty() ? stderr : stdout);
+    return args.empty() ? exit_usage : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  const auto specs = command == "build" ? build_specs() : command == "measure" ? measure_specs() : common_specs;
+  if (command != "build" && command != "inspect" && command != "measure") {
+    std::fprintf(stderr, "fde-image: unknown command \"%s\" (build, inspect, measure; see --help)\n", command.c_str());
+    return exit_usage;
+  }
+  auto parsed = parse_options(args, specs);
+  if (!parsed) return report_error(command, parsed.error());
+  if (parsed->has("help")) {
+    usage(stdout);
+    return 0;
+  }
+  if (command == "build") return run_build(*parsed);
+  if (command == "inspect") return run_inspect(*parsed);
+  return run_measure(*parsed);
+}

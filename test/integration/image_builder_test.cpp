@@ -1,0 +1,273 @@
+// fde-image end to end on a synthetic CVM image made here (GPT by sgdisk, ext4 by
+// mke2fs -d): the bundle's key opens the keyslot, the payload decrypts (independently of
+// the builder's code) to the input's used blocks, e2fsck is clean, and hostile inputs fail
+// without leaving output behind.
+#include <libcryptsetup.h>
+#include <openssl/evp.h>
+#include <rapidjson/document.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "image-builder/build/image_builder.hpp"
+#include "image-builder/disk/gpt.hpp"
+#include "image-builder/fs/ext_filesystem.hpp"
+
+using namespace fde;
+using namespace fde::image;
+namespace fsys = std::filesystem;
+
+namespace {
+
+constexpr const char* recovery_text = "correct horse battery";
+
+int sh(const std::string& command) { return std::system(("bash -c '" + command + "' >/dev/null 2>&1").c_str()); }
+
+struct Fixture {
+  std::string dir;
+  Fixture() {
+    char pattern[] = "/tmp/fde-image-test-XXXXXX";
+    dir = ::mkdtemp(pattern);
+    const std::string script = R"(set -e; cd DIR
+truncate -s 160M disk.raw
+sgdisk -n1:2048:+32M -t1:8300 -c1:boot -n2:0:+120M -t2:8300 -c2:root disk.raw
+mkdir -p boot/grub root/etc root/usr/bin
+head -c 300000 /dev/urandom | gzip -c > boot/vmlinuz-6.1.0-test
+(cd root && echo hi > etc/hello && find etc | cpio -o -H newc | gzip -c) > boot/initrd.img-6.1.0-test
+printf "menuentry x {\n linux /vmlinuz-6.1.0-test root=UUID=abc ro quiet\n initrd /initrd.img-6.1.0-test\n}\n" > boot/grub/grub.cfg
+echo "UUID=abc / ext4 defaults 0 1" > root/etc/fstab
+head -c 5000000 /dev/urandom > root/usr/bin/big
+mke2fs -q -t ext4 -L boot -d boot -E offset=1048576 disk.raw 32M
+mke2fs -q -t ext4 -b 4096 -L rootfs -d root -E offset=34603008 disk.raw 120M
+qemu-img convert -O qcow2 disk.raw in.qcow2
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -subj /CN=test -days 1
+echo "RECOVERY" > recovery.txt
+printf "#!/bin/sh\necho agent\n" > agent)";
+    std::string text = script;
+    text.replace(text.find("DIR"), 3, dir);
+    text.replace(text.find("RECOVERY"), 8, recovery_text);
+    std::ofstream(dir + "/make.sh") << text;
+    REQUIRE(std::system(("bash " + dir + "/make.sh >/dev/null 2>&1").c_str()) == 0);
+  }
+  ~Fixture() { fsys::remove_all(dir); }
+  std::string path(const std::string& name) const { return dir + "/" + name; }
+
+  BuildOptions options(const std::string& output) const {
+    BuildOptions o;
+    o.input = path("in.qcow2");
+    o.output = path(output);
+    o.image_id = "test-image";
+    o.verifiers = {"https://verifier.example:8443"};
+    o.verifier_ca = path("ca.pem");
+    o.agent = path("agent");
+    o.grub_efi_digests = {Bytes(32, 0x11)};
+    o.firmware_rims = {Bytes(32, 0x22)};
+    o.bundle_path = o.output + ".enrollment.json";
+    o.reference_path = o.output + ".reference.json";
+    return o;
+  }
+};
+
+Bytes read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), {});
+}
+
+// The test's own aes-xts-plain64 (tweak = byte offset / 512), not the builder's.
+void xts_decrypt(const Bytes& key, std::uint8_t* data, std::size_t size, std::uint64_t offset) {
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  for (std::size_t at = 0; at < size; at += 4096) {
+    std::uint8_t iv[16] = {};
+    const std::uint64_t sector = (offset + at) / 512;
+    for (int i = 0; i < 8; ++i) iv[i] = static_cast<std::uint8_t>(sector >> (8 * i));
+    int n = 0;
+    EVP_DecryptInit_ex(ctx, EVP_aes_256_xts(), nullptr, key.data(), iv);
+    EVP_DecryptUpdate(ctx, data + at, &n, data + at, 4096);
+  }
+  EVP_CIPHER_CTX_free(ctx);
+}
+
+bool no_output_left(const Fixture& f, const std::string& name) {
+  for (const auto& entry : fsys::directory_iterator(f.dir)) {
+    const std::string file = entry.path().filename().string();
+    if (file.rfind(name, 0) == 0 || file.rfind(".fde-image-", 0) == 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("an encrypted image opens with the bundle's key and decrypts to the input's filesystem", "[image]") {
+  Fixture f;
+  auto options = f.options("out.qcow2");
+  options.recovery_passphrase_file = f.path("recovery.txt");
+  Progress quiet(nullptr);
+  auto report = build_image(options, quiet);
+  REQUIRE(report);
+  CHECK(report->root_partition == 2);
+
+  struct stat st {};
+  REQUIRE(::stat(options.bundle_path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  const Bytes bundle_bytes = read_all(options.bundle_path);
+  rapidjson::Document bundle;
+  bundle.Parse(reinterpret_cast<const char*>(bundle_bytes.data()), bundle_bytes.size());
+  REQUIRE(bundle.IsObject());
+  CHECK(std::string(bundle["format"].GetString()) == "virtcca-fde-enrollment/v1");
+  CHECK(std::string(bundle["image_id"].GetString()) == "test-image");
+  CHECK(std::string(bundle["luks_uuid"].GetString()) == report->luks_uuid);
+  CHECK(bundle["reference"]["sets"][0]["kernel_cmdline"].GetString() ==
+        std::string("/vmlinuz-6.1.0-test root=UUID=abc ro quiet"));
+  auto disk_key = base64_decode(bundle["disk_key"].GetString());
+  REQUIRE(disk_key);
+  REQUIRE(disk_key->size() == 32);
+
+  // The output's root partition, as the guest sees it.
+  REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("out.qcow2") + " " + f.path("out.raw")) == 0);
+  auto out = RawFile::open(f.path("out.raw"), RawFile::Mode::read_only);
+  REQUIRE(out);
+  auto table = read_gpt(*out);
+  REQUIRE(table);
+  const GptPartition* root = table->find(2);
+  REQUIRE(root);
+  CHECK(root->size() == 136ull << 20);
+  REQUIRE(sh("dd if=" + f.path("out.raw") + " of=" + f.path("part.img") + " bs=512 skip=" +
+             std::to_string(root->first_lba) + " count=" + std::to_string(root->last_lba - root->first_lba + 1) +
+             " conv=sparse") == 0);
+
+  crypt_device* cd = nullptr;
+  crypt_metadata_locking(nullptr, 0);
+  REQUIRE(crypt_init(&cd, f.path("part.img").c_str()) == 0);
+  REQUIRE(crypt_load(cd, CRYPT_LUKS2, nullptr) == 0);
+  CHECK(crypt_get_data_offset(cd) * 512 == 16u << 20);
+  CHECK(crypt_get_sector_size(cd) == 4096);
+  CHECK(std::string(crypt_get_cipher_mode(cd)) == "xts-plain64");
+  const auto* key = reinterpret_cast<const char*>(disk_key->data());
+  CHECK(crypt_activate_by_passphrase(cd, nullptr, CRYPT_ANY_SLOT, key, disk_key->size(), 0) == 0);
+  CHECK(crypt_activate_by_passphrase(cd, nullptr, CRYPT_ANY_SLOT, recovery_text, std::strlen(recovery_text), 0) == 1);
+  CHECK(crypt_activate_by_passphrase(cd, nullptr, CRYPT_ANY_SLOT, "wrong passphrase", 16, 0) < 0);
+  Bytes volume_key(64);
+  std::size_t volume_key_size = volume_key.size();
+  REQUIRE(crypt_volume_key_get(cd, CRYPT_ANY_SLOT, reinterpret_cast<char*>(volume_key.data()), &volume_key_size, key,
+                               disk_key->size()) >= 0);
+  crypt_free(cd);
+
+  // Decrypt the whole data segment and compare every used block with the input.
+  Bytes part = read_all(f.path("part.img"));
+  Bytes plain(part.begin() + (16 << 20), part.end());
+  xts_decrypt(volume_key, plain.data(), plain.size(), 0);
+  std::ofstream(f.path("dec.img"), std::ios::binary).write(reinterpret_cast<const char*>(plain.data()),
+                                                           static_cast<std::streamsize>(plain.size()));
+  const Bytes input = read_all(f.path("disk.raw"));
+  auto input_fs = ExtFilesystem::open(f.path("disk.raw"), 34603008, false);
+  REQUIRE(input_fs);
+  auto used = input_fs->used_extents(4096);
+  REQUIRE(used);
+  std::size_t compared = 0;
+  for (const auto& e : *used) {
+    REQUIRE(std::equal(plain.begin() + static_cast<std::ptrdiff_t>(e.offset),
+                       plain.begin() + static_cast<std::ptrdiff_t>(e.offset + e.length),
+                       input.begin() + 34603008 + static_cast<std::ptrdiff_t>(e.offset)));
+    compared += e.length;
+  }
+  CHECK(compared == report->encrypted_bytes);
+  CHECK(sh("e2fsck -fn " + f.path("dec.img")) == 0);
+  auto decrypted_fs = ExtFilesystem::open(f.path("dec.img"), 0, false);
+  REQUIRE(decrypted_fs);
+  CHECK(decrypted_fs->uuid() == input_fs->uuid());
+  CHECK(decrypted_fs->label() == "rootfs");
+
+  // The boot filesystem is still clean, and measure agrees with the build's references.
+  REQUIRE(sh("dd if=" + f.path("out.raw") + " of=" + f.path("boot.img") + " bs=1M skip=1 count=32") == 0);
+  CHECK(sh("e2fsck -fn " + f.path("boot.img")) == 0);
+  MeasureRequest measure;
+  measure.image = f.path("out.qcow2");
+  measure.image_id = "test-image";
+  measure.grub_efi_digests = options.grub_efi_digests;
+  measure.firmware_rims = options.firmware_rims;
+  auto values = measure_image(measure);
+  REQUIRE(values);
+  auto json = reference::serialize_reference_values(*values);
+  REQUIRE(json);
+  const Bytes written = read_all(options.reference_path);
+  CHECK(*json == std::string(written.begin(), written.end()));
+  auto inspected = inspect_image(f.path("out.qcow2"), std::nullopt, std::nullopt);
+  REQUIRE(inspected);
+  CHECK(inspected->find("/usr/sbin/fde-agent") != std::string::npos);
+  CHECK(inspected->find("keyslot 0: pbkdf2 (1000 iterations)") != std::string::npos);
+}
+
+TEST_CASE("hostile inputs fail with a clear message and leave no output behind", "[image]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  SECTION("a raw disk given as qcow2") {
+    auto options = f.options("out.qcow2");
+    options.input = f.path("disk.raw");
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("is not a qcow2 image") != std::string::npos);
+  }
+  SECTION("an image without a root partition") {
+    REQUIRE(sh("cd " + f.dir + " && sgdisk -d 2 disk.raw && qemu-img convert -O qcow2 disk.raw noroot.qcow2") == 0);
+    auto options = f.options("out.qcow2");
+    options.input = f.path("noroot.qcow2");
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("no root partition") != std::string::npos);
+    ::unlink(f.path("noroot.qcow2").c_str());
+  }
+  SECTION("an existing output is not overwritten") {
+    std::ofstream(f.path("out.qcow2")) << "precious";
+    auto report = build_image(f.options("out.qcow2"), quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("already exists") != std::string::npos);
+    const Bytes kept = read_all(f.path("out.qcow2"));
+    CHECK(std::string(kept.begin(), kept.end()) == "precious");
+    ::unlink(f.path("out.qcow2").c_str());
+  }
+  SECTION("a full disk") {
+    const std::string small = f.path("small");
+    fsys::create_directory(small);
+    if (sh("mount -t tmpfs -o size=24m tmpfs " + small) != 0) {
+      WARN("cannot mount a tmpfs (not root): disk-full case skipped");
+      return;
+    }
+    auto options = f.options("small/out.qcow2");
+    auto report = build_image(options, quiet);
+    const bool empty = fsys::is_empty(small);
+    sh("umount " + small);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("No space left on device") != std::string::npos);
+    CHECK(empty);
+  }
+  CHECK(no_output_left(f, "out.qcow2"));
+}
+
+TEST_CASE("an interrupted run removes its partial output", "[image]") {
+  Fixture f;
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string in = f.path("in.qcow2"), out = f.path("out.qcow2"), ca = f.path("ca.pem"),
+                      rec = f.path("recovery.txt");
+    ::execl(FDE_IMAGE_BINARY, "fde-image", "build", "--input", in.c_str(), "--output", out.c_str(), "--image-id", "x",
+            "--verifier", "https://v.example", "--verifier-ca", ca.c_str(), "--recovery-passphrase-file", rec.c_str(),
+            "--grub-efi-digest", "1111111111111111111111111111111111111111111111111111111111111111", "--quiet",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::usleep(400 * 1000);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  CHECK(no_output_left(f, "out.qcow2"));
+}
