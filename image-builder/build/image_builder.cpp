@@ -16,7 +16,8 @@
 #include "common/crypto/random.hpp"
 #include "common/util/file.hpp"
 #include "image-builder/build/boot_files.hpp"
-#include "image-builder/build/enrollment_bundle.hpp"
+#include "common/protocol/enrollment_bundle.hpp"
+#include "image-builder/build/secret_file.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/raw_file.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
@@ -466,7 +467,8 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   }
   auto reference_json = reference::serialize_reference_values(values);
   if (!reference_json) return tl::unexpected(reference_json.error());
-  auto bundle = serialize_enrollment_bundle(options.image_id, luks_info->uuid, machine_key, values);
+  auto bundle = protocol::serialize_enrollment_bundle(
+      protocol::EnrollmentBundle{options.image_id, luks_info->uuid, machine_key.clone(), values});
   if (!bundle) return tl::unexpected(bundle.error());
   if (auto ok = write_secret_file(staging.add(options.bundle_path), *bundle); !ok) return tl::unexpected(ok.error());
   const std::string reference_partial = staging.add(options.reference_path);
