@@ -1,4 +1,7 @@
 // fde-admin: the verifier's administration tool. Parses the subcommand and hands over.
+//
+// Exit status (docs/fde-admin.md): 0 done / verified; 1 the daemon refused, a check failed or
+// the audit chain is broken; 2 bad usage, unusable input, or the daemon cannot be reached.
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
@@ -6,29 +9,54 @@
 #include <string>
 #include <vector>
 
+#include "verifier-daemon/admin/admin_commands.hpp"
 #include "verifier-daemon/admin/verify_token_command.hpp"
 
 namespace {
 
 void disable_core_dumps() {
+  // `enroll` holds a disk key in memory for a moment.
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   struct rlimit none {0, 0};
   ::setrlimit(RLIMIT_CORE, &none);
 }
 
-constexpr const char* usage =
-    "usage: fde-admin COMMAND [OPTIONS]\n\n"
-    "Commands:\n"
-    "  verify-token   decode a captured attestation token and run the verifier's checks offline\n\n"
-    "Run 'fde-admin COMMAND --help' for a command's options.\n";
+std::string usage() {
+  return "usage: fde-admin [--socket PATH] [--json] COMMAND [OPTIONS]\n\n"
+         "Commands that talk to fde-verifierd over its admin socket (default " +
+         std::string(fde::verifier::default_admin_socket) + "):\n" + fde::verifier::admin_commands_usage() +
+         "\nOffline:\n"
+         "  verify-token      decode a captured attestation token and run the verifier's checks\n\n"
+         "--json prints the daemon's JSON response ({\"ok\": ..., \"result\": ...}) for scripts.\n"
+         "Exit status: 0 done; 1 refused by the daemon or a check failed; 2 bad usage, unusable input\n"
+         "or daemon unreachable. Run 'fde-admin COMMAND --help' for a command's options.\n";
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   disable_core_dumps();
   std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::cout << usage;
+  // Global options may precede the command; they are handed to it like its own.
+  std::vector<std::string> socket_globals;
+  bool json = false;
+  while (!args.empty()) {
+    const std::string& arg = args.front();
+    if (arg == "--json") {
+      json = true;
+      args.erase(args.begin());
+    } else if (arg.rfind("--socket=", 0) == 0) {
+      socket_globals.push_back(arg);
+      args.erase(args.begin());
+    } else if (arg == "--socket" && args.size() >= 2) {
+      socket_globals.insert(socket_globals.end(), args.begin(), args.begin() + 2);
+      args.erase(args.begin(), args.begin() + 2);
+    } else {
+      break;
+    }
+  }
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << usage();
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "--version") {
@@ -37,7 +65,9 @@ int main(int argc, char** argv) {
   }
   std::string command = args[0];
   args.erase(args.begin());
+  if (json) args.push_back("--json");
+  // verify-token is offline: a global --socket means nothing to it.
   if (command == "verify-token") return fde::verifier::run_verify_token(args, std::cout, std::cerr);
-  std::cerr << "fde-admin: unknown command '" << command << "' (try --help)\n";
-  return 2;
+  args.insert(args.end(), socket_globals.begin(), socket_globals.end());
+  return fde::verifier::run_admin_command(command, args, std::cout, std::cerr);
 }

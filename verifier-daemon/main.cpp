@@ -1,2 +1,242 @@
-// placeholder
-int main() { return 0; }
+// fde-verifierd: the key-release service. Parses flags, loads the configuration, wires the
+// store, policy, APIs and servers together, then waits for signals.
+//
+// Exit status: 0 clean stop (SIGTERM/SIGINT); 1 runtime failure (database, binding a port,
+// the admin socket); 2 bad usage or configuration (including a file the configuration
+// names: roots, secrets, KEK, TLS pair).
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <ctime>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/util/file.hpp"
+#include "verifier-daemon/api/admin_api.hpp"
+#include "verifier-daemon/api/attestation_api.hpp"
+#include "verifier-daemon/server/admin_socket.hpp"
+#include "verifier-daemon/server/https_server.hpp"
+#include "verifier-daemon/service/runtime.hpp"
+#include "verifier-daemon/service/sd_notify.hpp"
+
+namespace {
+
+using namespace fde;
+using namespace fde::verifier;
+
+constexpr int exit_clean = 0;
+constexpr int exit_runtime = 1;
+constexpr int exit_config = 2;
+
+void disable_core_dumps() {
+  // The process holds the KEK and, briefly, disk keys: no core file may capture them.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  struct rlimit none {0, 0};
+  ::setrlimit(RLIMIT_CORE, &none);
+}
+
+// Blocked in every thread (threads inherit the mask), taken by sigtimedwait in main.
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+std::string usage() {
+  return "usage: fde-verifierd [--config FILE] [OPTIONS]\n\n"
+         "The virtCCA FDE key-release service: attests CVMs over TLS and releases their disk keys.\n"
+         "Flags override the configuration file (see /usr/share/doc/fde-verifier/fde-verifierd.toml).\n"
+         "Exit status: 0 clean stop; 1 runtime failure; 2 bad usage or configuration.\n\n" +
+         options_help(daemon_option_specs());
+}
+
+// Everything a SIGHUP may replace, with what it replaces it in.
+struct Running {
+  Config config;
+  const ParsedOptions& options;
+  Logger& logger;
+  AttestationApi& api;
+  HttpsServer& server;
+  const SystemdNotifier& notifier;
+};
+
+void reload(Running& running) {
+  running.logger.info("reload", {{"state", "started"}});
+  (void)running.notifier.reloading();
+  auto config = load_effective_config(running.options);
+  Result<std::shared_ptr<const VerificationPolicy>> policy = fail(Errc::internal, "not loaded");
+  if (config) policy = load_policy(*config);
+  Result<void> tls = fail(Errc::internal, "not loaded");
+  if (config && policy) tls = check_tls_files(config->tls);
+  if (config && policy && tls) tls = running.server.reload_tls(config->tls);
+  if (!config || !policy || !tls) {
+    const Error& error = !config ? config.error() : !policy ? policy.error() : tls.error();
+    running.logger.error("reload", {{"state", "failed"}, {"error", error.describe()}, {"kept", "previous configuration"}});
+  } else {
+    running.api.set_policy(std::move(*policy));
+    running.logger.set_level(config->log_level);
+    for (const auto& setting : settings_needing_restart(running.config, *config))
+      running.logger.warning("reload", {{"setting", setting}, {"note", "changed; takes effect after a restart"}});
+    // Keep the running values of what was not applied, so the next comparison is honest.
+    Config applied = running.config;
+    applied.tls = config->tls;
+    applied.trusted_roots = config->trusted_roots;
+    applied.allow_legacy = config->allow_legacy;
+    applied.nonce_secret = config->nonce_secret;
+    applied.retired_nonce_secret_files = config->retired_nonce_secret_files;
+    applied.nonce_lifetime = config->nonce_lifetime;
+    applied.log_level = config->log_level;
+    running.config = std::move(applied);
+    running.logger.info("reload", {{"state", "done"}});
+  }
+  (void)running.notifier.ready("serving");
+}
+
+// Waits for SIGTERM/SIGINT, reloading on SIGHUP and pinging the watchdog at half its period
+// (whatever else wakes the loop, a ping is never later than that).
+void serve_until_stopped(Running& running) {
+  using namespace std::chrono;
+  const sigset_t set = handled_signals();
+  const auto interval = running.notifier.watchdog_interval();
+  auto next_ping = steady_clock::now() + interval.value_or(hours(1));
+  for (;;) {
+    const auto now = steady_clock::now();
+    if (interval && now >= next_ping) {
+      (void)running.notifier.watchdog_ping();
+      next_ping = now + *interval;
+    }
+    const auto wait = interval ? duration_cast<milliseconds>(next_ping - now) : milliseconds(hours(1));
+    timespec timeout{};
+    timeout.tv_sec = static_cast<time_t>(std::max<std::int64_t>(wait.count(), 0) / 1000);
+    timeout.tv_nsec = static_cast<long>(std::max<std::int64_t>(wait.count(), 0) % 1000) * 1'000'000L;
+    siginfo_t info{};
+    const int signal_number = ::sigtimedwait(&set, &info, &timeout);
+    if (signal_number < 0) continue;  // timeout (EAGAIN) or EINTR: ping if due, wait again
+    if (signal_number == SIGHUP) {
+      reload(running);
+      continue;
+    }
+    running.logger.info("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    return;
+  }
+}
+
+int run(const std::vector<std::string>& args) {
+  auto options = parse_options(args, daemon_option_specs());
+  if (!options) {
+    std::cerr << "fde-verifierd: " << options.error().message << " (try --help)\n";
+    return exit_config;
+  }
+  if (options->has("help")) {
+    std::cout << usage();
+    return exit_clean;
+  }
+  if (options->has("version")) {
+    std::cout << "fde-verifierd " FDE_VERSION "\n";
+    return exit_clean;
+  }
+  if (!options->positional().empty()) {
+    std::cerr << "fde-verifierd: unexpected argument '" << options->positional().front() << "' (try --help)\n";
+    return exit_config;
+  }
+
+  auto config = load_effective_config(*options);
+  if (!config) {
+    std::cerr << "fde-verifierd: configuration: " << config.error().describe() << "\n";
+    return exit_config;
+  }
+  Logger logger(config->log_level, Logger::stderr_is_journal());
+  auto config_failed = [&](const Error& error) {
+    logger.error("config_failed", {{"error", error.describe()}});
+    return exit_config;
+  };
+  auto policy = load_policy(*config);
+  if (!policy) return config_failed(policy.error());
+  auto kek = load_kek(*config);
+  if (!kek) return config_failed(kek.error());
+  if (auto tls = check_tls_files(config->tls); !tls) return config_failed(tls.error());
+  if (options->has("check-config")) {
+    std::cout << "configuration OK\n";
+    return exit_clean;
+  }
+
+  auto store = open_sqlite_store(config->database, std::move(*kek));
+  if (!store) {
+    logger.error("store_failed", {{"database", config->database}, {"error", store.error().describe()}});
+    return exit_runtime;
+  }
+
+  Metrics metrics;
+  AttestationApi api(std::move(*policy), **store, metrics, logger);
+  AdminApi admin(**store, logger);
+
+  auto server = HttpsServer::create(
+      config->listen, config->tls, config->limits, [&api](const HttpRequest& request) { return api.handle(request); },
+      &AttestationApi::body_limit);
+  if (!server) {
+    logger.error("listen_failed", {{"error", server.error().describe()}});
+    return exit_runtime;
+  }
+  HttpsServer& https = **server;
+  metrics.set_transport_stats([&https] { return https.stats(); });
+  auto admin_server =
+      AdminSocketServer::create(config->admin_socket, [&admin](const std::string& line) { return admin.handle(line); });
+  if (!admin_server) {
+    logger.error("admin_socket_failed", {{"path", config->admin_socket}, {"error", admin_server.error().describe()}});
+    return exit_runtime;
+  }
+  https.start();
+  (*admin_server)->start();
+
+  // The addresses actually bound (port 0 resolved), for the operator and for tests.
+  std::string addresses;
+  std::string ready_lines;
+  const auto ports = https.bound_ports();
+  for (std::size_t i = 0; i < config->listen.size() && i < ports.size(); ++i) {
+    const std::string address = format_listen_address({config->listen[i].host, ports[i]});
+    addresses += (addresses.empty() ? "" : ", ") + address;
+    ready_lines += address + "\n";
+  }
+  std::cout << "listening on " << addresses << " (admin socket " << config->admin_socket << ")" << std::endl;
+  logger.info("started", {{"version", FDE_VERSION}, {"listen", addresses}, {"admin_socket", config->admin_socket},
+                          {"database", config->database}});
+  if (auto path = options->get("ready-file"))
+    if (auto written = write_file_atomic(*path, as_bytes(ready_lines), 0644); !written)
+      logger.warning("ready_file_failed", {{"error", written.error().describe()}});
+
+  const SystemdNotifier notifier = SystemdNotifier::from_environment();
+  if (auto ok = notifier.ready("serving on " + addresses); !ok)
+    logger.warning("notify_failed", {{"error", ok.error().describe()}});
+
+  Running running{std::move(*config), *options, logger, api, https, notifier};
+  serve_until_stopped(running);
+
+  (void)notifier.stopping();
+  (*admin_server)->stop();
+  https.stop();
+  logger.info("stopped", {});
+  return exit_clean;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  disable_core_dumps();
+  // Before any thread exists, so every thread inherits the mask and only sigtimedwait in
+  // main sees these signals. SIGPIPE is ignored: a peer closing early is an I/O error.
+  const sigset_t set = handled_signals();
+  ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  ::umask(077);
+  return run(std::vector<std::string>(argv + 1, argv + argc));
+}

@@ -1,4 +1,5 @@
-// Strict CBOR decoding on top of libcbor, plus a deterministic writer.
+// Strict CBOR decoding on top of libcbor (the deterministic writer is in cbor_writer.hpp,
+// included here for existing users).
 //
 // Decoding is two-pass: a streaming pre-scan (libcbor's cbor_stream_decode) checks every
 // declared length against the bytes that remain, rejects indefinite lengths, floats and
@@ -14,6 +15,7 @@
 
 #include <cbor.h>
 
+#include "common/cbor/cbor_writer.hpp"
 #include "common/util/bytes.hpp"
 #include "common/util/error.hpp"
 
@@ -62,25 +64,5 @@ const cbor_item_t* find(const IntMap& map, std::int64_t key);
 
 // "byte string", "map", ... for error messages.
 std::string_view type_name(const cbor_item_t* item);
-
-// Writes deterministic CBOR: minimal-length heads, definite lengths, items in call order.
-// Used to build the COSE Sig_structure and, in the simulator, whole tokens.
-class Writer {
- public:
-  Writer& uint(std::uint64_t value);
-  Writer& integer(std::int64_t value);
-  Writer& bytes(ByteView value);
-  Writer& text(std::string_view value);
-  Writer& array(std::size_t count);  // followed by `count` items
-  Writer& map(std::size_t count);    // followed by `count` key/value pairs
-  Writer& tag(std::uint64_t number);  // followed by one item
-  Writer& raw(ByteView encoded_item);  // an already-encoded item, inserted verbatim
-  const Bytes& data() const { return out_; }
-  Bytes take() { return std::move(out_); }
-
- private:
-  void head(std::uint8_t major_type, std::uint64_t value);
-  Bytes out_;
-};
 
 }  // namespace fde::cbor

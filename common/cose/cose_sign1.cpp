@@ -128,15 +128,6 @@ Result<Sign1> parse_sign1(ByteView encoded) {
   return fail(Errc::malformed, "COSE_Sign1: expected tag 18, found " + std::string(cbor::type_name(item->get())));
 }
 
-Bytes sig_structure(ByteView protected_header, ByteView payload) {
-  // RFC 9052 section 4.4: context "Signature1", body_protected as received (never
-  // re-encoded, or a non-deterministic sender's signature would not verify), empty
-  // external_aad, payload as received (for virtCCA still holding the inner bstr, b.5).
-  cbor::Writer writer;
-  writer.array(4).text("Signature1").bytes(protected_header).bytes(ByteView{}).bytes(payload);
-  return writer.take();
-}
-
 Result<void> verify_sign1(const Sign1& message, const crypto::PublicKey& key) {
   // t_cose refuses a key that does not fit the alg; so do we (b.4), so a header cannot
   // steer an RSA key into a weaker or different scheme.

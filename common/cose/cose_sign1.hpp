@@ -7,6 +7,7 @@
 
 #include "common/crypto/keys.hpp"
 #include "common/crypto/signature.hpp"
+#include "common/cose/sig_structure.hpp"
 #include "common/util/bytes.hpp"
 
 namespace fde::cose {
@@ -29,9 +30,6 @@ struct Sign1 {
 Result<Sign1> parse_sign1(const cbor_item_t* item);
 // Decodes and parses a serialized tagged COSE_Sign1.
 Result<Sign1> parse_sign1(ByteView encoded);
-
-// ToBeSigned = ["Signature1", protected, h'' (external_aad), payload], deterministic CBOR.
-Bytes sig_structure(ByteView protected_header, ByteView payload);
 
 // Checks that the key fits the alg, then verifies the signature over the Sig_structure.
 Result<void> verify_sign1(const Sign1& message, const crypto::PublicKey& key);

@@ -177,6 +177,19 @@ Result<Certificate> issue_certificate(const CertificateRequest& request, const P
     if (auto ok = add_extension(cert.get(), issuer, NID_key_usage, "critical,digitalSignature"); !ok)
       return tl::unexpected(ok.error());
   }
+  if (!request.subject_alt_names.empty()) {
+    std::string names;
+    for (const auto& entry : request.subject_alt_names) {
+      // A comma would split the entry in OpenSSL's configuration syntax.
+      if (entry.empty() || entry.find(',') != std::string::npos)
+        return fail(Errc::invalid_argument, "subject alternative name '" + entry + "' is not TYPE:value");
+      names += (names.empty() ? "" : ",") + entry;
+    }
+    if (auto ok = add_extension(cert.get(), issuer, NID_subject_alt_name, names.c_str()); !ok) {
+      ERR_clear_error();
+      return fail(Errc::invalid_argument, "subject alternative names '" + names + "': " + ok.error().message);
+    }
+  }
   if (auto ok = add_extension(cert.get(), issuer, NID_subject_key_identifier, "hash"); !ok)
     return tl::unexpected(ok.error());
   if (issuer_cert)

@@ -1,1 +1,255 @@
-// placeholder
+// Protocol v1's HTTPS client: one request per connection over TLS 1.3, the server checked
+// against the pinned CA only and against the expected name or IP, every step on a deadline.
+// Asynchronous Beast on a private io_context, so the deadlines apply; synchronous to callers.
+#include "common/protocol/https_client.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+
+#include <exception>
+#include <optional>
+#include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include "common/crypto/certificate.hpp"
+
+namespace fde::protocol {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+auto on_error(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+
+std::string strip_brackets(const std::string& host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') return host.substr(1, host.size() - 2);
+  return host;
+}
+
+// The agent runs in an initramfs with a static glibc: NSS (and so getaddrinfo for names)
+// is not available there, so only literals and "localhost" are accepted, never resolved.
+Result<std::vector<tcp::endpoint>> endpoints_for(const std::string& host, std::uint16_t port) {
+  const std::string literal = strip_brackets(host);
+  if (literal == "localhost")
+    return std::vector<tcp::endpoint>{{asio::ip::address_v4::loopback(), port},
+                                      {asio::ip::address_v6::loopback(), port}};
+  error_code ec;
+  const asio::ip::address address = asio::ip::make_address(literal, ec);
+  if (ec || literal.empty())
+    return fail(Errc::invalid_argument,
+                "verifier host must be an IP address (got '" + host + "'; names cannot be resolved in the initramfs)");
+  return std::vector<tcp::endpoint>{{address, port}};
+}
+
+// An IP literal as it appears in a certificate's iPAddress entry (no brackets, no zone).
+std::optional<std::string> ip_literal(const std::string& name) {
+  std::string literal = strip_brackets(name);
+  if (const auto zone = literal.find('%'); zone != std::string::npos) literal.resize(zone);
+  error_code ec;
+  (void)asio::ip::make_address(literal, ec);
+  if (ec) return std::nullopt;
+  return literal;
+}
+
+Result<void> check_target(const std::string& target) {
+  if (target.empty() || target.front() != '/')
+    return fail(Errc::invalid_argument, "request target must start with '/'");
+  for (const char c : target)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      return fail(Errc::invalid_argument, "request target contains a space or control character");
+  return {};
+}
+
+Result<ssl::context> make_client_context(const std::string& ca_pem) {
+  if (ca_pem.empty()) return fail(Errc::invalid_argument, "no pinned CA certificate is configured");
+  auto roots = crypto::Certificate::load_all(as_bytes(ca_pem));
+  if (!roots) return fail_with_context("pinned CA", roots.error());
+
+  ssl::context context(ssl::context::tls_client);
+  SSL_CTX* native = context.native_handle();
+  if (SSL_CTX_set_min_proto_version(native, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(native, TLS1_3_VERSION) != 1) {
+    ERR_clear_error();
+    return fail(Errc::internal, "cannot restrict TLS to version 1.3");
+  }
+  // Only the pinned certificates are trusted: the context's store starts empty and no
+  // default paths are loaded. A pinned intermediate may serve as the anchor.
+  X509_STORE* store = SSL_CTX_get_cert_store(native);
+  for (const auto& root : *roots)
+    if (X509_STORE_add_cert(store, root.native()) != 1) ERR_clear_error();  // a duplicate is fine
+  X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
+  context.set_verify_mode(ssl::verify_peer);
+  return context;
+}
+
+// SNI and the name check for a DNS name; the iPAddress check (and no SNI, RFC 6066 3) for
+// an IP literal.
+Result<void> expect_server_identity(SSL* ssl, const std::string& server_name) {
+  if (const auto ip = ip_literal(server_name)) {
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip->c_str()) != 1) {
+      ERR_clear_error();
+      return fail(Errc::invalid_argument, "cannot check the server certificate against " + *ip);
+    }
+    return {};
+  }
+  SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  if (SSL_set1_host(ssl, server_name.c_str()) != 1 ||
+      SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(server_name.c_str())) !=
+          1) {
+    ERR_clear_error();
+    return fail(Errc::invalid_argument, "'" + server_name + "' is not a usable server name");
+  }
+  return {};
+}
+
+std::string describe(const error_code& ec, std::chrono::milliseconds timeout) {
+  if (ec == beast::error::timeout) return "timed out after " + std::to_string(timeout.count()) + " ms";
+  return ec.message();
+}
+
+struct Exchange {
+  std::vector<tcp::endpoint> endpoints;
+  std::string where;  // "127.0.0.1:8443" for messages
+  http::request<http::string_body> request;
+  const HttpsClientOptions& options;
+  Result<HttpsResult> result = fail(Errc::internal, "the request did not run");
+};
+
+asio::awaitable<void> run_exchange(TlsStream& stream, Exchange& exchange) {
+  const HttpsClientOptions& options = exchange.options;
+  beast::tcp_stream& transport = beast::get_lowest_layer(stream);
+  error_code ec;
+
+  transport.expires_after(options.connect_timeout);
+  co_await transport.async_connect(exchange.endpoints, on_error(ec));
+  if (ec) {
+    exchange.result =
+        fail(Errc::io, "cannot connect to " + exchange.where + ": " + describe(ec, options.connect_timeout));
+    co_return;
+  }
+
+  // One deadline for the rest: handshake, request and response together.
+  const auto deadline = std::chrono::steady_clock::now() + options.request_timeout;
+  transport.expires_at(deadline);
+  co_await stream.async_handshake(ssl::stream_base::client, on_error(ec));
+  if (ec) {
+    const long verify = SSL_get_verify_result(stream.native_handle());
+    ERR_clear_error();
+    if (verify != X509_V_OK)
+      exchange.result =
+          fail(Errc::verification_failed, "the server certificate of " + exchange.where +
+                                              " is not trusted: " + X509_verify_cert_error_string(verify));
+    else
+      exchange.result =
+          fail(Errc::io, "TLS handshake with " + exchange.where + " failed: " + describe(ec, options.request_timeout));
+    co_return;
+  }
+
+  transport.expires_at(deadline);
+  co_await http::async_write(stream, exchange.request, on_error(ec));
+  // A server may answer early and close while the request is still going out (a 413, say);
+  // its answer is still worth reading, so only a timeout ends the exchange here.
+  if (ec == beast::error::timeout) {
+    exchange.result =
+        fail(Errc::io, "sending the request to " + exchange.where + " " + describe(ec, options.request_timeout));
+    co_return;
+  }
+  const error_code write_error = ec;
+
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(static_cast<std::uint64_t>(options.max_response_body));
+  transport.expires_at(deadline);
+  co_await http::async_read(stream, buffer, parser, on_error(ec));
+  if (ec == http::error::body_limit) {
+    exchange.result = fail(Errc::too_large, "the response from " + exchange.where + " exceeds " +
+                                                std::to_string(options.max_response_body) + " bytes");
+  } else if (ec) {
+    const error_code& cause = write_error ? write_error : ec;
+    exchange.result =
+        fail(Errc::io, "no response from " + exchange.where + ": " + describe(cause, options.request_timeout));
+  } else {
+    HttpsResult out;
+    out.status = parser.get().result_int();
+    out.body = std::move(parser.get().body());
+    exchange.result = std::move(out);
+  }
+  transport.close();  // the message is complete; the TLS close exchange adds nothing
+}
+
+Result<HttpsResult> https_request(const HttpsEndpoint& endpoint, http::verb method, const std::string& target,
+                                  const std::string* body, const HttpsClientOptions& options) {
+  if (auto ok = check_target(target); !ok) return tl::unexpected(ok.error());
+  auto endpoints = endpoints_for(endpoint.host, endpoint.port);
+  if (!endpoints) return tl::unexpected(endpoints.error());
+  auto context = make_client_context(options.ca_pem);
+  if (!context) return tl::unexpected(context.error());
+  const std::string server_name = endpoint.server_name.empty() ? strip_brackets(endpoint.host) : endpoint.server_name;
+
+  asio::io_context io(1);
+  TlsStream stream(io, *context);
+  if (auto ok = expect_server_identity(stream.native_handle(), server_name); !ok) return tl::unexpected(ok.error());
+
+  const bool bracket = server_name.find(':') != std::string::npos;  // an IPv6 literal
+  const std::string authority = (bracket ? "[" + server_name + "]" : server_name) +
+                                (endpoint.port == 443 ? "" : ":" + std::to_string(endpoint.port));
+  const std::string host_text = strip_brackets(endpoint.host);
+  Exchange exchange{*endpoints,
+                    (host_text.find(':') != std::string::npos ? "[" + host_text + "]" : host_text) + ":" +
+                        std::to_string(endpoint.port),
+                    http::request<http::string_body>{method, target, 11}, options};
+  exchange.request.set(http::field::host, authority);
+  exchange.request.set(http::field::user_agent, "virtcca-fde");
+  exchange.request.set(http::field::accept, "application/json");
+  if (body != nullptr) {
+    exchange.request.set(http::field::content_type, "application/json");
+    exchange.request.body() = *body;
+  }
+  exchange.request.keep_alive(false);
+  exchange.request.prepare_payload();
+
+  asio::co_spawn(io, run_exchange(stream, exchange), [&exchange](std::exception_ptr error) {
+    if (error) exchange.result = fail(Errc::internal, "HTTPS request failed unexpectedly");
+  });
+  try {
+    io.run();
+  } catch (const std::exception& e) {
+    return fail(Errc::internal, std::string("HTTPS request failed unexpectedly: ") + e.what());
+  }
+  return std::move(exchange.result);
+}
+
+}  // namespace
+
+Result<HttpsResult> https_post_json(const HttpsEndpoint& endpoint, const std::string& target, const std::string& body,
+                                    const HttpsClientOptions& options) {
+  return https_request(endpoint, http::verb::post, target, &body, options);
+}
+
+Result<HttpsResult> https_get(const HttpsEndpoint& endpoint, const std::string& target,
+                              const HttpsClientOptions& options) {
+  return https_request(endpoint, http::verb::get, target, nullptr, options);
+}
+
+}  // namespace fde::protocol

@@ -26,11 +26,19 @@ constexpr std::size_t max_attest_body = 4 * (max_token_size + max_device_cert_si
 constexpr std::size_t nonce_size = 64;               // see verifier-daemon/nonce
 constexpr std::size_t ephemeral_public_size = 32;    // X25519
 constexpr std::size_t max_disk_key_size = 64;
+constexpr std::size_t hpke_enc_size = 32;            // X25519 encapsulated key
+constexpr std::size_t hpke_tag_size = 16;            // AES-256-GCM tag after the sealed key
+// Response limits: the 200 bodies are small and fixed in shape; an error carries a short text.
+constexpr std::size_t max_challenge_response_body = 1024;
+constexpr std::size_t max_attest_response_body = 1024;
+constexpr std::size_t max_error_message_size = 1024;
+constexpr std::size_t max_error_body = 8192;         // room for JSON escapes in the message
 
 constexpr std::string_view binding_label = "virtcca-fde/v1";
 constexpr std::string_view hpke_info_label = "virtcca-fde/v1 key";
 
-// Image ids name images in URLs, logs and file names: 1..128 of [A-Za-z0-9._:-].
+// Image ids name images in URLs, logs and file names: 1..128 of [A-Za-z0-9._:-], and
+// neither "." nor "..".
 Result<void> validate_image_id(std::string_view image_id);
 
 struct ChallengeRequest {

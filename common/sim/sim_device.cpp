@@ -58,28 +58,10 @@ std::string join(const std::string& directory, std::string_view name) {
   return (std::filesystem::path(directory) / std::string(name)).string();
 }
 
-// Reads a PEM private key file and wipes the buffer that held it.
-Result<crypto::PrivateKey> read_private_key(const std::string& path) {
-  auto data = read_file(path, max_pem_file_size);
-  if (!data) return tl::unexpected(data.error());
-  auto key = crypto::PrivateKey::from_pem(as_text(*data));
-  wipe_bytes(*data);
-  if (!key) return fail_with_context(path, key.error());
-  return key;
-}
-
 Result<void> write_private_key(const std::string& path, const crypto::PrivateKey& key) {
   SecretBytes pem = key.to_pem();
   if (pem.empty()) return fail(Errc::internal, path + ": the private key could not be encoded as PEM");
   return write_file_atomic(path, pem.view(), 0600);
-}
-
-Result<crypto::Certificate> read_certificate(const std::string& path) {
-  auto data = read_file(path, max_pem_file_size);
-  if (!data) return tl::unexpected(data.error());
-  auto certificate = crypto::Certificate::from_pem_or_der(*data);
-  if (!certificate) return fail_with_context(path, certificate.error());
-  return certificate;
 }
 
 }  // namespace
@@ -139,11 +121,44 @@ Result<SimDevice> SimDevice::create(const DeviceOptions& options, const SimCa& c
 }
 
 Result<SimDevice> SimDevice::load(const std::string& directory) {
-  auto ca = read_certificate(join(directory, ca_file_name));
+  return load_from(directory, [&directory](std::string_view name) -> Result<Bytes> {
+    std::string path = join(directory, name);
+    std::error_code error;
+    if (!std::filesystem::exists(path, error)) return fail(Errc::not_found, path + ": no such file");
+    auto data = read_file(path, max_pem_file_size);
+    if (!data) return tl::unexpected(data.error());
+    return data;
+  });
+}
+
+Result<SimDevice> SimDevice::load_from(const std::string& source, const DeviceFileReader& read) {
+  // A required file that is absent is an I/O error of the store, as reading it would be.
+  auto read_required = [&](std::string_view name) -> Result<Bytes> {
+    auto data = read(name);
+    if (!data && data.error().code == Errc::not_found) return fail(Errc::io, data.error().message);
+    return data;
+  };
+  auto read_certificate_file = [&](std::string_view name) -> Result<crypto::Certificate> {
+    auto data = read_required(name);
+    if (!data) return tl::unexpected(data.error());
+    auto certificate = crypto::Certificate::from_pem_or_der(*data);
+    if (!certificate) return fail_with_context(source + ": " + std::string(name), certificate.error());
+    return certificate;
+  };
+  // Reads a PEM private key and wipes the buffer that held it.
+  auto read_key_file = [&](std::string_view name, bool required) -> Result<crypto::PrivateKey> {
+    auto data = required ? read_required(name) : read(name);
+    if (!data) return tl::unexpected(data.error());
+    auto key = crypto::PrivateKey::from_pem(as_text(*data));
+    wipe_bytes(*data);
+    if (!key) return fail_with_context(source + ": " + std::string(name), key.error());
+    return key;
+  };
+  auto ca = read_certificate_file(ca_file_name);
   if (!ca) return tl::unexpected(ca.error());
-  auto certificate = read_certificate(join(directory, device_certificate_file_name));
+  auto certificate = read_certificate_file(device_certificate_file_name);
   if (!certificate) return tl::unexpected(certificate.error());
-  auto key = read_private_key(join(directory, device_key_file_name));
+  auto key = read_key_file(device_key_file_name, true);
   if (!key) return tl::unexpected(key.error());
 
   DeviceType type;
@@ -152,24 +167,22 @@ Result<SimDevice> SimDevice::load(const std::string& directory) {
   else if (key->type() == crypto::KeyType::ec_p521)
     type = DeviceType::p521;
   else
-    return fail(Errc::unsupported, directory + ": device key is " +
+    return fail(Errc::unsupported, source + ": device key is " +
                                        std::string(crypto::key_type_name(key->type())) + ", not RSA or P-521");
   if (!certificate->public_key().equals(key->public_key()))
-    return fail(Errc::invalid_argument, directory + ": device key does not match device-cert.pem");
+    return fail(Errc::invalid_argument, source + ": device key does not match device-cert.pem");
   // A directory whose certificate is not from its CA would make every token fail later with
   // a confusing chain error; refuse it here instead.
   std::vector<crypto::Certificate> roots{*ca};
   if (auto chain = crypto::verify_chain(*certificate, {}, roots); !chain)
-    return fail_with_context(directory + ": device-cert.pem does not chain to ca.pem", chain.error());
+    return fail_with_context(source + ": device-cert.pem does not chain to ca.pem", chain.error());
 
   std::optional<crypto::PrivateKey> rak;
-  std::string rak_path = join(directory, rak_key_file_name);
-  std::error_code error;
-  if (std::filesystem::exists(rak_path, error)) {
-    auto loaded = read_private_key(rak_path);
-    if (!loaded) return tl::unexpected(loaded.error());
+  auto loaded = read_key_file(rak_key_file_name, false);
+  if (loaded)
     rak = std::move(*loaded);
-  }
+  else if (loaded.error().code != Errc::not_found)
+    return tl::unexpected(loaded.error());
   std::string serial = common_name_of(certificate->subject());
   return SimDevice(type, std::move(serial), std::move(*ca), std::move(*certificate), std::move(*key),
                    std::move(rak));

@@ -2,6 +2,7 @@
 // and the platform claims the device reports (virtcca-attestation.md b.3, b.7; design.md 7).
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,6 +68,11 @@ class SimDevice {
   // Loads a directory written by save(); checks that the key matches the certificate and
   // that the certificate chains to ca.pem.
   static Result<SimDevice> load(const std::string& directory);
+  // The same from any store of named files (the agent reads QEMU fw_cfg entries this way).
+  // `read` returns the file's bytes, or Errc::not_found for an absent file (only rak-key.pem
+  // may be absent); `source` names the store in messages.
+  using DeviceFileReader = std::function<Result<Bytes>(std::string_view name)>;
+  static Result<SimDevice> load_from(const std::string& source, const DeviceFileReader& read);
   // Writes ca.pem, device-cert.pem, device-key.pem (0600) and rak-key.pem (0600, if the
   // device has a persistent RAK). Creates the directory (0700) if needed; overwrites files.
   Result<void> save(const std::string& directory) const;

@@ -1,1 +1,475 @@
-// placeholder, being written
+// Admin commands over the Unix socket: enroll, inspect and change images, query and verify
+// the audit chain, explain a decision. Each command checks its members strictly, calls the
+// store and writes its result; the response line is built only from what the store returned.
+#include "verifier-daemon/api/admin_api.hpp"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <algorithm>
+
+#include "common/protocol/enrollment_bundle.hpp"
+#include "common/protocol/messages.hpp"
+#include "common/util/strict_json.hpp"
+#include "verifier-daemon/policy/verdict_json.hpp"
+#include "verifier-daemon/server/admin_socket.hpp"
+
+namespace fde::verifier {
+
+namespace {
+
+using Value = json::Value;
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void write_text(Writer& w, std::string_view text) {
+  const std::string valid = json::valid_utf8(text);
+  w.String(valid.c_str(), static_cast<rapidjson::SizeType>(valid.size()));
+}
+
+void write_key_text(Writer& w, const char* key, std::string_view text) {
+  w.Key(key);
+  write_text(w, text);
+}
+
+// JSON the store holds as text (reference documents, measurements) is embedded as JSON; if a
+// damaged row does not parse, it is shown as a string rather than failing the whole answer.
+void write_embedded_json(Writer& w, const std::string& text) {
+  rapidjson::Document doc;
+  if (json::parse(doc, text, 4 * 1024 * 1024, "stored JSON") && (doc.IsObject() || doc.IsArray())) {
+    doc.Accept(w);
+    return;
+  }
+  write_text(w, text);
+}
+
+void write_set_names(Writer& w, const reference::ReferenceValues& reference) {
+  w.StartArray();
+  for (const auto& set : reference.sets) write_text(w, set.name);
+  w.EndArray();
+}
+
+void write_image_summary(Writer& w, const ImageRecord& image) {
+  w.StartObject();
+  write_key_text(w, "image_id", image.image_id);
+  write_key_text(w, "luks_uuid", image.luks_uuid);
+  write_key_text(w, "status", image_status_name(image.status));
+  w.Key("sets");
+  write_set_names(w, image.reference);
+  write_key_text(w, "created_at", image.created_at);
+  write_key_text(w, "updated_at", image.updated_at);
+  w.EndObject();
+}
+
+void write_record(Writer& w, const AuditRecord& record, bool with_checks) {
+  const AuditEntry& e = record.entry;
+  w.StartObject();
+  w.Key("sequence");
+  w.Int64(record.sequence);
+  write_key_text(w, "time", record.time);
+  write_key_text(w, "image_id", e.image_id);
+  write_key_text(w, "peer", e.peer);
+  write_key_text(w, "decision", e.decision);
+  write_key_text(w, "reason", e.reason);
+  write_key_text(w, "token_digest", e.token_digest);
+  w.Key("measurements");
+  write_embedded_json(w, e.measurements);
+  if (with_checks) {
+    w.Key("checks");
+    write_embedded_json(w, e.checks);
+  }
+  write_key_text(w, "previous_hash", record.previous_hash);
+  write_key_text(w, "hash", record.hash);
+  w.EndObject();
+}
+
+Result<std::string> required_text(const Value& request, std::string_view name) {
+  auto value = json::require(request, "", name);
+  if (!value) return tl::unexpected(value.error());
+  auto text = json::get_string(**value, name);
+  if (!text) return tl::unexpected(text.error());
+  return std::string(*text);
+}
+
+Result<std::string> required_image_id(const Value& request) {
+  auto image_id = required_text(request, "image_id");
+  if (!image_id) return image_id;
+  if (auto ok = protocol::validate_image_id(*image_id); !ok)
+    return fail(Errc::invalid_argument, "image_id: " + ok.error().message);
+  return image_id;
+}
+
+Result<ImageRecord> existing_image(Store& store, const std::string& image_id) {
+  auto image = store.find_image(image_id);
+  if (!image) return tl::unexpected(image.error());
+  if (!*image) return fail(Errc::not_found, "image " + image_id + " is not enrolled");
+  return std::move(**image);
+}
+
+// --- commands ---
+
+class Commands {
+ public:
+  Commands(Store& store, Logger& logger) : store_(store), logger_(logger) {}
+
+  Result<void> run(std::string_view command, const Value& request, Writer& w) {
+    if (command == "enroll") return enroll(request, w);
+    if (command == "list") return list(request, w);
+    if (command == "show") return show(request, w);
+    if (command == "add-reference") return add_reference(request, w);
+    if (command == "retire-reference") return retire_reference(request, w);
+    if (command == "revoke") return set_status(request, ImageStatus::revoked, w);
+    if (command == "reinstate") return set_status(request, ImageStatus::active, w);
+    if (command == "audit") return audit(request, w);
+    if (command == "verify-audit") return verify_audit(request, w);
+    if (command == "explain") return explain(request, w);
+    return fail(Errc::invalid_argument, "unknown command \"" + json::valid_utf8(command) + "\"");
+  }
+
+ private:
+  Result<void> enroll(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "bundle"}); !ok) return ok;
+    auto bundle_value = json::require(request, "", "bundle");
+    if (!bundle_value) return tl::unexpected(bundle_value.error());
+    auto bundle = protocol::parse_enrollment_bundle(**bundle_value);
+    if (!bundle) return tl::unexpected(bundle.error());
+    ImageRecord image;
+    image.image_id = bundle->image_id;
+    image.luks_uuid = bundle->luks_uuid;
+    image.status = ImageStatus::active;
+    image.reference = bundle->reference;
+    if (!image.reference.image_id) image.reference.image_id = image.image_id;
+    if (auto ok = store_.enroll(image, bundle->disk_key); !ok) return ok;
+    bundle->disk_key.wipe();
+    auto stored = existing_image(store_, image.image_id);
+    if (!stored) return tl::unexpected(stored.error());
+    logger_.info("admin_enroll", {{"image", image.image_id}, {"luks_uuid", image.luks_uuid}});
+    write_image_summary(w, *stored);
+    return {};
+  }
+
+  Result<void> list(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command"}); !ok) return ok;
+    auto images = store_.list_images();
+    if (!images) return tl::unexpected(images.error());
+    w.StartObject();
+    w.Key("images");
+    w.StartArray();
+    for (const ImageRecord& image : *images) write_image_summary(w, image);
+    w.EndArray();
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> show(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "image_id"}); !ok) return ok;
+    auto image_id = required_image_id(request);
+    if (!image_id) return tl::unexpected(image_id.error());
+    auto image = existing_image(store_, *image_id);
+    if (!image) return tl::unexpected(image.error());
+    auto document = reference::serialize_reference_values(image->reference);
+    if (!document) return tl::unexpected(document.error());
+    w.StartObject();
+    write_key_text(w, "image_id", image->image_id);
+    write_key_text(w, "luks_uuid", image->luks_uuid);
+    write_key_text(w, "status", image_status_name(image->status));
+    write_key_text(w, "created_at", image->created_at);
+    write_key_text(w, "updated_at", image->updated_at);
+    w.Key("reference");
+    write_embedded_json(w, *document);
+    w.EndObject();
+    return {};
+  }
+
+  // One set: parsed in the image's own document context (its hash algorithm and firmware
+  // RIMs), so the reference parser applies every rule it applies to whole documents.
+  Result<reference::ReferenceSet> parse_set(const Value& set, const reference::ReferenceValues& current) {
+    rapidjson::Document wrapper(rapidjson::kObjectType);
+    auto& allocator = wrapper.GetAllocator();
+    wrapper.AddMember("version", static_cast<std::int64_t>(reference::format_version), allocator);
+    const std::string alg(crypto::hash_alg_name(current.hash_alg));
+    wrapper.AddMember("hash_alg", Value(alg.c_str(), allocator), allocator);
+    if (!current.firmware_rims.empty()) {
+      Value rims(rapidjson::kArrayType);
+      for (const Bytes& rim : current.firmware_rims) rims.PushBack(Value(hex_encode(rim).c_str(), allocator), allocator);
+      wrapper.AddMember("firmware_rims", rims, allocator);
+    }
+    Value sets(rapidjson::kArrayType);
+    sets.PushBack(Value(set, allocator), allocator);
+    wrapper.AddMember("sets", sets, allocator);
+    auto parsed = reference::parse_reference_values(json::to_string(wrapper));
+    if (!parsed) return fail(parsed.error().code, "reference set: " + parsed.error().message);
+    return std::move(parsed->sets.front());
+  }
+
+  // A whole document (fde-image's output for a new kernel): its sets are added and its
+  // firmware RIMs merged. It may not change the hash algorithm or the RPV policy.
+  Result<std::vector<reference::ReferenceSet>> merge_document(const Value& document,
+                                                              reference::ReferenceValues& current,
+                                                              const std::string& image_id) {
+    auto parsed = reference::parse_reference_values(json::to_string(document));
+    if (!parsed) return tl::unexpected(parsed.error());
+    if (parsed->image_id && *parsed->image_id != image_id)
+      return fail(Errc::invalid_argument, "the document is for image " + *parsed->image_id + ", not " + image_id);
+    if (parsed->hash_alg != current.hash_alg)
+      return fail(Errc::invalid_argument, "the document uses " + std::string(crypto::hash_alg_name(parsed->hash_alg)) +
+                                              ", the image " + std::string(crypto::hash_alg_name(current.hash_alg)));
+    if (!parsed->allowed_rpvs.empty() && parsed->allowed_rpvs != current.allowed_rpvs)
+      return fail(Errc::invalid_argument,
+                  "the document's allowed_rpvs differ from the image's; adding reference sets does not change the "
+                  "RPV policy");
+    for (const Bytes& rim : parsed->firmware_rims)
+      if (std::find(current.firmware_rims.begin(), current.firmware_rims.end(), rim) == current.firmware_rims.end())
+        current.firmware_rims.push_back(rim);
+    return std::move(parsed->sets);
+  }
+
+  Result<void> add_reference(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "image_id", "reference"}); !ok) return ok;
+    auto image_id = required_image_id(request);
+    if (!image_id) return tl::unexpected(image_id.error());
+    auto given = json::require(request, "", "reference");
+    if (!given) return tl::unexpected(given.error());
+    if (!(*given)->IsObject()) return fail(Errc::malformed, "reference: expected a set or a document (an object)");
+    auto image = existing_image(store_, *image_id);
+    if (!image) return tl::unexpected(image.error());
+
+    reference::ReferenceValues updated = image->reference;
+    std::vector<reference::ReferenceSet> sets;
+    const bool whole_document = json::find(**given, "sets") != nullptr || json::find(**given, "version") != nullptr;
+    if (whole_document) {
+      auto merged = merge_document(**given, updated, *image_id);
+      if (!merged) return tl::unexpected(merged.error());
+      sets = std::move(*merged);
+    } else {
+      auto set = parse_set(**given, updated);
+      if (!set) return tl::unexpected(set.error());
+      sets.push_back(std::move(*set));
+    }
+    std::vector<std::string> added;
+    for (auto& set : sets) {
+      added.push_back(set.name);
+      if (auto ok = reference::add_reference_set(updated, std::move(set)); !ok) return ok;
+    }
+    if (auto ok = reference::validate_reference_values(updated); !ok) return ok;
+    if (auto ok = store_.update_reference(*image_id, updated); !ok) return ok;
+    std::string names;
+    for (const auto& name : added) names += (names.empty() ? "" : ",") + name;
+    logger_.info("admin_add_reference", {{"image", *image_id}, {"sets", names}});
+    w.StartObject();
+    write_key_text(w, "image_id", *image_id);
+    w.Key("added");
+    w.StartArray();
+    for (const auto& name : added) write_text(w, name);
+    w.EndArray();
+    w.Key("sets");
+    write_set_names(w, updated);
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> retire_reference(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "image_id", "set"}); !ok) return ok;
+    auto image_id = required_image_id(request);
+    if (!image_id) return tl::unexpected(image_id.error());
+    auto set_name = required_text(request, "set");
+    if (!set_name) return tl::unexpected(set_name.error());
+    auto image = existing_image(store_, *image_id);
+    if (!image) return tl::unexpected(image.error());
+    reference::ReferenceValues updated = image->reference;
+    if (auto ok = reference::retire_reference_set(updated, *set_name); !ok) return ok;
+    if (auto ok = store_.update_reference(*image_id, updated); !ok) return ok;
+    logger_.info("admin_retire_reference", {{"image", *image_id}, {"set", *set_name}});
+    w.StartObject();
+    write_key_text(w, "image_id", *image_id);
+    write_key_text(w, "retired", *set_name);
+    w.Key("sets");
+    write_set_names(w, updated);
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> set_status(const Value& request, ImageStatus status, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "image_id"}); !ok) return ok;
+    auto image_id = required_image_id(request);
+    if (!image_id) return tl::unexpected(image_id.error());
+    auto image = existing_image(store_, *image_id);
+    if (!image) return tl::unexpected(image.error());
+    const ImageStatus previous = image->status;
+    if (previous != status)
+      if (auto ok = store_.set_status(*image_id, status); !ok) return ok;
+    logger_.info("admin_set_status", {{"image", *image_id}, {"status", image_status_name(status)}});
+    w.StartObject();
+    write_key_text(w, "image_id", *image_id);
+    write_key_text(w, "status", image_status_name(status));
+    write_key_text(w, "previous_status", image_status_name(previous));
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> audit(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "",
+                                      {"command", "image_id", "decision", "after_sequence", "limit", "checks"});
+        !ok)
+      return ok;
+    AuditQuery query;
+    query.limit = AdminApi::default_audit_limit;
+    auto image_id = json::optional_string(request, "", "image_id");
+    if (!image_id) return tl::unexpected(image_id.error());
+    query.image_id = *image_id;
+    auto decision = json::optional_string(request, "", "decision");
+    if (!decision) return tl::unexpected(decision.error());
+    if (*decision && **decision != "release" && **decision != "deny")
+      return fail(Errc::invalid_argument, "decision must be \"release\" or \"deny\"");
+    query.decision = *decision;
+    auto after = json::optional_int(request, "", "after_sequence");
+    if (!after) return tl::unexpected(after.error());
+    if (*after && **after < 0) return fail(Errc::invalid_argument, "after_sequence must not be negative");
+    query.after_sequence = *after;
+    auto limit = json::optional_int(request, "", "limit");
+    if (!limit) return tl::unexpected(limit.error());
+    if (*limit) {
+      if (**limit < 1 || **limit > static_cast<std::int64_t>(AdminApi::max_audit_limit))
+        return fail(Errc::invalid_argument, "limit must be 1.." + std::to_string(AdminApi::max_audit_limit));
+      query.limit = static_cast<std::size_t>(**limit);
+    }
+    auto with_checks = json::optional_bool(request, "", "checks");
+    if (!with_checks) return tl::unexpected(with_checks.error());
+    auto records = store_.query_audit(query);
+    if (!records) return tl::unexpected(records.error());
+    w.StartObject();
+    w.Key("records");
+    w.StartArray();
+    for (const AuditRecord& record : *records) write_record(w, record, with_checks->value_or(false));
+    w.EndArray();
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> verify_audit(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command"}); !ok) return ok;
+    auto report = store_.verify_audit_chain();
+    if (!report) return tl::unexpected(report.error());
+    if (!report->intact) logger_.error("audit_chain_broken", {{"problem", report->problem}});
+    w.StartObject();
+    w.Key("intact");
+    w.Bool(report->intact);
+    w.Key("records");
+    w.Int64(report->records);
+    w.Key("first_bad_sequence");
+    if (report->first_bad_sequence)
+      w.Int64(*report->first_bad_sequence);
+    else
+      w.Null();
+    write_key_text(w, "problem", report->problem);
+    w.EndObject();
+    return {};
+  }
+
+  // The record by sequence. The store's query lists newest first after a sequence number, so
+  // the record is found among the newest max_audit_scan records after it (explain is for
+  // recent decisions; older ones remain readable with `audit`).
+  Result<AuditRecord> record_by_sequence(std::int64_t sequence) {
+    static constexpr std::size_t max_audit_scan = 10000;
+    AuditQuery query;
+    query.after_sequence = sequence - 1;
+    query.limit = max_audit_scan;
+    auto records = store_.query_audit(query);
+    if (!records) return tl::unexpected(records.error());
+    for (auto& record : *records)
+      if (record.sequence == sequence) return std::move(record);
+    if (records->size() == max_audit_scan)
+      return fail(Errc::not_found, "audit record " + std::to_string(sequence) + " is older than the newest " +
+                                       std::to_string(max_audit_scan) + " records; use `fde-admin audit`");
+    return fail(Errc::not_found, "no audit record " + std::to_string(sequence));
+  }
+
+  Result<void> explain(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "image_id", "sequence"}); !ok) return ok;
+    auto sequence = json::optional_int(request, "", "sequence");
+    if (!sequence) return tl::unexpected(sequence.error());
+    const bool by_image = json::find(request, "image_id") != nullptr;
+    if (sequence->has_value() == by_image) return fail(Errc::invalid_argument, "give either sequence or image_id");
+    AuditRecord record;
+    if (*sequence) {
+      if (**sequence < 1) return fail(Errc::invalid_argument, "sequence must be at least 1");
+      auto found = record_by_sequence(**sequence);
+      if (!found) return tl::unexpected(found.error());
+      record = std::move(*found);
+    } else {
+      auto image_id = required_image_id(request);
+      if (!image_id) return tl::unexpected(image_id.error());
+      AuditQuery query;
+      query.image_id = *image_id;
+      query.decision = "deny";
+      query.limit = 1;
+      auto records = store_.query_audit(query);
+      if (!records) return tl::unexpected(records.error());
+      if (records->empty()) return fail(Errc::not_found, "no denial is recorded for image " + *image_id);
+      record = std::move(records->front());
+    }
+    // The checks are the verdict the decision was made from; explain only re-reads them.
+    auto verdict = checks_from_json(record.entry.checks);
+    if (!verdict) return fail_with_context("audit record " + std::to_string(record.sequence), verdict.error());
+    w.StartObject();
+    w.Key("record");
+    write_record(w, record, false);
+    w.Key("checks");
+    w.StartArray();
+    for (const Check& check : verdict->checks()) {
+      w.StartObject();
+      write_key_text(w, "name", check.name);
+      write_key_text(w, "expected", check.expected);
+      write_key_text(w, "found", check.found);
+      w.Key("passed");
+      w.Bool(check.passed);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Key("failed");
+    w.StartArray();
+    for (const Check& check : verdict->checks())
+      if (!check.passed) write_text(w, check.name);
+    w.EndArray();
+    w.EndObject();
+    return {};
+  }
+
+  Store& store_;
+  Logger& logger_;
+};
+
+std::string error_line(const Error& error) {
+  std::string out = "{\"ok\":false,\"error\":";
+  json::append_quoted(out, errc_name(error.code));
+  out += ",\"message\":";
+  json::append_quoted(out, json::valid_utf8(error.message));
+  out += "}";
+  return out;
+}
+
+}  // namespace
+
+std::string AdminApi::handle(const std::string& request_line) {
+  // A private copy parsed in place and wiped on return: an enroll request carries a key.
+  SecretBytes buffer;
+  rapidjson::Document request;
+  if (auto ok = json::parse_in_place(request, buffer, request_line, max_admin_request, "request"); !ok)
+    return error_line(ok.error());
+  if (!request.IsObject()) return error_line(Error{Errc::malformed, "request: expected an object"});
+  auto command_value = json::require(request, "", "command");
+  if (!command_value) return error_line(command_value.error());
+  auto command = json::get_string(**command_value, "command");
+  if (!command) return error_line(command.error());
+
+  rapidjson::StringBuffer result;
+  Writer writer(result);
+  Commands commands(store_, logger_);
+  auto ran = commands.run(*command, request, writer);
+  if (!ran) {
+    logger_.info("admin_refused", {{"command", json::valid_utf8(*command)}, {"error", ran.error().describe()}});
+    return error_line(ran.error());
+  }
+  return "{\"ok\":true,\"result\":" + std::string(result.GetString(), result.GetSize()) + "}";
+}
+
+}  // namespace fde::verifier

@@ -1,1 +1,229 @@
-// placeholder, being written
+// The attestation port's application, one request path readable in order (style.md):
+// parse -> decide -> audit -> seal -> respond.
+#include "verifier-daemon/api/attestation_api.hpp"
+
+#include <chrono>
+
+#include "common/crypto/hash.hpp"
+#include "verifier-daemon/policy/verdict_json.hpp"
+
+namespace fde::verifier {
+
+namespace {
+
+constexpr std::string_view json_type = "application/json";
+constexpr std::string_view text_type = "text/plain; charset=utf-8";
+constexpr std::string_view metrics_type = "text/plain; version=0.0.4; charset=utf-8";
+
+HttpResponse error_response(unsigned status, protocol::ErrorCode code, std::string message) {
+  protocol::ErrorResponse body;
+  body.error = code;
+  body.message = std::move(message);
+  return HttpResponse{status, std::string(json_type), protocol::serialize(body)};
+}
+
+HttpResponse error_response(protocol::ErrorCode code, std::string message) {
+  return error_response(http_status_for(code), code, std::move(message));
+}
+
+HttpResponse text_response(unsigned status, std::string body) {
+  return HttpResponse{status, std::string(text_type), std::move(body)};
+}
+
+bool is_json(const std::string& content_type) {
+  // "application/json" with or without parameters; an absent type is tolerated.
+  return content_type.empty() || content_type.rfind(json_type, 0) == 0;
+}
+
+// What the guest is told about a denial: the coarse code, and the audit sequence so the VM's
+// owner can quote it to the operator, who runs `fde-admin explain --sequence N`.
+std::string denial_message(protocol::ErrorCode code, const std::string& image_id, std::int64_t sequence) {
+  switch (code) {
+    case protocol::ErrorCode::expired_nonce: return "the nonce has expired; request a new challenge";
+    case protocol::ErrorCode::bad_request: return "the nonce was not issued by this verifier for this image";
+    case protocol::ErrorCode::unknown_image: return "no image \"" + image_id + "\" is enrolled here";
+    default: return "attestation failed; the operator can see why in audit record " + std::to_string(sequence);
+  }
+}
+
+}  // namespace
+
+unsigned http_status_for(protocol::ErrorCode code) {
+  switch (code) {
+    case protocol::ErrorCode::bad_request: return 400;
+    case protocol::ErrorCode::attestation_failed: return 403;
+    case protocol::ErrorCode::unknown_image: return 404;
+    case protocol::ErrorCode::expired_nonce: return 410;
+    case protocol::ErrorCode::unavailable: return 503;
+  }
+  return 500;
+}
+
+AttestationApi::AttestationApi(std::shared_ptr<const VerificationPolicy> policy, Store& store, Metrics& metrics,
+                               Logger& logger, TimeSource now)
+    : policy_(std::move(policy)), store_(store), metrics_(metrics), logger_(logger), now_(std::move(now)) {}
+
+void AttestationApi::set_policy(std::shared_ptr<const VerificationPolicy> policy) {
+  std::lock_guard lock(policy_mutex_);
+  policy_ = std::move(policy);
+}
+
+std::shared_ptr<const VerificationPolicy> AttestationApi::policy() const {
+  std::lock_guard lock(policy_mutex_);
+  return policy_;
+}
+
+std::size_t AttestationApi::body_limit(const std::string& method, const std::string& target) {
+  if (method != "POST") return 0;
+  if (target == "/v1/challenge") return protocol::max_challenge_body;
+  if (target == "/v1/attest") return protocol::max_attest_body;
+  return 0;
+}
+
+HttpResponse AttestationApi::handle(const HttpRequest& request) {
+  const auto started = std::chrono::steady_clock::now();
+  metrics_.request_started();
+  HttpResponse response = route(request);
+  metrics_.request_finished(Metrics::endpoint_label(request.target), response.status,
+                            std::chrono::steady_clock::now() - started);
+  return response;
+}
+
+HttpResponse AttestationApi::route(const HttpRequest& request) {
+  struct Route {
+    std::string_view path;
+    std::string_view method;
+  };
+  static constexpr Route routes[] = {{"/v1/challenge", "POST"}, {"/v1/attest", "POST"}, {"/healthz", "GET"},
+                                     {"/readyz", "GET"},        {"/metrics", "GET"}};
+  for (const Route& known : routes) {
+    if (request.target != known.path) continue;
+    if (request.method != known.method)
+      return error_response(405, protocol::ErrorCode::bad_request,
+                            std::string(known.path) + " takes " + std::string(known.method));
+    if (known.method == "POST" && !is_json(request.content_type))
+      return error_response(415, protocol::ErrorCode::bad_request, "the body must be application/json");
+    if (known.path == "/v1/challenge") return challenge(request);
+    if (known.path == "/v1/attest") return attest(request);
+    if (known.path == "/healthz") return text_response(200, "ok\n");
+    if (known.path == "/readyz") return ready();
+    return HttpResponse{200, std::string(metrics_type), metrics_.render()};
+  }
+  return error_response(404, protocol::ErrorCode::bad_request, "no such endpoint");
+}
+
+// The challenge does not look the image up: it reveals nothing about which images exist and
+// costs no database read, so an unauthenticated flood of challenges stays cheap. The nonce's
+// MAC covers the image id, so it is useless for any other image.
+HttpResponse AttestationApi::challenge(const HttpRequest& request) {
+  auto parsed = protocol::parse_challenge_request(request.body);
+  if (!parsed) {
+    logger_.info("challenge_refused", {{"peer", request.peer}, {"error", parsed.error().describe()}});
+    return error_response(protocol::ErrorCode::bad_request, parsed.error().message);
+  }
+  if (auto valid = protocol::validate_image_id(parsed->image_id); !valid)
+    return error_response(protocol::ErrorCode::bad_request, valid.error().message);
+  const auto issued = policy()->nonces().issue(parsed->image_id, now_());
+  protocol::ChallengeResponse response;
+  response.nonce = issued.nonce;
+  response.expires_at = format_rfc3339(issued.expires_at);
+  logger_.debug("challenge", {{"image", parsed->image_id}, {"peer", request.peer}, {"expires", response.expires_at}});
+  return HttpResponse{200, std::string(json_type), protocol::serialize(response)};
+}
+
+HttpResponse AttestationApi::attest(const HttpRequest& request) {
+  const auto started = std::chrono::steady_clock::now();
+  auto elapsed_ms = [&] {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
+  };
+
+  // 1. Parse: strict, sizes checked before decoding (protocol/messages).
+  auto parsed = protocol::parse_attest_request(request.body);
+  if (!parsed) {
+    logger_.info("attest_refused", {{"peer", request.peer}, {"error", parsed.error().describe()}});
+    return error_response(protocol::ErrorCode::bad_request, parsed.error().message);
+  }
+  const protocol::AttestRequest& attest_request = *parsed;
+  const std::string& image_id = attest_request.image_id;
+  const std::string token_digest = hex_encode(crypto::sha256(attest_request.token));
+
+  // 2. Decide: every check of design.md section 5, as data.
+  auto image = store_.find_image(image_id);
+  if (!image) {
+    logger_.error("store_failed", {{"operation", "find_image"}, {"image", image_id}, {"error", image.error().describe()}});
+    return error_response(protocol::ErrorCode::unavailable, "the verifier cannot read its state; try again later");
+  }
+  const auto policy_now = policy();
+  const Decision decision = policy_now->decider().decide(attest_request, *image, now_());
+  const Verdict& verdict = decision.verdict;
+  const bool release = decision.evidence.has_value();
+  const Check* failed = verdict.first_failure();
+  const std::string reason = failed != nullptr ? failed->name : "";
+
+  // 3. Audit, before anything leaves: a key is never released without its record.
+  AuditEntry entry;
+  entry.image_id = image_id;
+  entry.peer = request.peer;
+  entry.token_digest = token_digest;
+  entry.measurements = decision.measurements_json;
+  entry.decision = release ? "release" : "deny";
+  entry.reason = verdict.summary();
+  entry.checks = checks_to_json(verdict);
+  auto record = store_.append_audit(entry);
+  if (!record) {
+    logger_.error("audit_failed", {{"image", image_id}, {"peer", request.peer}, {"decision", entry.decision},
+                                   {"error", record.error().describe()}});
+    return error_response(protocol::ErrorCode::unavailable, "the verifier cannot record the decision; try again later");
+  }
+  const std::string sequence = std::to_string(record->sequence);
+
+  if (!release) {
+    metrics_.denied(reason);
+    const std::string guest_error(protocol::error_code_name(decision.guest_error));
+    logger_.info("attest", {{"image", image_id},
+                            {"peer", request.peer},
+                            {"decision", "deny"},
+                            {"reason", reason},
+                            {"detail", verdict.summary()},
+                            {"guest_error", guest_error},
+                            {"audit", sequence},
+                            {"token_sha256", token_digest},
+                            {"ms", elapsed_ms()}});
+    return error_response(decision.guest_error, denial_message(decision.guest_error, image_id, record->sequence));
+  }
+
+  // 4. Seal the key to the VM's ephemeral key; the plaintext key is wiped at once.
+  auto disk_key = store_.disk_key(image_id);
+  if (!disk_key) {
+    logger_.error("release_failed", {{"image", image_id}, {"audit", sequence}, {"error", disk_key.error().describe()}});
+    return error_response(protocol::ErrorCode::unavailable, "the verifier cannot release the key; try again later");
+  }
+  auto sealed = release_key(*decision.evidence, *disk_key);
+  disk_key->wipe();
+  if (!sealed) {
+    logger_.error("release_failed", {{"image", image_id}, {"audit", sequence}, {"error", sealed.error().describe()}});
+    return error_response(protocol::ErrorCode::unavailable, "the verifier cannot release the key; try again later");
+  }
+
+  // 5. Respond.
+  metrics_.released();
+  logger_.info("attest", {{"image", image_id},
+                          {"peer", request.peer},
+                          {"decision", "release"},
+                          {"reason", verdict.summary()},
+                          {"audit", sequence},
+                          {"token_sha256", token_digest},
+                          {"ms", elapsed_ms()}});
+  return HttpResponse{200, std::string(json_type), protocol::serialize(*sealed)};
+}
+
+HttpResponse AttestationApi::ready() {
+  if (auto alive = store_.ping(); !alive) {
+    logger_.warning("not_ready", {{"error", alive.error().describe()}});
+    return error_response(protocol::ErrorCode::unavailable, "the verifier's store is not available");
+  }
+  return text_response(200, "ready\n");
+}
+
+}  // namespace fde::verifier

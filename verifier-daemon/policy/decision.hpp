@@ -62,6 +62,23 @@ class Decider {
   const NonceService& nonces_;
 };
 
+// The reloadable part of the verifier, swapped as one on SIGHUP: the nonce secrets and the
+// decider's roots and options. The decider refers to the nonce service held beside it.
+class VerificationPolicy {
+ public:
+  VerificationPolicy(NonceService nonces, DeciderConfig config)
+      : nonces_(std::move(nonces)), decider_(std::move(config), nonces_) {}
+  VerificationPolicy(const VerificationPolicy&) = delete;
+  VerificationPolicy& operator=(const VerificationPolicy&) = delete;
+
+  const NonceService& nonces() const { return nonces_; }
+  const Decider& decider() const { return decider_; }
+
+ private:
+  NonceService nonces_;
+  Decider decider_;
+};
+
 // Seals the disk key to the evidence's ephemeral key with HPKE (info binds image id and nonce).
 Result<protocol::AttestResponse> release_key(const VerifiedEvidence& evidence, const SecretBytes& disk_key);
 

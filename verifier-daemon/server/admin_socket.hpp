@@ -17,10 +17,22 @@ namespace fde::verifier {
 using AdminHandler = std::function<std::string(const std::string& request_line)>;
 
 constexpr std::size_t max_admin_request = 4 * 1024 * 1024;  // an enrollment bundle with references
+// The largest response line admin_request() accepts (audit listings can be long).
+constexpr std::size_t max_admin_response = 64 * 1024 * 1024;
+
+struct AdminSocketLimits {
+  std::chrono::milliseconds io_timeout{10'000};  // reading the request line; writing the response
+  std::size_t max_request = max_admin_request;   // longer request lines are refused with too_large
+  unsigned max_clients = 4;                      // served at once; others wait in the listen backlog
+};
 
 class AdminSocketServer {
  public:
   static Result<std::unique_ptr<AdminSocketServer>> create(const std::string& path, AdminHandler handler);
+  // Replaces a stale socket file (nothing listening) but never a live socket or another
+  // kind of file. The handler runs on the socket's worker threads, one call per client.
+  static Result<std::unique_ptr<AdminSocketServer>> create(const std::string& path, AdminHandler handler,
+                                                           const AdminSocketLimits& limits);
   virtual ~AdminSocketServer() = default;
   virtual void start() = 0;  // serves on its own thread
   virtual void stop() = 0;   // closes and unlinks the socket

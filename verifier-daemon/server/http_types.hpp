@@ -12,7 +12,7 @@ struct HttpRequest {
   std::string target;  // "/v1/attest"
   std::string content_type;
   std::string body;
-  std::string peer;  // "127.0.0.1:53122"
+  std::string peer;  // "127.0.0.1:53122", "[::1]:53122" (IPv4-mapped IPv6 shown as IPv4)
 };
 
 struct HttpResponse {
@@ -21,9 +21,13 @@ struct HttpResponse {
   std::string body;
 };
 
+// Called on the server's blocking pool (ServerLimits::blocking_threads threads), so up to
+// that many calls run at once: it must be thread-safe, and it may block (SQLite). An
+// exception becomes a 500 {"error":"unavailable"}. Statuses outside 200..599 become 500.
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
 // The largest body accepted for a target (method + path); 0 refuses any body. Consulted
 // after the headers are read and before the body is, so oversized bodies cost nothing.
+// Called on the I/O threads, concurrently: it must be cheap, thread-safe and non-blocking.
 using BodyLimit = std::function<std::size_t(const std::string& method, const std::string& target)>;
 
 }  // namespace fde::verifier

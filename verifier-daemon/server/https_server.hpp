@@ -36,7 +36,10 @@ struct ListenAddress {
   std::uint16_t port = 0;  // 0 = pick a free port (tests)
 };
 
-// Counters the transport keeps; the application's /metrics reads them.
+// Counters the transport keeps; the application's /metrics reads them (stats() is cheap and
+// thread-safe). A handshake that times out counts in timeouts, not handshake_failures; an
+// idle keep-alive connection closed by idle_timeout counts in neither; a header over
+// max_header_bytes (431) counts in oversized_requests like a body over its limit (413).
 struct TransportStats {
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_refused = 0;   // over max_connections

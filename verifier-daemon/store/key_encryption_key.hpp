@@ -25,6 +25,9 @@ class KeyEncryptionKey {
   Bytes wrap(std::string_view image_id, const SecretBytes& disk_key) const;
   Result<SecretBytes> unwrap(std::string_view image_id, ByteView wrapped) const;
 
+  // False for a default-constructed (moved-from) object, which can wrap nothing.
+  bool loaded() const { return key_.size() == key_size; }
+
  private:
   SecretBytes key_;
 };

@@ -1,1 +1,594 @@
-// placeholder, being written
+// The SQLite store backend: one WAL-mode database file (0600) holding images and the audit chain.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include <sqlite3.h>
+
+#include "common/protocol/messages.hpp"
+#include "verifier-daemon/nonce/nonce_service.hpp"
+#include "verifier-daemon/store/store.hpp"
+
+namespace fde::verifier {
+
+namespace {
+
+// Each entry upgrades the schema by one version, applied in order inside one transaction;
+// schema_version records how far a file has come. Never edit a shipped entry: append.
+constexpr const char* migrations[] = {
+    // Version 1. STRICT tables refuse values of the wrong type. The triggers make the audit
+    // table append-only for every client that goes through SQL; the hash chain then catches
+    // anyone who edits the file behind SQLite's back (or drops the triggers first).
+    R"sql(
+CREATE TABLE images (
+  id TEXT PRIMARY KEY NOT NULL,
+  luks_uuid TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+  wrapped_key BLOB NOT NULL,
+  reference_json TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+) STRICT;
+CREATE TABLE audit (
+  sequence INTEGER PRIMARY KEY CHECK (sequence > 0),
+  time TEXT NOT NULL,
+  image_id TEXT NOT NULL,
+  peer TEXT NOT NULL,
+  token_digest TEXT NOT NULL,
+  measurements TEXT NOT NULL,
+  decision TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  checks TEXT NOT NULL,
+  previous_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_image ON audit (image_id, sequence);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+)sql",
+};
+constexpr int latest_schema_version = static_cast<int>(std::size(migrations));
+
+constexpr int busy_timeout_ms = 5000;
+constexpr std::size_t max_audit_query_limit = 10000;
+const std::string genesis_hash(64, '0');
+
+tl::unexpected<Error> sqlite_error(sqlite3* db, std::string_view operation) {
+  return fail(Errc::io, "sqlite store: " + std::string(operation) + ": " + sqlite3_errmsg(db));
+}
+
+// A cached prepared statement in use: values are bound by index and the statement is reset
+// and its bindings cleared when the object goes away, whatever path the caller leaves by.
+// The first bind failure is kept and reported by step().
+class Query {
+ public:
+  Query(sqlite3* db, sqlite3_stmt* statement, std::string_view operation)
+      : db_(db), statement_(statement), operation_(operation) {}
+  Query(Query&& other) noexcept
+      : db_(other.db_), statement_(std::exchange(other.statement_, nullptr)), operation_(other.operation_),
+        bind_failed_(other.bind_failed_), code_(other.code_) {}
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+  Query& operator=(Query&&) = delete;
+  ~Query() {
+    if (statement_ == nullptr) return;
+    sqlite3_reset(statement_);
+    sqlite3_clear_bindings(statement_);
+  }
+
+  // SQLITE_TRANSIENT: SQLite copies, so a temporary argument cannot dangle before step().
+  // An empty view may have a null pointer, which SQLite would bind as NULL, not as empty.
+  Query& bind(int index, std::string_view text) {
+    const char* data = text.data() != nullptr ? text.data() : "";
+    return check_bind(sqlite3_bind_text64(statement_, index, data, text.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  Query& bind(int index, ByteView blob) {
+    if (blob.empty()) return check_bind(sqlite3_bind_zeroblob(statement_, index, 0));
+    return check_bind(sqlite3_bind_blob64(statement_, index, blob.data(), blob.size(), SQLITE_TRANSIENT));
+  }
+  Query& bind(int index, std::int64_t value) { return check_bind(sqlite3_bind_int64(statement_, index, value)); }
+  Query& bind_null(int index) { return check_bind(sqlite3_bind_null(statement_, index)); }
+
+  // true: a row is available; false: done.
+  Result<bool> step() {
+    if (bind_failed_) return sqlite_error(db_, std::string(operation_) + ": bind");
+    code_ = sqlite3_step(statement_);
+    if (code_ == SQLITE_ROW) return true;
+    if (code_ == SQLITE_DONE) return false;
+    return sqlite_error(db_, operation_);
+  }
+  Result<void> run() {
+    auto row = step();
+    if (!row) return tl::unexpected(row.error());
+    return {};
+  }
+  int code() const { return code_; }
+
+  std::string text(int column) const {
+    const unsigned char* data = sqlite3_column_text(statement_, column);
+    int size = sqlite3_column_bytes(statement_, column);
+    return data == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
+  }
+  Bytes blob(int column) const {
+    const void* data = sqlite3_column_blob(statement_, column);
+    int size = sqlite3_column_bytes(statement_, column);
+    const auto* bytes = static_cast<const std::uint8_t*>(data);
+    return data == nullptr ? Bytes() : Bytes(bytes, bytes + size);
+  }
+  std::int64_t integer(int column) const { return sqlite3_column_int64(statement_, column); }
+
+ private:
+  Query& check_bind(int rc) {
+    if (rc != SQLITE_OK) bind_failed_ = true;
+    return *this;
+  }
+  sqlite3* db_;
+  sqlite3_stmt* statement_;
+  std::string_view operation_;
+  bool bind_failed_ = false;
+  int code_ = SQLITE_OK;
+};
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(sqlite3* db, KeyEncryptionKey kek) : db_(db), kek_(std::move(kek)) {}
+  ~SqliteStore() override {
+    for (auto& [sql, statement] : statements_) sqlite3_finalize(statement);
+    sqlite3_close_v2(db_);
+  }
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  Result<void> configure();
+  Result<void> migrate();
+
+  Result<void> enroll(const ImageRecord& image, const SecretBytes& disk_key) override;
+  Result<std::optional<ImageRecord>> find_image(std::string_view image_id) override;
+  Result<std::vector<ImageRecord>> list_images() override;
+  Result<SecretBytes> disk_key(std::string_view image_id) override;
+  Result<void> update_reference(std::string_view image_id, const reference::ReferenceValues& reference) override;
+  Result<void> set_status(std::string_view image_id, ImageStatus status) override;
+  Result<AuditRecord> append_audit(const AuditEntry& entry) override;
+  Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override;
+  Result<AuditChainReport> verify_audit_chain() override;
+  Result<void> ping() override;
+
+ private:
+  // Callers hold mutex_ (except during open): one connection serves every thread, so
+  // statements, transactions and sqlite3_errmsg() must never interleave.
+  Result<Query> query(const char* sql, std::string_view operation);
+  Result<void> execute(const char* sql, std::string_view operation);
+  Result<void> begin_immediate(std::string_view operation);
+  void rollback();
+
+  std::mutex mutex_;
+  sqlite3* db_;
+  KeyEncryptionKey kek_;
+  std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
+};
+
+// Rolls back on every path that does not reach committed().
+class Transaction {
+ public:
+  explicit Transaction(std::function<void()> rollback) : rollback_(std::move(rollback)) {}
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction() {
+    if (rollback_) rollback_();
+  }
+  void committed() { rollback_ = nullptr; }
+
+ private:
+  std::function<void()> rollback_;
+};
+
+Result<Query> SqliteStore::query(const char* sql, std::string_view operation) {
+  auto it = statements_.find(std::string_view(sql));
+  if (it == statements_.end()) {
+    sqlite3_stmt* statement = nullptr;
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &statement, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(statement);
+      return sqlite_error(db_, std::string(operation) + ": prepare");
+    }
+    it = statements_.emplace(sql, statement).first;
+  }
+  return Query(db_, it->second, operation);
+}
+
+Result<void> SqliteStore::execute(const char* sql, std::string_view operation) {
+  auto q = query(sql, operation);
+  if (!q) return tl::unexpected(q.error());
+  return q->run();
+}
+
+Result<void> SqliteStore::begin_immediate(std::string_view operation) {
+  // IMMEDIATE takes the write lock up front, so two writers (threads or processes) never both
+  // read the same chain head; the second waits up to busy_timeout.
+  return execute("BEGIN IMMEDIATE", operation);
+}
+
+void SqliteStore::rollback() {
+  // Nothing useful to do if ROLLBACK fails: SQLite has then already rolled back.
+  (void)execute("ROLLBACK", "rollback");
+}
+
+Result<void> SqliteStore::configure() {
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, busy_timeout_ms);
+  // Defensive mode refuses writable_schema and other ways to corrupt the file through SQL.
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(db_, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  for (const char* pragma : {"PRAGMA foreign_keys = ON",
+                             // FULL: an audit record or enrollment that was acknowledged
+                             // survives a power cut (WAL with NORMAL may lose the last commits).
+                             "PRAGMA synchronous = FULL",
+                             // Freed pages are zeroed, so replaced rows do not linger in the file.
+                             "PRAGMA secure_delete = ON"}) {
+    if (sqlite3_exec(db_, pragma, nullptr, nullptr, nullptr) != SQLITE_OK) return sqlite_error(db_, pragma);
+  }
+  // journal_mode answers with the mode in force; a file that cannot do WAL is refused
+  // rather than silently run with a rollback journal.
+  auto q = query("PRAGMA journal_mode = WAL", "enable WAL");
+  if (!q) return tl::unexpected(q.error());
+  auto row = q->step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row || q->text(0) != "wal")
+    return fail(Errc::io, "sqlite store: the database could not be switched to WAL mode");
+  return {};
+}
+
+Result<void> SqliteStore::migrate() {
+  std::lock_guard lock(mutex_);
+  if (auto ok = begin_immediate("migrate"); !ok) return ok;
+  Transaction transaction([this] { rollback(); });
+  if (sqlite3_exec(db_, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT", nullptr,
+                   nullptr, nullptr) != SQLITE_OK)
+    return sqlite_error(db_, "create schema_version");
+  int version = 0;
+  bool has_row = false;
+  {
+    auto q = query("SELECT version FROM schema_version", "read schema version");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (*row) {
+      has_row = true;
+      version = static_cast<int>(q->integer(0));
+    }
+  }
+  if (version > latest_schema_version || version < 0)
+    return fail(Errc::unsupported, "sqlite store: database schema version " + std::to_string(version) +
+                                       " is newer than this program's (" + std::to_string(latest_schema_version) +
+                                       "); upgrade fde-verifierd");
+  if (version == latest_schema_version) {
+    if (auto ok = execute("COMMIT", "migrate"); !ok) return ok;
+    transaction.committed();
+    return {};
+  }
+  for (int v = version; v < latest_schema_version; ++v) {
+    // Migration text is a constant of this file, never built from values.
+    if (sqlite3_exec(db_, migrations[v], nullptr, nullptr, nullptr) != SQLITE_OK)
+      return sqlite_error(db_, "migrate to schema version " + std::to_string(v + 1));
+  }
+  auto q = query(has_row ? "UPDATE schema_version SET version = ?1" : "INSERT INTO schema_version (version) VALUES (?1)",
+                 "write schema version");
+  if (!q) return tl::unexpected(q.error());
+  if (auto ok = q->bind(1, std::int64_t{latest_schema_version}).run(); !ok) return ok;
+  if (auto ok = execute("COMMIT", "migrate"); !ok) return ok;
+  transaction.committed();
+  return {};
+}
+
+// The record's reference values must describe the record's image if they name one.
+Result<void> check_reference_image(std::string_view image_id, const reference::ReferenceValues& reference) {
+  if (reference.image_id && *reference.image_id != image_id)
+    return fail(Errc::invalid_argument, "reference values name image " + *reference.image_id + ", not " +
+                                            std::string(image_id));
+  return {};
+}
+
+std::string now_text() { return format_rfc3339(Clock::now()); }
+
+// Columns: id, luks_uuid, status, reference_json, created_at, updated_at.
+Result<ImageRecord> read_image(const Query& row) {
+  ImageRecord image;
+  image.image_id = row.text(0);
+  image.luks_uuid = row.text(1);
+  auto status = image_status_from_name(row.text(2));
+  if (!status) return fail(Errc::malformed, "sqlite store: image " + image.image_id + ": unknown status in the database");
+  image.status = *status;
+  auto reference = reference::parse_reference_values(row.text(3));
+  if (!reference) return fail_with_context("sqlite store: image " + image.image_id, reference.error());
+  image.reference = std::move(*reference);
+  image.created_at = row.text(4);
+  image.updated_at = row.text(5);
+  return image;
+}
+
+Result<void> SqliteStore::enroll(const ImageRecord& image, const SecretBytes& disk_key) {
+  if (auto ok = protocol::validate_image_id(image.image_id); !ok)
+    return fail(Errc::invalid_argument, "enroll: " + ok.error().message);
+  if (disk_key.empty() || disk_key.size() > protocol::max_disk_key_size)
+    return fail(Errc::invalid_argument, "enroll " + image.image_id + ": the disk key must be 1.." +
+                                            std::to_string(protocol::max_disk_key_size) + " bytes");
+  if (auto ok = check_reference_image(image.image_id, image.reference); !ok) return ok;
+  auto reference_json = reference::serialize_reference_values(image.reference);
+  if (!reference_json) return fail_with_context("enroll " + image.image_id, reference_json.error());
+  Bytes wrapped = kek_.wrap(image.image_id, disk_key);
+  std::string now = now_text();
+
+  std::lock_guard lock(mutex_);
+  auto q = query("INSERT INTO images (id, luks_uuid, status, wrapped_key, reference_json, created_at, updated_at) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 "enroll");
+  if (!q) return tl::unexpected(q.error());
+  q->bind(1, image.image_id)
+      .bind(2, image.luks_uuid)
+      .bind(3, image_status_name(image.status))
+      .bind(4, ByteView(wrapped))
+      .bind(5, *reference_json)
+      .bind(6, now)
+      .bind(7, now);
+  auto done = q->run();
+  if (!done && q->code() == SQLITE_CONSTRAINT_PRIMARYKEY)
+    return fail(Errc::invalid_argument, "image " + image.image_id + " is already enrolled");
+  return done;
+}
+
+Result<std::optional<ImageRecord>> SqliteStore::find_image(std::string_view image_id) {
+  std::lock_guard lock(mutex_);
+  auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at FROM images WHERE id = ?1",
+                 "find image");
+  if (!q) return tl::unexpected(q.error());
+  auto row = q->bind(1, image_id).step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<ImageRecord>{};
+  auto image = read_image(*q);
+  if (!image) return tl::unexpected(image.error());
+  return std::optional<ImageRecord>(std::move(*image));
+}
+
+Result<std::vector<ImageRecord>> SqliteStore::list_images() {
+  std::lock_guard lock(mutex_);
+  auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at FROM images ORDER BY id",
+                 "list images");
+  if (!q) return tl::unexpected(q.error());
+  std::vector<ImageRecord> images;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    auto image = read_image(*q);
+    if (!image) return tl::unexpected(image.error());
+    images.push_back(std::move(*image));
+  }
+  return images;
+}
+
+Result<SecretBytes> SqliteStore::disk_key(std::string_view image_id) {
+  Bytes wrapped;
+  {
+    std::lock_guard lock(mutex_);
+    auto q = query("SELECT wrapped_key FROM images WHERE id = ?1", "read disk key");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->bind(1, image_id).step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
+    wrapped = q->blob(0);
+  }
+  // The image id is the AAD: a wrapped key moved to another row fails here.
+  return kek_.unwrap(image_id, wrapped);
+}
+
+Result<void> SqliteStore::update_reference(std::string_view image_id, const reference::ReferenceValues& reference) {
+  if (auto ok = check_reference_image(image_id, reference); !ok) return ok;
+  auto reference_json = reference::serialize_reference_values(reference);
+  if (!reference_json) return fail_with_context("update reference values of " + std::string(image_id), reference_json.error());
+  std::string now = now_text();
+  std::lock_guard lock(mutex_);
+  auto q = query("UPDATE images SET reference_json = ?2, updated_at = ?3 WHERE id = ?1", "update reference values");
+  if (!q) return tl::unexpected(q.error());
+  if (auto ok = q->bind(1, image_id).bind(2, *reference_json).bind(3, now).run(); !ok) return ok;
+  if (sqlite3_changes64(db_) == 0) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
+  return {};
+}
+
+Result<void> SqliteStore::set_status(std::string_view image_id, ImageStatus status) {
+  std::string now = now_text();
+  std::lock_guard lock(mutex_);
+  auto q = query("UPDATE images SET status = ?2, updated_at = ?3 WHERE id = ?1", "set image status");
+  if (!q) return tl::unexpected(q.error());
+  if (auto ok = q->bind(1, image_id).bind(2, image_status_name(status)).bind(3, now).run(); !ok) return ok;
+  if (sqlite3_changes64(db_) == 0) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
+  return {};
+}
+
+// Columns: sequence, time, image_id, peer, token_digest, measurements, decision, reason,
+// checks, previous_hash, hash.
+AuditRecord read_audit(const Query& row) {
+  AuditRecord record;
+  record.sequence = row.integer(0);
+  record.time = row.text(1);
+  record.entry.image_id = row.text(2);
+  record.entry.peer = row.text(3);
+  record.entry.token_digest = row.text(4);
+  record.entry.measurements = row.text(5);
+  record.entry.decision = row.text(6);
+  record.entry.reason = row.text(7);
+  record.entry.checks = row.text(8);
+  record.previous_hash = row.text(9);
+  record.hash = row.text(10);
+  return record;
+}
+
+Result<AuditRecord> SqliteStore::append_audit(const AuditEntry& entry) {
+  // "release"/"deny" only, so that a query by decision can never miss a record.
+  if (entry.decision != "release" && entry.decision != "deny")
+    return fail(Errc::invalid_argument, "audit: decision must be \"release\" or \"deny\", not \"" + entry.decision + "\"");
+  AuditRecord record;
+  record.entry = entry;
+  std::lock_guard lock(mutex_);
+  if (auto ok = begin_immediate("append audit"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  {
+    auto q = query("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1", "append audit: read chain head");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    record.sequence = *row ? q->integer(0) + 1 : 1;
+    record.previous_hash = *row ? q->text(1) : genesis_hash;
+  }
+  // Taken inside the write lock, so times never go backwards along the chain on one host.
+  record.time = now_text();
+  record.hash = audit_record_hash(record);
+  {
+    auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
+                   "checks, previous_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                   "append audit");
+    if (!q) return tl::unexpected(q.error());
+    q->bind(1, record.sequence)
+        .bind(2, record.time)
+        .bind(3, entry.image_id)
+        .bind(4, entry.peer)
+        .bind(5, entry.token_digest)
+        .bind(6, entry.measurements)
+        .bind(7, entry.decision)
+        .bind(8, entry.reason)
+        .bind(9, entry.checks)
+        .bind(10, record.previous_hash)
+        .bind(11, record.hash);
+    if (auto ok = q->run(); !ok) return tl::unexpected(ok.error());
+  }
+  if (auto ok = execute("COMMIT", "append audit: commit"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  return record;
+}
+
+Result<std::vector<AuditRecord>> SqliteStore::query_audit(const AuditQuery& filter) {
+  std::lock_guard lock(mutex_);
+  // One fixed statement; an unset filter is bound as NULL and matches everything.
+  auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
+                 "previous_hash, hash FROM audit WHERE (?1 IS NULL OR image_id = ?1) AND "
+                 "(?2 IS NULL OR decision = ?2) AND (?3 IS NULL OR sequence > ?3) ORDER BY sequence DESC LIMIT ?4",
+                 "query audit");
+  if (!q) return tl::unexpected(q.error());
+  if (filter.image_id) q->bind(1, *filter.image_id); else q->bind_null(1);
+  if (filter.decision) q->bind(2, *filter.decision); else q->bind_null(2);
+  if (filter.after_sequence) q->bind(3, *filter.after_sequence); else q->bind_null(3);
+  q->bind(4, static_cast<std::int64_t>(std::min(filter.limit, max_audit_query_limit)));
+  std::vector<AuditRecord> records;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    records.push_back(read_audit(*q));
+  }
+  return records;
+}
+
+Result<AuditChainReport> SqliteStore::verify_audit_chain() {
+  std::lock_guard lock(mutex_);
+  // One SELECT reads one consistent snapshot of the table, even with writers in other processes.
+  auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
+                 "previous_hash, hash FROM audit ORDER BY sequence ASC",
+                 "verify audit chain");
+  if (!q) return tl::unexpected(q.error());
+  AuditChainReport report;
+  std::int64_t expected_sequence = 1;
+  std::string expected_previous = genesis_hash;
+  auto bad = [&](std::int64_t sequence, std::string problem) {
+    if (report.first_bad_sequence) return;
+    report.first_bad_sequence = sequence;
+    report.problem = "record " + std::to_string(sequence) + ": " + std::move(problem);
+  };
+  for (;;) {
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    ++report.records;
+    if (report.first_bad_sequence) continue;  // only the first break is reported; keep counting
+    AuditRecord record = read_audit(*q);
+    if (record.sequence != expected_sequence) {
+      bad(record.sequence, record.sequence > expected_sequence
+                               ? "follows record " + std::to_string(expected_sequence - 1) + "; record " +
+                                     std::to_string(expected_sequence) + " is missing"
+                               : "unexpected sequence number");
+    } else if (record.previous_hash != expected_previous) {
+      bad(record.sequence, expected_sequence == 1 ? "the first record does not start from the genesis hash"
+                                                  : "previous_hash does not match the hash of record " +
+                                                        std::to_string(expected_sequence - 1));
+    } else if (audit_record_hash(record) != record.hash) {
+      bad(record.sequence, "hash does not match its contents");
+    }
+    expected_sequence = record.sequence + 1;
+    expected_previous = record.hash;
+  }
+  report.intact = !report.first_bad_sequence.has_value();
+  return report;
+}
+
+Result<void> SqliteStore::ping() {
+  std::lock_guard lock(mutex_);
+  auto q = query("SELECT version FROM schema_version", "ping");
+  if (!q) return tl::unexpected(q.error());
+  return q->run();
+}
+
+// Creates the file 0600 ourselves before SQLite sees it (SQLite would use 0644 & ~umask);
+// the -wal and -shm files then inherit the database file's mode. An existing file open to
+// group or others is refused rather than silently repaired, as the KEK file is.
+Result<void> prepare_database_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  bool created = fd >= 0;
+  if (!created && errno == EEXIST) fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return fail(Errc::io, "sqlite store: " + path + ": " + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  if (created && ::fchmod(fd, 0600) != 0) return fail(Errc::io, "sqlite store: " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail(Errc::io, "sqlite store: " + path + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fail(Errc::invalid_argument, "sqlite store: " + path + ": not a regular file");
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return fail(Errc::invalid_argument, "sqlite store: " + path + ": mode " + mode +
+                                            " gives group or others access; chmod 600 it");
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek) {
+  if (path.empty()) return fail(Errc::invalid_argument, "sqlite store: empty database path");
+  if (!kek.loaded()) return fail(Errc::invalid_argument, "sqlite store: no key-encryption key loaded");
+  if (auto ok = prepare_database_file(path); !ok) return tl::unexpected(ok.error());
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    return fail(Errc::io, "sqlite store: " + path + ": " + message);
+  }
+  auto store = std::make_unique<SqliteStore>(db, std::move(kek));
+  if (auto ok = store->configure(); !ok) return fail_with_context(path, ok.error());
+  if (auto ok = store->migrate(); !ok) return fail_with_context(path, ok.error());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace fde::verifier

@@ -17,7 +17,8 @@
 namespace fde::verifier {
 
 enum class ImageStatus { active, revoked };
-std::string_view image_status_name(ImageStatus status);
+std::string_view image_status_name(ImageStatus status);  // "active", "revoked"
+std::optional<ImageStatus> image_status_from_name(std::string_view name);
 
 struct ImageRecord {
   std::string image_id;
@@ -51,7 +52,7 @@ struct AuditQuery {
   std::optional<std::string> image_id;
   std::optional<std::string> decision;
   std::optional<std::int64_t> after_sequence;
-  std::size_t limit = 100;  // newest first
+  std::size_t limit = 100;  // newest first; capped at 10000 by the SQLite store
 };
 
 struct AuditChainReport {
@@ -86,6 +87,9 @@ class Store {
 };
 
 // SQLite in WAL mode; creates the file (0600) and schema on first open.
+// The store may be shared by any number of threads (one connection behind a mutex), and
+// several processes may open the same file (writes take BEGIN IMMEDIATE, 5 s busy timeout).
+// An existing file with group or other permission bits is refused, like the KEK file.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek);
 
 }  // namespace fde::verifier

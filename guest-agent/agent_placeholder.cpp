@@ -1,1 +1,0 @@
-// The guest agent library; its code lands with the agent issue.

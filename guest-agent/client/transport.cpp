@@ -1,0 +1,26 @@
+// The HTTPS transport over the shared client.
+#include "guest-agent/client/transport.hpp"
+
+#include <algorithm>
+
+namespace fde::agent {
+
+Result<protocol::HttpsResult> HttpsTransport::post_json(const VerifierUrl& verifier, std::string_view target,
+                                                        const std::string& body, std::size_t max_response_body,
+                                                        TimePoint deadline) {
+  auto remaining = std::chrono::duration_cast<Milliseconds>(deadline - SteadyClock::now());
+  if (remaining <= Milliseconds(0)) return fail(Errc::io, "attempt deadline reached");
+  protocol::HttpsEndpoint endpoint;
+  endpoint.host = verifier.host;
+  endpoint.port = verifier.port;
+  endpoint.server_name = server_name_.empty() ? verifier.host : server_name_;
+  protocol::HttpsClientOptions options;
+  options.ca_pem = ca_pem_;
+  // Connect, then the rest (handshake, write, read), together within the attempt deadline.
+  options.connect_timeout = std::min(remaining, options.connect_timeout);
+  options.request_timeout = std::max(remaining - options.connect_timeout, std::min(remaining, Milliseconds(1'000)));
+  options.max_response_body = max_response_body;
+  return protocol::https_post_json(endpoint, std::string(target), body, options);
+}
+
+}  // namespace fde::agent

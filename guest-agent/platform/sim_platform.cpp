@@ -1,0 +1,165 @@
+// The simulated platform: tokens from the simulator's issuer over inputs that stand in for
+// the firmware's measurements (design.md section 7).
+#include "guest-agent/platform/sim_platform.hpp"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <string_view>
+
+#include "common/crypto/hash.hpp"
+#include "common/eventlog/event_log.hpp"
+#include "common/protocol/messages.hpp"
+#include "common/sim/event_log_builder.hpp"
+#include "common/sim/token_issuer.hpp"
+#include "common/token/token_framing.hpp"
+#include "common/util/file.hpp"
+#include "guest-agent/platform/tsi_platform.hpp"
+
+namespace fde::agent {
+
+namespace {
+
+constexpr std::size_t max_input_size = protocol::max_event_log_size;
+
+SimInputReader file_reader(std::function<std::string(std::string_view)> path_of) {
+  return [path_of = std::move(path_of)](std::string_view name) -> Result<Bytes> {
+    std::string path = path_of(name);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return fail(Errc::not_found, path + ": no such file");
+    return read_file(path, max_input_size);
+  };
+}
+
+Result<std::optional<Bytes>> optional_input(const SimInputReader& read, std::string_view name) {
+  auto data = read(name);
+  if (data) return std::optional<Bytes>(std::move(*data));
+  if (data.error().code == Errc::not_found) return std::optional<Bytes>{};
+  return tl::unexpected(data.error());
+}
+
+Result<Bytes> hex_input(const std::string& source, std::string_view name, ByteView text) {
+  auto bytes = hex_decode(as_text(text));
+  if (!bytes) return fail_with_context(source + ": " + std::string(name), bytes.error());
+  return bytes;
+}
+
+}  // namespace
+
+SimInputReader directory_inputs(const std::string& directory) {
+  return file_reader([directory](std::string_view name) {
+    return (std::filesystem::path(directory) / std::string(name)).string();
+  });
+}
+
+SimInputReader fw_cfg_inputs(const std::string& directory) {
+  return file_reader([directory](std::string_view name) {
+    return (std::filesystem::path(directory) / std::string(name) / "raw").string();
+  });
+}
+
+struct SimPlatform::Measurements {
+  crypto::HashAlg hash_alg = crypto::HashAlg::sha256;
+  Bytes rim;
+  std::array<Bytes, token::rem_count> rems;
+  Bytes rpv = Bytes(token::rpv_size, 0);
+  std::optional<BootEventLog> event_log;
+};
+
+Result<std::unique_ptr<SimPlatform>> SimPlatform::load(const std::string& source, const SimInputReader& read) {
+  auto device = sim::SimDevice::load_from(source, read);
+  if (!device) return tl::unexpected(device.error());
+
+  auto measurements = std::make_shared<Measurements>();
+  auto alg_text = optional_input(read, "hash-alg");
+  if (!alg_text) return tl::unexpected(alg_text.error());
+  if (*alg_text) {
+    std::string name(as_text(**alg_text));
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    auto alg = crypto::hash_alg_from_name(name);
+    if (!alg || *alg == crypto::HashAlg::sha384)
+      return fail(Errc::invalid_argument, source + ": hash-alg must be sha-256 or sha-512, not '" + name + "'");
+    measurements->hash_alg = *alg;
+  }
+  const std::size_t digest_size = crypto::digest_size(measurements->hash_alg);
+
+  auto rim_text = read("rim");
+  if (!rim_text) return fail_with_context(source + ": rim (the simulated RIM, hex)", rim_text.error());
+  auto rim = hex_input(source, "rim", *rim_text);
+  if (!rim) return tl::unexpected(rim.error());
+  if (rim->size() != digest_size)
+    return fail(Errc::invalid_argument, source + ": rim has " + std::to_string(rim->size()) + " bytes, not " +
+                                            std::to_string(digest_size));
+  measurements->rim = std::move(*rim);
+
+  auto rpv_text = optional_input(read, "rpv");
+  if (!rpv_text) return tl::unexpected(rpv_text.error());
+  if (*rpv_text) {
+    auto rpv = hex_input(source, "rpv", **rpv_text);
+    if (!rpv) return tl::unexpected(rpv.error());
+    if (rpv->size() != token::rpv_size) return fail(Errc::invalid_argument, source + ": rpv must be 64 bytes");
+    measurements->rpv = std::move(*rpv);
+  }
+
+  auto log = optional_input(read, "event-log");
+  if (!log) return tl::unexpected(log.error());
+  if (*log) {
+    auto table = optional_input(read, "ccel");
+    if (!table) return tl::unexpected(table.error());
+    Bytes ccel = *table ? std::move(**table) : sim::build_ccel((*log)->size());
+    measurements->event_log = BootEventLog{std::move(ccel), std::move(**log)};
+  }
+
+  auto rems_text = optional_input(read, "rems");
+  if (!rems_text) return tl::unexpected(rems_text.error());
+  if (*rems_text) {
+    // Four hex lines; blank lines are ignored.
+    std::string_view text = as_text(**rems_text);
+    std::size_t index = 0;
+    while (!text.empty()) {
+      std::size_t end = text.find('\n');
+      std::string_view line = text.substr(0, end);
+      text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+      if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+      if (index == token::rem_count) return fail(Errc::invalid_argument, source + ": rems has more than 4 lines");
+      auto rem = hex_input(source, "rems", as_bytes(line));
+      if (!rem) return tl::unexpected(rem.error());
+      if (rem->size() != digest_size) return fail(Errc::invalid_argument, source + ": rems: wrong digest size");
+      measurements->rems[index++] = std::move(*rem);
+    }
+    if (index != token::rem_count) return fail(Errc::invalid_argument, source + ": rems needs 4 lines");
+  } else if (measurements->event_log) {
+    // The firmware extended the REMs with exactly what it logged (d.3): replay the log.
+    auto parsed = eventlog::parse_event_log(measurements->event_log->event_log);
+    if (!parsed) return fail_with_context(source + ": event-log", parsed.error());
+    auto replayed = eventlog::replay(*parsed, measurements->hash_alg);
+    if (!replayed) return fail_with_context(source + ": event-log", replayed.error());
+    measurements->rems = std::move(*replayed);
+  } else {
+    for (auto& rem : measurements->rems) rem = Bytes(digest_size, 0);
+  }
+  return std::unique_ptr<SimPlatform>(new SimPlatform(std::move(*device), std::move(measurements)));
+}
+
+Result<Bytes> SimPlatform::attestation_token(ByteView challenge) {
+  sim::TokenRequest request;
+  request.challenge = to_bytes(challenge);
+  request.rim = measurements_->rim;
+  request.rems = measurements_->rems;
+  request.personalization_value = measurements_->rpv;
+  request.hash_alg = measurements_->hash_alg;
+  // Legacy firmware pairs RSA device keys with CVM-only tokens (b.8).
+  request.format = device_.type() == sim::DeviceType::rsa ? sim::TokenFormat::legacy : sim::TokenFormat::full;
+  auto issued = sim::issue_token(device_, request);
+  if (!issued) return fail_with_context("simulated token", issued.error());
+  // The same check as for the device's output, so both platforms hand on only what passes it.
+  if (auto framing = token::check_token_framing(issued->token); !framing)
+    return fail_with_context("simulated token", framing.error());
+  return std::move(issued->token);
+}
+
+Result<Bytes> SimPlatform::device_certificate() { return device_certificate_to_der(device_.device_certificate_blob()); }
+
+Result<std::optional<BootEventLog>> SimPlatform::boot_event_log() { return measurements_->event_log; }
+
+}  // namespace fde::agent

@@ -1,0 +1,49 @@
+// The simulated virtCCA platform (design.md section 7), compiled in only with FDE_WITH_SIM.
+// Its inputs play the firmware's part: the simulated device (fde-sim device output) and the
+// boot measurements, read from a directory or, in QEMU, from fw_cfg entries opt/fde/<name>.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/sim/sim_device.hpp"
+#include "guest-agent/platform/platform.hpp"
+
+namespace fde::agent {
+
+// Names of the inputs (files in the directory, or fw_cfg entries opt/fde/<name>):
+//   ca.pem device-cert.pem device-key.pem [rak-key.pem]  the device, as `fde-sim device` saves it
+//   rim        hex, the RIM (required)
+//   rems       optional: four hex lines, REM[0..3]
+//   event-log  optional: the CCEL log area; without `rems` the REMs are its replay
+//   ccel       optional: the CCEL table (built to match the log when absent)
+//   rpv        optional: hex, the 64-byte personalization value (zeros when absent)
+//   hash-alg   optional: sha-256 (default) or sha-512, for the RIM and REMs
+inline constexpr const char* fw_cfg_directory = "/sys/firmware/qemu_fw_cfg/by_name/opt/fde";
+
+// Reads one named input; Errc::not_found when it is absent.
+using SimInputReader = std::function<Result<Bytes>(std::string_view name)>;
+SimInputReader directory_inputs(const std::string& directory);
+// fw_cfg exposes each entry as <directory>/<name>/raw.
+SimInputReader fw_cfg_inputs(const std::string& directory = fw_cfg_directory);
+
+class SimPlatform final : public Platform {
+ public:
+  // Loads the device and the measurements once; every token uses them.
+  static Result<std::unique_ptr<SimPlatform>> load(const std::string& source, const SimInputReader& read);
+
+  std::string_view name() const override { return "sim"; }
+  Result<Bytes> attestation_token(ByteView challenge) override;
+  Result<Bytes> device_certificate() override;
+  Result<std::optional<BootEventLog>> boot_event_log() override;
+
+ private:
+  struct Measurements;
+  SimPlatform(sim::SimDevice device, std::shared_ptr<const Measurements> measurements)
+      : device_(std::move(device)), measurements_(std::move(measurements)) {}
+  sim::SimDevice device_;
+  std::shared_ptr<const Measurements> measurements_;
+};
+
+}  // namespace fde::agent

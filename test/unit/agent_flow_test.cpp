@@ -1,0 +1,253 @@
+// The agent's boot flow with a fake clock, network, device and verifiers: retries until a
+// verifier answers, the failure policies, the deadlines and one status line per attempt.
+#include <catch2/catch.hpp>
+#include <deque>
+#include <sstream>
+
+#include "guest-agent/flow/unlock_flow.hpp"
+
+using namespace fde;
+using namespace fde::agent;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct FakeClock final : Clock {
+  TimePoint current = TimePoint() + 1000h;
+  TimePoint now() override { return current; }
+  void sleep_until(TimePoint when) override { current = std::max(current, when); }
+};
+
+struct FakeNetwork final : NetworkProbe {
+  FakeClock& clock;
+  TimePoint up_at;
+  bool has_route(const VerifierUrl&) override { return clock.current >= up_at; }
+  FakeNetwork(FakeClock& c, TimePoint up) : clock(c), up_at(up) {}
+};
+
+struct FakeDevice final : DeviceLocator {
+  FakeClock& clock;
+  TimePoint appears_at;
+  bool unlocked_already = false;
+  FakeDevice(FakeClock& c, TimePoint at) : clock(c), appears_at(at) {}
+  Result<std::string> locate() override {
+    if (clock.current < appears_at) return fail(Errc::not_found, "no block device holds it");
+    return std::string("/dev/vda2");
+  }
+  bool already_unlocked() override { return unlocked_already; }
+};
+
+struct FakeUnlocker final : VolumeUnlocker {
+  Bytes* received;
+  bool succeed;
+  FakeUnlocker(Bytes* r, bool s) : received(r), succeed(s) {}
+  std::string describe() const override { return "fake unlock"; }
+  std::string done() const override { return "unlocked /dev/vda2 as /dev/mapper/luks-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"; }
+  Result<void> unlock(const SecretBytes& key) override {
+    *received = to_bytes(key.view());
+    if (!succeed) return fail(Errc::verification_failed, "the released key opens no keyslot of the volume");
+    return {};
+  }
+};
+
+// Scripted verifier answers; each attempt takes `duration` of fake time.
+struct Harness {
+  AgentConfig config;
+  FakeClock clock;
+  std::ostringstream console;
+  StatusReporter status{console};
+  FakeNetwork network{clock, clock.current};
+  FakeDevice device{clock, clock.current};
+  std::deque<AttemptStatus> script;  // what the next attempts answer; empty: retry forever
+  Milliseconds duration = 100ms;
+  std::vector<std::string> tried;
+  Bytes unlocked_with;
+  bool unlock_succeeds = true;
+  Bytes key = Bytes(32, 0x5a);
+
+  Harness() {
+    config.image_id = "web-01";
+    config.verifiers = {*parse_verifier_url("https://127.0.0.1:8443"), *parse_verifier_url("https://127.0.0.2:8443")};
+    config.ca_file = "/ca.pem";
+    config.luks_uuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    config.attempt_timeout = 5s;
+    config.overall_timeout = 60s;
+    config.backoff_initial = 1s;
+    config.backoff_max = 8s;
+  }
+
+  FlowResult run() {
+    FlowServices services{
+        clock,
+        status,
+        network,
+        device,
+        [this](const VerifierUrl& verifier, TimePoint deadline) {
+          tried.push_back(verifier.text);
+          AttemptResult result;
+          result.status = AttemptStatus::retry;
+          if (!script.empty()) {
+            result.status = script.front();
+            script.pop_front();
+          }
+          result.step = result.status == AttemptStatus::retry ? "challenge" : "attest";
+          result.message = result.status == AttemptStatus::retry ? "cannot connect: connection refused"
+                                                                 : "HTTP 403 attestation_failed";
+          if (result.status == AttemptStatus::fatal) result.message = "/dev/tsi does not exist";
+          if (result.status == AttemptStatus::released) result.key = SecretBytes::copy_of(key);
+          clock.current = std::min(deadline, clock.current + duration);
+          return result;
+        },
+        [this](const std::string&) { return std::make_unique<FakeUnlocker>(&unlocked_with, unlock_succeeds); },
+        [] { return 0.0; },
+    };
+    return run_unlock_flow(config, services);
+  }
+
+  std::vector<std::string> lines() const {
+    std::vector<std::string> out;
+    std::istringstream in(console.str());
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+  std::size_t lines_containing(const std::string& text) const {
+    std::size_t n = 0;
+    for (const auto& line : lines()) n += line.find(text) != std::string::npos;
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("verifiers that are down and then up: the agent retries in order and unlocks") {
+  Harness h;
+  h.script = {AttemptStatus::retry, AttemptStatus::retry, AttemptStatus::retry, AttemptStatus::released};
+  CHECK(h.run() == FlowResult::unlocked);
+  CHECK(h.tried == std::vector<std::string>{"https://127.0.0.1:8443", "https://127.0.0.2:8443", "https://127.0.0.1:8443",
+                                            "https://127.0.0.2:8443"});
+  CHECK(h.unlocked_with == h.key);
+  // One line per failed attempt saying what was tried, what happened and what comes next.
+  CHECK(h.lines_containing("attempt 1 https://127.0.0.1:8443: failed: challenge: cannot connect: connection refused; "
+                           "next: https://127.0.0.2:8443 now (gives up in ") == 1);
+  CHECK(h.lines_containing("attempt 2 https://127.0.0.2:8443: failed: ") == 1);
+  CHECK(h.lines_containing("next: https://127.0.0.1:8443 in 1s") == 1);
+  CHECK(h.lines_containing("attempt 4 https://127.0.0.2:8443: key released; unlocking with fake unlock") == 1);
+  CHECK(h.lines_containing("unlocked /dev/vda2 as /dev/mapper/luks-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0") == 1);
+}
+
+TEST_CASE("a denial applies the failure policy at once") {
+  SECTION("poweroff") {
+    Harness h;
+    h.script = {AttemptStatus::denied};
+    CHECK(h.run() == FlowResult::give_up_poweroff);
+    CHECK(h.tried.size() == 1);
+    CHECK(h.lines_containing("refused: attest: HTTP 403 attestation_failed; failure policy 'poweroff': the VM will power off") == 1);
+  }
+  SECTION("passphrase") {
+    Harness h;
+    h.config.failure_policy = FailurePolicy::passphrase;
+    h.script = {AttemptStatus::retry, AttemptStatus::denied};
+    CHECK(h.run() == FlowResult::give_up_passphrase);
+    CHECK(h.tried.size() == 2);
+    CHECK(h.lines_containing("falling back to the LUKS passphrase prompt") == 1);
+  }
+  SECTION("wait keeps asking until the verifier releases the key") {
+    Harness h;
+    h.config.failure_policy = FailurePolicy::wait;
+    h.script = {AttemptStatus::denied, AttemptStatus::denied, AttemptStatus::denied, AttemptStatus::released};
+    CHECK(h.run() == FlowResult::unlocked);
+    CHECK(h.tried.size() == 4);
+    CHECK(h.lines_containing("(failure policy 'wait': no deadline)") == 3);
+  }
+}
+
+TEST_CASE("when the overall deadline passes the agent gives up with the failure policy") {
+  Harness h;
+  h.config.failure_policy = FailurePolicy::passphrase;
+  const TimePoint start = h.clock.current;
+  CHECK(h.run() == FlowResult::give_up_passphrase);
+  CHECK(h.clock.current <= start + 60s);
+  CHECK(h.lines_containing("giving up: overall deadline of 60s reached; failure policy 'passphrase'") == 1);
+  // The backoff is bounded: rounds at 0, 1, 2, 4, 8, 8, ... seconds.
+  CHECK(h.tried.size() > 10);
+}
+
+TEST_CASE("with failure policy wait the agent keeps trying past the overall deadline") {
+  Harness h;
+  h.config.failure_policy = FailurePolicy::wait;
+  h.script = std::deque<AttemptStatus>(60, AttemptStatus::retry);
+  h.script.push_back(AttemptStatus::released);
+  const TimePoint start = h.clock.current;
+  CHECK(h.run() == FlowResult::unlocked);
+  CHECK(h.clock.current > start + 120s);
+}
+
+TEST_CASE("a machine that cannot attest gives up at once, even with failure policy wait") {
+  Harness h;
+  h.config.failure_policy = FailurePolicy::wait;
+  h.script = {AttemptStatus::fatal};
+  CHECK(h.run() == FlowResult::give_up_poweroff);
+  CHECK(h.lines_containing("cannot attest: attest: /dev/tsi does not exist; failure policy 'wait' cannot help") == 1);
+}
+
+TEST_CASE("the agent waits for the network with a deadline instead of failing on the first error") {
+  SECTION("the network comes up in time") {
+    Harness h;
+    h.network.up_at = h.clock.current + 3s;
+    h.script = {AttemptStatus::released};
+    CHECK(h.run() == FlowResult::unlocked);
+    CHECK(h.lines_containing("waiting for the network: no route to any verifier yet (up to 60s)") == 1);
+    CHECK(h.lines_containing("network is up after 3s") == 1);
+  }
+  SECTION("no route within network_timeout: the verifiers are tried anyway") {
+    Harness h;
+    h.config.network_timeout = 5s;
+    h.network.up_at = h.clock.current + 1h;
+    h.script = {AttemptStatus::released};
+    CHECK(h.run() == FlowResult::unlocked);
+    CHECK(h.lines_containing("still no route to any verifier after 5s; trying the verifiers anyway") == 1);
+  }
+}
+
+TEST_CASE("the agent waits for the LUKS device and gives up when it never appears") {
+  SECTION("it appears") {
+    Harness h;
+    h.device.appears_at = h.clock.current + 2s;
+    h.script = {AttemptStatus::released};
+    CHECK(h.run() == FlowResult::unlocked);
+    CHECK(h.lines_containing("LUKS volume UUID=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 appeared as /dev/vda2") == 1);
+  }
+  SECTION("it does not") {
+    Harness h;
+    h.config.device_timeout = 5s;
+    h.device.appears_at = h.clock.current + 1h;
+    CHECK(h.run() == FlowResult::give_up_poweroff);
+    CHECK(h.tried.empty());
+    CHECK(h.lines_containing("did not appear within 5s") == 1);
+  }
+}
+
+TEST_CASE("an already unlocked volume needs nothing") {
+  Harness h;
+  h.device.unlocked_already = true;
+  CHECK(h.run() == FlowResult::already_unlocked);
+  CHECK(h.tried.empty());
+}
+
+TEST_CASE("a released key that does not open the volume applies the failure policy") {
+  Harness h;
+  h.unlock_succeeds = false;
+  h.script = {AttemptStatus::released};
+  CHECK(h.run() == FlowResult::give_up_poweroff);
+  CHECK(h.lines_containing("unlock failed: the released key opens no keyslot of the volume") == 1);
+}
+
+TEST_CASE("status lines never contain the key") {
+  Harness h;
+  h.script = {AttemptStatus::retry, AttemptStatus::released};
+  h.run();
+  const std::string console = h.console.str();
+  CHECK(console.find(hex_encode(h.key)) == std::string::npos);
+  CHECK(console.find(base64_encode(h.key)) == std::string::npos);
+  CHECK(console.find(std::string(as_text(h.key))) == std::string::npos);
+}

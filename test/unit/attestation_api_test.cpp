@@ -1,0 +1,294 @@
+// The attestation port's application end to end in process: real SQLite store in a temporary
+// directory, real simulated tokens, HTTP requests in and responses out (no TLS: the transport
+// is tested by the integration tests).
+#include <rapidjson/document.h>
+
+#include <mutex>
+
+#include "common/crypto/hash.hpp"
+#include "common/crypto/random.hpp"
+#include "test/unit/verifier_fixture.hpp"
+#include "verifier-daemon/api/admin_api.hpp"
+#include "verifier-daemon/api/attestation_api.hpp"
+#include "verifier-daemon/policy/verdict_json.hpp"
+
+using namespace fde;
+using namespace fde::test;
+using namespace fde::verifier;
+
+namespace {
+
+// One verifier: store, policy, metrics, a log captured in memory, a clock the test moves.
+struct Verifier {
+  TempDir dir;
+  std::unique_ptr<Store> store;
+  std::shared_ptr<const VerificationPolicy> policy = make_policy();
+  Metrics metrics;
+  std::mutex log_mutex;
+  std::string log;
+  Logger logger{LogLevel::debug, [this](std::string_view line) {
+                  std::lock_guard lock(log_mutex);
+                  log.append(line);
+                }};
+  Clock::time_point now = Clock::now();
+  AttestationApi api{policy, *open_store(), metrics, logger, [this] { return now; }};
+  AdminApi admin{*store, logger};
+  SecretBytes disk_key = crypto::random_secret(64);
+
+  Verifier() {
+    expect_ok(store->enroll(sample_image(), disk_key));
+  }
+
+  Store* open_store() {
+    auto kek = expect_ok(KeyEncryptionKey::from_bytes(crypto::random_bytes(KeyEncryptionKey::key_size)));
+    store = expect_ok(open_sqlite_store(dir.path("verifier.db"), std::move(kek)));
+    return store.get();
+  }
+
+  HttpResponse post(const std::string& target, const std::string& body) {
+    return api.handle(HttpRequest{"POST", target, "application/json", body, "192.0.2.10:40000"});
+  }
+  HttpResponse get(const std::string& target) { return api.handle(HttpRequest{"GET", target, "", "", "192.0.2.10:40001"}); }
+
+  // The protocol as the agent runs it: challenge over HTTP, then the attest request.
+  Guest challenge_and_prepare(GuestOptions options = {}) {
+    // The nonce comes from /v1/challenge; make_guest builds the rest around it.
+    const std::string for_image = options.nonce_image_id.value_or(options.image_id);
+    const HttpResponse challenge = post("/v1/challenge", "{\"image_id\":\"" + for_image + "\"}");
+    REQUIRE(challenge.status == 200);
+    auto parsed = expect_ok(protocol::parse_challenge_response(challenge.body));
+    CHECK(parsed.nonce.size() == protocol::nonce_size);
+    options.nonce = parsed.nonce;
+    return make_guest(policy->nonces(), now, options);
+  }
+
+  std::vector<AuditRecord> audit() { return expect_ok(store->query_audit(AuditQuery{})); }
+};
+
+std::string error_code(const HttpResponse& response) {
+  auto parsed = protocol::parse_error_response(response.body);
+  if (!parsed) return "unparseable: " + response.body;
+  return std::string(protocol::error_code_name(parsed->error));
+}
+
+rapidjson::Document parse_json(const std::string& text) {
+  rapidjson::Document doc;
+  doc.Parse(text.c_str());
+  REQUIRE_FALSE(doc.HasParseError());
+  return doc;
+}
+
+}  // namespace
+
+TEST_CASE("the API releases the key to a genuine guest, which opens it, and audits the release") {
+  Verifier v;
+  const Guest guest = v.challenge_and_prepare();
+  const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+  INFO(response.body << "\n" << v.log);
+  REQUIRE(response.status == 200);
+  CHECK(response.content_type == "application/json");
+  auto sealed = expect_ok(protocol::parse_attest_response(response.body));
+  auto opened = expect_ok(crypto::hpke::open(guest.ephemeral, sealed.enc,
+                                             protocol::hpke_info(test_image_id, guest.request.nonce), {},
+                                             sealed.sealed_key));
+  CHECK(equal_constant_time(opened.view(), v.disk_key.view()));
+
+  const auto records = v.audit();
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].entry.decision == "release");
+  CHECK(records[0].entry.image_id == test_image_id);
+  CHECK(records[0].entry.peer == "192.0.2.10:40000");
+  CHECK(records[0].entry.token_digest == hex_encode(crypto::sha256(guest.request.token)));
+  CHECK(records[0].entry.measurements.find("kernel-6.6.0-28") != std::string::npos);
+
+  SECTION("the log has one line for the decision and no key material") {
+    CHECK(v.log.find("event=attest") != std::string::npos);
+    CHECK(v.log.find("decision=release") != std::string::npos);
+    CHECK(v.log.find(hex_encode(v.disk_key.view())) == std::string::npos);
+    CHECK(v.log.find(base64_encode(v.disk_key.view())) == std::string::npos);
+    CHECK(v.log.find(base64_encode(sealed.sealed_key)) == std::string::npos);
+  }
+  SECTION("metrics count the release and the requests") {
+    const HttpResponse metrics = v.get("/metrics");
+    CHECK(metrics.status == 200);
+    CHECK(metrics.content_type.rfind("text/plain; version=0.0.4", 0) == 0);
+    CHECK(metrics.body.find("fde_releases_total 1\n") != std::string::npos);
+    CHECK(metrics.body.find("fde_requests_total{endpoint=\"/v1/attest\",code=\"200\"} 1\n") != std::string::npos);
+    CHECK(metrics.body.find("fde_requests_total{endpoint=\"/v1/challenge\",code=\"200\"} 1\n") != std::string::npos);
+    CHECK(metrics.body.find("fde_request_duration_seconds_bucket{endpoint=\"/v1/attest\",le=\"+Inf\"} 1\n") !=
+          std::string::npos);
+    CHECK(metrics.body.find("# TYPE fde_request_duration_seconds histogram\n") != std::string::npos);
+    // The /metrics request itself is in flight while it renders.
+    CHECK(metrics.body.find("fde_requests_in_flight 1\n") != std::string::npos);
+  }
+}
+
+TEST_CASE("the API denies a tampered boot with 403 attestation_failed, audits it, and explain shows the failed check") {
+  Verifier v;
+  GuestOptions options;
+  options.rim = crypto::sha256(as_bytes("firmware someone else built"));
+  const Guest guest = v.challenge_and_prepare(options);
+  const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+  CHECK(response.status == 403);
+  CHECK(error_code(response) == "attestation_failed");
+  // The guest learns the audit record number, not the reason.
+  CHECK(response.body.find("reference.rim") == std::string::npos);
+  CHECK(response.body.find("audit record 1") != std::string::npos);
+
+  const auto records = v.audit();
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].entry.decision == "deny");
+  CHECK(records[0].entry.reason.rfind("reference.rim:", 0) == 0);
+  CHECK(v.log.find("decision=deny reason=reference.rim") != std::string::npos);
+
+  const auto metrics = v.get("/metrics").body;
+  CHECK(metrics.find("fde_denials_total{reason=\"reference.rim\"} 1\n") != std::string::npos);
+  CHECK(metrics.find("fde_releases_total 0\n") != std::string::npos);
+
+  for (const std::string request : {"{\"command\":\"explain\",\"image_id\":\"sim-openeuler-fde\"}",
+                                    "{\"command\":\"explain\",\"sequence\":1}"}) {
+    auto explained = parse_json(v.admin.handle(request));
+    INFO(request);
+    REQUIRE(explained["ok"].GetBool());
+    const auto& result = explained["result"];
+    CHECK(result["record"]["sequence"].GetInt64() == 1);
+    REQUIRE(result["failed"].Size() >= 1);
+    CHECK(std::string(result["failed"][0].GetString()) == "reference.rim");
+    bool found = false;
+    for (const auto& check : result["checks"].GetArray())
+      if (std::string(check["name"].GetString()) == "reference.rim") {
+        found = true;
+        CHECK_FALSE(check["passed"].GetBool());
+        CHECK(std::string(check["found"].GetString()) == hex_encode(*options.rim));
+      }
+    CHECK(found);
+  }
+}
+
+TEST_CASE("every denial the guest can cause gets its coarse code and an audit record") {
+  Verifier v;
+  SECTION("expired nonce: 410 expired_nonce") {
+    const Guest guest = v.challenge_and_prepare();
+    v.now += std::chrono::minutes(5);
+    const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+    CHECK(response.status == 410);
+    CHECK(error_code(response) == "expired_nonce");
+  }
+  SECTION("forged nonce: 400 bad_request") {
+    GuestOptions options;
+    options.tamper_nonce = [](Bytes& nonce) { nonce[40] ^= 0x80; };
+    const Guest guest = v.challenge_and_prepare(options);
+    const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+    CHECK(response.status == 400);
+    CHECK(error_code(response) == "bad_request");
+  }
+  SECTION("unknown image: 404 unknown_image") {
+    GuestOptions options;
+    options.image_id = "never-enrolled";
+    const Guest guest = v.challenge_and_prepare(options);
+    const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+    CHECK(response.status == 404);
+    CHECK(error_code(response) == "unknown_image");
+    REQUIRE(v.audit().size() == 1);
+    CHECK(v.audit()[0].entry.image_id == "never-enrolled");
+  }
+  SECTION("revoked image: 403 attestation_failed until reinstated") {
+    auto revoked = parse_json(v.admin.handle("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}"));
+    REQUIRE(revoked["ok"].GetBool());
+    Guest guest = v.challenge_and_prepare();
+    HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+    CHECK(response.status == 403);
+    CHECK(v.audit().front().entry.reason.rfind("image.status:", 0) == 0);
+
+    REQUIRE(parse_json(v.admin.handle("{\"command\":\"reinstate\",\"image_id\":\"sim-openeuler-fde\"}"))["ok"].GetBool());
+    guest = v.challenge_and_prepare();
+    response = v.post("/v1/attest", protocol::serialize(guest.request));
+    CHECK(response.status == 200);
+    REQUIRE(v.audit().size() == 2);
+  }
+  const auto records = v.audit();
+  REQUIRE_FALSE(records.empty());
+  CHECK(records.front().entry.decision == (records.size() == 2 ? "release" : "deny"));
+  CHECK(expect_ok(v.store->verify_audit_chain()).intact);
+}
+
+TEST_CASE("malformed requests are refused with 400 bad_request and are not audited") {
+  Verifier v;
+  for (const std::string body : {"", "garbage", "{}", "[]", "{\"image_id\":\"x\"}",
+                                 "{\"image_id\":\"x\",\"nonce\":\"!!\",\"ephemeral_public\":\"\",\"token\":\"\","
+                                 "\"device_cert\":\"\"}"}) {
+    INFO("body: " << body);
+    const HttpResponse response = v.post("/v1/attest", body);
+    CHECK(response.status == 400);
+    CHECK(error_code(response) == "bad_request");
+  }
+  CHECK(v.post("/v1/challenge", "{\"image_id\":\"../etc\"}").status == 400);
+  CHECK(v.post("/v1/challenge", "{\"image_id\":\"ok\",\"extra\":1}").status == 400);
+  CHECK(v.audit().empty());
+
+  SECTION("an extra field in an otherwise genuine request is refused") {
+    const Guest guest = v.challenge_and_prepare();
+    std::string body = protocol::serialize(guest.request);
+    body.insert(body.size() - 1, ",\"debug\":true");
+    CHECK(v.post("/v1/attest", body).status == 400);
+  }
+}
+
+TEST_CASE("oversized bodies are refused before parsing") {
+  CHECK(AttestationApi::body_limit("POST", "/v1/challenge") == protocol::max_challenge_body);
+  CHECK(AttestationApi::body_limit("POST", "/v1/attest") == protocol::max_attest_body);
+  CHECK(AttestationApi::body_limit("GET", "/healthz") == 0);
+  CHECK(AttestationApi::body_limit("GET", "/v1/attest") == 0);
+  CHECK(AttestationApi::body_limit("POST", "/unknown") == 0);
+  CHECK(AttestationApi::body_limit("PUT", "/v1/attest") == 0);
+
+  // Should a transport hand one over anyway, the parser's own limit refuses it.
+  Verifier v;
+  const std::string huge(protocol::max_attest_body + 1, ' ');
+  const HttpResponse response = v.post("/v1/attest", huge);
+  CHECK(response.status == 400);
+  CHECK(error_code(response) == "bad_request");
+  CHECK(v.post("/v1/challenge", std::string(protocol::max_challenge_body + 1, ' ')).status == 400);
+}
+
+TEST_CASE("routing: wrong methods get 405, unknown paths 404, health and readiness answer") {
+  Verifier v;
+  CHECK(v.get("/v1/attest").status == 405);
+  CHECK(v.get("/v1/challenge").status == 405);
+  CHECK(v.post("/healthz", "").status == 405);
+  CHECK(v.get("/nope").status == 404);
+  CHECK(v.get("/v1/attest/").status == 404);
+  CHECK(error_code(v.get("/nope")) == "bad_request");
+  CHECK(v.api.handle(HttpRequest{"POST", "/v1/challenge", "text/plain", "{\"image_id\":\"x\"}", "p"}).status == 415);
+
+  const HttpResponse health = v.get("/healthz");
+  CHECK(health.status == 200);
+  CHECK(health.body == "ok\n");
+  const HttpResponse ready = v.get("/readyz");
+  CHECK(ready.status == 200);
+  CHECK(v.get("/metrics").body.find("fde_requests_total{endpoint=\"other\",code=\"404\"} 3\n") != std::string::npos);
+}
+
+TEST_CASE("a challenge does not reveal whether an image is enrolled") {
+  Verifier v;
+  const HttpResponse known = v.post("/v1/challenge", "{\"image_id\":\"sim-openeuler-fde\"}");
+  const HttpResponse unknown = v.post("/v1/challenge", "{\"image_id\":\"never-enrolled\"}");
+  CHECK(known.status == 200);
+  CHECK(unknown.status == 200);
+  auto parsed = expect_ok(protocol::parse_challenge_response(unknown.body));
+  CHECK(parsed.nonce.size() == protocol::nonce_size);
+  CHECK(parsed.expires_at.size() == 20);
+}
+
+TEST_CASE("a new policy applies to requests after set_policy (SIGHUP)") {
+  Verifier v;
+  const Guest guest = v.challenge_and_prepare();
+  // New nonce secret and roots that no longer trust the simulator's CA.
+  v.api.set_policy(make_policy({.roots = {foreign_device().ca_certificate()}}));
+  const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+  CHECK(response.status == 400);  // the old nonce no longer authenticates
+  const auto records = v.audit();
+  REQUIRE(records.size() == 1);
+  CHECK(has_check(expect_ok(checks_from_json(records[0].entry.checks)), "device.chain", false));
+  CHECK(records[0].entry.reason.rfind("request.nonce:", 0) == 0);
+}

@@ -1,0 +1,322 @@
+// fde-verifierd's configuration (TOML and flags), secret files, the systemd notification
+// socket, the log format and the metrics text.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/crypto/random.hpp"
+#include "common/util/file.hpp"
+#include "test/unit/verifier_fixture.hpp"
+#include "verifier-daemon/config/config.hpp"
+#include "verifier-daemon/config/secret_file.hpp"
+#include "verifier-daemon/log/logger.hpp"
+#include "verifier-daemon/metrics/metrics.hpp"
+#include "verifier-daemon/service/sd_notify.hpp"
+
+using namespace fde;
+using namespace fde::test;
+using namespace fde::verifier;
+
+namespace {
+
+Result<Config> parse(std::string_view text) { return parse_config(text, "test.toml", "/etc/fde-verifier"); }
+
+// The error a configuration gets, or "" if it parses.
+std::string error_of(std::string_view text) {
+  auto config = parse(text);
+  return config ? std::string() : config.error().message;
+}
+
+ParsedOptions flags(const std::vector<std::string>& args) {
+  return expect_ok(parse_options(args, daemon_option_specs()));
+}
+
+}  // namespace
+
+TEST_CASE("the annotated example configuration parses and sets every section") {
+  auto bytes = expect_ok(read_file(std::string(FDE_TEST_DATA) + "/../../packaging/fde-verifierd.toml", 1024 * 1024));
+  auto config = expect_ok(parse_config(as_text(bytes), "fde-verifierd.toml", "/etc/fde-verifier"));
+  CHECK_FALSE(config.listen.empty());
+  CHECK_FALSE(config.trusted_roots.empty());
+  CHECK(config.kek.credential == "kek");
+  CHECK(config.nonce_secret.credential == "nonce-secret");
+  CHECK(validate_config(config));
+}
+
+TEST_CASE("a configuration sets listen addresses, limits, files and secrets") {
+  auto config = expect_ok(parse(R"(
+[server]
+listen = ["127.0.0.1:0", "[::1]:8443"]
+threads = 2
+blocking_threads = 3
+max_connections = 50
+request_timeout_ms = 2500
+
+[tls]
+certificate = "tls/server.crt"
+private_key = "/secure/server.key"
+
+[attestation]
+trusted_roots = ["roots/sim-ca.pem"]
+allow_legacy = true
+
+[nonce]
+secret_file = "nonce.secret"
+retired_secret_files = ["old.secret"]
+lifetime_seconds = 120
+
+[store]
+database = "/var/lib/x/db.sqlite"
+kek_file = "kek"
+
+[admin]
+socket = "/run/x/admin.sock"
+
+[log]
+level = "debug"
+)"));
+  REQUIRE(config.listen.size() == 2);
+  CHECK(config.listen[0].host == "127.0.0.1");
+  CHECK(config.listen[0].port == 0);
+  CHECK(config.listen[1].host == "::1");
+  CHECK(config.listen[1].port == 8443);
+  CHECK(config.limits.threads == 2);
+  CHECK(config.limits.blocking_threads == 3);
+  CHECK(config.limits.max_connections == 50);
+  CHECK(config.limits.request_timeout == std::chrono::milliseconds(2500));
+  // Relative paths are relative to the configuration file's directory.
+  CHECK(config.tls.certificate_chain == "/etc/fde-verifier/tls/server.crt");
+  CHECK(config.tls.private_key == "/secure/server.key");
+  CHECK(config.trusted_roots == std::vector<std::string>{"/etc/fde-verifier/roots/sim-ca.pem"});
+  CHECK(config.allow_legacy);
+  CHECK(config.nonce_secret.file == "/etc/fde-verifier/nonce.secret");
+  CHECK(config.nonce_secret.credential.empty());
+  CHECK(config.retired_nonce_secret_files == std::vector<std::string>{"/etc/fde-verifier/old.secret"});
+  CHECK(config.nonce_lifetime == std::chrono::seconds(120));
+  CHECK(config.kek.file == "/etc/fde-verifier/kek");
+  CHECK(config.admin_socket == "/run/x/admin.sock");
+  CHECK(config.log_level == LogLevel::debug);
+  CHECK(validate_config(config));
+}
+
+TEST_CASE("unknown keys and sections are errors that name the file, line and key") {
+  CHECK(error_of("[server]\nlisten = [\"127.0.0.1:1\"]\nlisen = 3\n") ==
+        "test.toml:3:1: server.lisen: unknown key (known in [server]: blocking_threads, handshake_timeout_ms, "
+        "idle_timeout_ms, listen, max_connections, max_header_bytes, max_requests_per_connection, "
+        "request_timeout_ms, threads)");
+  CHECK(error_of("[serverr]\n").find("serverr: unknown section") != std::string::npos);
+  CHECK(error_of("listen = 1\n").find("listen: unknown section") != std::string::npos);
+  CHECK(error_of("[store]\n[store.extra]\n").find("store.extra: unknown key") != std::string::npos);
+}
+
+TEST_CASE("bad values are errors that say what was expected") {
+  CHECK(error_of("[server]\nthreads = \"2\"\n") == "test.toml:2:11: server.threads: expected an integer, found a string");
+  CHECK(error_of("[server]\nmax_connections = 0\n").find("server.max_connections: must be 1..1000000, found 0") !=
+        std::string::npos);
+  CHECK(error_of("[server]\nlisten = [\"localhost\"]\n").find("server.listen[0]: expected HOST:PORT") !=
+        std::string::npos);
+  CHECK(error_of("[server]\nlisten = [\"1.2.3.4:99999\"]\n").find("server.listen[0]") != std::string::npos);
+  CHECK(error_of("[server]\nlisten = []\n").find("server.listen: needs at least one address") != std::string::npos);
+  CHECK(error_of("[server]\nlisten = \"1.2.3.4:1\"\n").find("expected an array of strings") != std::string::npos);
+  CHECK(error_of("[attestation]\nallow_legacy = \"yes\"\n").find("expected true or false") != std::string::npos);
+  CHECK(error_of("[nonce]\nlifetime_seconds = 1\n").find("nonce.lifetime_seconds: must be 5..3600") !=
+        std::string::npos);
+  CHECK(error_of("[log]\nlevel = \"loud\"\n").find("log.level: expected \"error\"") != std::string::npos);
+  CHECK(error_of("[tls]\ncertificate = \"\"\n").find("tls.certificate: must not be empty") != std::string::npos);
+  CHECK(error_of("[store]\nkek_file = \"a\"\nkek_credential = \"b\"\n").find("not both") != std::string::npos);
+  CHECK(error_of("[nonce]\nsecret_file = \"a\"\nsecret_credential = \"b\"\n").find("not both") != std::string::npos);
+  CHECK(error_of("[server\n").rfind("test.toml:1:", 0) == 0);  // TOML syntax errors say where too
+  CHECK(error_of("[server]\nthreads = 1\nthreads = 2\n").rfind("test.toml:3:", 0) == 0);
+}
+
+TEST_CASE("command-line flags override the configuration file") {
+  auto config = expect_ok(parse("[server]\nlisten = [\"0.0.0.0:8443\"]\n[store]\ndatabase = \"/var/lib/db\"\n"));
+  expect_ok(apply_command_line(
+      config, flags({"--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--database", "test.db", "--roots", "ca.pem",
+                     "--kek-file", "kek", "--nonce-secret-file", "nonce", "--nonce-lifetime", "30", "--allow-legacy",
+                     "--log-level", "warning", "--threads", "1", "--max-connections", "7"})));
+  REQUIRE(config.listen.size() == 2);
+  CHECK(config.listen[0].port == 0);
+  CHECK(config.listen[1].host == "::1");
+  CHECK(config.database == "test.db");
+  CHECK(config.trusted_roots == std::vector<std::string>{"ca.pem"});
+  CHECK(config.kek.file == "kek");
+  CHECK(config.kek.credential.empty());
+  CHECK(config.nonce_secret.file == "nonce");
+  CHECK(config.nonce_lifetime == std::chrono::seconds(30));
+  CHECK(config.allow_legacy);
+  CHECK(config.log_level == LogLevel::warning);
+  CHECK(config.limits.threads == 1);
+  CHECK(config.limits.max_connections == 7);
+
+  CHECK_FALSE(apply_command_line(config, flags({"--nonce-lifetime", "0"})));
+  CHECK_FALSE(apply_command_line(config, flags({"--listen", "nope"})));
+  CHECK_FALSE(apply_command_line(config, flags({"--log-level", "chatty"})));
+  CHECK_FALSE(apply_command_line(config, flags({"--kek-file", "a", "--kek-credential", "b"})));
+  CHECK_FALSE(parse_options({"--no-such-flag"}, daemon_option_specs()));
+}
+
+TEST_CASE("validation asks for what a working daemon needs") {
+  Config config;
+  auto error = validate_config(config);
+  REQUIRE_FALSE(error);
+  CHECK(error.error().message.find("attestation.trusted_roots") != std::string::npos);
+  config.trusted_roots = {"ca.pem"};
+  CHECK(validate_config(config));
+  config.kek = {};
+  CHECK(validate_config(config).error().message.find("kek_file or kek_credential") != std::string::npos);
+}
+
+TEST_CASE("listen addresses are parsed and formatted, IPv6 in brackets") {
+  CHECK(expect_ok(parse_listen_address("127.0.0.1:8443")).port == 8443);
+  CHECK(expect_ok(parse_listen_address("[::]:0")).host == "::");
+  CHECK(format_listen_address({"::1", 8443}) == "[::1]:8443");
+  CHECK(format_listen_address({"127.0.0.1", 1}) == "127.0.0.1:1");
+  for (const char* bad : {"", ":1", "host", "::1:8443", "[::1]8443", "h:-1", "h:65536", "h:1x"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_listen_address(bad));
+  }
+}
+
+// --- secrets ---
+
+TEST_CASE("a secret file must be private and long enough; hex text is decoded") {
+  TempDir dir;
+  const Bytes raw = crypto::random_bytes(48);
+  const std::string raw_file = dir.write("raw", as_text(raw), 0600);
+  auto secret = expect_ok(load_secret_file(raw_file, 32, 1024));
+  CHECK(equal_constant_time(secret.view(), raw));
+
+  const std::string hex_file = dir.write("hex", hex_encode(raw) + "\n", 0400);
+  CHECK(equal_constant_time(expect_ok(load_secret_file(hex_file, 32, 1024)).view(), raw));
+
+  const std::string readable = dir.write("readable", as_text(raw), 0640);
+  auto refused = load_secret_file(readable, 32, 1024);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("mode 0640") != std::string::npos);
+
+  const std::string short_file = dir.write("short", std::string(16, 'x'), 0600);
+  CHECK(load_secret_file(short_file, 32, 1024).error().message.find("has 16 bytes") != std::string::npos);
+  CHECK_FALSE(load_secret_file(dir.path("missing"), 32, 1024));
+}
+
+TEST_CASE("a systemd credential is read from $CREDENTIALS_DIRECTORY") {
+  TempDir dir;
+  const Bytes raw = crypto::random_bytes(32);
+  dir.write("nonce-secret", as_text(raw), 0400);
+  ::setenv("CREDENTIALS_DIRECTORY", dir.root().c_str(), 1);
+  auto secret = expect_ok(load_secret(SecretSource{"", "nonce-secret"}, 32, 1024));
+  CHECK(equal_constant_time(secret.view(), raw));
+  CHECK_FALSE(load_secret(SecretSource{"", "../nonce-secret"}, 32, 1024));
+  ::unsetenv("CREDENTIALS_DIRECTORY");
+  auto missing = load_secret(SecretSource{"", "nonce-secret"}, 32, 1024);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message.find("LoadCredential=nonce-secret") != std::string::npos);
+}
+
+// --- systemd notification ---
+
+namespace {
+
+// A datagram socket standing in for systemd's notification socket.
+class NotifyListener {
+ public:
+  explicit NotifyListener(const std::string& name) : name_(name) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, name.data(), name.size());
+    if (name[0] == '@') address.sun_path[0] = '\0';
+    const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() + (name[0] == '@' ? 0 : 1));
+    REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&address), length) == 0);
+    timeval timeout{2, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  }
+  ~NotifyListener() {
+    ::close(fd_);
+    if (name_[0] == '/') ::unlink(name_.c_str());
+  }
+  std::string receive() {
+    char buffer[4096];
+    const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+    return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+  }
+
+ private:
+  std::string name_;
+  int fd_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("sd_notify messages reach a path socket and an abstract one") {
+  TempDir dir;
+  for (const std::string& name : {dir.path("notify"), "@fde-test-notify-" + hex_encode(crypto::random_bytes(4))}) {
+    INFO(name);
+    NotifyListener listener(name);
+    const SystemdNotifier notifier(name, std::chrono::microseconds(10'000'000));
+    CHECK(notifier.enabled());
+    expect_ok(notifier.ready("serving on 127.0.0.1:1"));
+    const std::string ready = listener.receive();
+    CHECK(ready.rfind("READY=1\nSTATUS=serving on 127.0.0.1:1\nMAINPID=", 0) == 0);
+    expect_ok(notifier.watchdog_ping());
+    CHECK(listener.receive() == "WATCHDOG=1");
+    expect_ok(notifier.stopping());
+    CHECK(listener.receive() == "STOPPING=1");
+    CHECK(notifier.watchdog_interval() == std::chrono::milliseconds(5000));
+  }
+  const SystemdNotifier disabled("");
+  CHECK_FALSE(disabled.enabled());
+  CHECK(disabled.notify("READY=1"));
+  CHECK_FALSE(disabled.watchdog_interval());
+}
+
+// --- log and metrics ---
+
+TEST_CASE("log lines are logfmt, one line per event whatever the values hold") {
+  std::string lines;
+  Logger logger(LogLevel::info, [&](std::string_view line) { lines.append(line); });
+  logger.info("attest", {{"image", "img-1"}, {"reason", "reference.rim: expected \"a\", found b\nlevel=error"}});
+  logger.debug("hidden", {});
+  CHECK(lines == "level=info event=attest image=img-1 reason=\"reference.rim: expected \\\"a\\\", found b\\nlevel=error\"\n");
+  CHECK(logfmt_value("") == "\"\"");
+  CHECK(logfmt_value("a=b") == "\"a=b\"");
+  CHECK(logfmt_value("\x1b[2J") == "\"\\x1b[2J\"");
+  logger.set_level(LogLevel::debug);
+  logger.debug("shown", {});
+  CHECK(lines.find("level=debug event=shown\n") != std::string::npos);
+}
+
+TEST_CASE("metrics render counters, a cumulative histogram and transport gauges") {
+  Metrics metrics;
+  metrics.set_transport_stats([] {
+    TransportStats stats;
+    stats.connections_accepted = 7;
+    stats.connections_open = 2;
+    return stats;
+  });
+  metrics.request_started();
+  metrics.request_finished("/v1/attest", 200, std::chrono::milliseconds(3));
+  metrics.request_started();
+  metrics.request_finished("/v1/attest", 403, std::chrono::seconds(10));
+  metrics.released();
+  metrics.denied("reference.rim");
+  metrics.denied("reference.rim");
+  const std::string text = metrics.render();
+  CHECK(text.find("fde_requests_total{endpoint=\"/v1/attest\",code=\"200\"} 1\n") != std::string::npos);
+  CHECK(text.find("fde_requests_total{endpoint=\"/v1/attest\",code=\"403\"} 1\n") != std::string::npos);
+  CHECK(text.find("fde_request_duration_seconds_bucket{endpoint=\"/v1/attest\",le=\"0.0025\"} 0\n") != std::string::npos);
+  CHECK(text.find("fde_request_duration_seconds_bucket{endpoint=\"/v1/attest\",le=\"0.005\"} 1\n") != std::string::npos);
+  CHECK(text.find("fde_request_duration_seconds_bucket{endpoint=\"/v1/attest\",le=\"5\"} 1\n") != std::string::npos);
+  CHECK(text.find("fde_request_duration_seconds_bucket{endpoint=\"/v1/attest\",le=\"+Inf\"} 2\n") != std::string::npos);
+  CHECK(text.find("fde_request_duration_seconds_count{endpoint=\"/v1/attest\"} 2\n") != std::string::npos);
+  CHECK(text.find("fde_releases_total 1\n") != std::string::npos);
+  CHECK(text.find("fde_denials_total{reason=\"reference.rim\"} 2\n") != std::string::npos);
+  CHECK(text.find("fde_requests_in_flight 0\n") != std::string::npos);
+  CHECK(text.find("fde_transport_connections_accepted_total 7\n") != std::string::npos);
+  CHECK(text.find("fde_transport_connections_open 2\n") != std::string::npos);
+  CHECK(Metrics::endpoint_label("/v1/attest?x=1") == "other");
+}

@@ -1,0 +1,339 @@
+// The policy step (design.md section 5) on real simulated tokens: what it releases, what it
+// denies, which check says why, and what the guest is told.
+#include <rapidjson/document.h>
+
+#include <algorithm>
+
+#include "common/crypto/hash.hpp"
+#include "common/crypto/random.hpp"
+#include "test/unit/verifier_fixture.hpp"
+#include "verifier-daemon/policy/verdict_json.hpp"
+
+using namespace fde;
+using namespace fde::test;
+using verifier::Clock;
+using verifier::Decision;
+using verifier::ImageStatus;
+
+namespace {
+
+Decision decide(const verifier::VerificationPolicy& policy, const Guest& guest,
+                const std::optional<verifier::ImageRecord>& image, Clock::time_point now) {
+  return policy.decider().decide(guest.request, image, now);
+}
+
+// The verdict as a failure message shows it.
+std::string transcript(const Verdict& verdict) {
+  std::string out;
+  for (const Check& c : verdict.checks())
+    out += (c.passed ? "PASS " : "FAIL ") + c.name + ": expected " + c.expected + "; found " + c.found + "\n";
+  return out;
+}
+
+// A denial whose first failed check is `first` and that tells the guest `error`.
+void require_denied(const Decision& decision, std::string_view first, protocol::ErrorCode error) {
+  INFO(transcript(decision.verdict));
+  CHECK_FALSE(decision.verdict.passed());
+  CHECK_FALSE(decision.evidence.has_value());
+  REQUIRE(decision.verdict.first_failure() != nullptr);
+  CHECK(decision.verdict.first_failure()->name == first);
+  CHECK(decision.guest_error == error);
+}
+
+}  // namespace
+
+TEST_CASE("a genuine simulated boot is released and every design.md section 5 step is a check") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  const Guest guest = make_guest(policy->nonces(), now);
+  const Decision decision = decide(*policy, guest, sample_image(), now);
+  INFO(transcript(decision.verdict));
+  REQUIRE(decision.verdict.passed());
+  REQUIRE(decision.evidence.has_value());
+  CHECK(decision.evidence->image_id() == test_image_id);
+  CHECK(decision.evidence->nonce() == guest.request.nonce);
+
+  const std::vector<std::string> in_order = {"request.nonce",  "request.image",   "token.parse",
+                                             "device.chain",   "request.binding", "eventlog.parse",
+                                             "eventlog.replay", "reference.set",  "image.status"};
+  std::vector<std::string> names;
+  for (const Check& c : decision.verdict.checks()) names.push_back(c.name);
+  auto at = names.begin();
+  for (const auto& name : in_order) {
+    auto found = std::find(at, names.end(), name);
+    INFO("check " << name);
+    REQUIRE(found != names.end());
+    at = found;
+  }
+  for (const auto& name : {"cvm.signature", "platform.signature", "platform.rak_binding", "reference.rim",
+                           "reference.kernel", "reference.initramfs", "reference.kernel_cmdline"})
+    CHECK(has_check(decision.verdict, name, true));
+
+  rapidjson::Document measurements;
+  measurements.Parse(decision.measurements_json.c_str());
+  REQUIRE(measurements.IsObject());
+  CHECK(std::string(measurements["matched_set"].GetString()) == "kernel-6.6.0-28");
+  CHECK(std::string(measurements["rim"].GetString()) == hex_encode(firmware_rim()));
+  CHECK(measurements["token_verified"].GetBool());
+  CHECK(measurements["rems"].Size() == 4);
+}
+
+TEST_CASE("the released key is sealed to the agent's ephemeral key and opens only with it") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  const Guest guest = make_guest(policy->nonces(), now);
+  const Decision decision = decide(*policy, guest, sample_image(), now);
+  REQUIRE(decision.evidence.has_value());
+  const SecretBytes disk_key = crypto::random_secret(64);
+  auto response = expect_ok(verifier::release_key(*decision.evidence, disk_key));
+  CHECK(response.enc.size() == protocol::hpke_enc_size);
+  CHECK(response.sealed_key.size() == disk_key.size() + protocol::hpke_tag_size);
+
+  const Bytes info = protocol::hpke_info(test_image_id, guest.request.nonce);
+  auto opened = expect_ok(crypto::hpke::open(guest.ephemeral, response.enc, info, {}, response.sealed_key));
+  CHECK(equal_constant_time(opened.view(), disk_key.view()));
+
+  SECTION("another key pair cannot open it") {
+    const auto stranger = crypto::hpke::X25519KeyPair::generate();
+    CHECK_FALSE(crypto::hpke::open(stranger, response.enc, info, {}, response.sealed_key));
+  }
+  SECTION("the info binds the nonce: another nonce's info does not open it") {
+    Bytes other_nonce = guest.request.nonce;
+    other_nonce[20] ^= 1;
+    CHECK_FALSE(crypto::hpke::open(guest.ephemeral, response.enc, protocol::hpke_info(test_image_id, other_nonce), {},
+                                   response.sealed_key));
+  }
+}
+
+TEST_CASE("a token with another RIM is denied at reference.rim") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.rim = crypto::sha256(as_bytes("firmware someone else built"));
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now);
+  require_denied(decision, "reference.rim", protocol::ErrorCode::attestation_failed);
+}
+
+TEST_CASE("a boot with a tampered initramfs is denied at reference.initramfs") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.booted = sample_grub_boot();
+  const crypto::HashAlg banks[] = {crypto::HashAlg::sha256};
+  options.booted->initramfs = sim::Measurement::of_content(as_bytes("initramfs with a key logger"), banks);
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now);
+  require_denied(decision, "reference.initramfs", protocol::ErrorCode::attestation_failed);
+  CHECK(has_check(decision.verdict, "eventlog.replay", true));
+  CHECK(has_check(decision.verdict, "reference.set", false));
+}
+
+TEST_CASE("an event log that does not replay to the token's REMs is denied at eventlog.replay") {
+  // The token carries the REMs of a tampered boot, the log describes the expected one.
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.booted = sample_grub_boot();
+  options.booted->kernel_arguments += " init=/bin/sh";
+  options.logged = sample_grub_boot();
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now);
+  require_denied(decision, "eventlog.replay", protocol::ErrorCode::attestation_failed);
+}
+
+TEST_CASE("a garbage event log is a failed check, not an exception, and no reference set is judged") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  Guest guest = make_guest(policy->nonces(), now);
+  guest.request.event_log = Bytes(100, 0x41);
+  const Decision decision = decide(*policy, guest, sample_image(), now);
+  require_denied(decision, "eventlog.parse", protocol::ErrorCode::attestation_failed);
+  CHECK(has_check(decision.verdict, "reference.values", false));
+}
+
+TEST_CASE("a token bound to another ephemeral key is denied at request.binding") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.wrong_binding = true;
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now);
+  require_denied(decision, "request.binding", protocol::ErrorCode::attestation_failed);
+  // Everything else about the boot was fine, and the operator sees that too.
+  CHECK(has_check(decision.verdict, "reference.set", true));
+}
+
+TEST_CASE("an expired nonce is denied at request.nonce and the guest is told expired_nonce") {
+  auto policy = make_policy({.roots = {}, .allow_legacy = false, .nonce_lifetime = std::chrono::seconds(30)});
+  const auto issued_at = Clock::now();
+  const Guest guest = make_guest(policy->nonces(), issued_at);
+  const Decision decision = decide(*policy, guest, sample_image(), issued_at + std::chrono::seconds(31));
+  require_denied(decision, "request.nonce", protocol::ErrorCode::expired_nonce);
+  // The rest still ran: the boot itself was good.
+  CHECK(has_check(decision.verdict, "reference.set", true));
+}
+
+TEST_CASE("a forged nonce is denied at request.nonce and the guest is told bad_request") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  SECTION("a flipped MAC bit") {
+    GuestOptions options;
+    options.tamper_nonce = [](Bytes& nonce) { nonce.back() ^= 0x01; };
+    require_denied(decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now), "request.nonce",
+                   protocol::ErrorCode::bad_request);
+  }
+  SECTION("a later expiry written into the nonce") {
+    GuestOptions options;
+    options.tamper_nonce = [](Bytes& nonce) { nonce[1] ^= 0x10; };
+    require_denied(decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now), "request.nonce",
+                   protocol::ErrorCode::bad_request);
+  }
+  SECTION("a nonce from a verifier with another secret") {
+    auto other = make_policy();
+    const Guest guest = make_guest(other->nonces(), now);
+    require_denied(decide(*policy, guest, sample_image(), now), "request.nonce", protocol::ErrorCode::bad_request);
+  }
+  SECTION("a nonce of the wrong size") {
+    GuestOptions options;
+    options.tamper_nonce = [](Bytes& nonce) { nonce.resize(16); };
+    require_denied(decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now), "request.nonce",
+                   protocol::ErrorCode::bad_request);
+  }
+}
+
+TEST_CASE("a nonce issued for another image is denied at request.nonce") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.nonce_image_id = "another-image";
+  require_denied(decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now), "request.nonce",
+                 protocol::ErrorCode::bad_request);
+}
+
+TEST_CASE("a revoked image is denied at image.status after every other check passed") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  const Decision decision =
+      decide(*policy, make_guest(policy->nonces(), now), sample_image(ImageStatus::revoked), now);
+  require_denied(decision, "image.status", protocol::ErrorCode::attestation_failed);
+  CHECK(failed_checks(decision.verdict) == std::vector<std::string>{"image.status"});
+}
+
+TEST_CASE("an unknown image is denied at request.image and the guest is told unknown_image") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.image_id = "never-enrolled";
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), std::nullopt, now);
+  require_denied(decision, "request.image", protocol::ErrorCode::unknown_image);
+  CHECK(has_check(decision.verdict, "reference.values", false));
+  CHECK(has_check(decision.verdict, "image.status", false));
+  // The token itself is still judged for the operator.
+  CHECK(has_check(decision.verdict, "cvm.signature", true));
+}
+
+TEST_CASE("a token from a device under an untrusted CA is denied at device.chain") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.device = &foreign_device();
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now);
+  require_denied(decision, "device.chain", protocol::ErrorCode::attestation_failed);
+  CHECK(has_check(decision.verdict, "platform.signature", false));
+  // Measurements nobody vouches for are not compared.
+  CHECK(has_check(decision.verdict, "reference.values", false));
+  CHECK_FALSE(has_check(decision.verdict, "reference.set", true));
+}
+
+TEST_CASE("a token whose device certificate is missing or garbage is denied, not thrown") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  Guest guest = make_guest(policy->nonces(), now);
+  guest.request.device_cert = Bytes{0x30, 0x03, 0x02, 0x01};
+  const Decision decision = decide(*policy, guest, sample_image(), now);
+  require_denied(decision, "device.certificate", protocol::ErrorCode::attestation_failed);
+  CHECK(has_check(decision.verdict, "device.chain", false));
+}
+
+TEST_CASE("a token that does not parse is a failed token.parse check and later checks say why they did not run") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  Guest guest = make_guest(policy->nonces(), now);
+  guest.request.token = Bytes{0xd9, 0x01, 0x8f, 0xa0};  // tag 399, empty map
+  const Decision decision = decide(*policy, guest, sample_image(), now);
+  require_denied(decision, "token.parse", protocol::ErrorCode::attestation_failed);
+  const auto& checks = decision.verdict.checks();
+  auto binding = std::find_if(checks.begin(), checks.end(), [](const Check& c) { return c.name == "request.binding"; });
+  REQUIRE(binding != checks.end());
+  CHECK_FALSE(binding->passed);
+  CHECK(binding->found.rfind("not checked:", 0) == 0);
+}
+
+TEST_CASE("a legacy token is denied at legacy.policy unless the policy allows legacy tokens") {
+  const auto now = Clock::now();
+  PolicyOptions options;
+  options.roots = {rsa_device().ca_certificate()};
+  GuestOptions guest_options;
+  guest_options.device = &rsa_device();
+  guest_options.format = sim::TokenFormat::legacy;
+
+  SECTION("not allowed") {
+    auto policy = make_policy(options);
+    const Decision decision = decide(*policy, make_guest(policy->nonces(), now, guest_options), sample_image(), now);
+    require_denied(decision, "legacy.policy", protocol::ErrorCode::attestation_failed);
+  }
+  SECTION("allowed: the RAK is the device key, so it is released") {
+    options.allow_legacy = true;
+    auto policy = make_policy(options);
+    const Decision decision = decide(*policy, make_guest(policy->nonces(), now, guest_options), sample_image(), now);
+    INFO(transcript(decision.verdict));
+    CHECK(decision.verdict.passed());
+    CHECK(decision.evidence.has_value());
+    CHECK(has_check(decision.verdict, "legacy.rak_is_device_key", true));
+  }
+}
+
+TEST_CASE("a direct boot without an event log is released against a direct-boot set") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.direct_boot = true;
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now);
+  INFO(transcript(decision.verdict));
+  CHECK(decision.verdict.passed());
+  CHECK_FALSE(has_check(decision.verdict, "eventlog.parse", true));
+  rapidjson::Document measurements;
+  measurements.Parse(decision.measurements_json.c_str());
+  REQUIRE(measurements.IsObject());
+  CHECK(std::string(measurements["matched_set"].GetString()) == "direct-6.6.0-28");
+}
+
+TEST_CASE("a grub-boot RIM without its event log is not accepted as a direct boot") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  Guest guest = make_guest(policy->nonces(), now);
+  guest.request.event_log.reset();
+  const Decision decision = decide(*policy, guest, sample_image(), now);
+  require_denied(decision, "reference.rim", protocol::ErrorCode::attestation_failed);
+}
+
+TEST_CASE("a verdict survives the JSON the audit record stores it in") {
+  auto policy = make_policy();
+  const auto now = Clock::now();
+  GuestOptions options;
+  options.rim = crypto::sha256(as_bytes("other firmware"));
+  const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), sample_image(), now);
+  auto restored = expect_ok(verifier::checks_from_json(verifier::checks_to_json(decision.verdict)));
+  REQUIRE(restored.checks().size() == decision.verdict.checks().size());
+  for (std::size_t i = 0; i < restored.checks().size(); ++i) {
+    CHECK(restored.checks()[i].name == decision.verdict.checks()[i].name);
+    CHECK(restored.checks()[i].expected == decision.verdict.checks()[i].expected);
+    CHECK(restored.checks()[i].found == decision.verdict.checks()[i].found);
+    CHECK(restored.checks()[i].passed == decision.verdict.checks()[i].passed);
+  }
+  CHECK(restored.summary() == decision.verdict.summary());
+
+  SECTION("text that is not UTF-8 is escaped, not lost") {
+    Verdict odd;
+    odd.add_fail("cvm.hash_algo", "sha-256", std::string("\xff\xfe") + "x");
+    auto back = expect_ok(verifier::checks_from_json(verifier::checks_to_json(odd)));
+    CHECK(back.checks().front().found == "\\xff\\xfex");
+  }
+}

@@ -1,0 +1,44 @@
+// The daemon side of the admin socket (server/admin_socket.hpp): one JSON request line in,
+// one JSON response line out. The protocol is documented in docs/fde-admin.md:
+//
+//   {"command": "enroll", "bundle": {...enrollment bundle...}}
+//   {"command": "list"}
+//   {"command": "show", "image_id": I}
+//   {"command": "add-reference", "image_id": I, "reference": {a set, or a whole document}}
+//   {"command": "retire-reference", "image_id": I, "set": NAME}
+//   {"command": "revoke" | "reinstate", "image_id": I}
+//   {"command": "audit", "image_id"?: I, "decision"?: "release"|"deny", "after_sequence"?: N,
+//    "limit"?: N, "checks"?: bool}
+//   {"command": "verify-audit"}
+//   {"command": "explain", "sequence": N} | {"command": "explain", "image_id": I}
+//
+//   -> {"ok": true, "result": {...}} | {"ok": false, "error": ERRC, "message": text}
+//
+// Error codes are fde::Errc names (invalid_argument, not_found, malformed, io, ...).
+#pragma once
+
+#include <string>
+
+#include "verifier-daemon/log/logger.hpp"
+#include "verifier-daemon/store/store.hpp"
+
+namespace fde::verifier {
+
+class AdminApi {
+ public:
+  static constexpr std::size_t default_audit_limit = 50;
+  static constexpr std::size_t max_audit_limit = 1000;
+
+  // `store` and `logger` must outlive the API.
+  AdminApi(Store& store, Logger& logger) : store_(store), logger_(logger) {}
+
+  // The AdminHandler. The request line may hold a disk key (enroll): it is parsed from a
+  // private copy that is wiped before this returns. Never throws.
+  std::string handle(const std::string& request_line);
+
+ private:
+  Store& store_;
+  Logger& logger_;
+};
+
+}  // namespace fde::verifier

@@ -1,0 +1,63 @@
+// fde-verifierd's configuration: one TOML file (packaging/fde-verifierd.toml documents every
+// setting), then command-line flags that override it. Unknown keys, wrong types and bad values
+// are errors that name the file, line and key path ("verifier.toml:7:1: server.listen[0]: ...").
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/util/command_line.hpp"
+#include "common/util/error.hpp"
+#include "verifier-daemon/config/secret_file.hpp"
+#include "verifier-daemon/log/logger.hpp"
+#include "verifier-daemon/server/https_server.hpp"
+
+namespace fde::verifier {
+
+struct Config {
+  // [server]
+  std::vector<ListenAddress> listen{{"0.0.0.0", 8443}};
+  ServerLimits limits;
+  // [tls]
+  TlsFiles tls{"/etc/fde-verifier/tls/server.crt", "/etc/fde-verifier/tls/server.key"};
+  // [attestation]
+  std::vector<std::string> trusted_roots;  // PEM files; self-signed = root, others intermediates
+  bool allow_legacy = false;
+  // [nonce]
+  SecretSource nonce_secret{"", "nonce-secret"};
+  std::vector<std::string> retired_nonce_secret_files;  // still verify, never issue
+  std::chrono::seconds nonce_lifetime{60};
+  // [store]
+  std::string database = "/var/lib/fde-verifier/verifier.db";
+  SecretSource kek{"", "kek"};
+  // [admin]
+  std::string admin_socket = "/run/fde-verifier/admin.sock";
+  // [log]
+  LogLevel log_level = LogLevel::info;
+};
+
+constexpr std::chrono::seconds min_nonce_lifetime{5};
+constexpr std::chrono::seconds max_nonce_lifetime{3600};
+constexpr std::size_t max_config_file_size = 256 * 1024;
+
+// Parses TOML text over the defaults. `source` names the file in messages; relative paths in
+// it are taken relative to `base_directory` (the config file's directory).
+Result<Config> parse_config(std::string_view toml_text, const std::string& source, const std::string& base_directory);
+Result<Config> load_config_file(const std::string& path);
+
+// The daemon's command-line options (fde-verifierd --help shows them).
+const std::vector<OptionSpec>& daemon_option_specs();
+// Applies the overriding flags (--listen, --database, ...) to `config`; paths relative to
+// the working directory.
+Result<void> apply_command_line(Config& config, const ParsedOptions& options);
+// The checks that need the whole picture (a root configured, a KEK source, ...).
+Result<void> validate_config(const Config& config);
+
+// "127.0.0.1:8443", "[::1]:8443"; port 0 asks for a free port.
+Result<ListenAddress> parse_listen_address(std::string_view text);
+std::string format_listen_address(const ListenAddress& address);
+
+}  // namespace fde::verifier

@@ -1,0 +1,109 @@
+// Loading what the configuration names: roots, secrets, the KEK and the TLS pair.
+#include "verifier-daemon/service/runtime.hpp"
+
+#include "common/crypto/certificate.hpp"
+#include "common/crypto/keys.hpp"
+#include "common/util/file.hpp"
+#include "verifier-daemon/config/secret_file.hpp"
+
+namespace fde::verifier {
+
+namespace {
+
+constexpr std::size_t max_pem_file = 1024 * 1024;
+constexpr std::size_t max_nonce_secret = 1024;
+
+}  // namespace
+
+Result<Config> load_effective_config(const ParsedOptions& options) {
+  Config config;
+  if (auto path = options.get("config")) {
+    auto loaded = load_config_file(*path);
+    if (!loaded) return tl::unexpected(loaded.error());
+    config = std::move(*loaded);
+  }
+  if (auto ok = apply_command_line(config, options); !ok) return tl::unexpected(ok.error());
+  if (auto ok = validate_config(config); !ok) return tl::unexpected(ok.error());
+  return config;
+}
+
+Result<std::shared_ptr<const VerificationPolicy>> load_policy(const Config& config) {
+  DeciderConfig decider;
+  decider.allow_legacy = config.allow_legacy;
+  for (const auto& path : config.trusted_roots) {
+    auto bytes = read_file(path, max_pem_file);
+    if (!bytes) return fail_with_context("attestation.trusted_roots", bytes.error());
+    auto certificates = crypto::Certificate::load_all(*bytes);
+    if (!certificates) return fail_with_context("attestation.trusted_roots: " + path, certificates.error());
+    for (auto& certificate : *certificates)
+      (certificate.is_self_signed() ? decider.trusted_roots : decider.intermediates).push_back(std::move(certificate));
+  }
+  if (decider.trusted_roots.empty())
+    return fail(Errc::invalid_argument,
+                "attestation.trusted_roots: no self-signed root certificate in the files given (intermediates alone "
+                "anchor nothing)");
+
+  std::vector<SecretBytes> secrets;
+  auto primary = load_secret(config.nonce_secret, NonceService::min_secret_size, max_nonce_secret);
+  if (!primary) return fail_with_context("nonce secret (" + config.nonce_secret.describe() + ")", primary.error());
+  secrets.push_back(std::move(*primary));
+  for (const auto& file : config.retired_nonce_secret_files) {
+    auto retired = load_secret_file(file, NonceService::min_secret_size, max_nonce_secret);
+    if (!retired) return fail_with_context("nonce.retired_secret_files", retired.error());
+    secrets.push_back(std::move(*retired));
+  }
+  auto nonces = NonceService::create(std::move(secrets), config.nonce_lifetime);
+  if (!nonces) return fail_with_context("nonce", nonces.error());
+  return std::make_shared<const VerificationPolicy>(std::move(*nonces), std::move(decider));
+}
+
+Result<KeyEncryptionKey> load_kek(const Config& config) {
+  auto kek = config.kek.file.empty() ? KeyEncryptionKey::load_credential(config.kek.credential)
+                                     : KeyEncryptionKey::load_file(config.kek.file);
+  if (!kek) return fail_with_context("key-encryption key (" + config.kek.describe() + ")", kek.error());
+  return kek;
+}
+
+Result<void> check_tls_files(const TlsFiles& tls) {
+  auto chain_bytes = read_file(tls.certificate_chain, max_pem_file);
+  if (!chain_bytes) return fail_with_context("tls.certificate", chain_bytes.error());
+  auto chain = crypto::Certificate::load_all(*chain_bytes);
+  if (!chain) return fail_with_context("tls.certificate: " + tls.certificate_chain, chain.error());
+
+  auto key_bytes = read_file(tls.private_key, max_pem_file);
+  if (!key_bytes) return fail_with_context("tls.private_key", key_bytes.error());
+  // Only the public half is kept; the private key's text is wiped at once.
+  SecretBytes key_text = SecretBytes::copy_of(*key_bytes);
+  wipe_bytes(*key_bytes);
+  auto key = crypto::PublicKey::from_pem(as_text(key_text.view()));
+  if (!key) return fail_with_context("tls.private_key: " + tls.private_key, key.error());
+  if (!chain->front().public_key().equals(*key))
+    return fail(Errc::invalid_argument, "tls.private_key " + tls.private_key + " does not belong to the first certificate in " +
+                                            tls.certificate_chain);
+  return {};
+}
+
+std::vector<std::string> settings_needing_restart(const Config& running, const Config& loaded) {
+  std::vector<std::string> changed;
+  auto same_listen = [](const std::vector<ListenAddress>& a, const std::vector<ListenAddress>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (a[i].host != b[i].host || a[i].port != b[i].port) return false;
+    return true;
+  };
+  if (!same_listen(running.listen, loaded.listen)) changed.push_back("server.listen");
+  const ServerLimits& a = running.limits;
+  const ServerLimits& b = loaded.limits;
+  if (a.max_connections != b.max_connections || a.handshake_timeout != b.handshake_timeout ||
+      a.request_timeout != b.request_timeout || a.idle_timeout != b.idle_timeout ||
+      a.max_header_bytes != b.max_header_bytes || a.max_requests_per_connection != b.max_requests_per_connection ||
+      a.threads != b.threads || a.blocking_threads != b.blocking_threads)
+    changed.push_back("server limits");
+  if (running.database != loaded.database) changed.push_back("store.database");
+  if (running.kek.file != loaded.kek.file || running.kek.credential != loaded.kek.credential)
+    changed.push_back("store.kek");
+  if (running.admin_socket != loaded.admin_socket) changed.push_back("admin.socket");
+  return changed;
+}
+
+}  // namespace fde::verifier
