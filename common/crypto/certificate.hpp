@@ -60,7 +60,7 @@ struct CertificateRequest {
   long serial = 1;
   // subjectAltName entries in OpenSSL's form, e.g. "DNS:localhost", "IP:127.0.0.1", "IP:::1"
   // (TLS server certificates for tests); none by default.
-  std::vector<std::string> subject_alt_names;
+  std::vector<std::string> subject_alt_names = {};
 };
 Result<Certificate> issue_certificate(const CertificateRequest& request, const PublicKey& subject_key,
                                       const PrivateKey& issuer_key, const Certificate* issuer_cert);
