@@ -7,6 +7,7 @@
 // error; 3 gave up, failure policy poweroff (the hook powers the VM off); 4 gave up, failure
 // policy passphrase (the hook runs the normal LUKS passphrase prompt). With policy "wait" the
 // agent does not give up.
+#include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -72,6 +73,9 @@ void harden_process() {
   // A verifier or cryptsetup closing its end must be an error value, not a signal.
   ::signal(SIGPIPE, SIG_IGN);
   ::umask(077);
+  // No openssl.cnf: whatever the initramfs carries must not change the agent's crypto, and a
+  // static binary could not load the provider modules such a file might name.
+  OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
 }
 
 std::optional<std::string> read_kernel_command_line(const ParsedOptions& options) {
@@ -131,6 +135,8 @@ int run(const std::vector<std::string>& args) {
   if (options->has("check-config")) {
     std::cout << "image_id = " << config->image_id << "\n";
     for (const auto& verifier : config->verifiers) std::cout << "verifier = " << verifier.text << "\n";
+    if (!config->server_name.empty()) std::cout << "server_name = " << config->server_name << "\n";
+    if (!config->sim_dir.empty()) std::cout << "sim_dir = " << config->sim_dir << "\n";
     std::cout << "ca_file = " << config->ca_file << "\nluks_uuid = " << config->luks_uuid
               << "\nluks_name = " << config->mapper_name() << "\nplatform = " << platform_kind_name(config->platform)
               << "\nfailure_policy = " << failure_policy_name(config->failure_policy)

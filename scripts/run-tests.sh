@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The project's test command: installs dependencies, builds with ASan+UBSan and runs every
-# CTest test, then builds the libFuzzer targets with clang and runs each for a bounded time.
-# FDE_FUZZ_SECONDS (default 60) sets the per-target fuzzing time.
+# The project's test command: installs dependencies, builds with ASan+UBSan, builds the static
+# x86_64 and aarch64 agents (the aarch64 one runs under qemu-user in the integration test),
+# runs every CTest test, then builds the libFuzzer targets with clang and runs each for a
+# bounded time. FDE_FUZZ_SECONDS (default 60) sets the per-target fuzzing time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 echo "== build (ASan+UBSan) and run the test suite =="
 BUILD_DIR=build-test BUILD_TYPE=Debug scripts/build.sh -DFDE_SANITIZE=ON
+
+echo "== static agents for x86_64 and aarch64 =="
+FDE_HOST_BUILD=build-test scripts/build-agent-aarch64.sh
+
 ctest --test-dir build-test --output-on-failure -j"$(nproc)"
 
 echo "== build and run the fuzz targets =="

@@ -148,6 +148,9 @@ asio::awaitable<void> run_exchange(TlsStream& stream, Exchange& exchange) {
         fail(Errc::io, "cannot connect to " + exchange.where + ": " + describe(ec, options.connect_timeout));
     co_return;
   }
+  // Beast writes the header and the body as separate TLS records; with Nagle on, the second
+  // waits for the server's delayed ACK (about 40 ms per request).
+  transport.socket().set_option(asio::ip::tcp::no_delay(true), ec);
 
   // One deadline for the rest: handshake, request and response together.
   const auto deadline = std::chrono::steady_clock::now() + options.request_timeout;

@@ -5,19 +5,25 @@
 #   error) powers the VM off, so a failure never continues the boot without the volume.
 # Used by fde-agent.service (systemd initramfs) and fde-agent-settled.sh (script initramfs).
 
+# Fixed paths, deliberately not taken from the environment: unknown key=value kernel
+# arguments end up in init's environment, and this script must not run what they name.
 state=/run/fde-agent
 agent=/usr/sbin/fde-agent
 config=/etc/fde/agent.conf
+systemd_run_dir=/run/systemd/system
+cryptroot_ask=/sbin/cryptroot-ask
+sysrq_trigger=/proc/sysrq-trigger
+systemd_cryptsetup_tools="/usr/lib/systemd/systemd-cryptsetup /lib/systemd/systemd-cryptsetup /usr/bin/systemd-cryptsetup"
 
 power_off() {
     echo "fde-agent: powering off" >&2
-    if [ -d /run/systemd/system ]; then
+    if [ -d "$systemd_run_dir" ]; then
         systemctl --no-block poweroff && exit 1
     else
         poweroff -f
     fi
     # Last resort when no poweroff tool works: the kernel's own power-off.
-    echo o > /proc/sysrq-trigger
+    echo o > "$sysrq_trigger"
     while :; do sleep 60; done
 }
 
@@ -31,13 +37,13 @@ passphrase_prompt() {
         power_off
     fi
     echo "fde-agent: asking for the LUKS passphrase of $1" >&2
-    if [ -d /run/systemd/system ]; then
-        for tool in /usr/lib/systemd/systemd-cryptsetup /lib/systemd/systemd-cryptsetup /usr/bin/systemd-cryptsetup; do
+    if [ -d "$systemd_run_dir" ]; then
+        for tool in $systemd_cryptsetup_tools; do
             [ -x "$tool" ] && exec "$tool" attach "$2" "$1" none
         done
-    elif [ -x /sbin/cryptroot-ask ]; then
-        /sbin/cryptroot-ask "$1" "$2" && return 0
-        return 1
+    elif [ -x "$cryptroot_ask" ]; then
+        "$cryptroot_ask" "$1" "$2"
+        return
     fi
     cryptsetup open "$1" "$2" </dev/console >/dev/console 2>&1
 }

@@ -2,6 +2,7 @@
 #include "guest-agent/unlock/volume_unlocker.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -9,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 extern char** environ;
 
@@ -102,17 +104,33 @@ Result<void> CryptsetupUnlocker::unlock(const SecretBytes& key) {
 
   // At most 64 bytes: far below PIPE_BUF, so one write fits the pipe whether or not
   // cryptsetup has started reading. EPIPE means it exited first; its status says why.
+  // SIGPIPE is blocked around the write (and a pending one consumed), so this works whatever
+  // the caller's disposition is.
+  sigset_t pipe_signal, previous_mask;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  sigset_t pending;
+  sigpending(&pending);
+  const bool already_pending = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous_mask);
   Result<void> written;
   std::size_t offset = 0;
   while (offset < key.size()) {
     ssize_t n = ::write(write_end.get(), key.data() + offset, key.size() - offset);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      if (errno != EPIPE) written = fail(Errc::io, std::string("writing the key to cryptsetup: ") + std::strerror(errno));
+      if (errno == EPIPE && !already_pending) {
+        const timespec no_wait{0, 0};
+        while (::sigtimedwait(&pipe_signal, nullptr, &no_wait) < 0 && errno == EINTR) {
+        }
+      } else if (errno != EPIPE) {
+        written = fail(Errc::io, std::string("writing the key to cryptsetup: ") + std::strerror(errno));
+      }
       break;
     }
     offset += static_cast<std::size_t>(n);
   }
+  pthread_sigmask(SIG_SETMASK, &previous_mask, nullptr);
   // End of file tells cryptsetup the key is complete (--key-file=- reads to EOF).
   write_end.reset();
 

@@ -338,7 +338,7 @@ level = "debug"
       text += "verifier = https://127.0.0.1:" + std::to_string(verifier_port) + "\n";
     for (const auto& verifier : settings.verifiers) text += "verifier = " + verifier + "\n";
     text += "ca_file = " + (settings.ca_file.empty() ? root + "/verifier-ca.pem" : settings.ca_file) + "\n";
-    text += "luks_uuid = " + luks_uuid + "\nplatform = sim\n";
+    text += "luks_uuid = " + luks_uuid + "\n";  // the platform comes from --platform sim
     text += "sim_dir = " + (settings.sim_dir.empty() ? root + "/sim" : settings.sim_dir) + "\n";
     text += "failure_policy = " + settings.failure_policy + "\n";
     text += "network_timeout = 2s\ndevice_timeout = 2s\n";
@@ -349,8 +349,8 @@ level = "debug"
 
   std::unique_ptr<Process> start_agent(const std::vector<std::string>& extra = {"--test-passphrase"}) {
     std::vector<std::string> argv = agent_command();
-    argv.insert(argv.end(),
-                {"--config", root + "/agent.conf", "--cmdline", "/dev/null", "--device", root + "/disk.luks"});
+    argv.insert(argv.end(), {"--platform", "sim", "--config", root + "/agent.conf", "--cmdline", "/dev/null",
+                             "--device", root + "/disk.luks"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(argv, root, root + "/agent.log");
   }

@@ -33,13 +33,13 @@ struct FakeTsi final : TsiDevice {
   int get_attestation_token(tsi::AttestationRequest& request) override {
     last_challenge.assign(request.challenge, request.challenge + tsi::challenge_size);
     if (token_error != 0) return token_error;
-    std::memcpy(request.token, token.data(), std::min(token.size(), tsi::max_token_size));
+    if (!token.empty()) std::memcpy(request.token, token.data(), std::min(token.size(), tsi::max_token_size));
     request.token_size = reported_token_size != 0 ? reported_token_size : token.size();
     return 0;
   }
   int get_device_cert(tsi::DeviceCertificate& response) override {
     if (cert_error != 0) return cert_error;
-    std::memcpy(response.value, certificate.data(), certificate.size());
+    if (!certificate.empty()) std::memcpy(response.value, certificate.data(), certificate.size());
     response.size = certificate.size();
     return 0;
   }

@@ -419,6 +419,8 @@ class Server final : public HttpsServer {
         continue;
       }
       counters_.accepted.fetch_add(1);
+      // Responses go out as header and body records; don't let Nagle hold the second back.
+      socket.set_option(tcp::no_delay(true), ec);
       CountedScope slot(counters_.open);
       asio::co_spawn(strand, serve(std::move(socket), current_tls(), std::move(slot)), [](std::exception_ptr) {});
     }

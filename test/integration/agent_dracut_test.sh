@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The dracut module without dracut: module-setup.sh with dracut's install functions stubbed
+# (what lands in a systemd-based and in a script-based initramfs), and fde-unlock.sh with a
+# stub agent and stub power tools (what each exit status of the agent leads to).
+#
+# The dracut stubs and variables are used by the sourced module-setup.sh; the stubs written
+# with printf expand their $ when they run.
+# shellcheck disable=SC2034,SC2317,SC2016
+set -uo pipefail
+module_dir=$(cd "$(dirname "$0")/../../guest-agent/dracut" && pwd)
+work=$(mktemp -d /tmp/fde-dracut-test-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+passed=0
+failed=0
+
+expect() {  # expect NAME COMMAND...
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    echo "FAILED: $name"
+    failed=$((failed + 1))
+  fi
+}
+has_line() { grep -qxF -- "$2" "$1"; }
+lacks() { ! grep -qF -- "$2" "$1"; }
+
+# ---- module-setup.sh -------------------------------------------------------------------
+printf '#!/bin/sh\nexit 0\n' > "$work/fde-agent"
+chmod 0755 "$work/fde-agent"
+printf 'image_id = web\nca_file = %s/ca.pem\nverifier = https://10.0.0.1\n' "$work" > "$work/agent.conf"
+echo "CA" > "$work/ca.pem"
+
+module_setup() {  # module_setup yes|no OUTPUT: run check, depends, installkernel, install
+  local systemd=$1 out=$2
+  (
+    initdir=$work/initdir-$systemd
+    mkdir -p "$initdir"
+    moddir=$module_dir
+    systemdsystemunitdir=/usr/lib/systemd/system
+    systemdutildir=/usr/lib/systemd
+    export FDE_AGENT_BINARY=$work/fde-agent FDE_AGENT_CONFIG=$work/agent.conf
+    inst_simple() { echo "inst_simple $*"; }
+    inst_multiple() { echo "inst_multiple $*"; }
+    inst_libdir_file() { echo "inst_libdir_file $*"; }
+    inst_script() { echo "inst_script $*"; }
+    inst_hook() { echo "inst_hook $*"; }
+    ln_r() { echo "ln_r $*"; }
+    instmods() { echo "instmods $*"; }
+    require_binaries() { return 0; }
+    derror() { echo "derror $*"; }
+    dracut_module_included() { [ "$1" = systemd ] && [ "$systemd" = yes ]; }
+    # shellcheck source=/dev/null
+    . "$module_dir/module-setup.sh"
+    check
+    echo "check=$?"
+    echo "depends=$(depends)"
+    installkernel
+    install
+    echo "install=$?"
+    echo "cmdline.d=$(cat "$initdir/etc/cmdline.d/90fde-agent.conf")"
+  ) > "$out" 2>&1
+}
+
+module_setup yes "$work/systemd.out"
+module_setup no "$work/script.out"
+for flavour in systemd script; do
+  out=$work/$flavour.out
+  expect "$flavour: check asks to be added explicitly" has_line "$out" "check=255"
+  expect "$flavour: depends on crypt, dm and network" has_line "$out" "depends=crypt dm network"
+  expect "$flavour: install succeeds" has_line "$out" "install=0"
+  expect "$flavour: installs the agent" has_line "$out" "inst_simple $work/fde-agent /usr/sbin/fde-agent"
+  expect "$flavour: installs the configuration" has_line "$out" "inst_simple $work/agent.conf /etc/fde/agent.conf"
+  expect "$flavour: installs the CA the configuration names" has_line "$out" "inst_simple $work/ca.pem $work/ca.pem"
+  expect "$flavour: installs cryptsetup" grep -q "^inst_multiple cryptsetup" "$out"
+  expect "$flavour: installs libgcc_s for Argon2 keyslots" has_line "$out" "inst_libdir_file libgcc_s.so*"
+  expect "$flavour: installs dm-crypt" has_line "$out" "instmods dm_crypt"
+  expect "$flavour: installs the unlock script" \
+    has_line "$out" "inst_script $module_dir/fde-unlock.sh /usr/libexec/fde-agent/fde-unlock"
+  expect "$flavour: asks dracut for the network" has_line "$out" "cmdline.d=rd.neednet=1"
+done
+expect "systemd: installs the unit" \
+  has_line "$work/systemd.out" "inst_simple $module_dir/fde-agent.service /usr/lib/systemd/system/fde-agent.service"
+expect "systemd: wants the unit from initrd.target" grep -q "^ln_r .*initrd.target.wants/fde-agent.service" "$work/systemd.out"
+expect "systemd: no initqueue hook" lacks "$work/systemd.out" "inst_hook"
+expect "script: runs from initqueue/settled" \
+  has_line "$work/script.out" "inst_hook initqueue/settled 40 $module_dir/fde-agent-settled.sh"
+expect "script: no systemd unit" lacks "$work/script.out" "fde-agent.service"
+
+rm -f "$work/ca.pem"
+module_setup no "$work/no-ca.out"
+expect "a configuration whose CA is missing fails the build" has_line "$work/no-ca.out" "install=1"
+
+# The unit is ordered before the passphrase prompts and the root mount, after the network.
+unit=$module_dir/fde-agent.service
+expect "unit: before cryptsetup-pre.target and sysroot.mount" \
+  grep -q "^Before=cryptsetup-pre.target cryptsetup.target initrd-root-device.target sysroot.mount$" "$unit"
+expect "unit: after the network" grep -q "^After=.*network-online.target" "$unit"
+expect "unit: fails closed" grep -q "^FailureAction=poweroff$" "$unit"
+
+# ---- fde-unlock.sh ---------------------------------------------------------------------
+# A copy with its fixed paths pointed into $work; stubs on PATH record what they are asked.
+mkdir -p "$work/bin"
+for tool in poweroff systemctl cryptsetup; do
+  printf '#!/bin/sh\necho "%s $*" >> "%s/actions"\n' "$tool" "$work" > "$work/bin/$tool"
+done
+# The endless wait after a failed power-off ends the test run instead.
+printf '#!/bin/sh\necho "sleep $*" >> "%s/actions"\nkill -TERM $PPID\n' "$work" > "$work/bin/sleep"
+cat > "$work/agent-stub" <<EOF
+#!/bin/sh
+echo "agent \$*" >> "$work/actions"
+case "\$*" in *--resolve-volume*) echo "/dev/vdz2 luks-test"; exit 0 ;; esac
+exit \$(cat "$work/agent-exit")
+EOF
+printf '#!/bin/sh\necho "cryptroot-ask $*" >> "%s/actions"\nexit "$(cat %s/prompt-exit)"\n' "$work" "$work" \
+  > "$work/cryptroot-ask"
+printf '#!/bin/sh\necho "systemd-cryptsetup $*" >> "%s/actions"\n' "$work" > "$work/systemd-cryptsetup"
+chmod 0755 "$work"/bin/* "$work/agent-stub" "$work/cryptroot-ask" "$work/systemd-cryptsetup"
+sed -e "s|^state=.*|state=$work/state|" -e "s|^agent=.*|agent=$work/agent-stub|" \
+    -e "s|^systemd_run_dir=.*|systemd_run_dir=$work/systemd-run|" \
+    -e "s|^cryptroot_ask=.*|cryptroot_ask=$work/cryptroot-ask|" \
+    -e "s|^sysrq_trigger=.*|sysrq_trigger=$work/sysrq|" \
+    -e "s|^systemd_cryptsetup_tools=.*|systemd_cryptsetup_tools=$work/systemd-cryptsetup|" \
+    "$module_dir/fde-unlock.sh" > "$work/fde-unlock"
+chmod 0755 "$work/fde-unlock"
+
+unlock() {  # unlock AGENT-EXIT systemd|script [PROMPT-EXIT]
+  rm -rf "$work/state" "$work/actions" "$work/sysrq" "$work/systemd-run"
+  [ "$2" = systemd ] && mkdir -p "$work/systemd-run"
+  echo "$1" > "$work/agent-exit"
+  echo "${3:-0}" > "$work/prompt-exit"
+  { PATH=$work/bin:$PATH timeout 20 "$work/fde-unlock"; echo $? > "$work/status"; } 2>/dev/null
+  touch "$work/actions"
+}
+status_is() { [ "$(cat "$work/status")" = "$1" ]; }
+done_marked() { [ -e "$work/state/done" ]; }
+not_done() { [ ! -e "$work/state/done" ]; }
+sysrq_is() { [ "$(cat "$work/sysrq" 2>/dev/null)" = "$1" ]; }
+actions_are() { [ "$(cat "$work/actions")" = "$1" ]; }
+
+unlock 0 script
+expect "exit 0: the boot continues" status_is 0
+expect "exit 0: the unlock is marked done" done_marked
+expect "exit 0: nothing is powered off" actions_are "agent --config /etc/fde/agent.conf"
+PATH=$work/bin:$PATH "$work/fde-unlock" 2>/dev/null
+expect "a second run does not start the agent again" actions_are "agent --config /etc/fde/agent.conf"
+
+unlock 3 script
+expect "exit 3 (script): poweroff -f, then sysrq" \
+  actions_are "$(printf 'agent --config /etc/fde/agent.conf\npoweroff -f\nsleep 60')"
+expect "exit 3 (script): sysrq o as the last resort" sysrq_is o
+expect "exit 3 (script): not marked done" not_done
+unlock 3 systemd
+expect "exit 3 (systemd): systemctl poweroff" \
+  actions_are "$(printf 'agent --config /etc/fde/agent.conf\nsystemctl --no-block poweroff')"
+expect "exit 3 (systemd): the unit fails" status_is 1
+for code in 1 2 5; do
+  unlock "$code" systemd
+  expect "exit $code: powers off too" grep -q "^systemctl --no-block poweroff$" "$work/actions"
+done
+
+unlock 4 script 0
+expect "exit 4 (script): dracut's passphrase prompt for the resolved volume" \
+  grep -qx "cryptroot-ask /dev/vdz2 luks-test" "$work/actions"
+expect "exit 4 (script): done once the prompt unlocked it" done_marked
+unlock 4 script 1
+expect "exit 4 (script): a failed prompt powers off" grep -qx "poweroff -f" "$work/actions"
+unlock 4 systemd
+expect "exit 4 (systemd): systemd-cryptsetup asks" \
+  grep -qx "systemd-cryptsetup attach luks-test /dev/vdz2 none" "$work/actions"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

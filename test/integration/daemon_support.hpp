@@ -1,0 +1,360 @@
+// The real fde-verifierd on loopback for the integration test and the benchmark: a fresh
+// temporary root (SQLite store, KEK, nonce secret, TLS from a throwaway CA, the simulator CA
+// as trusted root), started as a child process and stopped (SIGTERM, then SIGKILL) by the
+// destructor on every path. A Client runs the guest side of protocol v1 with the real client.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/crypto/certificate.hpp"
+#include "common/crypto/hash.hpp"
+#include "common/crypto/hpke.hpp"
+#include "common/crypto/keys.hpp"
+#include "common/crypto/random.hpp"
+#include "common/protocol/enrollment_bundle.hpp"
+#include "common/protocol/https_client.hpp"
+#include "common/protocol/messages.hpp"
+#include "common/sim/event_log_builder.hpp"
+#include "common/sim/sim_device.hpp"
+#include "common/sim/token_issuer.hpp"
+#include "common/util/file.hpp"
+
+namespace fde::itest {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+inline void write_text(const std::string& path, std::string_view text, mode_t mode = 0644) {
+  if (!write_file_atomic(path, as_bytes(text), mode)) throw std::runtime_error("cannot write " + path);
+}
+
+template <class T>
+T need(Result<T> result, const char* what) {
+  if (!result) throw std::runtime_error(std::string(what) + ": " + result.error().describe());
+  return std::move(*result);
+}
+
+// A child process, stdout and stderr to `log`; killed (SIGKILL) by the destructor if running.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log) {
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      if (out >= 0) {
+        ::dup2(out, STDOUT_FILENO);
+        ::dup2(out, STDERR_FILENO);
+      }
+      if (::chdir(cwd.c_str()) != 0) ::_exit(127);
+      std::vector<char*> args;
+      for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+  }
+  ~Process() { stop(2s); }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  bool running() {
+    if (status_) return false;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return false;
+    }
+    return true;
+  }
+  // The exit code, or nullopt if it did not end within `timeout` (it is then killed).
+  std::optional<int> wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (running()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        status_ = -1;
+        return std::nullopt;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return status_;
+  }
+  // SIGTERM, then SIGKILL after `grace`; returns the exit code (nullopt: it had to be killed).
+  std::optional<int> stop(std::chrono::milliseconds grace) {
+    if (pid_ <= 0) return std::nullopt;
+    if (running()) ::kill(pid_, SIGTERM);
+    return wait(grace);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+struct Tls {
+  std::string ca_pem;
+  std::string server_cert_pem;
+  std::string server_key_pem;
+};
+
+inline Tls make_tls(const std::string& name) {
+  auto ca_key = need(crypto::PrivateKey::generate(crypto::KeyType::ec_p256), "CA key");
+  crypto::CertificateRequest ca_request;
+  ca_request.common_name = name + " CA";
+  ca_request.is_ca = true;
+  auto ca = need(crypto::issue_certificate(ca_request, ca_key.public_key(), ca_key, nullptr), "CA certificate");
+  auto server_key = need(crypto::PrivateKey::generate(crypto::KeyType::ec_p256), "server key");
+  crypto::CertificateRequest server_request;
+  server_request.common_name = name;
+  server_request.serial = 2;
+  server_request.subject_alt_names = {"IP:127.0.0.1"};
+  auto server = need(crypto::issue_certificate(server_request, server_key.public_key(), ca_key, &ca), "server cert");
+  SecretBytes key_pem = server_key.to_pem();
+  return Tls{ca.pem(), server.pem(), std::string(as_text(key_pem.view()))};
+}
+
+// The grub boot the enrolled image's reference values describe.
+inline sim::GrubBoot grub_boot() {
+  const crypto::HashAlg banks[] = {crypto::HashAlg::sha256};
+  sim::GrubBoot boot;
+  boot.grub_authenticode = sim::Measurement::of_content(as_bytes("BOOTAA64.EFI authenticode image"), banks);
+  boot.grub_cfg = sim::Measurement::of_content(as_bytes("menuentry 'openEuler' { linux /vmlinuz-6.6.0 }\n"), banks);
+  boot.grub_commands = {"set root=hd0,gpt2", "insmod gzio"};
+  boot.kernel_path = "/vmlinuz-6.6.0-28.0.0.34.oe2403.aarch64";
+  boot.kernel = sim::Measurement::of_content(as_bytes("decompressed arm64 Image"), banks);
+  boot.kernel_arguments = "root=/dev/mapper/encroot ro console=ttyAMA0";
+  boot.initramfs_path = "/initramfs-6.6.0-28.0.0.34.oe2403.aarch64.img";
+  boot.initramfs = sim::Measurement::of_content(as_bytes("initramfs cpio with the FDE agent"), banks);
+  return boot;
+}
+inline Bytes firmware_rim() { return crypto::sha256(as_bytes("simulated UEFI firmware, DTB and vCPUs")); }
+
+inline reference::ReferenceValues reference_for(const std::string& image_id) {
+  const auto alg = crypto::HashAlg::sha256;
+  const sim::GrubBoot boot = grub_boot();
+  reference::ReferenceSet grub;
+  grub.name = "kernel-6.6.0-28";
+  grub.boot = reference::BootMode::grub;
+  grub.grub.efi_applications = {*boot.grub_authenticode.digest_for(alg)};
+  grub.grub.grub_cfgs = {*boot.grub_cfg.digest_for(alg)};
+  grub.grub.kernel = *boot.kernel.digest_for(alg);
+  grub.grub.initramfs = *boot.initramfs.digest_for(alg);
+  grub.grub.kernel_cmdline = sim::grub_kernel_cmdline(boot);
+  reference::ReferenceValues values;
+  values.image_id = image_id;
+  values.hash_alg = alg;
+  values.firmware_rims = {firmware_rim()};
+  values.sets = {std::move(grub)};
+  return values;
+}
+
+struct DaemonOptions {
+  int nonce_lifetime_seconds = 60;
+  int request_timeout_ms = 15000;
+  int handshake_timeout_ms = 10000;
+  int threads = 1;
+  int blocking_threads = 4;
+};
+
+// One daemon's world under a fresh temporary directory.
+class Daemon {
+ public:
+  explicit Daemon(const DaemonOptions& options = {}) : options_(options) {
+    char pattern[] = "/tmp/fde-daemon-it-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
+    root = pattern;
+    device.emplace(need(sim::SimDevice::create({sim::DeviceType::p521, "SIMDAEMONIT01", false}), "sim device"));
+    write_text(root + "/sim-ca.pem", device->ca_certificate().pem());
+    Tls tls = make_tls("fde daemon test verifier");
+    ca_pem = tls.ca_pem;
+    write_text(root + "/server.crt", tls.server_cert_pem);
+    write_text(root + "/server.key", tls.server_key_pem, 0600);
+    write_text(root + "/nonce-secret", hex_encode(crypto::random_bytes(32)) + "\n", 0600);
+    write_text(root + "/kek", hex_encode(crypto::random_bytes(32)) + "\n", 0600);
+    write_text(root + "/verifier.toml",
+               "[server]\nthreads = " + std::to_string(options.threads) +
+                   "\nblocking_threads = " + std::to_string(options.blocking_threads) +
+                   "\nrequest_timeout_ms = " + std::to_string(options.request_timeout_ms) +
+                   "\nhandshake_timeout_ms = " + std::to_string(options.handshake_timeout_ms) +
+                   "\n[tls]\ncertificate = \"server.crt\"\nprivate_key = \"server.key\"\n"
+                   "[attestation]\ntrusted_roots = [\"sim-ca.pem\"]\n"
+                   "[nonce]\nsecret_file = \"nonce-secret\"\nlifetime_seconds = " +
+                   std::to_string(options.nonce_lifetime_seconds) +
+                   "\n[store]\ndatabase = \"verifier.db\"\nkek_file = \"kek\"\n"
+                   "[admin]\nsocket = \"admin.sock\"\n[log]\nlevel = \"info\"\n");
+  }
+  ~Daemon() {
+    stop();
+    std::error_code ignored;
+    fs::remove_all(root, ignored);
+  }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Starts fde-verifierd on 127.0.0.1, port 0, and waits (bounded) for its ready file.
+  void start() {
+    fs::remove(root + "/ready");
+    process_ = std::make_unique<Process>(
+        std::vector<std::string>{FDE_VERIFIERD, "--config", root + "/verifier.toml", "--ready-file", root + "/ready",
+                                 "--listen", "127.0.0.1:0"},
+        root, root + "/daemon.log");
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::string ready = read_text(root + "/ready");
+      if (!ready.empty() && ready.back() == '\n') {
+        port = static_cast<std::uint16_t>(std::stoi(ready.substr(ready.rfind(':') + 1)));
+        return;
+      }
+      if (!process_->running()) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    throw std::runtime_error("fde-verifierd did not become ready: " + log());
+  }
+  // SIGTERM, SIGKILL after 10 s; the exit code (nullopt: not running or killed).
+  std::optional<int> stop() {
+    if (!process_) return std::nullopt;
+    auto status = process_->stop(10s);
+    process_.reset();
+    return status;
+  }
+
+  struct AdminResult {
+    int status = -1;
+    std::string output;
+  };
+  AdminResult admin(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv{FDE_ADMIN, "--socket", root + "/admin.sock"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const std::string log_path = root + "/admin.log";
+    fs::remove(log_path);
+    Process process(argv, root, log_path);
+    auto status = process.wait(30s);
+    return AdminResult{status.value_or(-1), read_text(log_path)};
+  }
+
+  // Writes a 0600 enrollment bundle for `image_id` and imports it with `fde-admin enroll`.
+  AdminResult enroll(const std::string& image_id, const SecretBytes& disk_key) const {
+    protocol::EnrollmentBundle bundle;
+    bundle.image_id = image_id;
+    bundle.luks_uuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    bundle.disk_key = disk_key.clone();
+    bundle.reference = reference_for(image_id);
+    SecretBytes json = need(protocol::serialize_enrollment_bundle(bundle), "bundle");
+    const std::string path = root + "/bundle.json";
+    write_text(path, as_text(json.view()), 0600);
+    auto result = admin({"enroll", "--bundle", path});
+    fs::remove(path);
+    return result;
+  }
+
+  protocol::HttpsEndpoint endpoint() const { return {"127.0.0.1", port, ""}; }
+  protocol::HttpsClientOptions client_options() const {
+    protocol::HttpsClientOptions options;
+    options.ca_pem = ca_pem;
+    options.connect_timeout = 5s;
+    options.request_timeout = 15s;
+    return options;
+  }
+  std::string log() const { return read_text(root + "/daemon.log"); }
+
+  std::string root;
+  std::string ca_pem;
+  std::uint16_t port = 0;
+  std::optional<sim::SimDevice> device;
+
+ private:
+  DaemonOptions options_;
+  std::unique_ptr<Process> process_;
+};
+
+// How the guest deviates from the honest grub boot.
+struct GuestOptions {
+  std::string image_id = {};
+  std::optional<Bytes> rim = {};             // another RIM in the token
+  std::optional<sim::GrubBoot> logged = {};   // another event log than the one booted
+  bool wrong_binding = false;              // token challenge over another ephemeral key
+  bool flip_nonce = false;                 // flip a byte of the nonce before use
+  std::chrono::milliseconds delay_before_attest{0};
+};
+
+struct Exchange {
+  protocol::HttpsResult challenge;
+  std::optional<protocol::HttpsResult> attest;
+  std::optional<SecretBytes> key;  // opened from a 200 response
+  std::chrono::nanoseconds attest_time{0};
+  std::chrono::nanoseconds total_time{0};
+};
+
+// challenge -> ephemeral X25519 key -> simulated token over challenge_binding -> attest ->
+// HPKE open.
+inline Exchange attest(const Daemon& daemon, const GuestOptions& options) {
+  Exchange exchange;
+  const auto start = std::chrono::steady_clock::now();
+  exchange.challenge = need(protocol::https_post_json(daemon.endpoint(), "/v1/challenge",
+                                                      protocol::serialize(protocol::ChallengeRequest{options.image_id}),
+                                                      daemon.client_options()),
+                            "challenge");
+  if (exchange.challenge.status != 200) return exchange;
+  auto challenge = need(protocol::parse_challenge_response(exchange.challenge.body), "challenge response");
+  if (options.flip_nonce) challenge.nonce[challenge.nonce.size() / 2] ^= 0x01;
+
+  auto ephemeral = crypto::hpke::X25519KeyPair::generate();
+  const Bytes bound =
+      options.wrong_binding ? crypto::hpke::X25519KeyPair::generate().public_key() : ephemeral.public_key();
+  const sim::GrubBoot booted = grub_boot();
+  auto boot_log = need(sim::build_grub_boot_log(booted), "boot log");
+  auto rems = need(boot_log.rems(crypto::HashAlg::sha256), "rems");
+  sim::TokenRequest token;
+  token.challenge = protocol::challenge_binding(challenge.nonce, bound);
+  token.rim = options.rim.value_or(firmware_rim());
+  for (std::size_t i = 0; i < token.rems.size(); ++i) token.rems[i] = rems[i];
+  auto issued = need(sim::issue_token(*daemon.device, token), "token");
+
+  protocol::AttestRequest request;
+  request.image_id = options.image_id;
+  request.nonce = challenge.nonce;
+  request.ephemeral_public = ephemeral.public_key();
+  request.token = issued.token;
+  request.device_cert = daemon.device->device_certificate_blob();
+  request.event_log = options.logged ? need(sim::build_grub_boot_log(*options.logged), "logged").log() : boot_log.log();
+  if (options.delay_before_attest.count() > 0) std::this_thread::sleep_for(options.delay_before_attest);
+
+  const auto attest_start = std::chrono::steady_clock::now();
+  exchange.attest = need(protocol::https_post_json(daemon.endpoint(), "/v1/attest", protocol::serialize(request),
+                                                   daemon.client_options()),
+                         "attest");
+  const auto end = std::chrono::steady_clock::now();
+  exchange.attest_time = end - attest_start;
+  exchange.total_time = end - start;
+  if (exchange.attest->status == 200) {
+    auto response = need(protocol::parse_attest_response(exchange.attest->body), "attest response");
+    auto key = crypto::hpke::open(ephemeral, response.enc, protocol::hpke_info(options.image_id, challenge.nonce), {},
+                                  response.sealed_key);
+    if (key) exchange.key = std::move(*key);
+  }
+  return exchange;
+}
+
+}  // namespace fde::itest

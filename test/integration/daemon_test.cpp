@@ -1,0 +1,267 @@
+// fde-verifierd and fde-admin as shipped: the real binaries on loopback, a fresh store per
+// test, driven with the real protocol client and simulated virtCCA tokens. Every daemon is
+// stopped (SIGTERM, then SIGKILL) on every path by the fixture's destructor; every wait is
+// bounded.
+#include <netinet/in.h>
+#include <sqlite3.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+
+#include <memory>
+
+#include <catch2/catch.hpp>
+
+#include "test/integration/daemon_support.hpp"
+
+using namespace fde;
+using namespace fde::itest;
+
+namespace {
+
+constexpr const char* image = "it-daemon-web-01";
+
+std::string error_code(const protocol::HttpsResult& result) {
+  auto error = protocol::parse_error_response(result.body);
+  return error ? std::string(protocol::error_code_name(error->error)) : "<not an error body: " + result.body + ">";
+}
+
+struct Enrolled {
+  explicit Enrolled(const DaemonOptions& options = {}) : daemon(options), key(crypto::random_secret(32)) {
+    daemon.start();
+    auto enrolled = daemon.enroll(image, key);
+    INFO(enrolled.output);
+    REQUIRE(enrolled.status == 0);
+  }
+  Daemon daemon;
+  SecretBytes key;
+};
+
+void expect_release(const Enrolled& world) {
+  auto exchange = attest(world.daemon, {image});
+  REQUIRE(exchange.challenge.status == 200);
+  REQUIRE(exchange.attest);
+  INFO(exchange.attest->body << "\n" << world.daemon.log());
+  REQUIRE(exchange.attest->status == 200);
+  REQUIRE(exchange.key);
+  CHECK(exchange.key->view().size() == world.key.view().size());
+  CHECK(std::equal(exchange.key->view().begin(), exchange.key->view().end(), world.key.view().begin()));
+}
+
+void expect_denial(const Exchange& exchange, unsigned status, const std::string& code) {
+  REQUIRE(exchange.attest);
+  INFO(exchange.attest->body);
+  CHECK(exchange.attest->status == status);
+  CHECK(error_code(*exchange.attest) == code);
+  CHECK_FALSE(exchange.key);
+}
+
+// A raw TCP connection to the daemon's port on loopback.
+int connect_loopback(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("the daemon releases the enrolled key to a simulated full token of the reference grub boot",
+          "[daemon][integration]") {
+  Enrolled world;
+  expect_release(world);
+  auto health = protocol::https_get(world.daemon.endpoint(), "/healthz", world.daemon.client_options());
+  REQUIRE(health);
+  CHECK(health->status == 200);
+}
+
+TEST_CASE("the daemon denies evidence that does not match (coarse error codes)", "[daemon][integration]") {
+  Enrolled world;
+
+  SECTION("a wrong RIM") {
+    expect_denial(attest(world.daemon, {.image_id = image, .rim = crypto::sha256(as_bytes("other firmware"))}), 403,
+                  "attestation_failed");
+  }
+  SECTION("an event log that is not the one the token's REMs measured") {
+    sim::GrubBoot other = grub_boot();
+    other.kernel_arguments += " init=/bin/sh";
+    expect_denial(attest(world.daemon, {.image_id = image, .logged = other}), 403, "attestation_failed");
+  }
+  SECTION("a token over another challenge (ephemeral key not bound)") {
+    expect_denial(attest(world.daemon, {.image_id = image, .wrong_binding = true}), 403, "attestation_failed");
+  }
+  SECTION("a forged nonce (one byte flipped)") {
+    auto exchange = attest(world.daemon, {.image_id = image, .flip_nonce = true});
+    REQUIRE(exchange.attest);
+    INFO(exchange.attest->body);
+    CHECK(exchange.attest->status >= 400);
+    CHECK(exchange.attest->status < 500);
+    CHECK_FALSE(exchange.key);
+  }
+  SECTION("an unknown image") {
+    auto exchange = attest(world.daemon, {.image_id = "never-enrolled"});
+    INFO(exchange.challenge.body);
+    if (exchange.attest) {
+      CHECK(exchange.attest->status == 404);
+      CHECK(error_code(*exchange.attest) == "unknown_image");
+    } else {
+      CHECK(exchange.challenge.status == 404);
+      CHECK(error_code(exchange.challenge) == "unknown_image");
+    }
+    CHECK_FALSE(exchange.key);
+  }
+  SECTION("a revoked image, until it is reinstated") {
+    auto revoked = world.daemon.admin({"revoke", image});
+    INFO(revoked.output);
+    REQUIRE(revoked.status == 0);
+    expect_denial(attest(world.daemon, {image}), 403, "attestation_failed");
+    REQUIRE(world.daemon.admin({"reinstate", image}).status == 0);
+    expect_release(world);
+  }
+  SECTION("a garbage body") {
+    auto result = protocol::https_post_json(world.daemon.endpoint(), "/v1/attest", "{\"image_id\": [garbage",
+                                            world.daemon.client_options());
+    REQUIRE(result);
+    CHECK(result->status == 400);
+    CHECK(error_code(*result) == "bad_request");
+  }
+  SECTION("an oversized body is refused") {
+    std::string body(protocol::max_attest_body + 1024, 'a');
+    auto result = protocol::https_post_json(world.daemon.endpoint(), "/v1/attest", body, world.daemon.client_options());
+    if (result) {
+      INFO(result->body);
+      CHECK(result->status == 413);
+    } else {
+      SUCCEED("the daemon closed the connection: " << result.error().describe());
+    }
+  }
+  // Whatever was denied, the daemon still serves an honest guest.
+  expect_release(world);
+}
+
+TEST_CASE("a nonce older than its lifetime is refused as expired", "[daemon][integration][slow]") {
+  Enrolled world({.nonce_lifetime_seconds = 5});
+  auto exchange = attest(world.daemon, {.image_id = image, .delay_before_attest = 6500ms});
+  expect_denial(exchange, 410, "expired_nonce");
+}
+
+// Reads until the daemon closes the connection (0) or our own 10 s receive timeout (-1).
+template <class Read>
+std::pair<long, std::chrono::nanoseconds> read_until_closed(Read read) {
+  const auto start = std::chrono::steady_clock::now();
+  long n = 0;
+  char buffer[256];
+  do {
+    n = read(buffer, sizeof buffer);
+  } while (n > 0);
+  return {n, std::chrono::steady_clock::now() - start};
+}
+
+TEST_CASE("a slow client is disconnected after the handshake or request timeout", "[daemon][integration]") {
+  Enrolled world({.request_timeout_ms = 1000, .handshake_timeout_ms = 1000});
+
+  SECTION("half a TLS handshake") {
+    int fd = connect_loopback(world.daemon.port);
+    const unsigned char half[] = {0x16, 0x03, 0x01, 0x02};  // half a ClientHello record header
+    REQUIRE(::send(fd, half, sizeof half, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof half));
+    auto [n, waited] = read_until_closed([fd](char* b, std::size_t size) { return ::recv(fd, b, size, 0); });
+    ::close(fd);
+    CHECK(n == 0);  // closed by the daemon, not by our receive timeout
+    CHECK(waited < 5s);
+  }
+  SECTION("half an HTTP request after a completed TLS 1.3 handshake (CA pinned)") {
+    int fd = connect_loopback(world.daemon.port);
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), &SSL_CTX_free);
+    REQUIRE(ctx);
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(world.daemon.ca_pem.data(),
+                                                                  static_cast<int>(world.daemon.ca_pem.size())),
+                                                  &BIO_free);
+    X509* ca = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
+    REQUIRE(ca != nullptr);
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()), ca);
+    X509_free(ca);
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), &SSL_free);
+    REQUIRE(ssl);
+    SSL_set_fd(ssl.get(), fd);
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), "127.0.0.1");
+    REQUIRE(SSL_connect(ssl.get()) == 1);
+    const std::string half = "POST /v1/attest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 100\r\n\r\n{\"image_id\": ";
+    REQUIRE(SSL_write(ssl.get(), half.data(), static_cast<int>(half.size())) == static_cast<int>(half.size()));
+    auto [n, waited] = read_until_closed(
+        [&ssl](char* b, std::size_t size) { return static_cast<long>(SSL_read(ssl.get(), b, static_cast<int>(size))); });
+    ::close(fd);
+    CHECK(n <= 0);
+    CHECK(waited < 5s);
+  }
+  expect_release(world);
+}
+
+TEST_CASE("after a restart on the same store the key is still released", "[daemon][integration]") {
+  Enrolled world;
+  expect_release(world);
+  CHECK(world.daemon.stop() == 0);
+  world.daemon.start();
+  expect_release(world);
+  auto list = world.daemon.admin({"list"});
+  CHECK(list.status == 0);
+  CHECK(list.output.find(image) != std::string::npos);
+}
+
+TEST_CASE("fde-admin explains a denial and verifies the audit chain then finds an edited record",
+          "[daemon][integration][audit]") {
+  Enrolled world;
+  expect_release(world);
+  expect_denial(attest(world.daemon, {.image_id = image, .rim = crypto::sha256(as_bytes("other firmware"))}), 403,
+                "attestation_failed");
+  expect_release(world);
+
+  auto explained = world.daemon.admin({"explain", image});
+  INFO(explained.output);
+  CHECK(explained.status == 0);
+  CHECK(explained.output.find("FAIL") != std::string::npos);
+  CHECK(explained.output.find("FAIL reference.rim") != std::string::npos);
+
+  auto intact = world.daemon.admin({"audit", "--verify"});
+  INFO(intact.output);
+  REQUIRE(intact.status == 0);
+  CHECK(intact.output.find("audit chain intact: 3 records") != std::string::npos);
+
+  // An attacker with write access to the database file: drop the append-only trigger and
+  // rewrite the denial's reason.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(( world.daemon.root + "/verifier.db").c_str(), &db) == SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  char* message = nullptr;
+  int rc = sqlite3_exec(db,
+                        "DROP TRIGGER audit_no_update;"
+                        "UPDATE audit SET reason = 'nothing to see' WHERE decision = 'deny';",
+                        nullptr, nullptr, &message);
+  std::string error = message != nullptr ? message : "";
+  sqlite3_free(message);
+  const int changed = sqlite3_changes(db);
+  sqlite3_stmt* statement = nullptr;
+  std::int64_t edited = 0;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT sequence FROM audit WHERE reason = 'nothing to see'", -1, &statement,
+                             nullptr) == SQLITE_OK);
+  if (sqlite3_step(statement) == SQLITE_ROW) edited = sqlite3_column_int64(statement, 0);
+  sqlite3_finalize(statement);
+  sqlite3_close(db);
+  INFO(error);
+  REQUIRE(rc == SQLITE_OK);
+  REQUIRE(changed == 1);
+  REQUIRE(edited > 0);
+
+  auto broken = world.daemon.admin({"--json", "audit", "--verify"});
+  INFO(broken.output);
+  CHECK(broken.status == 1);
+  CHECK(broken.output.find("\"first_bad_sequence\": " + std::to_string(edited)) != std::string::npos);
+}
