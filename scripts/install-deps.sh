@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev libfuzzer-14-dev
   libssl-dev libcbor-dev rapidjson-dev libexpected-dev catch2
   libboost-dev libboost-system-dev libcryptsetup-dev libsqlite3-dev libtomlplusplus-dev
-  libext2fs-dev e2fsprogs qemu-utils gdisk cpio bc cryptsetup-bin
+  libext2fs-dev e2fsprogs qemu-utils gdisk cpio bc cryptsetup-bin openssl
   xxd
 )
 missing=()
