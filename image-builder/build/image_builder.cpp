@@ -194,7 +194,7 @@ std::string agent_config_text(const BuildOptions& options, const std::string& lu
   std::string text = "# fde-agent configuration, written by fde-image (measured as part of the initramfs)\n";
   text += "image_id = " + options.image_id + "\n";
   for (const auto& url : options.verifiers) text += "verifier = " + url + "\n";
-  text += "verifier_ca = /etc/fde/verifier-ca.pem\n";
+  text += "ca_file = /etc/fde/verifier-ca.pem\n";  // key names: docs/fde-agent.md
   text += "luks_uuid = " + luks_uuid + "\n";
   return text;
 }
