@@ -10,8 +10,6 @@
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <exception>
@@ -20,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/util/process.hpp"
 #include "common/util/command_line.hpp"
 #include "common/util/file.hpp"
 #include "guest-agent/client/attestation_client.hpp"
@@ -67,9 +66,7 @@ std::string usage() {
 
 void harden_process() {
   // The process holds the disk key: no core file and no ptrace by other users may see it.
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  struct rlimit none {0, 0};
-  ::setrlimit(RLIMIT_CORE, &none);
+  fde::keep_secrets_out_of_core_dumps();
   // A verifier or cryptsetup closing its end must be an error value, not a signal.
   ::signal(SIGPIPE, SIG_IGN);
   ::umask(077);

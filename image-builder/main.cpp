@@ -1,12 +1,11 @@
 // fde-image: command-line front end of the image builder (build, inspect, measure).
 // Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <cstdio>
 #include <iostream>
 
+#include "common/util/process.hpp"
 #include "common/util/command_line.hpp"
 #include "common/util/file.hpp"
 #include "image-builder/build/image_builder.hpp"
@@ -205,10 +204,7 @@ int run_measure(const ParsedOptions& parsed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The process holds the disk key: no core dumps, no ptrace by other users.
-  ::prctl(PR_SET_DUMPABLE, 0);
-  struct rlimit no_core {0, 0};
-  ::setrlimit(RLIMIT_CORE, &no_core);
+  fde::keep_secrets_out_of_core_dumps();  // the process holds the disk key
   struct sigaction action {};
   action.sa_handler = on_signal;
   ::sigaction(SIGINT, &action, nullptr);

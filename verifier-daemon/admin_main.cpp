@@ -2,24 +2,16 @@
 //
 // Exit status (docs/fde-admin.md): 0 done / verified; 1 the daemon refused, a check failed or
 // the audit chain is broken; 2 bad usage, unusable input, or the daemon cannot be reached.
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "common/util/process.hpp"
 #include "verifier-daemon/admin/admin_commands.hpp"
 #include "verifier-daemon/admin/verify_token_command.hpp"
 
 namespace {
-
-void disable_core_dumps() {
-  // `enroll` holds a disk key in memory for a moment.
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  struct rlimit none {0, 0};
-  ::setrlimit(RLIMIT_CORE, &none);
-}
 
 std::string usage() {
   return "usage: fde-admin [--socket PATH] [--json] COMMAND [OPTIONS]\n\n"
@@ -35,7 +27,7 @@ std::string usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  disable_core_dumps();
+  fde::keep_secrets_out_of_core_dumps();  // `enroll` holds a disk key for a moment
   std::vector<std::string> args(argv + 1, argv + argc);
   // Global options may precede the command; they are handed to it like its own.
   std::vector<std::string> socket_globals;

@@ -5,8 +5,6 @@
 // the admin socket); 2 bad usage or configuration (including a file the configuration
 // names: roots, secrets, KEK, TLS pair).
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -18,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/util/process.hpp"
 #include "common/util/file.hpp"
 #include "verifier-daemon/api/admin_api.hpp"
 #include "verifier-daemon/api/attestation_api.hpp"
@@ -35,12 +34,6 @@ constexpr int exit_clean = 0;
 constexpr int exit_runtime = 1;
 constexpr int exit_config = 2;
 
-void disable_core_dumps() {
-  // The process holds the KEK and, briefly, disk keys: no core file may capture them.
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  struct rlimit none {0, 0};
-  ::setrlimit(RLIMIT_CORE, &none);
-}
 
 // Blocked in every thread (threads inherit the mask), taken by sigtimedwait in main.
 sigset_t handled_signals() {
@@ -231,7 +224,7 @@ int run(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  disable_core_dumps();
+  fde::keep_secrets_out_of_core_dumps();  // the KEK and, briefly, disk keys
   // Before any thread exists, so every thread inherits the mask and only sigtimedwait in
   // main sees these signals. SIGPIPE is ignored: a peer closing early is an I/O error.
   const sigset_t set = handled_signals();

@@ -1,7 +1,5 @@
 // fde-sim: the simulated virtCCA platform as a command (create devices, issue tokens, build
 // event logs) for demos and tests. Exit codes: 0 ok, 1 the work failed, 2 usage or input error.
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <charconv>
@@ -12,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/util/process.hpp"
 #include "common/crypto/hash.hpp"
 #include "common/sim/event_log_builder.hpp"
 #include "common/sim/sim_device.hpp"
@@ -350,9 +349,6 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // This process holds private keys: keep them out of core dumps.
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  struct rlimit no_core {};
-  ::setrlimit(RLIMIT_CORE, &no_core);
+  fde::keep_secrets_out_of_core_dumps();  // this process holds private keys
   return run(argc, argv);
 }
