@@ -48,6 +48,8 @@ const std::vector<OptionSpec>& option_specs() {
       {"platform", true, false, "tsi|sim", "platform provider (overrides the configuration)"},
       {"device", true, false, "PATH", "use this LUKS device or image file (its UUID must still match)"},
       {"test-passphrase", false, false, "", "only check that the released key opens a keyslot"},
+      {"header-dir", true, false, "DIR",
+       "private directory for the checked copy of the LUKS2 header (default /run/fde-agent/luks-header)"},
       {"check-config", false, false, "", "validate the configuration, print it and exit"},
       {"resolve-volume", false, false, "", "print 'DEVICE MAPPER-NAME' of the volume and exit"},
       {"version", false, false, "", "print the version and exit"},
@@ -128,6 +130,9 @@ int run(const std::vector<std::string>& args) {
   }
   const std::string explicit_device = options->get("device").value_or("");
   const bool test_only = options->has("test-passphrase");
+  const std::string header_directory = options->get("header-dir").value_or(default_header_directory);
+  if (header_directory.empty() || header_directory.front() != '/')
+    return config_error("--header-dir: must be an absolute path");
 
   if (options->has("check-config")) {
     std::cout << "image_id = " << config->image_id << "\n";
@@ -135,7 +140,8 @@ int run(const std::vector<std::string>& args) {
     if (!config->server_name.empty()) std::cout << "server_name = " << config->server_name << "\n";
     if (!config->sim_dir.empty()) std::cout << "sim_dir = " << config->sim_dir << "\n";
     std::cout << "ca_file = " << config->ca_file << "\nluks_uuid = " << config->luks_uuid
-              << "\nluks_name = " << config->mapper_name() << "\nplatform = " << platform_kind_name(config->platform)
+              << "\nluks_name = " << config->mapper_name() << "\nluks_cipher = " << config->luks_cipher
+              << "\nplatform = " << platform_kind_name(config->platform)
               << "\nfailure_policy = " << failure_policy_name(config->failure_policy)
               << "\nnetwork_timeout = " << format_duration(config->network_timeout)
               << "\ndevice_timeout = " << format_duration(config->device_timeout)
@@ -185,8 +191,14 @@ int run(const std::vector<std::string>& args) {
       test_only ? static_cast<DeviceLocator&>(test_locator) : static_cast<DeviceLocator&>(locator),
       [&client](const VerifierUrl& verifier, TimePoint deadline) { return client.attempt(verifier, deadline); },
       [&](const std::string& device) -> std::unique_ptr<VolumeUnlocker> {
-        return std::make_unique<CryptsetupUnlocker>(
-            CryptsetupOptions{cryptsetup, device, config->mapper_name(), test_only});
+        CryptsetupOptions unlock_options;
+        unlock_options.cryptsetup = cryptsetup;
+        unlock_options.device = device;
+        unlock_options.mapper_name = config->mapper_name();
+        unlock_options.test_only = test_only;
+        unlock_options.expected_cipher = config->luks_cipher;
+        unlock_options.header_directory = header_directory;
+        return std::make_unique<CryptsetupUnlocker>(std::move(unlock_options));
       },
       {},
   };

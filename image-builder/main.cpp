@@ -31,14 +31,15 @@ std::vector<OptionSpec> build_specs() {
       {"output", true, false, "OUT.qcow2", "the encrypted image to write (must not exist)"},
       {"output-format", true, false, "FORMAT", "qcow2 (default) or raw"},
       {"image-id", true, false, "ID", "the image's name at the verifier"},
-      {"verifier", true, true, "URL", "verifier https:// URL the agent contacts (repeatable, in order)"},
+      {"verifier", true, true, "URL", "https:// URL of a verifier, tried in the order given"},
       {"verifier-ca", true, false, "CA.pem", "CA certificate the agent pins for the verifier's TLS"},
       {"agent", true, false, "PATH", "fde-agent binary to add to each initramfs"},
       {"agent-config", true, false, "FILE", "use this /etc/fde/agent.conf instead of the generated one"},
-      {"initramfs-overlay", true, false, "DIR", "directory tree added to each initramfs (dracut hooks)"},
+      {"agent-platform", true, false, "tsi|sim", "platform of the generated agent.conf: tsi (default) or sim (QEMU tests)"},
+      {"initramfs-overlay", true, false, "DIR", "directory tree added to each initramfs (no lib/, bin/, sbin/)"},
       {"recovery-passphrase-file", true, false, "FILE", "add a recovery keyslot (Argon2id) with this passphrase"},
-      {"rim", true, true, "HEX", "accepted firmware RIM for the reference values (repeatable)"},
-      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary (repeatable)"},
+      {"rim", true, true, "HEX", "accepted firmware RIM for the reference values"},
+      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary"},
       {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg)"},
       {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
       {"root-partition", true, false, "N", "GPT entry number of the root partition (default: detected)"},
@@ -54,8 +55,8 @@ std::vector<OptionSpec> build_specs() {
 std::vector<OptionSpec> measure_specs() {
   std::vector<OptionSpec> specs = {
       {"image-id", true, false, "ID", "image id to put into the document"},
-      {"rim", true, true, "HEX", "accepted firmware RIM (repeatable)"},
-      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary (repeatable)"},
+      {"rim", true, true, "HEX", "accepted firmware RIM"},
+      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary"},
       {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg)"},
       {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
       {"output", true, false, "FILE", "write the document here instead of stdout"},
@@ -115,6 +116,11 @@ int run_build(const ParsedOptions& parsed) {
   options.agent = parsed.get("agent");
   options.agent_config = parsed.get("agent-config");
   options.initramfs_overlay = parsed.get("initramfs-overlay");
+  if (auto platform = parsed.get("agent-platform")) {
+    if (*platform == "tsi") options.agent_platform = AgentPlatform::tsi;
+    else if (*platform == "sim") options.agent_platform = AgentPlatform::sim;
+    else return report_error("build", Error{Errc::invalid_argument, "--agent-platform: expected tsi or sim"});
+  }
   options.recovery_passphrase_file = parsed.get("recovery-passphrase-file");
   options.reference_in = parsed.get("reference-in");
   options.kernel_cmdline = parsed.get("kernel-cmdline");

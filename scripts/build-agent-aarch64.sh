@@ -28,28 +28,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-build_agent() {  # build_agent DIR [cmake args...]
-  local dir=$1
-  shift
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFDE_AGENT_ONLY=ON -DFDE_AGENT_STATIC=ON \
-    -DFDE_WITH_SIM="$with_sim" "$@" >/dev/null
-  cmake --build "$dir" --target fde-agent -j"$(nproc)"
-}
-
 echo "== aarch64: static fde-agent in build-aarch64 =="
-build_agent build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake
+ARCH=aarch64 scripts/build-agent.sh
 aarch64=build-aarch64/guest-agent/fde-agent
-file "$aarch64"
-file "$aarch64" | grep -q 'ARM aarch64.*statically linked'
-aarch64-linux-gnu-strip -o "$aarch64.stripped" "$aarch64"
-qemu-aarch64-static "$aarch64.stripped" --version
 
 echo "== x86_64: static fde-agent in build-agent-x86_64 =="
-build_agent build-agent-x86_64
+ARCH=x86_64 scripts/build-agent.sh
 x86_64=build-agent-x86_64/guest-agent/fde-agent
-file "$x86_64" | grep -q 'x86-64.*statically linked'
-strip -o "$x86_64.stripped" "$x86_64"
-"$x86_64.stripped" --version
 
 if [ -n "${FDE_HOST_BUILD:-}" ] && [ "$with_sim" = ON ]; then
   echo "== aarch64 agent under QEMU against fde-verifierd on loopback (simulated platform) =="

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages needed to build, test and fuzz the project (run as root).
+# Installs the Debian 12 packages needed to build, test and fuzz the project and to boot its
+# end-to-end test under QEMU (run as root).
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev libfuzzer-14-dev
   libssl-dev libcbor-dev rapidjson-dev libexpected-dev catch2
   libboost-dev libboost-system-dev libcryptsetup-dev libsqlite3-dev libtomlplusplus-dev
   libext2fs-dev e2fsprogs qemu-utils gdisk cpio bc cryptsetup-bin openssl
-  xxd
+  xxd file iproute2
+  # the end-to-end boot test (test/e2e) and the demo: a Debian kernel booted under QEMU with a
+  # dracut initramfs, a busybox root, the verifier reached through a socat forward
+  qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static socat
 )
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs dependencies, builds with ASan+UBSan, builds the static
 # x86_64 and aarch64 agents (the aarch64 one runs under qemu-user in the integration test),
-# runs every CTest test, then builds the libFuzzer targets with clang and runs each for a
+# runs every CTest test (the QEMU end-to-end boot last, on its own), then builds the libFuzzer targets with clang and runs each for a
 # bounded time. FDE_FUZZ_SECONDS (default 60) sets the per-target fuzzing time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,11 @@ BUILD_DIR=build-test BUILD_TYPE=Debug scripts/build.sh -DFDE_SANITIZE=ON
 echo "== static agents for x86_64 and aarch64 =="
 FDE_HOST_BUILD=build-test scripts/build-agent-aarch64.sh
 
-ctest --test-dir build-test --output-on-failure -j"$(nproc)"
+ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE e2e
+
+echo "== end to end: QEMU boots an encrypted image that unlocks through fde-verifierd =="
+# Alone, so the TCG guest has the CPU to itself and the other suites' timings are unaffected.
+ctest --test-dir build-test --output-on-failure -L e2e
 
 echo "== build and run the fuzz targets =="
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFDE_FUZZ=ON -DFDE_BUILD_TESTS=OFF -DFDE_WITH_SIM=OFF \

@@ -60,17 +60,31 @@ bool valid_mapper_name(std::string_view name) {
   });
 }
 
+// A dm-crypt cipher specification as LUKS2 stores it ("aes-xts-plain64",
+// "capi:xts(aes)-plain64"); never a null cipher, which would leave the disk in the clear.
+Result<void> check_cipher(std::string_view cipher) {
+  const bool ok = cipher.size() <= 64 && std::all_of(cipher.begin(), cipher.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == ':' || c == '(' || c == ')';
+  });
+  if (!ok) return fail(Errc::invalid_argument, "'" + std::string(cipher) + "' is not a cipher specification like aes-xts-plain64");
+  std::string lower(cipher);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.find("null") != std::string::npos)
+    return fail(Errc::invalid_argument, "'" + std::string(cipher) + "' is a null cipher: the disk would not be encrypted");
+  return {};
+}
+
 bool absolute_path(std::string_view path) { return !path.empty() && path.front() == '/'; }
 
 // Settings that can be given once; `verifier` accumulates instead.
 enum class Key {
-  image_id, verifier, ca_file, server_name, luks_uuid, luks_name, platform, sim_dir, failure_policy,
+  image_id, verifier, ca_file, server_name, luks_uuid, luks_name, luks_cipher, platform, sim_dir, failure_policy,
   network_timeout, device_timeout, attempt_timeout, overall_timeout, backoff_initial, backoff_max, cryptsetup,
 };
 struct KeyInfo {
   std::string_view name;
   Key key;
-  bool file_only;  // trust anchors and programs come only from the measured file
+  bool file_only;  // trust anchors, programs and the expected cipher come only from the measured file
 };
 constexpr KeyInfo keys[] = {
     {"image_id", Key::image_id, false},
@@ -79,6 +93,9 @@ constexpr KeyInfo keys[] = {
     {"server_name", Key::server_name, false},
     {"luks_uuid", Key::luks_uuid, false},
     {"luks_name", Key::luks_name, false},
+    // What a LUKS2 header must say is part of the trust anchor: a kernel argument could
+    // otherwise accept a header the host weakened.
+    {"luks_cipher", Key::luks_cipher, true},
     {"platform", Key::platform, false},
     {"sim_dir", Key::sim_dir, false},
     {"failure_policy", Key::failure_policy, false},
@@ -240,6 +257,10 @@ Result<void> apply_setting(AgentConfig& config, std::string_view key, std::strin
     case Key::luks_name:
       if (!valid_mapper_name(value)) return bad(origin, key, "'" + text + "' is not a device-mapper name ([A-Za-z0-9._-])");
       config.luks_name = text;
+      return {};
+    case Key::luks_cipher:
+      if (auto valid = check_cipher(value); !valid) return bad(origin, key, valid.error().message);
+      config.luks_cipher = text;
       return {};
     case Key::platform:
       if (value == "tsi") config.platform = PlatformKind::tsi;

@@ -38,6 +38,8 @@ struct AgentConfig {
   std::string server_name;             // name checked in the certificate; empty: the URL's IP
   std::string luks_uuid;               // canonical lowercase 8-4-4-4-12
   std::string luks_name;               // device-mapper name; empty: "luks-<uuid>"
+  // The data segment cipher the LUKS2 header must name and the opened mapping must use.
+  std::string luks_cipher = "aes-xts-plain64";
   PlatformKind platform = PlatformKind::tsi;
   std::string sim_dir;                 // sim only; empty: QEMU fw_cfg opt/fde/*
   FailurePolicy failure_policy = FailurePolicy::poweroff;
@@ -58,7 +60,7 @@ inline constexpr std::string_view kernel_argument_prefix = "rd.fde.";
 
 // Applies one setting. `origin` prefixes errors ("/etc/fde/agent.conf:7",
 // "kernel argument rd.fde.verifier"). `from_kernel` refuses the settings that must come from
-// the measured file only (ca_file, cryptsetup).
+// the measured file only (ca_file, cryptsetup, luks_cipher).
 Result<void> apply_setting(AgentConfig& config, std::string_view key, std::string_view value,
                            const std::string& origin, bool from_kernel);
 

@@ -4,11 +4,17 @@
 # runs the unlock after the network is up and before the root filesystem is mounted, in both
 # systemd-based and script-based initramfs images (docs/fde-agent.md).
 #
+# Two ways to use it:
+#  - With the agent configured on the build host: the agent, its configuration and the CA
+#    file (and, for simulated-platform builds, sim_dir) named in it are copied in.
+#  - Without them (the usual case for an image that fde-image will encrypt): the module
+#    installs only what the unlock needs at run time (cryptsetup, dm-crypt, the network,
+#    qemu_fw_cfg, the hooks); `fde-image build` appends the agent, its configuration, the CA
+#    and the same hook files to the initramfs once the image id and verifiers are known.
+#
 # Build-host inputs (override with environment variables when running dracut):
 #   FDE_AGENT_BINARY  the static agent          (default /usr/sbin/fde-agent)
 #   FDE_AGENT_CONFIG  the agent's configuration (default /etc/fde/agent.conf)
-# The CA file (and, for simulated-platform builds, sim_dir) named in the configuration are
-# copied to the same paths inside the initramfs.
 
 fde_agent_binary() { echo "${FDE_AGENT_BINARY:-/usr/sbin/fde-agent}"; }
 fde_agent_config() { echo "${FDE_AGENT_CONFIG:-/etc/fde/agent.conf}"; }
@@ -19,12 +25,17 @@ fde_config_value() {
     sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*//p" "$(fde_agent_config)" | sed 's/[[:space:]]*$//' | tail -n 1
 }
 
+# Whether the agent is configured on this host (binary and configuration both present).
+fde_agent_configured() { [[ -x "$(fde_agent_binary)" && -f "$(fde_agent_config)" ]]; }
+
 check() {
-    # Included only on request (add_dracutmodules+=" fde-agent "), and only when the agent
-    # and its configuration exist on this host: an initramfs without them could not unlock.
-    [[ -x "$(fde_agent_binary)" ]] || { derror "fde-agent: $(fde_agent_binary) is missing"; return 1; }
-    [[ -f "$(fde_agent_config)" ]] || { derror "fde-agent: $(fde_agent_config) is missing"; return 1; }
+    # Included only on request (add_dracutmodules+=" fde-agent ").
     require_binaries cryptsetup || return 1
+    if [[ -e "$(fde_agent_binary)" || -e "$(fde_agent_config)" ]] && ! fde_agent_configured; then
+        # Half a configuration is a mistake, not the fde-image case.
+        derror "fde-agent: need both $(fde_agent_binary) and $(fde_agent_config), or neither"
+        return 1
+    fi
     return 255
 }
 
@@ -37,13 +48,16 @@ depends() {
 
 installkernel() {
     hostonly='' instmods dm_crypt
-    # The simulated platform reads its inputs from QEMU fw_cfg.
-    if [[ "$(fde_config_value platform)" == sim ]]; then
+    # The simulated platform reads its inputs from QEMU fw_cfg. Without a configuration on
+    # this host the platform is chosen later (by fde-image), so the module is always added;
+    # it loads only where QEMU's fw_cfg device exists.
+    if ! fde_agent_configured || [[ "$(fde_config_value platform)" == sim ]]; then
         hostonly='' instmods qemu_fw_cfg
     fi
 }
 
-install() {
+# The agent, its configuration, the CA and sim_dir, when configured on this host.
+install_configured_agent() {
     local config ca sim_dir
     config="$(fde_agent_config)"
     inst_simple "$(fde_agent_binary)" /usr/sbin/fde-agent
@@ -58,6 +72,15 @@ install() {
     if [[ -n "$sim_dir" && -d "$sim_dir" ]]; then
         local f
         for f in "$sim_dir"/*; do [[ -f "$f" ]] && inst_simple "$f" "$f"; done
+    fi
+    return 0
+}
+
+install() {
+    if fde_agent_configured; then
+        install_configured_agent || return 1
+    else
+        dinfo "fde-agent: no agent configured on this host; fde-image adds it to the initramfs"
     fi
 
     inst_multiple cryptsetup mkdir sleep

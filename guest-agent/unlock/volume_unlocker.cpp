@@ -1,41 +1,21 @@
-// Running cryptsetup with the key on a pipe.
+// Checking the LUKS2 header copy, then running cryptsetup with the key on a pipe.
 #include "guest-agent/unlock/volume_unlocker.hpp"
 
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <ctime>
-
-extern char** environ;
+#include "guest-agent/unlock/dm_table.hpp"
+#include "guest-agent/unlock/luks2_header.hpp"
+#include "guest-agent/unlock/program_runner.hpp"
 
 namespace fde::agent {
 
 namespace {
 
-// Closes a descriptor once, on every path.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
+// `cryptsetup status`/`close` print a few lines.
+constexpr std::size_t max_close_output = 64 * 1024;
 
- private:
-  int fd_;
-};
-
-std::string describe_status(int status) {
+std::string describe_open_status(int status) {
   if (WIFEXITED(status)) {
     // cryptsetup(8) EXIT STATUS.
     switch (WEXITSTATUS(status)) {
@@ -47,16 +27,30 @@ std::string describe_status(int status) {
       default: return "cryptsetup failed (exit " + std::to_string(WEXITSTATUS(status)) + ")";
     }
   }
-  if (WIFSIGNALED(status)) return "cryptsetup was killed by signal " + std::to_string(WTERMSIG(status));
-  return "cryptsetup ended abnormally";
+  return "cryptsetup " + describe_wait_status(status);
 }
 
 }  // namespace
 
-std::vector<std::string> CryptsetupUnlocker::arguments() const {
-  if (options_.test_only)
-    return {options_.cryptsetup, "open", "--test-passphrase", "--key-file=-", options_.device};
-  return {options_.cryptsetup, "open", "--key-file=-", options_.device, options_.mapper_name};
+CryptsetupUnlocker::CryptsetupUnlocker(CryptsetupOptions options) : options_(std::move(options)) {
+  if (!options_.mapping_cipher)
+    options_.mapping_cipher = [](const std::string& name) { return read_mapping_cipher(name); };
+}
+
+std::vector<std::string> CryptsetupUnlocker::dump_arguments(const std::string& header_copy) const {
+  // --type luks2: a LUKS1 header is refused (exit 1). No token plugin is loaded for a header
+  // the host wrote.
+  return {options_.cryptsetup, "luksDump",      "--type", "luks2", "--disable-external-tokens",
+          "--dump-json-metadata", header_copy};
+}
+
+std::vector<std::string> CryptsetupUnlocker::open_arguments(const std::string& header_copy) const {
+  std::vector<std::string> args{options_.cryptsetup, "open"};
+  if (options_.test_only) args.push_back("--test-passphrase");
+  args.insert(args.end(), {"--type", "luks2", "--header", header_copy, "--disable-external-tokens", "--key-file=-",
+                           options_.device});
+  if (!options_.test_only) args.push_back(options_.mapper_name);
+  return args;
 }
 
 std::string CryptsetupUnlocker::describe() const {
@@ -72,75 +66,50 @@ std::string CryptsetupUnlocker::done() const {
 
 Result<void> CryptsetupUnlocker::unlock(const SecretBytes& key) {
   if (key.empty()) return fail(Errc::invalid_argument, "no key to unlock with");
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return fail(Errc::io, std::string("pipe: ") + std::strerror(errno));
-  Fd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  const std::string refused = "LUKS header of " + options_.device + " refused: ";
 
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attributes;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attributes);
-  // The child's stdin is the pipe; dup2 clears O_CLOEXEC on the copy. stdout and stderr
-  // stay the agent's, so cryptsetup's own messages reach the console.
-  posix_spawn_file_actions_adddup2(&actions, read_end.get(), STDIN_FILENO);
-  // The agent ignores SIGPIPE; cryptsetup gets the default back.
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigdefault(&attributes, &defaults);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
-
-  std::vector<std::string> args = arguments();
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  int spawn_error = ::posix_spawn(&pid, options_.cryptsetup.c_str(), &actions, &attributes, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attributes);
-  read_end.reset();
-  if (spawn_error != 0)
-    return fail(Errc::io, "cannot run " + options_.cryptsetup + ": " + std::strerror(spawn_error));
-
-  // At most 64 bytes: far below PIPE_BUF, so one write fits the pipe whether or not
-  // cryptsetup has started reading. EPIPE means it exited first; its status says why.
-  // SIGPIPE is blocked around the write (and a pending one consumed), so this works whatever
-  // the caller's disposition is.
-  sigset_t pipe_signal, previous_mask;
-  sigemptyset(&pipe_signal);
-  sigaddset(&pipe_signal, SIGPIPE);
-  sigset_t pending;
-  sigpending(&pending);
-  const bool already_pending = sigismember(&pending, SIGPIPE) == 1;
-  pthread_sigmask(SIG_BLOCK, &pipe_signal, &previous_mask);
-  Result<void> written;
-  std::size_t offset = 0;
-  while (offset < key.size()) {
-    ssize_t n = ::write(write_end.get(), key.data() + offset, key.size() - offset);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      if (errno == EPIPE && !already_pending) {
-        const timespec no_wait{0, 0};
-        while (::sigtimedwait(&pipe_signal, nullptr, &no_wait) < 0 && errno == EINTR) {
-        }
-      } else if (errno != EPIPE) {
-        written = fail(Errc::io, std::string("writing the key to cryptsetup: ") + std::strerror(errno));
-      }
-      break;
-    }
-    offset += static_cast<std::size_t>(n);
+  // 1. A snapshot of the header area that the host cannot change any more.
+  auto copy = copy_luks2_header(options_.device, options_.header_directory, options_.mapper_name);
+  if (!copy) {
+    if (copy.error().code == Errc::io)
+      return fail(Errc::io, "cannot copy the LUKS header of " + options_.device + ": " + copy.error().message);
+    return fail(Errc::verification_failed, refused + copy.error().message);
   }
-  pthread_sigmask(SIG_SETMASK, &previous_mask, nullptr);
-  // End of file tells cryptsetup the key is complete (--key-file=- reads to EOF).
-  write_end.reset();
 
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return fail(Errc::io, std::string("waitpid: ") + std::strerror(errno));
-  }
-  if (!written) return written;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return fail(Errc::verification_failed, describe_status(status));
-  return {};
+  // 2. cryptsetup's own reading of that snapshot (checksums, JSON validation), then ours.
+  auto dump = run_program(dump_arguments(copy->path()), {nullptr, max_luks_dump_output});
+  if (!dump) return fail(Errc::io, "cryptsetup luksDump: " + dump.error().message);
+  if (!dump->succeeded())
+    return fail(Errc::verification_failed, refused + "cryptsetup luksDump does not read it as a LUKS2 header (" +
+                                               describe_wait_status(dump->wait_status) + ")");
+  if (auto checked = check_luks2_metadata(dump->output, options_.expected_cipher, copy->size()); !checked)
+    return fail(Errc::verification_failed, refused + checked.error().message);
+
+  // 3. The open, with exactly the checked bytes as the header.
+  auto opened = run_program(open_arguments(copy->path()), {&key, 0});
+  copy->remove();
+  if (!opened) return fail(Errc::io, "cryptsetup open: " + opened.error().message);
+  if (!opened->succeeded()) return fail(Errc::verification_failed, describe_open_status(opened->wait_status));
+  if (options_.test_only) return {};
+
+  // 4. What the kernel mapped, whatever cryptsetup believed.
+  return confirm_mapping();
+}
+
+Result<void> CryptsetupUnlocker::confirm_mapping() {
+  auto cipher = options_.mapping_cipher(options_.mapper_name);
+  if (cipher && *cipher == options_.expected_cipher) return {};
+  const std::string problem = cipher ? "/dev/mapper/" + options_.mapper_name + " uses '" + *cipher + "', expected '" +
+                                           options_.expected_cipher + "'"
+                                     : "cannot confirm the cipher of /dev/mapper/" + options_.mapper_name + ": " +
+                                           cipher.error().message;
+  auto closed = run_program({options_.cryptsetup, "close", options_.mapper_name}, {nullptr, max_close_output});
+  const bool was_closed = closed && closed->succeeded();
+  return fail(Errc::verification_failed,
+              problem + (was_closed ? "; closed it again"
+                                    : "; closing it failed (" +
+                                          (closed ? describe_wait_status(closed->wait_status) : closed.error().message) +
+                                          "), the boot must not continue"));
 }
 
 Result<std::string> find_cryptsetup() {

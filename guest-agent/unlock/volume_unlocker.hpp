@@ -1,9 +1,15 @@
-// Handing the released key to LUKS: `cryptsetup open --key-file=- DEVICE NAME` with the key
-// written to its stdin through a pipe (design.md section 2 step 7). The key is never in a
-// file, an argument or the environment. Debian has no static libcryptsetup, so the static
-// agent runs the initramfs's cryptsetup rather than linking the library.
+// Handing the released key to LUKS (design.md section 2 step 7), on a header the agent has
+// checked: the LUKS2 header area is copied into a private file and checked there (no null
+// cipher in any keyslot or segment, exactly one data segment with the configured cipher;
+// unlock/luks2_header.hpp), then `cryptsetup open --header COPY --key-file=- DEVICE NAME`
+// gets the key on its stdin through a pipe, so cryptsetup uses exactly the checked bytes.
+// After the open, the kernel's table of the mapping must show the configured cipher, or the
+// mapping is closed again. The key is never in a file, an argument or the environment.
+// Debian has no static libcryptsetup, so the static agent runs the initramfs's cryptsetup
+// rather than linking the library.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +28,9 @@ class VolumeUnlocker {
   virtual std::string done() const = 0;
 };
 
+inline constexpr const char* default_luks_cipher = "aes-xts-plain64";
+inline constexpr const char* default_header_directory = "/run/fde-agent/luks-header";
+
 struct CryptsetupOptions {
   std::string cryptsetup;   // program path
   std::string device;       // the LUKS block device or image file
@@ -29,18 +38,26 @@ struct CryptsetupOptions {
   // `--test-passphrase`: only check that the key opens a keyslot (no device-mapper needed;
   // used by the tests and for a dry run).
   bool test_only = false;
+  // The data segment's cipher the header must name and the mapping must use (luks_cipher).
+  std::string expected_cipher = default_luks_cipher;
+  // Private directory for the header copy (tmpfs in the initramfs).
+  std::string header_directory = default_header_directory;
+  // The opened mapping's cipher; by default from the kernel (unlock/dm_table.hpp).
+  std::function<Result<std::string>(const std::string& mapper_name)> mapping_cipher;
 };
 
 class CryptsetupUnlocker final : public VolumeUnlocker {
  public:
-  explicit CryptsetupUnlocker(CryptsetupOptions options) : options_(std::move(options)) {}
+  explicit CryptsetupUnlocker(CryptsetupOptions options);
   std::string describe() const override;
   Result<void> unlock(const SecretBytes& key) override;
   std::string done() const override;
-  // The argument vector (without the key, which goes to stdin).
-  std::vector<std::string> arguments() const;
+  // The argument vectors (the key goes to stdin).
+  std::vector<std::string> dump_arguments(const std::string& header_copy) const;
+  std::vector<std::string> open_arguments(const std::string& header_copy) const;
 
  private:
+  Result<void> confirm_mapping();
   CryptsetupOptions options_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -21,6 +22,7 @@
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/raw_file.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
+#include "image-builder/initramfs/agent_runtime_files.hpp"
 #include "image-builder/initramfs/cpio_writer.hpp"
 #include "image-builder/luks/luks_volume.hpp"
 #include "image-builder/luks/xts_encryptor.hpp"
@@ -196,7 +198,41 @@ std::string agent_config_text(const BuildOptions& options, const std::string& lu
   for (const auto& url : options.verifiers) text += "verifier = " + url + "\n";
   text += "ca_file = /etc/fde/verifier-ca.pem\n";  // key names: docs/fde-agent.md
   text += "luks_uuid = " + luks_uuid + "\n";
+  if (options.agent_platform == AgentPlatform::sim) text += "platform = sim\n";
   return text;
+}
+
+// The files of --initramfs-overlay DIR at the same paths, in sorted order (reproducible
+// archive, reproducible digest). Each directory becomes a directory entry, so CpioWriter
+// refuses an overlay with lib/, bin/, sbin/, ... (usr-merge symlinks in the base initramfs).
+Result<void> add_overlay(CpioWriter& cpio, const std::string& overlay) {
+  std::error_code ec;
+  if (!fs::is_directory(overlay, ec))
+    return fail(Errc::invalid_argument, overlay + ": not a directory");
+  std::vector<fs::path> paths;
+  for (auto it = fs::recursive_directory_iterator(overlay, ec); !ec && it != fs::end(it); it.increment(ec))
+    paths.push_back(it->path());
+  if (ec) return fail(Errc::io, overlay + ": " + ec.message());
+  std::sort(paths.begin(), paths.end());
+  for (const auto& path : paths) {
+    const std::string inside = "/" + fs::relative(path, overlay).string();
+    const auto status = fs::symlink_status(path);
+    const auto mode = static_cast<std::uint32_t>(status.permissions()) & 07777;
+    Result<void> added;
+    if (fs::is_symlink(status)) {
+      added = cpio.add_symlink(inside, fs::read_symlink(path).string());
+    } else if (fs::is_directory(status)) {
+      added = cpio.add_directory(inside, mode);
+    } else if (fs::is_regular_file(status)) {
+      auto content = read_file(path.string(), max_agent_size);
+      if (!content) return tl::unexpected(content.error());
+      added = cpio.add_file(inside, *content, mode);
+    } else {
+      added = fail(Errc::unsupported, path.string() + ": not a file, directory or symlink");
+    }
+    if (!added) return added;
+  }
+  return {};
 }
 
 Result<Bytes> build_initramfs_addition(const BuildOptions& options, const std::string& luks_uuid) {
@@ -204,7 +240,10 @@ Result<Bytes> build_initramfs_addition(const BuildOptions& options, const std::s
   if (options.agent) {
     auto agent = read_file(*options.agent, max_agent_size);
     if (!agent) return fail_with_context("--agent", agent.error());
-    cpio.add_file("/usr/sbin/fde-agent", *agent, 0755);
+    // No parent entry: dracut creates /usr/sbin in every image, as a symlink to bin where the
+    // host has one (Fedora 42 and later), which a directory entry would replace.
+    if (auto ok = cpio.add_file("/usr/sbin/fde-agent", *agent, 0755, Parents::assume_present); !ok)
+      return tl::unexpected(ok.error());
   }
   Bytes config;
   if (options.agent_config) {
@@ -215,33 +254,14 @@ Result<Bytes> build_initramfs_addition(const BuildOptions& options, const std::s
     const std::string text = agent_config_text(options, luks_uuid);
     config.assign(text.begin(), text.end());
   }
-  cpio.add_file("/etc/fde/agent.conf", config, 0644);
+  if (auto ok = cpio.add_file("/etc/fde/agent.conf", config, 0644); !ok) return tl::unexpected(ok.error());
   auto ca = read_file(options.verifier_ca, max_small_file);
   if (!ca) return fail_with_context("--verifier-ca", ca.error());
-  cpio.add_file("/etc/fde/verifier-ca.pem", *ca, 0644);
-  if (options.initramfs_overlay) {
-    std::error_code ec;
-    std::vector<fs::path> paths;
-    for (auto it = fs::recursive_directory_iterator(*options.initramfs_overlay, ec); !ec && it != fs::end(it);
-         it.increment(ec))
-      paths.push_back(it->path());
-    if (ec) return fail(Errc::io, "--initramfs-overlay " + *options.initramfs_overlay + ": " + ec.message());
-    std::sort(paths.begin(), paths.end());  // reproducible archive, reproducible digest
-    for (const auto& path : paths) {
-      const std::string inside = "/" + fs::relative(path, *options.initramfs_overlay).string();
-      const auto status = fs::symlink_status(path);
-      const auto mode = static_cast<std::uint32_t>(status.permissions()) & 07777;
-      if (fs::is_symlink(status)) {
-        cpio.add_symlink(inside, fs::read_symlink(path).string());
-      } else if (fs::is_directory(status)) {
-        cpio.add_directory(inside, mode);
-      } else if (fs::is_regular_file(status)) {
-        auto content = read_file(path.string(), max_agent_size);
-        if (!content) return fail_with_context("--initramfs-overlay", content.error());
-        cpio.add_file(inside, *content, mode);
-      }
-    }
-  }
+  if (auto ok = cpio.add_file("/etc/fde/verifier-ca.pem", *ca, 0644); !ok) return tl::unexpected(ok.error());
+  if (auto ok = add_agent_runtime_files(cpio); !ok) return fail_with_context("agent runtime files", ok.error());
+  if (options.initramfs_overlay)
+    if (auto ok = add_overlay(cpio, *options.initramfs_overlay); !ok)
+      return fail_with_context("--initramfs-overlay " + *options.initramfs_overlay, ok.error());
   return cpio.finish();
 }
 
@@ -250,6 +270,10 @@ Result<void> check_options(const BuildOptions& options) {
   if (options.verifiers.empty()) return fail(Errc::invalid_argument, "at least one --verifier URL is required");
   for (const auto& url : options.verifiers)
     if (url.rfind("https://", 0) != 0) return fail(Errc::invalid_argument, "--verifier " + url + ": must be an https:// URL");
+  if (options.agent_config && options.agent_platform)
+    return fail(Errc::invalid_argument,
+                "--agent-platform sets the platform of the generated agent.conf; with --agent-config, set "
+                "`platform` in that file");
   if (options.sector_size != 512 && options.sector_size != 4096)
     return fail(Errc::invalid_argument, "--sector-size must be 512 or 4096");
   for (const auto& path : {options.output, options.bundle_path, options.reference_path})
@@ -259,6 +283,10 @@ Result<void> check_options(const BuildOptions& options) {
   const std::string text(ca->begin(), ca->end());
   if (text.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
     return fail(Errc::malformed, "--verifier-ca " + options.verifier_ca + ": no PEM certificate");
+  // The archive as it will be but for the LUKS UUID, so that a refused overlay or an
+  // unreadable agent fails now rather than after the encryption.
+  if (auto trial = build_initramfs_addition(options, "00000000-0000-0000-0000-000000000000"); !trial)
+    return tl::unexpected(trial.error());
   return {};
 }
 
@@ -577,9 +605,19 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
                                     [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; });
       out << "    initramfs " << *kernel.initramfs_path << ": "
           << (ours ? "fde-image archive appended:" : "no fde-image archive") << "\n";
-      if (ours)
-        for (const auto& e : entries)
-          if ((e.mode & 0170000) != 0040000) out << "      " << e.path << " (" << e.size << " bytes)\n";
+      if (!ours) continue;
+      for (const auto& e : entries) {
+        const std::uint32_t type = e.mode & 0170000;
+        if (type == 0040000) continue;  // directories: implied by the paths
+        out << "      " << e.path;
+        if (type == 0120000)
+          out << " -> " << as_text(cpio_entry_content(*content, e)) << "\n";
+        else {
+          char mode[8];
+          std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(e.mode & 07777));
+          out << " (" << e.size << " bytes, mode " << mode << ")\n";
+        }
+      }
     }
   }
   return out.str();

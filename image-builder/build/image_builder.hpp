@@ -13,6 +13,12 @@
 
 namespace fde::image {
 
+// The `platform` the generated agent.conf names (docs/fde-agent.md).
+enum class AgentPlatform {
+  tsi,  // the virtCCA device (the agent's default: no line written)
+  sim,  // the simulated platform, for tests and demos under QEMU (agents built with FDE_WITH_SIM)
+};
+
 struct BuildOptions {
   std::string input;
   std::optional<ImageFormat> input_format;  // nullopt: qcow2, checked by its magic
@@ -23,6 +29,7 @@ struct BuildOptions {
   std::string verifier_ca;             // PEM file
   std::optional<std::string> agent;    // agent binary to put into the initramfs
   std::optional<std::string> agent_config;       // ready-made agent.conf instead of ours
+  std::optional<AgentPlatform> agent_platform;   // for the generated agent.conf; nullopt: tsi
   std::optional<std::string> initramfs_overlay;  // directory tree copied into the initramfs
   std::optional<std::string> recovery_passphrase_file;
   std::vector<Bytes> firmware_rims;

@@ -1,16 +1,28 @@
 // newc cpio writer and a small reader for the archive fde-image appends.
 #include "image-builder/initramfs/cpio_writer.hpp"
 
-#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
-#include <set>
 
 namespace fde::image {
 namespace {
 
 constexpr char newc_magic[] = "070701";
 constexpr std::size_t header_size = 110;
+constexpr std::size_t max_name_size = 4095;  // the kernel's unpacker skips names over PATH_MAX
+constexpr std::uint32_t type_mask = 0170000;
+constexpr std::uint32_t type_directory = 0040000;
+constexpr std::uint32_t type_regular = 0100000;
+constexpr std::uint32_t type_symlink = 0120000;
+
+// The kernel's unpacker (init/initramfs.c, clean_path) removes an existing path whose file
+// type differs from the entry's before creating the entry. In usr-merged initramfs images
+// (dracut mirrors the host: Debian 12, Fedora, ...) these are symlinks into /usr, and on
+// Fedora 42 and later /usr/sbin is one to bin: a directory entry for one of them would
+// replace the symlink with an empty directory and take every library and tool behind it
+// out of the boot.
+constexpr std::array<const char*, 7> usr_merge_symlinks = {"lib", "lib32", "lib64", "libx32", "bin", "sbin", "usr/sbin"};
 
 void pad4(Bytes& out) {
   while (out.size() % 4 != 0) out.push_back(0);
@@ -22,20 +34,69 @@ std::string hex8(std::uint64_t value) {
   return text;
 }
 
-std::string strip_slash(std::string path) {
-  while (!path.empty() && path.front() == '/') path.erase(path.begin());
-  return path;
+// "/usr/sbin/x" and "usr/sbin/x/" -> "usr/sbin/x"; empty, ".", ".." and "a//b" are refused,
+// as the kernel would create such entries somewhere else or not at all.
+Result<std::string> normalize(const std::string& path) {
+  std::size_t begin = 0, end = path.size();
+  while (begin < end && path[begin] == '/') ++begin;
+  while (end > begin && path[end - 1] == '/') --end;
+  std::string name = path.substr(begin, end - begin);
+  if (name.empty() || name.size() > max_name_size || name == "TRAILER!!!")
+    return fail(Errc::invalid_argument, "'" + path + "' is not a usable path in an initramfs archive");
+  for (std::size_t start = 0; start <= name.size();) {
+    std::size_t slash = name.find('/', start);
+    if (slash == std::string::npos) slash = name.size();
+    const std::string component = name.substr(start, slash - start);
+    if (component.empty() || component == "." || component == "..")
+      return fail(Errc::invalid_argument, "'" + path + "': empty, '.' or '..' path component");
+    start = slash + 1;
+  }
+  return name;
+}
+
+Error usr_merge_refusal(const std::string& name) {
+  return Error{Errc::unsupported,
+               "refusing a directory entry for /" + name + ": usr-merged initramfs images have a symlink there, "
+               "which the kernel's initramfs unpacker would replace with an empty directory (unbootable); "
+               "put the files under /usr instead"};
 }
 
 }  // namespace
 
-void CpioWriter::add_entry(const std::string& path, std::uint32_t mode, ByteView content) {
-  const std::string name = strip_slash(path);
+bool is_usr_merge_symlink(const std::string& path) {
+  auto name = normalize(path);
+  if (!name) return false;
+  for (const char* symlink : usr_merge_symlinks)
+    if (*name == symlink) return true;
+  return false;
+}
+
+Result<CpioWriter::Placement> CpioWriter::place(const std::string& path, Parents parents) const {
+  auto name = normalize(path);
+  if (!name) return tl::unexpected(name.error());
+  if (modes_.count(*name)) return fail(Errc::invalid_argument, "/" + *name + " is already in the archive");
+  Placement placement{*name, {}};
+  for (std::size_t slash = name->find('/'); slash != std::string::npos; slash = name->find('/', slash + 1)) {
+    const std::string parent = name->substr(0, slash);
+    const auto known = modes_.find(parent);
+    if (known != modes_.end()) {
+      if ((known->second & type_mask) != type_directory)
+        return fail(Errc::invalid_argument, "/" + *name + ": its parent /" + parent + " is not a directory");
+      continue;
+    }
+    if (parents == Parents::assume_present) continue;
+    if (is_usr_merge_symlink(parent)) return fail_with_context("/" + *name, usr_merge_refusal(parent));
+    placement.parents.push_back(parent);
+  }
+  return placement;
+}
+
+void CpioWriter::add_entry(const std::string& name, std::uint32_t mode, ByteView content) {
   std::string header = newc_magic;
   // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor,
   // namesize, check. mtime 0 keeps the archive (and so the initramfs digest) reproducible.
   for (std::uint64_t field : {std::uint64_t{next_inode_++}, std::uint64_t{mode}, std::uint64_t{0}, std::uint64_t{0},
-                              std::uint64_t{(mode & 0170000) == 0040000 ? 2u : 1u}, std::uint64_t{0},
+                              std::uint64_t{(mode & type_mask) == type_directory ? 2u : 1u}, std::uint64_t{0},
                               std::uint64_t{content.size()}, std::uint64_t{0}, std::uint64_t{0}, std::uint64_t{0},
                               std::uint64_t{0}, std::uint64_t{name.size() + 1}, std::uint64_t{0}})
     header += hex8(field);
@@ -45,31 +106,43 @@ void CpioWriter::add_entry(const std::string& path, std::uint32_t mode, ByteView
   pad4(archive_);
   archive_.insert(archive_.end(), content.begin(), content.end());
   pad4(archive_);
-  if (name != "TRAILER!!!") paths_.push_back("/" + name);
+  if (name == "TRAILER!!!") return;
+  paths_.push_back("/" + name);
+  modes_[name] = mode;
 }
 
-void CpioWriter::add_parents(const std::string& path) {
-  const std::string name = strip_slash(path);
-  for (std::size_t slash = name.find('/'); slash != std::string::npos; slash = name.find('/', slash + 1)) {
-    const std::string parent = "/" + name.substr(0, slash);
-    if (std::find(paths_.begin(), paths_.end(), parent) == paths_.end()) add_entry(parent, 0040755, {});
+Result<void> CpioWriter::add_directory(const std::string& path, std::uint32_t mode) {
+  auto name = normalize(path);
+  if (!name) return tl::unexpected(name.error());
+  if (const auto known = modes_.find(*name); known != modes_.end()) {
+    if ((known->second & type_mask) == type_directory) return {};
+    return fail(Errc::invalid_argument, "/" + *name + " is already in the archive, not as a directory");
   }
+  if (is_usr_merge_symlink(*name)) return tl::unexpected(usr_merge_refusal(*name));
+  // A directory's placement differs from a file's only in that it may exist already.
+  auto placement = place(*name, Parents::add);
+  if (!placement) return tl::unexpected(placement.error());
+  for (const auto& parent : placement->parents) add_entry(parent, type_directory | 0755, {});
+  add_entry(placement->name, type_directory | (mode & 07777), {});
+  return {};
 }
 
-void CpioWriter::add_directory(const std::string& path, std::uint32_t mode) {
-  add_parents(path);
-  if (std::find(paths_.begin(), paths_.end(), "/" + strip_slash(path)) == paths_.end())
-    add_entry(path, 0040000 | (mode & 07777), {});
+Result<void> CpioWriter::add_file(const std::string& path, ByteView content, std::uint32_t mode, Parents parents) {
+  auto placement = place(path, parents);
+  if (!placement) return tl::unexpected(placement.error());
+  for (const auto& parent : placement->parents) add_entry(parent, type_directory | 0755, {});
+  add_entry(placement->name, type_regular | (mode & 07777), content);
+  return {};
 }
 
-void CpioWriter::add_file(const std::string& path, ByteView content, std::uint32_t mode) {
-  add_parents(path);
-  add_entry(path, 0100000 | (mode & 07777), content);
-}
-
-void CpioWriter::add_symlink(const std::string& path, const std::string& target) {
-  add_parents(path);
-  add_entry(path, 0120777, ByteView(reinterpret_cast<const std::uint8_t*>(target.data()), target.size()));
+Result<void> CpioWriter::add_symlink(const std::string& path, const std::string& target, Parents parents) {
+  if (target.empty() || target.size() > max_name_size || target.find('\0') != std::string::npos)
+    return fail(Errc::invalid_argument, "'" + path + "': not a usable symlink target");
+  auto placement = place(path, parents);
+  if (!placement) return tl::unexpected(placement.error());
+  for (const auto& parent : placement->parents) add_entry(parent, type_directory | 0755, {});
+  add_entry(placement->name, type_symlink | 0777, as_bytes(target));
+  return {};
 }
 
 Bytes CpioWriter::finish() {
@@ -79,44 +152,48 @@ Bytes CpioWriter::finish() {
 }
 
 std::vector<CpioEntry> list_appended_cpio(ByteView data) {
-  // Our archive is the last uncompressed newc archive in the file: search backwards for a
-  // 4-byte aligned newc header whose name is one of ours and parse forward from there.
+  // Our archive is the last uncompressed newc archive in the file: look for newc headers at
+  // 4-byte boundaries (the kernel reads each archive from one, and fde-image pads to one)
+  // and keep the last run of entries that parses to a trailer.
   std::vector<CpioEntry> entries;
-  const std::string marker = std::string(newc_magic);
-  std::size_t start = std::string::npos;
-  const std::size_t search_from = data.size() > (64u << 20) ? data.size() - (64u << 20) : 0;
+  const std::size_t window = 64u << 20;
+  const std::size_t search_from = data.size() > window ? (data.size() - window) / 4 * 4 : 0;
+  auto hex_field = [&](std::size_t header, int index, std::uint64_t& value) {
+    value = 0;
+    for (std::size_t i = 0; i < 8; ++i) {
+      const char c = static_cast<char>(data[header + 6 + 8 * static_cast<std::size_t>(index) + i]);
+      const char* digits = "0123456789ABCDEFabcdef";
+      const char* found = std::strchr(digits, c);
+      if (c == '\0' || !found) return false;
+      const auto digit = static_cast<std::uint64_t>(found - digits);
+      value = value * 16 + (digit < 16 ? digit : digit - 6);
+    }
+    return true;
+  };
   for (std::size_t at = search_from; at + header_size <= data.size(); at += 4) {
-    if (std::memcmp(data.data() + at, marker.data(), 6) != 0) continue;
-    // The first entry of an archive fde-image appended is the "etc" or "usr" directory
-    // marker file "etc/fde" ... accept any archive whose entries parse to a trailer.
-    start = at;
+    if (std::memcmp(data.data() + at, newc_magic, 6) != 0) continue;
     std::vector<CpioEntry> parsed;
     std::size_t pos = at;
-    bool ok = false;
-    while (pos + header_size <= data.size() && std::memcmp(data.data() + pos, marker.data(), 6) == 0) {
-      auto field = [&](int index) {
-        const char* p = reinterpret_cast<const char*>(data.data() + pos + 6 + 8 * index);
-        return std::strtoull(std::string(p, 8).c_str(), nullptr, 16);
-      };
-      const std::uint64_t mode = field(1), size = field(6), name_size = field(11);
-      if (name_size == 0 || name_size > 4096 || pos + header_size + name_size > data.size()) break;
+    bool complete = false;
+    while (pos + header_size <= data.size() && std::memcmp(data.data() + pos, newc_magic, 6) == 0) {
+      std::uint64_t mode = 0, size = 0, name_size = 0;
+      if (!hex_field(pos, 1, mode) || !hex_field(pos, 6, size) || !hex_field(pos, 11, name_size)) break;
+      if (name_size == 0 || name_size > max_name_size + 1 || name_size > data.size() - pos - header_size) break;
       std::string name(reinterpret_cast<const char*>(data.data() + pos + header_size), name_size - 1);
-      std::size_t next = (pos + header_size + name_size + 3) / 4 * 4;
-      if (size > data.size() - next) break;
-      next = (next + size + 3) / 4 * 4;
+      const std::size_t content = (pos + header_size + name_size + 3) / 4 * 4;
+      if (content > data.size() || size > data.size() - content) break;
       if (name == "TRAILER!!!") {
-        ok = true;
+        complete = true;
         break;
       }
-      parsed.push_back({"/" + name, static_cast<std::uint32_t>(mode), size});
-      pos = next;
+      parsed.push_back({"/" + name, static_cast<std::uint32_t>(mode), size, content});
+      pos = (content + size + 3) / 4 * 4;
     }
-    if (ok) {
+    if (complete) {
       entries = std::move(parsed);
-      at = pos;  // continue after this archive: the last complete one wins
+      at = pos;  // continue after this archive's trailer: the last complete one wins
     }
   }
-  (void)start;
   return entries;
 }
 

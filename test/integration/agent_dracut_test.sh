@@ -32,15 +32,15 @@ chmod 0755 "$work/fde-agent"
 printf 'image_id = web\nca_file = %s/ca.pem\nverifier = https://10.0.0.1\n' "$work" > "$work/agent.conf"
 echo "CA" > "$work/ca.pem"
 
-module_setup() {  # module_setup yes|no OUTPUT: run check, depends, installkernel, install
-  local systemd=$1 out=$2
+module_setup() {  # module_setup yes|no OUTPUT [AGENT CONFIG]: run check, depends, installkernel, install
+  local systemd=$1 out=$2 agent=${3:-$work/fde-agent} config=${4:-$work/agent.conf}
   (
-    initdir=$work/initdir-$systemd
+    initdir=$work/initdir-$systemd-$(basename "$out")
     mkdir -p "$initdir"
     moddir=$module_dir
     systemdsystemunitdir=/usr/lib/systemd/system
     systemdutildir=/usr/lib/systemd
-    export FDE_AGENT_BINARY=$work/fde-agent FDE_AGENT_CONFIG=$work/agent.conf
+    export FDE_AGENT_BINARY=$agent FDE_AGENT_CONFIG=$config
     inst_simple() { echo "inst_simple $*"; }
     inst_multiple() { echo "inst_multiple $*"; }
     inst_libdir_file() { echo "inst_libdir_file $*"; }
@@ -50,6 +50,7 @@ module_setup() {  # module_setup yes|no OUTPUT: run check, depends, installkerne
     instmods() { echo "instmods $*"; }
     require_binaries() { return 0; }
     derror() { echo "derror $*"; }
+    dinfo() { echo "dinfo $*"; }
     dracut_module_included() { [ "$1" = systemd ] && [ "$systemd" = yes ]; }
     # shellcheck source=/dev/null
     . "$module_dir/module-setup.sh"
@@ -87,6 +88,24 @@ expect "systemd: no initqueue hook" lacks "$work/systemd.out" "inst_hook"
 expect "script: runs from initqueue/settled" \
   has_line "$work/script.out" "inst_hook initqueue/settled 40 $module_dir/fde-agent-settled.sh"
 expect "script: no systemd unit" lacks "$work/script.out" "fde-agent.service"
+
+# No agent on the build host (an image fde-image will encrypt): the runtime pieces only.
+module_setup no "$work/unconfigured.out" "$work/absent-agent" "$work/absent.conf"
+out=$work/unconfigured.out
+expect "unconfigured: check asks to be added explicitly" has_line "$out" "check=255"
+expect "unconfigured: install succeeds" has_line "$out" "install=0"
+expect "unconfigured: no agent, configuration or CA copied" lacks "$out" "/usr/sbin/fde-agent"
+expect "unconfigured: says fde-image adds the agent" grep -q "^dinfo .*fde-image adds it" "$out"
+expect "unconfigured: installs cryptsetup" grep -q "^inst_multiple cryptsetup" "$out"
+expect "unconfigured: installs dm-crypt" has_line "$out" "instmods dm_crypt"
+expect "unconfigured: installs qemu_fw_cfg (the platform is chosen later)" has_line "$out" "instmods qemu_fw_cfg"
+expect "unconfigured: runs from initqueue/settled" \
+  has_line "$out" "inst_hook initqueue/settled 40 $module_dir/fde-agent-settled.sh"
+expect "unconfigured: asks dracut for the network" has_line "$out" "cmdline.d=rd.neednet=1"
+expect "configured tsi: no qemu_fw_cfg" lacks "$work/script.out" "instmods qemu_fw_cfg"
+# Half a configuration is refused rather than silently treated as "fde-image adds it".
+module_setup no "$work/half.out" "$work/fde-agent" "$work/absent.conf"
+expect "an agent without a configuration fails the check" has_line "$work/half.out" "check=1"
 
 rm -f "$work/ca.pem"
 module_setup no "$work/no-ca.out"

@@ -2,6 +2,10 @@
 // fde-admin, cryptsetup) on real files. A simulated device and a LUKS2 image file stand in
 // for the CVM; the daemon trusts the simulator's CA. Every daemon is stopped on every path,
 // and every test ends by checking that no file under its root holds the disk key.
+// The LUKS2 header checks run the real cryptsetup on real images that a hostile host could
+// present: headers rewritten with valid checksums (cipher_null keyslot or segment, another
+// cipher, an oversized header area), truncated or garbage ones, and a header swapped on the
+// device between the agent's check and cryptsetup's open.
 #include <fcntl.h>
 #include <libcryptsetup.h>
 #include <netinet/in.h>
@@ -17,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -24,10 +29,12 @@
 #include <vector>
 
 #include "common/crypto/certificate.hpp"
+#include "common/crypto/hash.hpp"
 #include "common/crypto/keys.hpp"
 #include "common/crypto/random.hpp"
 #include "common/sim/sim_device.hpp"
 #include "common/util/file.hpp"
+#include "guest-agent/unlock/luks2_header.hpp"
 #include "guest-agent/unlock/luks_device.hpp"
 #include "guest-agent/unlock/volume_unlocker.hpp"
 
@@ -264,14 +271,18 @@ level = "debug"
   World& operator=(const World&) = delete;
 
   // cryptsetup luksFormat of a sparse file, the key on stdin; returns the volume's UUID.
-  std::string format_luks(const std::string& path, const SecretBytes& key) {
+  // `options` replace the defaults (--type luks2) or add to them (--cipher ...).
+  std::string format_luks(const std::string& path, const SecretBytes& key, const std::vector<std::string>& options = {}) {
     { std::ofstream(path).close(); }
     fs::resize_file(path, 17 * 1024 * 1024);  // the LUKS2 header area is 16 MiB
     auto cryptsetup = agent::find_cryptsetup();
     REQUIRE(cryptsetup);
-    Process format({*cryptsetup, "luksFormat", "-q", "--type", "luks2", "--pbkdf", "pbkdf2",
-                    "--pbkdf-force-iterations", "1000", "--key-file=-", path},
-                   root, root + "/luksformat.log", key.clone());
+    std::vector<std::string> argv{*cryptsetup, "luksFormat", "-q", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations",
+                                  "1000", "--key-file=-"};
+    if (std::find(options.begin(), options.end(), "--type") == options.end()) argv.insert(argv.end(), {"--type", "luks2"});
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back(path);
+    Process format(argv, root, root + "/luksformat.log", key.clone());
     REQUIRE(format.wait(60s) == 0);
     auto header = agent::read_luks_header(path);
     REQUIRE(header);
@@ -350,7 +361,7 @@ level = "debug"
   std::unique_ptr<Process> start_agent(const std::vector<std::string>& extra = {"--test-passphrase"}) {
     std::vector<std::string> argv = agent_command();
     argv.insert(argv.end(), {"--platform", "sim", "--config", root + "/agent.conf", "--cmdline", "/dev/null",
-                             "--device", root + "/disk.luks"});
+                             "--device", root + "/disk.luks", "--header-dir", header_directory()});
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(argv, root, root + "/agent.log");
   }
@@ -362,6 +373,7 @@ level = "debug"
     return *status;
   }
   std::string agent_log() const { return read_text(root + "/agent.log"); }
+  std::string header_directory() const { return root + "/luks-header"; }
   std::string daemon_log() const { return read_text(root + "/daemon.log"); }
   std::size_t agent_lines_containing(const std::string& text) const {
     std::istringstream in(agent_log());
@@ -377,6 +389,76 @@ level = "debug"
   std::uint16_t verifier_port = 0;
   std::unique_ptr<Process> daemon;
 };
+
+// Rewrites the JSON area of both LUKS2 headers of `path` and recomputes their SHA-256
+// checksums, as a host that controls the disk can: cryptsetup then reads the forged
+// metadata as valid. `edit` changes the JSON text.
+void forge_luks2_json(const std::string& path, const std::function<void(std::string&)>& edit) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  REQUIRE(file);
+  Bytes binary(4096);
+  file.read(reinterpret_cast<char*>(binary.data()), static_cast<std::streamsize>(binary.size()));
+  std::uint64_t hdr_size = 0;
+  for (std::size_t i = 8; i < 16; ++i) hdr_size = (hdr_size << 8) | binary[i];
+  REQUIRE(hdr_size >= 16384);
+  for (std::uint64_t offset : {std::uint64_t(0), hdr_size}) {
+    Bytes header(hdr_size);
+    file.seekg(static_cast<std::streamoff>(offset));
+    file.read(reinterpret_cast<char*>(header.data()), static_cast<std::streamsize>(header.size()));
+    REQUIRE(file);
+    auto json_begin = header.begin() + 4096;
+    std::string json(json_begin, std::find(json_begin, header.end(), 0));
+    edit(json);
+    REQUIRE(json.size() < hdr_size - 4096);
+    std::fill(json_begin, header.end(), 0);
+    std::copy(json.begin(), json.end(), json_begin);
+    // The checksum (byte 448, 64 bytes) covers the whole header with the field zeroed.
+    std::fill(header.begin() + 448, header.begin() + 512, 0);
+    Bytes checksum = crypto::sha256(header);
+    std::copy(checksum.begin(), checksum.end(), header.begin() + 448);
+    file.seekp(static_cast<std::streamoff>(offset));
+    file.write(reinterpret_cast<const char*>(header.data()), static_cast<std::streamsize>(header.size()));
+    REQUIRE(file);
+  }
+}
+
+// Replaces the value of "key":"..." at the first occurrence after `section` ("segments",
+// "keyslots") in LUKS2 JSON text.
+std::function<void(std::string&)> set_json_string(const std::string& section, const std::string& key,
+                                                  const std::string& value) {
+  return [=](std::string& json) {
+    std::size_t at = json.find("\"" + section + "\":");
+    REQUIRE(at != std::string::npos);
+    at = json.find("\"" + key + "\":\"", at);
+    REQUIRE(at != std::string::npos);
+    at += key.size() + 4;
+    json.replace(at, json.find('"', at) - at, value);
+  };
+}
+
+// A program run to its end; its exit status (-1: it did not end in time).
+int run_to_end(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log,
+               const std::optional<SecretBytes>& input = std::nullopt) {
+  Process process(argv, cwd, log, input);
+  return process.wait(60s).value_or(-1);
+}
+
+// The agent's unlocker with the real cryptsetup, in --test-passphrase mode (no device-mapper
+// needed): the header copy, cryptsetup luksDump on it, the checks, the open with --header.
+Result<void> check_and_test_open(const World& world, const std::string& image, const SecretBytes& key,
+                                 const std::string& cryptsetup = "") {
+  agent::CryptsetupOptions options;
+  auto found = agent::find_cryptsetup();
+  REQUIRE(found);
+  options.cryptsetup = cryptsetup.empty() ? *found : cryptsetup;
+  options.device = image;
+  options.mapper_name = "luks-test";
+  options.test_only = true;
+  options.header_directory = world.header_directory();
+  return agent::CryptsetupUnlocker(options).unlock(key);
+}
+
+std::string error_of(const Result<void>& result) { return result ? std::string("(no error)") : result.error().message; }
 
 void check_no_file_holds_the_key(const World& world) {
   auto holders = files_containing_key(world.root, world.disk_key);
@@ -403,6 +485,7 @@ TEST_CASE("against a loopback verifier the simulated agent gets the key and it o
   // the agent's success above was cryptsetup accepting the key the verifier released.
   CHECK(key_opens_keyslot(world.root + "/disk.luks", world.disk_key));
   CHECK_FALSE(key_opens_keyslot(world.root + "/disk.luks", crypto::random_secret(32)));
+  CHECK_FALSE(fs::exists(world.header_directory()));  // the checked header copy is gone
   world.daemon->terminate();
   CHECK(world.daemon->wait(20s) == 0);
   check_no_file_holds_the_key(world);
@@ -557,5 +640,154 @@ TEST_CASE("with device-mapper available the agent opens the volume for real", "[
   auto cryptsetup = agent::find_cryptsetup();
   Process close({*cryptsetup, "close", "luks-" + world.luks_uuid}, world.root, world.root + "/close.log");
   CHECK(close.wait(30s) == 0);
+  check_no_file_holds_the_key(world);
+}
+
+TEST_CASE("real cryptsetup on real LUKS2 images: an honest header passes, a hostile one is refused",
+          "[agent][integration][luks]") {
+  World world;
+  const std::string image = world.root + "/disk.luks";
+  const std::string cryptsetup = *agent::find_cryptsetup();
+  const std::string refused = "LUKS header of " + image + " refused: ";
+  auto result_for = [&] {
+    auto result = check_and_test_open(world, image, world.disk_key);
+    INFO(error_of(result));
+    return result;
+  };
+
+  SECTION("an honest volume: the copy is checked and the key opens it through --header") {
+    CHECK(result_for());
+  }
+  SECTION("a keyslot rewritten to cipher_null (any passphrase would open it)") {
+    forge_luks2_json(image, set_json_string("keyslots", "encryption", "cipher_null-ecb"));
+    // cryptsetup itself reads the forged header as valid LUKS2: the refusal is the agent's.
+    CHECK(run_to_end({cryptsetup, "luksDump", "--type", "luks2", image}, world.root, world.root + "/dump.log") == 0);
+    CHECK(error_of(result_for()) == refused + "keyslot 0 uses cipher_null ('cipher_null-ecb'): any passphrase would open it");
+  }
+  SECTION("a data segment rewritten to cipher_null") {
+    forge_luks2_json(image, set_json_string("segments", "encryption", "cipher_null-ecb"));
+    // Without the agent's check cryptsetup accepts the key: the "unlocked" volume would be
+    // plaintext the host wrote.
+    CHECK(run_to_end({cryptsetup, "open", "--test-passphrase", "--type", "luks2", "--key-file=-", image}, world.root,
+                     world.root + "/open.log", world.disk_key.clone()) == 0);
+    CHECK(error_of(result_for()) ==
+          refused + "data segment 0 uses cipher_null ('cipher_null-ecb'): the data would not be encrypted");
+  }
+  SECTION("a data segment rewritten to another cipher") {
+    forge_luks2_json(image, set_json_string("segments", "encryption", "serpent-xts-plain64"));
+    CHECK(error_of(result_for()) ==
+          refused + "data segment 0 uses 'serpent-xts-plain64', expected 'aes-xts-plain64' (luks_cipher)");
+  }
+  SECTION("a volume formatted with another cipher") {
+    world.format_luks(image, world.disk_key, {"--cipher", "aes-cbc-essiv:sha256", "--key-size", "256"});
+    CHECK(error_of(result_for()) ==
+          refused + "data segment 0 uses 'aes-cbc-essiv:sha256', expected 'aes-xts-plain64' (luks_cipher)");
+  }
+  SECTION("a LUKS1 volume with the same UUID and key") {
+    world.format_luks(image, world.disk_key, {"--type", "luks1", "--uuid", world.luks_uuid});
+    CHECK(agent::read_luks_header(image)->uuid == world.luks_uuid);
+    CHECK(error_of(result_for()) == refused + "it is a LUKS1 header; the agent opens only LUKS2 volumes");
+  }
+  SECTION("a data segment moved far beyond the header (a huge copy)") {
+    forge_luks2_json(image, set_json_string("segments", "offset", "1073741824"));
+    CHECK(error_of(result_for()) ==
+          refused + "the header area before the data segment is 1024 MiB, more than the 64 MiB the agent accepts");
+  }
+  SECTION("an oversized hdr_size field") {
+    std::fstream file(image, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(8);
+    const char huge[8] = {0, 0, 1, 0, 0, 0, 0, 0};  // 2^40
+    file.write(huge, sizeof huge);
+    file.close();
+    CHECK(error_of(result_for()) ==
+          refused + "the binary header's hdr_size is 1099511627776 (LUKS2 allows 16 KiB to 4 MiB, a power of two)");
+  }
+  SECTION("a header whose checksums no longer match its JSON") {
+    // Edited without recomputing the checksums: only cryptsetup can tell.
+    std::string text = read_text(image);
+    for (std::size_t at = 0; (at = text.find("\"iterations\":1000", at)) != std::string::npos && at < (1u << 20);)
+      text.replace(at, 17, "\"iterations\":1001");
+    REQUIRE(write_file_atomic(image, as_bytes(text), 0600));
+    CHECK(error_of(result_for()) == refused + "cryptsetup luksDump does not read it as a LUKS2 header (exit 1)");
+  }
+  SECTION("an image truncated inside the JSON area") {
+    fs::resize_file(image, 8192);
+    CHECK(error_of(result_for()) == refused + "the device ends inside the LUKS2 JSON area");
+  }
+  SECTION("an image truncated inside the keyslot area") {
+    fs::resize_file(image, 1024 * 1024);
+    CHECK(error_of(result_for()) ==
+          refused + "the device ends at byte 1048576, inside its LUKS2 header area of 16777216 bytes");
+  }
+  SECTION("garbage") {
+    REQUIRE(write_file_atomic(image, crypto::random_bytes(17 * 1024 * 1024), 0600));
+    CHECK(error_of(result_for()) == refused + "it does not start with a LUKS header");
+  }
+  CHECK_FALSE(fs::exists(world.header_directory()));
+  check_no_file_holds_the_key(world);
+}
+
+TEST_CASE("a header swapped on the device after the agent's check does not reach cryptsetup open",
+          "[agent][integration][luks]") {
+  World world;
+  const std::string image = world.root + "/disk.luks";
+  const std::string cryptsetup = *agent::find_cryptsetup();
+  // The host's volume: another key, a cipher_null data segment.
+  const std::string hostile = world.root + "/hostile.luks";
+  world.format_luks(hostile, crypto::random_secret(32), {"--uuid", world.luks_uuid});
+  forge_luks2_json(hostile, set_json_string("segments", "encryption", "cipher_null-ecb"));
+  // cryptsetup as the host would like it timed: right after the agent's luksDump, the
+  // device's header area is replaced.
+  const std::string wrapper = world.root + "/cryptsetup-swap";
+  write_text(wrapper,
+             "#!/bin/sh\n"
+             "if [ \"$1\" = luksDump ]; then\n"
+             "  " + cryptsetup + " \"$@\" || exit $?\n"
+             "  dd if=" + hostile + " of=" + image + " bs=1M count=16 conv=notrunc 2>/dev/null || exit 9\n"
+             "  exit 0\n"
+             "fi\n"
+             "exec " + cryptsetup + " \"$@\"\n",
+             0700);
+  auto result = check_and_test_open(world, image, world.disk_key, wrapper);
+  INFO(error_of(result));
+  // The open used the checked copy, whose keyslot the released key opens...
+  CHECK(result);
+  // ...while the device now carries the host's header, which the key does not open: an open
+  // of the device itself would have failed (or, with the host's key, mapped plaintext).
+  CHECK(read_text(image).substr(0, 1 << 20).find("cipher_null-ecb") != std::string::npos);
+  CHECK(run_to_end({cryptsetup, "open", "--test-passphrase", "--type", "luks2", "--key-file=-", image}, world.root,
+                   world.root + "/open.log", world.disk_key.clone()) == 2);
+  CHECK_FALSE(fs::exists(world.header_directory()));
+}
+
+TEST_CASE("a volume the host rewrote is refused after the key is released, and the failure policy applies",
+          "[agent][integration][luks]") {
+  World world;
+  world.start_daemon();
+  world.enroll();
+  world.write_agent_config({});
+  const std::string refused = "unlock failed: LUKS header of " + world.root + "/disk.luks refused: ";
+
+  SECTION("a cipher_null data segment, failure policy poweroff") {
+    forge_luks2_json(world.root + "/disk.luks", set_json_string("segments", "encryption", "cipher_null-ecb"));
+    CHECK(world.run_agent() == 3);
+    INFO(world.agent_log());
+    CHECK(world.agent_lines_containing("key released; unlocking with cryptsetup open --test-passphrase") == 1);
+    CHECK(world.agent_lines_containing(refused +
+                                       "data segment 0 uses cipher_null ('cipher_null-ecb'): the data would not be "
+                                       "encrypted; failure policy 'poweroff': the VM will power off") == 1);
+  }
+  SECTION("a cipher_null keyslot, failure policy passphrase") {
+    forge_luks2_json(world.root + "/disk.luks", set_json_string("keyslots", "encryption", "cipher_null-ecb"));
+    World::Settings settings;
+    settings.failure_policy = "passphrase";
+    world.write_agent_config(settings);
+    CHECK(world.run_agent() == 4);
+    INFO(world.agent_log());
+    CHECK(world.agent_lines_containing(refused + "keyslot 0 uses cipher_null ('cipher_null-ecb'): any passphrase "
+                                                 "would open it; failure policy 'passphrase'") == 1);
+  }
+  CHECK(world.agent_lines_containing("attempt 2") == 0);
+  CHECK_FALSE(fs::exists(world.header_directory()));
   check_no_file_holds_the_key(world);
 }

@@ -10,15 +10,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "image-builder/build/image_builder.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
+#include "image-builder/initramfs/cpio_writer.hpp"
 
 using namespace fde;
 using namespace fde::image;
@@ -92,6 +96,25 @@ void xts_decrypt(const Bytes& key, std::uint8_t* data, std::size_t size, std::ui
     EVP_DecryptUpdate(ctx, data + at, &n, data + at, 4096);
   }
   EVP_CIPHER_CTX_free(ctx);
+}
+
+// The initramfs of the fixture's kernel as the output image's boot partition holds it.
+Bytes booted_initramfs(const std::string& raw_image) {
+  auto boot = ExtFilesystem::open(raw_image, 1u << 20, false);
+  REQUIRE(boot);
+  auto initramfs = boot->read_file("/initrd.img-6.1.0-test", 64u << 20);
+  REQUIRE(initramfs);
+  return std::move(*initramfs);
+}
+
+std::string output_of(const std::string& command, int& status) {
+  std::string text;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe);
+  char buffer[4096];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) text.append(buffer, n);
+  status = ::pclose(pipe);
+  return text;
 }
 
 bool no_output_left(const Fixture& f, const std::string& name) {
@@ -200,7 +223,13 @@ TEST_CASE("an encrypted image opens with the bundle's key and decrypts to the in
   CHECK(*json == std::string(written.begin(), written.end()));
   auto inspected = inspect_image(f.path("out.qcow2"), std::nullopt, std::nullopt);
   REQUIRE(inspected);
-  CHECK(inspected->find("/usr/sbin/fde-agent") != std::string::npos);
+  CHECK(inspected->find("/usr/sbin/fde-agent (") != std::string::npos);
+  CHECK(inspected->find("/usr/libexec/fde-agent/fde-unlock (") != std::string::npos);
+  CHECK(inspected->find("/lib/dracut/hooks/initqueue/settled/40-fde-agent-settled.sh (") != std::string::npos);
+  CHECK(inspected->find("/usr/lib/systemd/system/fde-agent.service (") != std::string::npos);
+  CHECK(inspected->find("/usr/lib/systemd/system/initrd.target.wants/fde-agent.service -> ../fde-agent.service") !=
+        std::string::npos);
+  CHECK(inspected->find("/etc/cmdline.d/90fde-agent.conf (13 bytes, mode 0644)") != std::string::npos);
   CHECK(inspected->find("keyslot 0: pbkdf2 (1000 iterations)") != std::string::npos);
 }
 
@@ -269,5 +298,154 @@ TEST_CASE("an interrupted run removes its partial output", "[image]") {
   REQUIRE(::waitpid(pid, &status, 0) == pid);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 130);
+  CHECK(no_output_left(f, "out.qcow2"));
+}
+
+TEST_CASE("the appended archive holds the dracut runtime files byte for byte and no directory entry for /lib",
+          "[image]") {
+  Fixture f;
+  auto options = f.options("out.raw");
+  options.output_format = ImageFormat::raw;
+  options.agent_platform = AgentPlatform::sim;
+  Progress quiet(nullptr);
+  auto report = build_image(options, quiet);
+  REQUIRE(report);
+  REQUIRE(report->initramfs_changed == std::vector<std::string>{"/initrd.img-6.1.0-test"});
+
+  const Bytes initramfs = booted_initramfs(f.path("out.raw"));
+  // The base initramfs is kept as it was; ours follows it.
+  const Bytes base = read_all(f.path("boot/initrd.img-6.1.0-test"));
+  REQUIRE(initramfs.size() > base.size());
+  CHECK(std::equal(base.begin(), base.end(), initramfs.begin()));
+  const auto entries = list_appended_cpio(initramfs);
+  std::map<std::string, CpioEntry> by_path;
+  for (const auto& e : entries) {
+    CHECK(by_path.count(e.path) == 0);
+    by_path[e.path] = e;
+  }
+  auto content_of = [&](const std::string& path) {
+    REQUIRE(by_path.count(path) == 1);
+    return to_bytes(cpio_entry_content(initramfs, by_path.at(path)));
+  };
+  auto mode_of = [&](const std::string& path) {
+    REQUIRE(by_path.count(path) == 1);
+    return by_path.at(path).mode;
+  };
+  const std::string dracut = FDE_DRACUT_SOURCE_DIR;
+  const std::map<std::string, std::pair<std::string, std::uint32_t>> runtime_files = {
+      {"/usr/libexec/fde-agent/fde-unlock", {dracut + "/fde-unlock.sh", 0100755}},
+      {"/lib/dracut/hooks/initqueue/settled/40-fde-agent-settled.sh", {dracut + "/fde-agent-settled.sh", 0100755}},
+      {"/usr/lib/systemd/system/fde-agent.service", {dracut + "/fde-agent.service", 0100644}},
+      {"/usr/sbin/fde-agent", {f.path("agent"), 0100755}},
+      {"/etc/fde/verifier-ca.pem", {f.path("ca.pem"), 0100644}},
+  };
+  for (const auto& [path, source] : runtime_files) {
+    CAPTURE(path);
+    const Bytes expected = read_all(source.first);
+    REQUIRE_FALSE(expected.empty());
+    CHECK(content_of(path) == expected);
+    CHECK(mode_of(path) == source.second);
+  }
+  const std::string wants = "/usr/lib/systemd/system/initrd.target.wants/fde-agent.service";
+  CHECK(mode_of(wants) == 0120777);
+  CHECK(as_text(content_of(wants)) == "../fde-agent.service");
+  CHECK(mode_of("/usr/lib/systemd/system/initrd.target.wants") == 040755);
+  CHECK(as_text(content_of("/etc/cmdline.d/90fde-agent.conf")) == "rd.neednet=1\n");
+  CHECK(mode_of("/etc/cmdline.d/90fde-agent.conf") == 0100644);
+  const Bytes config = content_of("/etc/fde/agent.conf");
+  const std::string config_text(config.begin(), config.end());
+  CHECK(config_text.find("\nluks_uuid = " + report->luks_uuid + "\n") != std::string::npos);
+  CHECK(config_text.find("\nplatform = sim\n") != std::string::npos);
+
+  // Nothing that could replace a usr-merge symlink: no entry for /lib, /bin, /sbin, ... at
+  // all, and under /lib only the hook file, which relies on the base's directories.
+  for (const char* refused : {"/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/usr/sbin"}) {
+    CAPTURE(refused);
+    CHECK(by_path.count(refused) == 0);
+  }
+  for (const auto& e : entries) {
+    CAPTURE(e.path);
+    if ((e.mode & 0170000) == 040000) CHECK(e.path.rfind("/lib/", 0) != 0);
+    if (e.path.rfind("/lib/", 0) == 0 || e.path.rfind("/bin/", 0) == 0 || e.path.rfind("/sbin/", 0) == 0)
+      CHECK(e.path == "/lib/dracut/hooks/initqueue/settled/40-fde-agent-settled.sh");
+  }
+}
+
+TEST_CASE("without --agent-platform the generated agent.conf names no platform (the agent's default, tsi)",
+          "[image]") {
+  Fixture f;
+  auto options = f.options("out.raw");
+  options.output_format = ImageFormat::raw;
+  Progress quiet(nullptr);
+  REQUIRE(build_image(options, quiet));
+  const Bytes initramfs = booted_initramfs(f.path("out.raw"));
+  const auto entries = list_appended_cpio(initramfs);
+  const auto conf = std::find_if(entries.begin(), entries.end(),
+                                 [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; });
+  REQUIRE(conf != entries.end());
+  const std::string text(as_text(cpio_entry_content(initramfs, *conf)));
+  CHECK(text.find("image_id = test-image\n") != std::string::npos);
+  CHECK(text.find("platform") == std::string::npos);
+}
+
+TEST_CASE("an overlay or option that would break the initramfs fails before any work and leaves no output",
+          "[image]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  auto options = f.options("out.qcow2");
+  const std::string overlay = f.path("overlay");
+  SECTION("an overlay with a lib/ directory") {
+    fsys::create_directories(overlay + "/lib/dracut/hooks/pre-pivot");
+    std::ofstream(overlay + "/lib/dracut/hooks/pre-pivot/50-x.sh") << "true\n";
+    options.initramfs_overlay = overlay;
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().code == Errc::unsupported);
+    CHECK(report.error().message.find("--initramfs-overlay " + overlay) != std::string::npos);
+    CHECK(report.error().message.find("refusing a directory entry for /lib") != std::string::npos);
+  }
+  SECTION("an overlay with a file in usr/sbin/") {
+    fsys::create_directories(overlay + "/usr/sbin");
+    std::ofstream(overlay + "/usr/sbin/tool") << "#!/bin/sh\n";
+    options.initramfs_overlay = overlay;
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("refusing a directory entry for /usr/sbin") != std::string::npos);
+  }
+  SECTION("an overlay that replaces one of the agent's files") {
+    fsys::create_directories(overlay + "/usr/libexec/fde-agent");
+    std::ofstream(overlay + "/usr/libexec/fde-agent/fde-unlock") << "#!/bin/sh\nexit 0\n";
+    options.initramfs_overlay = overlay;
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("/usr/libexec/fde-agent/fde-unlock is already in the archive") !=
+          std::string::npos);
+  }
+  SECTION("--agent-platform together with --agent-config") {
+    std::ofstream(f.path("agent.conf")) << "image_id = x\n";
+    options.agent_config = f.path("agent.conf");
+    options.agent_platform = AgentPlatform::sim;
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().code == Errc::invalid_argument);
+    CHECK(report.error().message.find("--agent-platform") != std::string::npos);
+  }
+  CHECK(no_output_left(f, "out.qcow2"));
+}
+
+TEST_CASE("fde-image --help names each option once and --agent-platform takes only tsi or sim", "[image]") {
+  int status = 0;
+  const std::string help = output_of(std::string(FDE_IMAGE_BINARY) + " --help", status);
+  CHECK(status == 0);
+  CHECK(help.find("--agent-platform tsi|sim") != std::string::npos);
+  CHECK(help.find("(repeatable) (repeatable)") == std::string::npos);
+  CHECK(help.find("in order) (repeatable)") == std::string::npos);
+  Fixture f;
+  output_of(std::string(FDE_IMAGE_BINARY) + " build --input " + f.path("in.qcow2") + " --output " +
+                f.path("out.qcow2") + " --image-id x --verifier https://v.example --verifier-ca " + f.path("ca.pem") +
+                " --agent-platform realm --quiet 2>&1",
+            status);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 2);
   CHECK(no_output_left(f, "out.qcow2"));
 }

@@ -189,6 +189,25 @@ TEST_CASE("the trust anchor and the cryptsetup program cannot be changed from th
   CHECK(config.ca_file == "/etc/fde/verifier-ca.pem");
 }
 
+TEST_CASE("the expected LUKS cipher defaults to aes-xts-plain64 and comes only from the configuration file") {
+  CHECK(parsed(complete_file).luks_cipher == "aes-xts-plain64");
+  AgentConfig config = parsed(std::string(complete_file) + "luks_cipher = capi:xts(aes)-plain64\n");
+  CHECK(config.luks_cipher == "capi:xts(aes)-plain64");
+  auto from_kernel = apply_kernel_command_line(config, "rd.fde.luks_cipher=cipher_null-ecb");
+  REQUIRE_FALSE(from_kernel);
+  CHECK(from_kernel.error().message ==
+        "kernel argument rd.fde.luks_cipher: luks_cipher: can only be set in the configuration file inside the "
+        "initramfs");
+  CHECK(config.luks_cipher == "capi:xts(aes)-plain64");
+}
+
+TEST_CASE("a null or malformed luks_cipher is refused") {
+  CHECK(error_of("luks_cipher = cipher_null-ecb\n") ==
+        "agent.conf:1: luks_cipher: 'cipher_null-ecb' is a null cipher: the disk would not be encrypted");
+  CHECK(error_of("luks_cipher = capi:ecb(CIPHER_NULL)\n").find("is a null cipher") != std::string::npos);
+  CHECK(error_of("luks_cipher = aes xts\n").find("is not a cipher specification") != std::string::npos);
+}
+
 TEST_CASE("an unknown or valueless rd.fde argument is an error") {
   AgentConfig config = parsed(complete_file);
   auto unknown = apply_kernel_command_line(config, "rd.fde.verfier=https://10.0.0.1");

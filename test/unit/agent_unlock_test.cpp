@@ -1,5 +1,9 @@
 // fde-agent's unlock side without device-mapper: LUKS header recognition, the lookup by
-// UUID, and how the key reaches cryptsetup (exactly its bytes on stdin, then end of file).
+// UUID, the checked copy of the LUKS2 header area (synthetic headers here; real cryptsetup
+// on real images in test/integration/agent_unlock_test.cpp), the checks on cryptsetup's
+// JSON and on the kernel's table, and how the key reaches cryptsetup (exactly its bytes on
+// stdin, then end of file, with `--header` naming the checked copy).
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -7,9 +11,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/util/file.hpp"
+#include "guest-agent/unlock/dm_table.hpp"
+#include "guest-agent/unlock/luks2_header.hpp"
 #include "guest-agent/unlock/luks_device.hpp"
+#include "guest-agent/unlock/program_runner.hpp"
 #include "guest-agent/unlock/volume_unlocker.hpp"
 
 using namespace fde;
@@ -38,16 +46,111 @@ Bytes luks_header(int version, std::string_view uuid) {
 
 constexpr std::string_view uuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
-// A stand-in for cryptsetup that checks its arguments and what arrives on stdin.
-std::string fake_cryptsetup(const TempDir& dir, const std::string& expected_args, const std::string& expected_sha256) {
-  std::string path = dir.path + "/cryptsetup";
-  std::ofstream(path) << "#!/bin/sh\n"
-                      << "[ \"$*\" = \"" << expected_args << "\" ] || exit 1\n"
-                      << "[ \"$(sha256sum | cut -c1-64)\" = \"" << expected_sha256 << "\" ] || exit 2\n"
-                      << "exit 0\n";
-  fs::permissions(path, fs::perms::owner_all);
+constexpr std::uint64_t test_hdr_size = 16 * 1024;
+constexpr std::uint64_t test_data_offset = 64 * 1024;
+
+// LUKS2 metadata as `cryptsetup luksDump --dump-json-metadata` prints it (compacted).
+std::string luks2_json(std::string_view keyslot_cipher = "aes-xts-plain64",
+                       std::string_view segment_cipher = "aes-xts-plain64", std::uint64_t offset = test_data_offset) {
+  return std::string(R"({"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,)") +
+         R"("hash":"sha256"},"area":{"type":"raw","offset":"32768","size":"16384","encryption":")" +
+         std::string(keyslot_cipher) +
+         R"(","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":"AA=="},)" +
+         R"("digest":"0"}},"tokens":{},"segments":{"0":{"type":"crypt","offset":")" + std::to_string(offset) +
+         R"(","size":"dynamic","iv_tweak":"0","encryption":")" + std::string(segment_cipher) +
+         R"(","sector_size":512}},"digests":{},"config":{"json_size":"12288","keyslots_size":"32768"}})";
+}
+
+void store_be64(Bytes& out, std::size_t at, std::uint64_t value) {
+  for (int i = 7; i >= 0; --i, value >>= 8) out[at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(value);
+}
+
+// A synthetic LUKS2 volume: the primary binary header and JSON area, then recognisable bytes
+// (standing in for the secondary header, the keyslots and the data) up to `total` bytes.
+Bytes luks2_image(std::string_view json, std::uint64_t hdr_size = test_hdr_size,
+                  std::size_t total = test_data_offset + 8192) {
+  Bytes image(total);
+  for (std::size_t i = 0; i < image.size(); ++i) image[i] = static_cast<std::uint8_t>(i * 31 + 7);
+  std::fill(image.begin(), image.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(16384, total)), 0);
+  Bytes binary = luks_header(2, uuid);
+  std::copy(binary.begin(), binary.end(), image.begin());
+  store_be64(image, luks2_hdr_size_offset, hdr_size);
+  std::copy(json.begin(), json.end(), image.begin() + luks2_binary_header_size);
+  return image;
+}
+
+std::string write_image(const TempDir& dir, const Bytes& image, const std::string& name = "vda2") {
+  std::string path = dir.path + "/" + name;
+  REQUIRE(write_file_atomic(path, image, 0600));
   return path;
 }
+
+Result<Luks2HeaderArea> header_area_of(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  auto area = read_luks2_header_area(fd);
+  ::close(fd);
+  return area;
+}
+
+std::string error_of(const Result<void>& result) { return result ? std::string("(no error)") : result.error().message; }
+template <class T>
+std::string error_of(const Result<T>& result) {
+  return result ? std::string("(no error)") : result.error().message;
+}
+
+std::string sha256_hex_of(const TempDir& dir, ByteView bytes) {
+  const std::string reference = dir.path + "/reference";
+  REQUIRE(write_file_atomic(reference, bytes, 0600));
+  std::string command = "sha256sum " + reference + " | cut -c1-64 > " + dir.path + "/expected";
+  REQUIRE(std::system(command.c_str()) == 0);
+  std::string expected;
+  std::ifstream(dir.path + "/expected") >> expected;
+  fs::remove(reference);
+  fs::remove(dir.path + "/expected");
+  return expected;
+}
+
+// A stand-in for cryptsetup. Every call is appended to `calls`. luksDump must name the
+// header copy, whose bytes must equal `header_reference`, and prints `dump_json`; open must
+// get `open_args`, the same header copy, and the key with `key_sha256` on stdin; close
+// succeeds.
+struct FakeCryptsetup {
+  std::string path, calls, header_reference, dump_json;
+
+  FakeCryptsetup(const TempDir& dir, const std::string& copy, const std::string& open_args,
+                 const std::string& key_sha256, ByteView device_header_area)
+      : path(dir.path + "/cryptsetup"),
+        calls(dir.path + "/calls"),
+        header_reference(dir.path + "/header-reference"),
+        dump_json(dir.path + "/dump.json") {
+    REQUIRE(write_file_atomic(header_reference, device_header_area, 0600));
+    set_dump(luks2_json());
+    std::ofstream(path) << "#!/bin/sh\n"
+                        << "echo \"$*\" >> " << calls << "\n"
+                        << "case \"$1\" in\n"
+                        << "luksDump)\n"
+                        << "  [ \"$*\" = \"luksDump --type luks2 --disable-external-tokens --dump-json-metadata " << copy
+                        << "\" ] || exit 1\n"
+                        << "  cmp -s " << copy << " " << header_reference << " || exit 3\n"
+                        << "  cat " << dump_json << " ;;\n"
+                        << "open)\n"
+                        << "  [ \"$*\" = \"" << open_args << "\" ] || exit 1\n"
+                        << "  cmp -s " << copy << " " << header_reference << " || exit 3\n"
+                        << "  [ \"$(sha256sum | cut -c1-64)\" = \"" << key_sha256 << "\" ] || exit 2 ;;\n"
+                        << "close) ;;\n"
+                        << "*) exit 1 ;;\n"
+                        << "esac\n";
+    fs::permissions(path, fs::perms::owner_all);
+  }
+  void set_dump(const std::string& json) { REQUIRE(write_file_atomic(dump_json, as_bytes(json), 0600)); }
+  std::string calls_made() const {
+    std::ifstream in(calls);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+};
 
 }  // namespace
 
@@ -90,47 +193,337 @@ TEST_CASE("an image file's LUKS header names its UUID") {
   CHECK(read_luks_header(dir.path + "/plain").error().code == Errc::not_found);
 }
 
-TEST_CASE("the key reaches cryptsetup's stdin byte for byte and is followed by end of file") {
+
+TEST_CASE("the header area to copy ends where the primary header's JSON puts the data segment") {
+  TempDir dir;
+  auto area = header_area_of(write_image(dir, luks2_image(luks2_json())));
+  REQUIRE(area);
+  CHECK(area->header_size == test_hdr_size);
+  CHECK(area->data_offset == test_data_offset);
+}
+
+TEST_CASE("a header that is not a sane LUKS2 header is refused before anything is copied") {
+  TempDir dir;
+  SECTION("garbage") {
+    Bytes garbage(100000);
+    for (std::size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<std::uint8_t>(i * 13 + 1);
+    CHECK(error_of(header_area_of(write_image(dir, garbage))) == "it does not start with a LUKS header");
+  }
+  SECTION("LUKS1") {
+    CHECK(error_of(header_area_of(write_image(dir, luks_header(1, uuid)))) ==
+          "it is a LUKS1 header; the agent opens only LUKS2 volumes");
+  }
+  SECTION("an oversized hdr_size field") {
+    auto area = header_area_of(write_image(dir, luks2_image(luks2_json(), std::uint64_t(1) << 40)));
+    CHECK(error_of(area) == "the binary header's hdr_size is 1099511627776 (LUKS2 allows 16 KiB to 4 MiB, a power of two)");
+  }
+  SECTION("an hdr_size that is not a power of two") {
+    auto area = header_area_of(write_image(dir, luks2_image(luks2_json(), 20000)));
+    CHECK(error_of(area).find("hdr_size is 20000") != std::string::npos);
+  }
+  SECTION("a device that ends inside the JSON area") {
+    auto area = header_area_of(write_image(dir, luks2_image(luks2_json(), test_hdr_size, 8192)));
+    CHECK(error_of(area) == "the device ends inside the LUKS2 JSON area");
+  }
+  SECTION("a JSON area that is not JSON") {
+    auto area = header_area_of(write_image(dir, luks2_image("{\"segments\": {\"0\": ")));
+    CHECK(error_of(area).find("the LUKS2 JSON area: invalid JSON") == 0);
+  }
+  SECTION("a data segment beyond 64 MiB") {
+    auto area = header_area_of(write_image(dir, luks2_image(luks2_json("aes-xts-plain64", "aes-xts-plain64", 1ull << 30))));
+    REQUIRE_FALSE(area);
+    CHECK(area.error().code == Errc::too_large);
+    CHECK(error_of(area) == "the header area before the data segment is 1024 MiB, more than the 64 MiB the agent accepts");
+  }
+  SECTION("a data segment inside the headers") {
+    auto area = header_area_of(write_image(dir, luks2_image(luks2_json("aes-xts-plain64", "aes-xts-plain64", 4096))));
+    CHECK(error_of(area) == "the data segment starts at byte 4096, inside the two LUKS2 headers");
+  }
+}
+
+TEST_CASE("the header area is copied byte for byte into a private file that is removed afterwards") {
+  TempDir dir;
+  const Bytes image = luks2_image(luks2_json());
+  const std::string device = write_image(dir, image);
+  const std::string directory = dir.path + "/run/luks-header";
+  std::string path;
+  {
+    auto copy = copy_luks2_header(device, directory, "luks-x");
+    INFO(error_of(copy));
+    REQUIRE(copy);
+    path = copy->path();
+    CHECK(path == directory + "/luks-x.luks2-header");
+    CHECK(copy->size() == test_data_offset);
+    auto bytes = read_file(path, 1 << 20);
+    REQUIRE(bytes);
+    CHECK(*bytes == Bytes(image.begin(), image.begin() + test_data_offset));
+    struct stat st {};
+    REQUIRE(::lstat(path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0600);
+    REQUIRE(::lstat(directory.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0700);
+  }
+  CHECK_FALSE(fs::exists(path));
+  CHECK_FALSE(fs::exists(directory));  // created by the copy, so removed with it
+}
+
+TEST_CASE("the header copy goes only into a private directory") {
+  TempDir dir;
+  const std::string device = write_image(dir, luks2_image(luks2_json()));
+  SECTION("a directory others can enter") {
+    fs::create_directory(dir.path + "/open");
+    fs::permissions(dir.path + "/open", fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                            fs::perms::others_read | fs::perms::others_exec);
+    auto copy = copy_luks2_header(device, dir.path + "/open", "luks-x");
+    CHECK(error_of(copy).find("is not a private directory of this user") != std::string::npos);
+    CHECK(copy.error().code == Errc::io);
+  }
+  SECTION("a symbolic link to a private directory") {
+    fs::create_directory(dir.path + "/elsewhere");
+    fs::permissions(dir.path + "/elsewhere", fs::perms::owner_all);
+    fs::create_directory_symlink(dir.path + "/elsewhere", dir.path + "/link");
+    CHECK(error_of(copy_luks2_header(device, dir.path + "/link", "luks-x")).find("not a symbolic link") !=
+          std::string::npos);
+  }
+  SECTION("a stale copy of an earlier run is replaced") {
+    fs::create_directory(dir.path + "/private");
+    fs::permissions(dir.path + "/private", fs::perms::owner_all);
+    REQUIRE(write_file_atomic(dir.path + "/private/luks-x.luks2-header", Bytes(10, 1), 0600));
+    auto copy = copy_luks2_header(device, dir.path + "/private", "luks-x");
+    REQUIRE(copy);
+    CHECK(fs::file_size(copy->path()) == test_data_offset);
+  }
+  SECTION("a device that ends inside its header area") {
+    const std::string short_device = write_image(dir, luks2_image(luks2_json(), test_hdr_size, 40000), "short");
+    auto copy = copy_luks2_header(short_device, dir.path + "/run", "luks-x");
+    CHECK(error_of(copy) == "the device ends at byte 40000, inside its LUKS2 header area of 65536 bytes");
+    CHECK_FALSE(fs::exists(dir.path + "/run/luks-x.luks2-header"));
+  }
+}
+
+TEST_CASE("cryptsetup's view of the header passes only with one crypt segment of the expected cipher") {
+  CHECK(check_luks2_metadata(luks2_json(), "aes-xts-plain64", test_data_offset));
+  SECTION("a keyslot with cipher_null opens with any passphrase") {
+    CHECK(error_of(check_luks2_metadata(luks2_json("cipher_null-ecb"), "aes-xts-plain64", test_data_offset)) ==
+          "keyslot 0 uses cipher_null ('cipher_null-ecb'): any passphrase would open it");
+    CHECK(error_of(check_luks2_metadata(luks2_json("capi:ecb(cipher_null)"), "aes-xts-plain64", test_data_offset))
+              .find("keyslot 0 uses cipher_null") == 0);
+  }
+  SECTION("a keyslot without area encryption") {
+    CHECK(error_of(check_luks2_metadata(luks2_json(""), "aes-xts-plain64", test_data_offset)) ==
+          "keyslot 0 has no area encryption");
+  }
+  SECTION("a cipher_null data segment") {
+    CHECK(error_of(check_luks2_metadata(luks2_json("aes-xts-plain64", "cipher_null-ecb"), "aes-xts-plain64",
+                                        test_data_offset)) ==
+          "data segment 0 uses cipher_null ('cipher_null-ecb'): the data would not be encrypted");
+  }
+  SECTION("another cipher than the configured one") {
+    CHECK(error_of(check_luks2_metadata(luks2_json("aes-xts-plain64", "aes-cbc-essiv:sha256"), "aes-xts-plain64",
+                                        test_data_offset)) ==
+          "data segment 0 uses 'aes-cbc-essiv:sha256', expected 'aes-xts-plain64' (luks_cipher)");
+  }
+  SECTION("a segment offset that differs from the copied area") {
+    CHECK(error_of(check_luks2_metadata(luks2_json(), "aes-xts-plain64", 32768))
+              .find("data segment 0 starts at byte 65536, not where") == 0);
+  }
+  SECTION("two segments") {
+    std::string json = luks2_json();
+    const std::string second = R"("1":{"type":"linear","offset":"1048576","size":"dynamic"},)";
+    json.insert(json.find(R"("0":{"type":"crypt")"), second);
+    CHECK(error_of(check_luks2_metadata(json, "aes-xts-plain64", test_data_offset)) ==
+          "it has 2 data segments, expected exactly one (a reencryption in progress?)");
+  }
+  SECTION("a linear segment") {
+    std::string json = luks2_json();
+    json.replace(json.find(R"("type":"crypt")"), 14, R"("type":"linear")");
+    CHECK(error_of(check_luks2_metadata(json, "aes-xts-plain64", test_data_offset)) ==
+          "data segment 0 is of type 'linear', expected 'crypt'");
+  }
+  SECTION("no keyslots") {
+    std::string json = R"({"keyslots":{},"tokens":{},"segments":{"0":{"type":"crypt","offset":"65536",)"
+                       R"("encryption":"aes-xts-plain64"}},"digests":{},"config":{}})";
+    CHECK(error_of(check_luks2_metadata(json, "aes-xts-plain64", test_data_offset)) == "it has no keyslots");
+  }
+  SECTION("not JSON") {
+    CHECK(error_of(check_luks2_metadata("LUKS header information\n", "aes-xts-plain64", test_data_offset))
+              .find("cryptsetup luksDump's JSON: invalid JSON") == 0);
+  }
+}
+
+TEST_CASE("the kernel's table of the mapping must be a single crypt target") {
+  CHECK(*crypt_cipher_from_table(1, "crypt", "aes-xts-plain64 :64:logon:cryptsetup:x-d0 0 7:0 32768 1 sector_size:4096") ==
+        "aes-xts-plain64");
+  CHECK(error_of(crypt_cipher_from_table(2, "crypt", "aes-xts-plain64 0 0 7:0 0")) ==
+        "it has 2 targets, expected one crypt target");
+  CHECK(error_of(crypt_cipher_from_table(1, "linear", "7:0 0")) == "its target is of type 'linear', expected 'crypt'");
+  CHECK(error_of(crypt_cipher_from_table(0, "", "")) == "it has 0 targets, expected one crypt target");
+}
+
+TEST_CASE("a helper program's output is captured up to a limit and a secret reaches its stdin") {
+  auto echoed = run_program({"/bin/sh", "-c", "printf hello"}, {nullptr, 100});
+  REQUIRE(echoed);
+  CHECK(echoed->succeeded());
+  CHECK(echoed->output == "hello");
+  auto flood = run_program({"/bin/sh", "-c", "head -c 1000000 /dev/zero"}, {nullptr, 1000});
+  REQUIRE_FALSE(flood);
+  CHECK(flood.error().code == Errc::too_large);
+  SecretBytes secret = SecretBytes::copy_of(as_bytes("s3cret"));
+  auto cat = run_program({"/bin/sh", "-c", "cat; exit 7"}, {&secret, 100});
+  REQUIRE(cat);
+  CHECK(cat->output == "s3cret");
+  CHECK(describe_wait_status(cat->wait_status) == "exit 7");
+  auto no_stdin = run_program({"/bin/sh", "-c", "cat"}, {nullptr, 100});
+  REQUIRE(no_stdin);
+  CHECK(no_stdin->output.empty());
+}
+
+TEST_CASE("the key reaches cryptsetup's stdin byte for byte, with --header naming the checked copy") {
   TempDir dir;
   Bytes key_bytes(64);
   for (std::size_t i = 0; i < key_bytes.size(); ++i) key_bytes[i] = static_cast<std::uint8_t>(255 - i);  // includes 0x0a
   SecretBytes key = SecretBytes::copy_of(key_bytes);
-  // The fake compares sha256sum of its stdin with sha256sum of these test bytes.
-  const std::string reference = dir.path + "/reference";
-  REQUIRE(write_file_atomic(reference, key_bytes, 0600));
-  std::string command = "sha256sum " + reference + " | cut -c1-64 > " + dir.path + "/expected";
-  REQUIRE(std::system(command.c_str()) == 0);
-  std::string expected;
-  std::ifstream(dir.path + "/expected") >> expected;
-  fs::remove(reference);
+  const std::string expected = sha256_hex_of(dir, key_bytes);
+  const Bytes image = luks2_image(luks2_json());
+  const std::string device = write_image(dir, image);
+  const std::string directory = dir.path + "/run/luks-header";
+  const std::string copy = directory + "/luks-x.luks2-header";
+  const ByteView header_area(image.data(), test_data_offset);
+
+  CryptsetupOptions options;
+  options.device = device;
+  options.mapper_name = "luks-x";
+  options.header_directory = directory;
+  std::vector<std::string> mapped;
+  options.mapping_cipher = [&mapped](const std::string& name) -> Result<std::string> {
+    mapped.push_back(name);
+    return std::string("aes-xts-plain64");
+  };
 
   SECTION("open") {
-    auto program = fake_cryptsetup(dir, "open --key-file=- /dev/vda2 luks-x", expected);
-    CryptsetupUnlocker unlocker({program, "/dev/vda2", "luks-x", false});
+    FakeCryptsetup fake(dir, copy,
+                        "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                            " luks-x",
+                        expected, header_area);
+    options.cryptsetup = fake.path;
+    CryptsetupUnlocker unlocker(options);
     auto result = unlocker.unlock(key);
-    INFO((result ? std::string() : result.error().message));
+    INFO(error_of(result) << "\ncalls:\n" << fake.calls_made());
     CHECK(result);
-    CHECK(unlocker.done() == "unlocked /dev/vda2 as /dev/mapper/luks-x");
+    CHECK(unlocker.done() == "unlocked " + device + " as /dev/mapper/luks-x");
+    CHECK(mapped == std::vector<std::string>{"luks-x"});
+    CHECK(fake.calls_made().find("close") == std::string::npos);
+    CHECK_FALSE(fs::exists(copy));
+    CHECK_FALSE(fs::exists(directory));
   }
   SECTION("test only") {
-    auto program = fake_cryptsetup(dir, "open --test-passphrase --key-file=- /dev/vda2", expected);
-    CryptsetupUnlocker unlocker({program, "/dev/vda2", "luks-x", true});
-    CHECK(unlocker.unlock(key));
+    FakeCryptsetup fake(dir, copy,
+                        "open --test-passphrase --type luks2 --header " + copy +
+                            " --disable-external-tokens --key-file=- " + device,
+                        expected, header_area);
+    options.cryptsetup = fake.path;
+    options.test_only = true;
+    CryptsetupUnlocker unlocker(options);
+    auto result = unlocker.unlock(key);
+    INFO(error_of(result));
+    CHECK(result);
+    CHECK(mapped.empty());  // nothing was mapped
   }
+}
+
+TEST_CASE("a refused header never reaches cryptsetup open") {
+  TempDir dir;
+  SecretBytes key = SecretBytes::copy_of(Bytes(32, 1));
+  const Bytes image = luks2_image(luks2_json());
+  const std::string device = write_image(dir, image);
+  const std::string copy = dir.path + "/run/luks-x.luks2-header";
+  FakeCryptsetup fake(dir, copy, "open (never)", "-", ByteView(image.data(), test_data_offset));
+  CryptsetupOptions options;
+  options.cryptsetup = fake.path;
+  options.device = device;
+  options.mapper_name = "luks-x";
+  options.header_directory = dir.path + "/run";
+
+  SECTION("cryptsetup sees a cipher_null keyslot") {
+    fake.set_dump(luks2_json("cipher_null-ecb"));
+    auto result = CryptsetupUnlocker(options).unlock(key);
+    CHECK(error_of(result) == "LUKS header of " + device +
+                                  " refused: keyslot 0 uses cipher_null ('cipher_null-ecb'): any passphrase would open it");
+    CHECK(result.error().code == Errc::verification_failed);
+  }
+  SECTION("cryptsetup does not read the copy as LUKS2") {
+    options.cryptsetup = dir.path + "/failing";
+    std::ofstream(options.cryptsetup) << "#!/bin/sh\necho \"$*\" >> " << fake.calls << "\nexit 1\n";
+    fs::permissions(options.cryptsetup, fs::perms::owner_all);
+    CHECK(error_of(CryptsetupUnlocker(options).unlock(key)) ==
+          "LUKS header of " + device + " refused: cryptsetup luksDump does not read it as a LUKS2 header (exit 1)");
+  }
+  SECTION("another segment cipher than luks_cipher") {
+    options.expected_cipher = "serpent-xts-plain64";
+    CHECK(error_of(CryptsetupUnlocker(options).unlock(key)) ==
+          "LUKS header of " + device +
+              " refused: data segment 0 uses 'aes-xts-plain64', expected 'serpent-xts-plain64' (luks_cipher)");
+  }
+  SECTION("the device is not LUKS2 at all") {
+    options.device = write_image(dir, Bytes(100000, 0), "zeros");
+    CHECK(error_of(CryptsetupUnlocker(options).unlock(key)) ==
+          "LUKS header of " + options.device + " refused: it does not start with a LUKS header");
+  }
+  CHECK(fake.calls_made().find("open") == std::string::npos);
+  CHECK_FALSE(fs::exists(copy));
+}
+
+TEST_CASE("a mapping whose kernel table shows another cipher is closed again and the unlock fails") {
+  TempDir dir;
+  SecretBytes key = SecretBytes::copy_of(Bytes(32, 1));
+  const Bytes image = luks2_image(luks2_json());
+  const std::string device = write_image(dir, image);
+  const std::string copy = dir.path + "/run/luks-x.luks2-header";
+  FakeCryptsetup fake(dir, copy,
+                      "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                          " luks-x",
+                      sha256_hex_of(dir, Bytes(32, 1)), ByteView(image.data(), test_data_offset));
+  CryptsetupOptions options;
+  options.cryptsetup = fake.path;
+  options.device = device;
+  options.mapper_name = "luks-x";
+  options.header_directory = dir.path + "/run";
+  SECTION("another cipher") {
+    options.mapping_cipher = [](const std::string&) -> Result<std::string> { return std::string("cipher_null-ecb"); };
+    CHECK(error_of(CryptsetupUnlocker(options).unlock(key)) ==
+          "/dev/mapper/luks-x uses 'cipher_null-ecb', expected 'aes-xts-plain64'; closed it again");
+  }
+  SECTION("a table that cannot be read") {
+    options.mapping_cipher = [](const std::string&) -> Result<std::string> {
+      return fail(Errc::io, "device-mapper table of luks-x: No such device or address");
+    };
+    CHECK(error_of(CryptsetupUnlocker(options).unlock(key)) ==
+          "cannot confirm the cipher of /dev/mapper/luks-x: device-mapper table of luks-x: No such device or address; "
+          "closed it again");
+  }
+  CHECK(fake.calls_made().find("close luks-x") != std::string::npos);
 }
 
 TEST_CASE("cryptsetup's failures are reported by their meaning, also when it never reads the key") {
   TempDir dir;
-  std::string path = dir.path + "/cryptsetup";
-  std::ofstream(path) << "#!/bin/sh\nexit 2\n";
-  fs::permissions(path, fs::perms::owner_all);
-  CryptsetupUnlocker unlocker({path, "/dev/vda2", "luks-x", false});
-  auto result = unlocker.unlock(SecretBytes::copy_of(Bytes(32, 1)));
+  const Bytes image = luks2_image(luks2_json());
+  const std::string device = write_image(dir, image);
+  const std::string copy = dir.path + "/run/luks-x.luks2-header";
+  // The right header, a key with another hash: the fake exits 2 as cryptsetup does.
+  FakeCryptsetup fake(dir, copy, "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " +
+                                     device + " luks-x",
+                      std::string(64, '0'), ByteView(image.data(), test_data_offset));
+  CryptsetupOptions options;
+  options.cryptsetup = fake.path;
+  options.device = device;
+  options.mapper_name = "luks-x";
+  options.header_directory = dir.path + "/run";
+  auto result = CryptsetupUnlocker(options).unlock(SecretBytes::copy_of(Bytes(32, 1)));
   REQUIRE_FALSE(result);
   CHECK(result.error().message == "the released key opens no keyslot of the volume (cryptsetup exit 2)");
 
-  CryptsetupUnlocker missing({dir.path + "/absent", "/dev/vda2", "luks-x", false});
-  auto not_run = missing.unlock(SecretBytes::copy_of(Bytes(32, 1)));
+  options.cryptsetup = dir.path + "/absent";
+  auto not_run = CryptsetupUnlocker(options).unlock(SecretBytes::copy_of(Bytes(32, 1)));
   REQUIRE_FALSE(not_run);
-  CHECK(not_run.error().message.find("cannot run " + dir.path + "/absent") == 0);
+  CHECK(not_run.error().message.find("cryptsetup luksDump: cannot run " + dir.path + "/absent") == 0);
 }

@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# End to end: a real Debian kernel boots an image encrypted by fde-image under QEMU (TCG),
+# and its dracut initramfs unlocks the root volume with the real dm-crypt after fde-agent
+# attested to a real fde-verifierd on loopback. Only the virtCCA hardware is simulated: this
+# script plays the platform firmware. It measures the kernel, initramfs and command line it
+# is about to boot into a CCEL event log and hands the log, the RIM and the simulated
+# device's keys to the guest over QEMU fw_cfg, where the agent's `sim` provider signs tokens
+# with them (design.md section 7).
+#
+# usage: boot_test.sh --build DIR --agent STATIC_AGENT [--work DIR] [--scenarios "LIST"] [--keep]
+#   --build      a build tree with fde-image, fde-verifierd, fde-admin and fde-sim
+#   --agent      the static fde-agent built with the sim platform (FDE_WITH_SIM=ON)
+#   --scenarios  any of: positive tampered late revoked (default: all four, in that order)
+#   --work       work directory (default: a new one under /tmp, removed at the end)
+#   --keep       keep the work directory
+# Needs (scripts/install-deps.sh): qemu-system-x86_64, dracut-core and dracut-network,
+# linux-image-amd64, busybox-static, socat, sgdisk, e2fsprogs, qemu-utils, openssl.
+# Every QEMU run has a hard timeout (FDE_E2E_BOOT_TIMEOUT, default 240 s) and is killed on
+# failure. Exit status: 0 every scenario passed, 1 a scenario failed, 2 setup problem.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+source_dir=$(cd "$here/../.." && pwd)
+build= agent= work= keep=0
+scenarios="positive tampered late revoked"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=$(cd "$2" && pwd); shift 2 ;;
+    --agent) agent=$(readlink -f "$2"); shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --scenarios) scenarios=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    *) echo "boot_test.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+boot_timeout=${FDE_E2E_BOOT_TIMEOUT:-240}
+late_start=${FDE_E2E_LATE_START:-20}
+
+setup_error() { echo "e2e: setup: $*" >&2; exit 2; }
+fail() { echo "e2e: FAILED: $*" >&2; exit 1; }
+step() { printf '\n== e2e: %s\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+
+[ -n "$build" ] || setup_error "--build DIR is required"
+[ -n "$agent" ] || setup_error "--agent PATH (static fde-agent with the sim platform) is required"
+fde_image=$build/image-builder/fde-image
+daemon=$build/verifier-daemon/fde-verifierd
+admin=$build/verifier-daemon/fde-admin
+sim=$build/verifier-daemon/fde-sim
+for b in "$fde_image" "$daemon" "$admin" "$sim" "$agent"; do
+  [ -x "$b" ] || setup_error "$b is missing (build first)"
+done
+file -L "$agent" | grep -q 'statically linked' || setup_error "$agent is not a static binary"
+"$agent" --version | grep -q sim || setup_error "$agent was built without the sim platform"
+for tool in qemu-system-x86_64 dracut socat sgdisk mke2fs debugfs qemu-img openssl busybox cpio; do
+  command -v "$tool" >/dev/null || setup_error "$tool is not installed (scripts/install-deps.sh)"
+done
+busybox_bin=$(command -v busybox)
+file -L "$busybox_bin" | grep -q 'statically linked' || setup_error "$busybox_bin is not static (busybox-static)"
+kver=$(ls /lib/modules | sort -V | tail -n 1)
+kernel=/boot/vmlinuz-$kver
+[ -n "$kver" ] && [ -r "$kernel" ] || setup_error "no Debian kernel in /boot (linux-image-amd64)"
+
+if [ -z "$work" ]; then work=$(mktemp -d /tmp/fde-e2e.XXXXXX); else rm -rf "$work"; mkdir -p "$work"; fi
+work=$(cd "$work" && pwd)
+daemon_pid= qemu_pid=
+cleanup() {
+  [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null || true
+  stop_verifier
+  if [ "$keep" = 1 ]; then echo "e2e: work directory kept: $work"; else rm -rf "$work"; fi
+}
+stop_verifier() {
+  if [ -n "$daemon_pid" ]; then
+    kill "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+    daemon_pid=
+  fi
+}
+trap cleanup EXIT
+umask 077
+started_all=$(date +%s)
+
+# ---------------------------------------------------------------------------------------
+step "1. a small bootable CVM image: Debian kernel $kver, a dracut initramfs with the fde-agent module, an ext4 root"
+# dracut runs from a private copy of its module tree with our module added, so the build
+# host's /usr/lib/dracut stays untouched. Only the NIC QEMU gives the guest (virtio_net) is
+# taken instead of every wired network driver: that halves the initramfs and its build time.
+cp -a /usr/lib/dracut "$work/dracut"
+mkdir -p "$work/dracut/modules.d/90fde-agent"
+cp "$source_dir"/guest-agent/dracut/* "$work/dracut/modules.d/90fde-agent/"
+cat >"$work/dracut/modules.d/90kernel-network-modules/module-setup.sh" <<'EOF'
+#!/bin/bash
+# e2e test: the guest's only NIC is QEMU's virtio-net.
+check() { return 255; }
+depends() { return 0; }
+installkernel() { instmods virtio_net af_packet; }
+install() { return 0; }
+EOF
+mkdir -p "$work/dracut-conf.d" "$work/boot/grub"
+t0=$(date +%s)
+# No agent or configuration on this "build host": fde-image adds them to the initramfs.
+FDE_AGENT_BINARY=/nonexistent FDE_AGENT_CONFIG=/nonexistent dracutbasedir="$work/dracut" \
+  dracut --force --no-hostonly --no-hostonly-cmdline --no-early-microcode --reproducible --gzip \
+  --conf /dev/null --confdir "$work/dracut-conf.d" --kver "$kver" \
+  --modules "bash base udev-rules crypt dm network-legacy fde-agent" \
+  --omit "systemd plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net" \
+  --add-drivers "virtio_pci virtio_blk virtio_net ext4 dm_crypt qemu_fw_cfg" \
+  "$work/boot/initrd.img-$kver" >"$work/dracut.log" 2>&1 || { cat "$work/dracut.log" >&2; setup_error "dracut failed"; }
+note "dracut: $(stat -c %s "$work/boot/initrd.img-$kver") bytes in $(($(date +%s) - t0)) s"
+cp "$kernel" "$work/boot/vmlinuz-$kver"
+
+# The root filesystem: busybox and an init that prints what it finds and powers off. The
+# marker is random per run and lives only on the encrypted root, so seeing it on the
+# console proves that the guest decrypted the volume.
+marker="root-marker-$(openssl rand -hex 8)"
+root_uuid=$(cat /proc/sys/kernel/random/uuid)
+mkdir -p "$work/root"/{bin,sbin,dev,proc,sys,run,etc,tmp}
+cp "$busybox_bin" "$work/root/bin/busybox"
+echo "$marker" >"$work/root/etc/e2e-marker"
+cat >"$work/root/sbin/init" <<'EOF'
+#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+echo "e2e-init: $($bb cat /etc/e2e-marker) reached"
+for d in /sys/block/dm-*; do
+  [ -e "$d/dm/uuid" ] && echo "e2e-init: $($bb basename "$d") $($bb cat "$d/dm/name") $($bb cat "$d/dm/uuid")"
+done
+echo "e2e-init: root is $($bb awk '$2 == "/" { print $1 }' /proc/mounts | $bb tail -n 1)"
+$bb sync
+$bb poweroff -f
+EOF
+chmod 0755 "$work/root/sbin/init" "$work/root/bin/busybox"
+
+# Kernel arguments, as grub.cfg gives them (and so as grub measures them).
+cmdline_args="root=UUID=$root_uuid ro console=ttyS0 ip=dhcp rd.shell=0 rd.emergency=poweroff panic=-1"
+cat >"$work/boot/grub/grub.cfg" <<EOF
+set timeout=0
+menuentry 'Debian (e2e)' {
+	linux /vmlinuz-$kver $cmdline_args
+	initrd /initrd.img-$kver
+}
+EOF
+chmod -R go+rX "$work/boot" "$work/root"
+
+# GPT: a 72 MiB boot partition and a 40 MiB root partition, made without root privileges.
+boot_mib=72 root_mib=40
+truncate -s $((1 + boot_mib + root_mib + 1))M "$work/disk.raw"
+sgdisk -n1:2048:+${boot_mib}M -t1:8300 -c1:boot -n2:0:+${root_mib}M -t2:8300 -c2:root "$work/disk.raw" >/dev/null
+mke2fs -q -t ext4 -L boot -d "$work/boot" -E offset=$((1 << 20)) "$work/disk.raw" ${boot_mib}M
+mke2fs -q -t ext4 -b 4096 -L root -U "$root_uuid" -d "$work/root" -E offset=$(((1 + boot_mib) << 20)) \
+  "$work/disk.raw" ${root_mib}M
+qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/plain.qcow2"
+rm -f "$work/disk.raw"
+note "plain image: $(stat -c %s "$work/plain.qcow2") bytes (qcow2), root filesystem UUID $root_uuid"
+
+# ---------------------------------------------------------------------------------------
+step "2. the verifier: TLS certificate, simulated device CA, fresh SQLite store on 127.0.0.1"
+# The guest reaches the verifier as 10.0.2.100 (QEMU guestfwd), the host as 127.0.0.1.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=e2e TLS CA" \
+  -keyout "$work/tls-ca.key" -out "$work/tls-ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fde-verifierd" \
+  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+openssl x509 -req -in "$work/server.csr" -CA "$work/tls-ca.pem" -CAkey "$work/tls-ca.key" -CAcreateserial \
+  -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server.crt" 2>/dev/null
+"$sim" device --out "$work/device" --type p521 >/dev/null
+head -c 32 /dev/urandom >"$work/kek"
+head -c 32 /dev/urandom >"$work/nonce-secret"
+# A free port for the daemon, chosen now because QEMU's forwarding names it at start.
+port=
+for _ in $(seq 50); do
+  candidate=$((20000 + RANDOM % 30000))
+  if ! ss -Htln "sport = :$candidate" | grep -q .; then port=$candidate; break; fi
+done
+[ -n "$port" ] || setup_error "no free TCP port on 127.0.0.1"
+printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" '[tls]' 'certificate = "server.crt"' \
+  'private_key = "server.key"' '[attestation]' 'trusted_roots = ["device/ca.pem"]' '[nonce]' \
+  'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' '[admin]' \
+  'socket = "admin.sock"' >"$work/verifier.toml"
+start_verifier() {
+  rm -f "$work/ready"
+  "$daemon" --config "$work/verifier.toml" --ready-file "$work/ready" 2>>"$work/verifierd.log" &
+  daemon_pid=$!
+  for _ in $(seq 100); do [ -s "$work/ready" ] && return 0; sleep 0.1; done
+  cat "$work/verifierd.log" >&2
+  fail "fde-verifierd did not start"
+}
+adm() { "$admin" --socket "$work/admin.sock" "$@"; }
+start_verifier
+note "fde-verifierd is listening on $(cat "$work/ready")"
+
+# ---------------------------------------------------------------------------------------
+step "3. fde-image build: encrypt the root, add the agent to the initramfs, write references and the bundle"
+# What this simulated platform's firmware and grub measure: a RIM for the firmware and an
+# Authenticode digest for grub (neither exists for real under QEMU direct boot).
+rim=$(printf 'e2e simulated virtCCA firmware' | sha256sum | cut -d' ' -f1)
+grub_digest=$(printf 'e2e simulated grub' | sha256sum | cut -d' ' -f1)
+t0=$(date +%s)
+"$fde_image" build --quiet --input "$work/plain.qcow2" --output "$work/encrypted.qcow2" --image-id e2e-image \
+  --verifier "https://10.0.2.100:$port" --verifier-ca "$work/tls-ca.pem" --agent "$agent" --agent-platform sim \
+  --rim "$rim" --grub-efi-digest "$grub_digest" --bundle "$work/bundle.json" --reference-out "$work/reference.json"
+note "fde-image build took $(($(date +%s) - t0)) s; $(stat -c %s "$work/encrypted.qcow2") bytes"
+"$fde_image" inspect "$work/encrypted.qcow2" | sed 's/^/   | /'
+luks_uuid=$(sed -n 's/.*"luks_uuid": *"\([^"]*\)".*/\1/p' "$work/bundle.json")
+[ -n "$luks_uuid" ] || fail "no luks_uuid in the bundle"
+
+step "4. fde-admin enroll: the verifier stores the key (wrapped) and the reference values"
+adm enroll --bundle "$work/bundle.json"
+rm -f "$work/bundle.json"  # the key now exists only in the verifier (wrapped) and in the keyslot
+adm list | sed 's/^/   | /'
+
+# ---------------------------------------------------------------------------------------
+# The firmware's view of the image: the boot partition's kernel, initramfs and grub.cfg, as
+# the guest will load them.
+qemu-img convert -O raw "$work/encrypted.qcow2" "$work/encrypted.raw"
+dd if="$work/encrypted.raw" of="$work/boot.ext4" bs=1M skip=1 count=$boot_mib status=none
+rm -f "$work/encrypted.raw"
+for f in "vmlinuz-$kver" "initrd.img-$kver" grub/grub.cfg; do
+  debugfs -R "dump /$f $work/$(basename "$f").booted" "$work/boot.ext4" >/dev/null 2>&1
+  [ -s "$work/$(basename "$f").booted" ] || fail "cannot read /$f from the encrypted image's boot partition"
+done
+cmp -s "$work/vmlinuz-$kver.booted" "$kernel" || fail "fde-image changed the kernel"
+
+# play_firmware INITRAMFS: the measurements of a boot of this kernel, INITRAMFS and command
+# line, as fw_cfg entries under opt/fde/ (the agent's sim provider reads them).
+play_firmware() {
+  local initramfs=$1 dir=$work/fwcfg
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp "$work/device/ca.pem" "$work/device/device-cert.pem" "$work/device/device-key.pem" "$dir/"
+  echo "$rim" >"$dir/rim"
+  "$sim" eventlog --grub-digest "$grub_digest" --grub-cfg "$work/grub.cfg.booted" --grub-cfg-path /grub/grub.cfg \
+    --kernel "$work/vmlinuz-$kver.booted" --kernel-path "/vmlinuz-$kver" \
+    --initramfs "$initramfs" --initramfs-path "/initrd.img-$kver" \
+    --cmdline "$cmdline_args" --out-log "$dir/event-log" >/dev/null
+}
+
+# boot NAME INITRAMFS: boots the encrypted image under QEMU with a hard timeout; the serial
+# console goes to $work/NAME.serial. Sets boot_seconds and unlock_seconds (empty if the
+# agent never unlocked).
+boot() {
+  local name=$1 initramfs=$2 serial=$work/$1.serial fw_args=() f start now
+  for f in "$work/fwcfg"/*; do fw_args+=(-fw_cfg "name=opt/fde/$(basename "$f"),file=$f"); done
+  : >"$serial"
+  start=$(date +%s.%N)
+  qemu-system-x86_64 -M q35 -m 768 -smp 1 -display none -no-reboot -monitor none \
+    -serial "file:$serial" \
+    -kernel "$work/vmlinuz-$kver.booted" -initrd "$initramfs" -append "$cmdline_args" \
+    -drive "file=$work/encrypted.qcow2,if=virtio,format=qcow2,snapshot=on" \
+    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$port-cmd:socat - TCP:127.0.0.1:$port" \
+    -device virtio-net-pci,netdev=n0 "${fw_args[@]}" >"$work/$name.qemu.log" 2>&1 &
+  qemu_pid=$!
+  unlock_seconds=
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    now=$(date +%s.%N)
+    if [ -z "$unlock_seconds" ] && grep -q 'fde-agent: unlocked' "$serial"; then
+      unlock_seconds=$(echo "$now - $start" | bc)
+    fi
+    if [ "$(echo "$now - $start > $boot_timeout" | bc)" = 1 ]; then
+      kill -9 "$qemu_pid" 2>/dev/null || true
+      wait "$qemu_pid" 2>/dev/null || true
+      qemu_pid=
+      tail -n 40 "$serial" >&2
+      fail "$name: QEMU did not power off within ${boot_timeout} s (killed)"
+    fi
+    # Only the test's own late start runs in parallel with the boot.
+    if [ -n "${on_boot_tick:-}" ]; then "$on_boot_tick" "$start" "$now"; fi
+    sleep 0.2
+  done
+  wait "$qemu_pid" 2>/dev/null || true
+  qemu_pid=
+  boot_seconds=$(echo "$(date +%s.%N) - $start" | bc)
+  if [ -z "$unlock_seconds" ] && grep -q 'fde-agent: unlocked' "$serial"; then unlock_seconds=$boot_seconds; fi
+  grep -E '^fde-agent:|^e2e-init:' "$serial" | sed 's/^/   | /' || true
+}
+
+expect_unlocked() {
+  local name=$1 serial=$work/$1.serial
+  [ -n "$unlock_seconds" ] || { tail -n 60 "$serial" >&2; fail "$name: the agent did not unlock the volume"; }
+  grep -q "e2e-init: $marker reached" "$serial" || { tail -n 60 "$serial" >&2; fail "$name: the root's marker did not appear"; }
+  # dm-crypt's mapping, named by cryptsetup after the LUKS2 UUID, carries the root.
+  grep -Eq "e2e-init: dm-[0-9]+ luks-$luks_uuid CRYPT-LUKS2-${luks_uuid//-/}-" "$serial" ||
+    fail "$name: no dm-crypt mapping of LUKS2 volume $luks_uuid in the guest"
+  grep -Eq 'e2e-init: root is /dev/(mapper/luks-|dm-)' "$serial" || fail "$name: / is not the dm-crypt device"
+  printf '   %s: unlocked %.1f s after QEMU started; root marker seen; powered off after %.1f s\n' \
+    "$name" "$unlock_seconds" "$boot_seconds"
+}
+
+expect_denied() {
+  local name=$1 why=$2 serial=$work/$1.serial
+  [ -z "$unlock_seconds" ] || fail "$name: the volume was unlocked"
+  grep -q "$marker" "$serial" && fail "$name: the root's marker appeared"
+  grep -q 'fde-agent: .*refused: attest: HTTP 403' "$serial" || { tail -n 60 "$serial" >&2; fail "$name: no 403 denial on the console"; }
+  grep -q "failure policy 'poweroff'" "$serial" || fail "$name: the agent did not apply its failure policy"
+  adm audit --image e2e-image --decision deny --limit 1 >"$work/$name.audit"
+  sed 's/^/   | /' "$work/$name.audit"
+  grep -q "$why" "$work/$name.audit" || fail "$name: the audit record does not name '$why'"
+  printf '   %s: denied (%s), the agent powered the VM off after %.1f s; no marker\n' "$name" "$why" "$boot_seconds"
+}
+
+scenario_positive() {
+  step "positive: boot, attest, unlock with dm-crypt, reach the encrypted root"
+  play_firmware "$work/initrd.img-$kver.booted"
+  boot positive "$work/initrd.img-$kver.booted"
+  expect_unlocked positive
+}
+
+scenario_tampered() {
+  step "tampered: one byte of the initramfs changed (in the agent's configuration comment)"
+  cp "$work/initrd.img-$kver.booted" "$work/initrd.tampered"
+  local offset
+  offset=$(grep -boa 'written by fde-image' "$work/initrd.tampered" | head -n 1 | cut -d: -f1)
+  [ -n "$offset" ] || fail "tampered: the appended agent configuration was not found in the initramfs"
+  printf 'W' | dd of="$work/initrd.tampered" bs=1 seek="$offset" conv=notrunc status=none
+  cmp -s "$work/initrd.tampered" "$work/initrd.img-$kver.booted" && fail "tampered: nothing changed"
+  play_firmware "$work/initrd.tampered"
+  boot tampered "$work/initrd.tampered"
+  expect_denied tampered "reference.initramfs"
+  adm explain e2e-image | grep -E 'FAIL' | sed 's/^/   | /' || true
+}
+
+late_tick() {  # starts the verifier late_start seconds into the boot
+  if [ -z "$daemon_pid" ] && [ "$(echo "$2 - $1 >= $late_start" | bc)" = 1 ]; then
+    start_verifier
+    note "fde-verifierd started $(printf '%.1f' "$(echo "$2 - $1" | bc)") s into the boot"
+  fi
+}
+
+scenario_late() {
+  step "late: the verifier is down at boot and starts ${late_start} s later; the agent retries"
+  stop_verifier
+  play_firmware "$work/initrd.img-$kver.booted"
+  on_boot_tick=late_tick boot late "$work/initrd.img-$kver.booted"
+  [ -n "$daemon_pid" ] || start_verifier
+  expect_unlocked late
+  grep -Eq 'fde-agent: attempt [0-9]+ .*failed' "$work/late.serial" || fail "late: no failed attempt before the verifier came up"
+}
+
+scenario_revoked() {
+  step "revoked: fde-admin revoke, then boot the genuine image"
+  adm revoke e2e-image
+  play_firmware "$work/initrd.img-$kver.booted"
+  boot revoked "$work/initrd.img-$kver.booted"
+  expect_denied revoked "revoked"
+  adm reinstate e2e-image >/dev/null
+}
+
+for s in $scenarios; do
+  case "$s" in
+    positive | tampered | late | revoked) "scenario_$s" ;;
+    *) setup_error "unknown scenario $s" ;;
+  esac
+done
+adm audit --verify | sed 's/^/   | /'
+step "passed: $scenarios ($(($(date +%s) - started_all)) s in all)"
