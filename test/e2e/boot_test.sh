@@ -236,7 +236,10 @@ play_firmware() {
 }
 
 # boot NAME INITRAMFS: boots the encrypted image under QEMU with a hard timeout; the serial
-# console goes to $work/NAME.serial. Sets boot_seconds and unlock_seconds (empty if the
+# console goes to $work/NAME.serial. The guest's network is QEMU user networking with
+# restrict=on (no route out of the guest) plus one forward: a connection to 10.0.2.100:PORT
+# starts a socat that connects to the daemon on 127.0.0.1:PORT (its error messages must not
+# reach the guest's socket: QEMU runs the command without a shell, hence -lf /dev/null). Sets boot_seconds and unlock_seconds (empty if the
 # agent never unlocked).
 boot() {
   local name=$1 initramfs=$2 serial=$work/$1.serial fw_args=() f start now
@@ -247,7 +250,7 @@ boot() {
     -serial "file:$serial" \
     -kernel "$work/vmlinuz-$kver.booted" -initrd "$initramfs" -append "$cmdline_args" \
     -drive "file=$work/encrypted.qcow2,if=virtio,format=qcow2,snapshot=on" \
-    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$port-cmd:socat - TCP:127.0.0.1:$port" \
+    -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$port-cmd:socat -lf /dev/null - TCP:127.0.0.1:$port" \
     -device virtio-net-pci,netdev=n0 "${fw_args[@]}" >"$work/$name.qemu.log" 2>&1 &
   qemu_pid=$!
   unlock_seconds=
