@@ -10,7 +10,7 @@ packages=(
   xxd file iproute2
   # the end-to-end boot test (test/e2e) and the demo: a Debian kernel booted under QEMU with a
   # dracut initramfs, a busybox root, the verifier reached through a socat forward
-  qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static socat
+  qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static socat python3
 )
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

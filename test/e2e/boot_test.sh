@@ -10,11 +10,11 @@
 # usage: boot_test.sh --build DIR --agent STATIC_AGENT [--work DIR] [--scenarios "LIST"] [--keep]
 #   --build      a build tree with fde-image, fde-verifierd, fde-admin and fde-sim
 #   --agent      the static fde-agent built with the sim platform (FDE_WITH_SIM=ON)
-#   --scenarios  any of: positive tampered late revoked (default: all four, in that order)
+#   --scenarios  any of: positive tampered late revoked hostile-disk (default: all, in that order)
 #   --work       work directory (default: a new one under /tmp, removed at the end)
 #   --keep       keep the work directory
 # Needs (scripts/install-deps.sh): qemu-system-x86_64, dracut-core and dracut-network,
-# linux-image-amd64, busybox-static, socat, sgdisk, e2fsprogs, qemu-utils, openssl.
+# linux-image-amd64, busybox-static, socat, sgdisk, e2fsprogs, qemu-utils, openssl, python3.
 # Every QEMU run has a hard timeout (FDE_E2E_BOOT_TIMEOUT, default 240 s) and is killed on
 # failure. Exit status: 0 every scenario passed, 1 a scenario failed, 2 setup problem.
 set -euo pipefail
@@ -22,7 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source_dir=$(cd "$here/../.." && pwd)
 build= agent= work= keep=0
-scenarios="positive tampered late revoked"
+scenarios="positive tampered late revoked hostile-disk"
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$(cd "$2" && pwd); shift 2 ;;
@@ -52,7 +52,7 @@ for b in "$fde_image" "$daemon" "$admin" "$sim" "$agent"; do
 done
 file -L "$agent" | grep -q 'statically linked' || setup_error "$agent is not a static binary"
 "$agent" --version | grep -q sim || setup_error "$agent was built without the sim platform"
-for tool in qemu-system-x86_64 dracut socat sgdisk mke2fs debugfs qemu-img openssl busybox cpio; do
+for tool in qemu-system-x86_64 dracut socat sgdisk mke2fs debugfs qemu-img openssl busybox cpio python3 bc ss; do
   command -v "$tool" >/dev/null || setup_error "$tool is not installed (scripts/install-deps.sh)"
 done
 busybox_bin=$(command -v busybox)
@@ -235,21 +235,22 @@ play_firmware() {
     --cmdline "$cmdline_args" --out-log "$dir/event-log" >/dev/null
 }
 
-# boot NAME INITRAMFS: boots the encrypted image under QEMU with a hard timeout; the serial
+# boot NAME INITRAMFS [DISK]: boots the encrypted image under QEMU with a hard timeout; the serial
 # console goes to $work/NAME.serial. The guest's network is QEMU user networking with
 # restrict=on (no route out of the guest) plus one forward: a connection to 10.0.2.100:PORT
 # starts a socat that connects to the daemon on 127.0.0.1:PORT (its error messages must not
 # reach the guest's socket: QEMU runs the command without a shell, hence -lf /dev/null). Sets boot_seconds and unlock_seconds (empty if the
 # agent never unlocked).
 boot() {
-  local name=$1 initramfs=$2 serial=$work/$1.serial fw_args=() f start now
+  local name=$1 initramfs=$2 disk=${3:-file=$work/encrypted.qcow2,format=qcow2} serial=$work/$1.serial
+  local fw_args=() f start now
   for f in "$work/fwcfg"/*; do fw_args+=(-fw_cfg "name=opt/fde/$(basename "$f"),file=$f"); done
   : >"$serial"
   start=$(date +%s.%N)
   qemu-system-x86_64 -M q35 -m 768 -smp 1 -display none -no-reboot -monitor none \
     -serial "file:$serial" \
     -kernel "$work/vmlinuz-$kver.booted" -initrd "$initramfs" -append "$cmdline_args" \
-    -drive "file=$work/encrypted.qcow2,if=virtio,format=qcow2,snapshot=on" \
+    -drive "$disk,if=virtio,snapshot=on" \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$port-cmd:socat -lf /dev/null - TCP:127.0.0.1:$port" \
     -device virtio-net-pci,netdev=n0 "${fw_args[@]}" >"$work/$name.qemu.log" 2>&1 &
   qemu_pid=$!
@@ -348,9 +349,36 @@ scenario_revoked() {
   adm reinstate e2e-image >/dev/null
 }
 
+scenario_hostile_disk() {
+  step "hostile disk: the host rewrites the LUKS2 header's data cipher to cipher_null and writes its own plaintext root"
+  # The genuine keyslots stay, so the released key still opens them; without the agent's
+  # header checks dm-crypt would map the host's plaintext as the root (same filesystem UUID).
+  qemu-img convert -O raw "$work/encrypted.qcow2" "$work/hostile.raw"
+  local start
+  start=$(sgdisk -i 2 "$work/hostile.raw" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
+  [ -n "$start" ] || fail "hostile-disk: no partition 2"
+  python3 "$here/luks2_set_segment_cipher.py" "$work/hostile.raw" $((start * 512)) cipher_null-ecb
+  mkdir -p "$work/hostile-root"
+  cp -a "$work/root/." "$work/hostile-root/"
+  echo "host-controlled-root" >"$work/hostile-root/etc/e2e-marker"
+  mke2fs -q -t ext4 -b 4096 -U "$root_uuid" -d "$work/hostile-root" -E offset=$((start * 512 + (16 << 20))) \
+    "$work/hostile.raw" ${root_mib}M
+  play_firmware "$work/initrd.img-$kver.booted"
+  boot hostile-disk "$work/initrd.img-$kver.booted" "file=$work/hostile.raw,format=raw"
+  rm -f "$work/hostile.raw"
+  local serial=$work/hostile-disk.serial
+  [ -z "$unlock_seconds" ] || fail "hostile-disk: the agent unlocked a cipher_null volume"
+  grep -q 'e2e-init:' "$serial" && fail "hostile-disk: a root filesystem was reached"
+  grep -q 'fde-agent: .*LUKS header of /dev/vda2 refused' "$serial" ||
+    { tail -n 60 "$serial" >&2; fail "hostile-disk: the agent did not refuse the header"; }
+  grep -q "failure policy 'poweroff'" "$serial" || fail "hostile-disk: the agent did not apply its failure policy"
+  printf '   hostile-disk: header refused after the key was released; powered off after %.1f s\n' "$boot_seconds"
+}
+
 for s in $scenarios; do
   case "$s" in
     positive | tampered | late | revoked) "scenario_$s" ;;
+    hostile-disk) scenario_hostile_disk ;;
     *) setup_error "unknown scenario $s" ;;
   esac
 done
