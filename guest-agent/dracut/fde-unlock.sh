@@ -3,7 +3,12 @@
 #   0 unlocked; 4 fall back to the normal LUKS passphrase prompt (failure policy
 #   "passphrase"); anything else (3: policy "poweroff", 2: configuration error, 1: internal
 #   error) powers the VM off, so a failure never continues the boot without the volume.
-# Used by fde-agent.service (systemd initramfs) and fde-agent-settled.sh (script initramfs).
+# Used by fde-agent.service (systemd initramfs) and fde-agent-settled.sh (script initramfs;
+# in a systemd initramfs dracut's initqueue may run that hook too: only one instance runs,
+# the other waits for its result).
+#
+# fde-unlock --verify-root DIR: powers the VM off unless the filesystem mounted at DIR is
+# the agent's dm-crypt mapping (fde-verify-root.sh, a pre-pivot hook).
 
 # Fixed paths, deliberately not taken from the environment: unknown key=value kernel
 # arguments end up in init's environment, and this script must not run what they name.
@@ -13,6 +18,8 @@ config=/etc/fde/agent.conf
 systemd_run_dir=/run/systemd/system
 cryptroot_ask=/sbin/cryptroot-ask
 sysrq_trigger=/proc/sysrq-trigger
+mountinfo=/proc/self/mountinfo
+sys_block=/sys/class/block
 systemd_cryptsetup_tools="/usr/lib/systemd/systemd-cryptsetup /lib/systemd/systemd-cryptsetup /usr/bin/systemd-cryptsetup"
 
 power_off() {
@@ -23,6 +30,15 @@ power_off() {
         poweroff -f
     fi
     # Last resort when no poweroff tool works: the kernel's own power-off.
+    echo o > "$sysrq_trigger"
+    while :; do sleep 60; done
+}
+
+# At once, without the orderly shutdown power_off asks systemd for: used when the wrong root
+# is mounted, so that nothing can switch to it while a shutdown job runs.
+power_off_now() {
+    echo "fde-agent: powering off" >&2
+    poweroff -f
     echo o > "$sysrq_trigger"
     while :; do sleep 60; done
 }
@@ -48,8 +64,51 @@ passphrase_prompt() {
     cryptsetup open "$1" "$2" </dev/console >/dev/console 2>&1
 }
 
+# The mapper name of the volume, as the agent resolves it from its configuration.
+volume_name() {
+    # shellcheck disable=SC2046
+    set -- $("$agent" --config "$config" --resolve-volume)
+    [ $# -eq 2 ] && echo "$2"
+}
+
+# verify_root DIR: the device mounted at DIR (the last mount there) must be the dm device
+# named after the volume, and a dm-crypt one.
+verify_root() {
+    root=$1 name=$(volume_name) devno=
+    if [ -z "$name" ]; then
+        echo "fde-agent: cannot resolve the LUKS volume to check the root filesystem" >&2
+        power_off_now
+    fi
+    while read -r _id _parent number _source mountpoint _rest; do
+        [ "$mountpoint" = "$root" ] && devno=$number
+    done < "$mountinfo"
+    for dm in "$sys_block"/dm-*; do
+        [ -e "$dm/dm/name" ] || continue
+        if [ "$(cat "$dm/dm/name")" = "$name" ] && [ "$(cat "$dm/dev")" = "$devno" ]; then
+            case "$(cat "$dm/dm/uuid")" in
+                CRYPT-LUKS2-*)
+                    echo "fde-agent: the root filesystem at $root is the unlocked volume $name" >&2
+                    return 0
+                    ;;
+            esac
+        fi
+    done
+    echo "fde-agent: the root filesystem at $root (device ${devno:-none}) is not the unlocked volume $name" >&2
+    power_off_now
+}
+
+if [ "${1:-}" = --verify-root ]; then
+    verify_root "${2:?}"
+    exit 0
+fi
+
 [ -e "$state/done" ] && exit 0
 mkdir -p "$state"
+if ! mkdir "$state/running" 2>/dev/null; then
+    # Another instance is unlocking; it powers the VM off if it fails.
+    while [ ! -e "$state/done" ]; do sleep 1; done
+    exit 0
+fi
 "$agent" --config "$config"
 status=$?
 case "$status" in

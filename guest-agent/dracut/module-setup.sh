@@ -90,9 +90,12 @@ install() {
     inst_libdir_file "libgcc_s.so*"
     inst_script "$moddir/fde-unlock.sh" /usr/libexec/fde-agent/fde-unlock
 
-    # Ask dracut to bring the network up even though root is a local disk.
-    mkdir -p "${initdir}/etc/cmdline.d"
-    echo "rd.neednet=1" > "${initdir}/etc/cmdline.d/90fde-agent.conf"
+    # Ask dracut to bring the network up even though root is a local disk, and never to
+    # offer a shell: after the unlock, a shell on the host-controlled console would hold the
+    # open volume (fde-agent-cmdline.conf).
+    inst_simple "$moddir/fde-agent-cmdline.conf" /etc/cmdline.d/90fde-agent.conf
+    # In both kinds of initramfs: the new root must be the agent's dm-crypt mapping.
+    inst_hook pre-pivot 10 "$moddir/fde-verify-root.sh"
 
     if dracut_module_included "systemd"; then
         inst_multiple -o "$systemdutildir/systemd-cryptsetup"
@@ -103,6 +106,8 @@ install() {
         # Script-based initramfs: dracut's main loop runs settled hooks once udev is idle
         # (after the network jobs of that round). 40 sorts before any cryptroot-ask job.
         inst_hook initqueue/settled 40 "$moddir/fde-agent-settled.sh"
+        # ... and the main loop is not finished before the agent is.
+        inst_hook initqueue/finished 40 "$moddir/fde-agent-finished.sh"
     fi
     return 0
 }

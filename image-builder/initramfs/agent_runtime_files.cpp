@@ -14,11 +14,17 @@ Result<void> add_agent_runtime_files(CpioWriter& cpio) {
   if (auto ok = cpio.add_file(settled_hook_path, dracut_files::fde_agent_settled_sh(), 0755, Parents::assume_present);
       !ok)
     return ok;
+  if (auto ok = cpio.add_file(finished_hook_path, dracut_files::fde_agent_finished_sh(), 0755, Parents::assume_present);
+      !ok)
+    return ok;
+  if (auto ok = cpio.add_file(verify_root_hook_path, dracut_files::fde_verify_root_sh(), 0755, Parents::assume_present);
+      !ok)
+    return ok;
   if (auto ok = cpio.add_file(agent_unit_path, dracut_files::fde_agent_service(), 0644); !ok) return ok;
   // As module-setup.sh's ln_r makes it: relative, so it resolves inside the initramfs.
   if (auto ok = cpio.add_symlink(agent_unit_wants_path, "../fde-agent.service"); !ok) return ok;
-  // dracut brings the network up for a local root only when asked to.
-  return cpio.add_file(neednet_cmdline_path, as_bytes("rd.neednet=1\n"), 0644);
+  // dracut brings the network up for a local root only when asked to; no shell, ever.
+  return cpio.add_file(cmdline_conf_path, dracut_files::fde_agent_cmdline_conf(), 0644);
 }
 
 }  // namespace fde::image

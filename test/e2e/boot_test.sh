@@ -10,7 +10,7 @@
 # usage: boot_test.sh --build DIR --agent STATIC_AGENT [--work DIR] [--scenarios "LIST"] [--keep]
 #   --build      a build tree with fde-image, fde-verifierd, fde-admin and fde-sim
 #   --agent      the static fde-agent built with the sim platform (FDE_WITH_SIM=ON)
-#   --scenarios  any of: positive tampered late revoked hostile-disk (default: all, in that order)
+#   --scenarios  any of: positive tampered late revoked hostile-disk shadow-root (default: all)
 #   --work       work directory (default: a new one under /tmp, removed at the end)
 #   --keep       keep the work directory
 # Needs (scripts/install-deps.sh): qemu-system-x86_64, dracut-core and dracut-network,
@@ -22,7 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source_dir=$(cd "$here/../.." && pwd)
 build= agent= work= keep=0
-scenarios="positive tampered late revoked hostile-disk"
+scenarios="positive tampered late revoked hostile-disk shadow-root"
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$(cd "$2" && pwd); shift 2 ;;
@@ -132,8 +132,9 @@ $bb poweroff -f
 EOF
 chmod 0755 "$work/root/sbin/init" "$work/root/bin/busybox"
 
-# Kernel arguments, as grub.cfg gives them (and so as grub measures them).
-cmdline_args="root=UUID=$root_uuid ro console=ttyS0 ip=dhcp rd.shell=0 rd.emergency=poweroff panic=-1"
+# Kernel arguments, as grub.cfg gives them (and so as grub measures them). No rd.shell=0
+# here: the agent's files in the initramfs must provide it (fde-agent-cmdline.conf).
+cmdline_args="root=UUID=$root_uuid ro console=ttyS0 ip=dhcp panic=-1"
 cat >"$work/boot/grub/grub.cfg" <<EOF
 set timeout=0
 menuentry 'Debian (e2e)' {
@@ -243,14 +244,16 @@ play_firmware() {
 # agent never unlocked).
 boot() {
   local name=$1 initramfs=$2 disk=${3:-file=$work/encrypted.qcow2,format=qcow2} serial=$work/$1.serial
-  local fw_args=() f start now
+  local fw_args=() extra_disk=() f start now
+  # A second disk, for the shadow-root scenario.
+  [ -n "${4:-}" ] && extra_disk=(-drive "$4,if=virtio,snapshot=on")
   for f in "$work/fwcfg"/*; do fw_args+=(-fw_cfg "name=opt/fde/$(basename "$f"),file=$f"); done
   : >"$serial"
   start=$(date +%s.%N)
   qemu-system-x86_64 -M q35 -m 768 -smp 1 -display none -no-reboot -monitor none \
     -serial "file:$serial" \
     -kernel "$work/vmlinuz-$kver.booted" -initrd "$initramfs" -append "$cmdline_args" \
-    -drive "$disk,if=virtio,snapshot=on" \
+    -drive "$disk,if=virtio,snapshot=on" "${extra_disk[@]}" \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$port-cmd:socat -lf /dev/null - TCP:127.0.0.1:$port" \
     -device virtio-net-pci,netdev=n0 "${fw_args[@]}" >"$work/$name.qemu.log" 2>&1 &
   qemu_pid=$!
@@ -286,6 +289,8 @@ expect_unlocked() {
   grep -Eq "e2e-init: dm-[0-9]+ luks-$luks_uuid CRYPT-LUKS2-${luks_uuid//-/}-" "$serial" ||
     fail "$name: no dm-crypt mapping of LUKS2 volume $luks_uuid in the guest"
   grep -Eq 'e2e-init: root is /dev/(mapper/luks-|dm-)' "$serial" || fail "$name: / is not the dm-crypt device"
+  grep -q "fde-agent: the root filesystem at /sysroot is the unlocked volume luks-$luks_uuid" "$serial" ||
+    fail "$name: the pre-pivot hook did not check the root"
   printf '   %s: unlocked %.1f s after QEMU started; root marker seen; powered off after %.1f s\n' \
     "$name" "$unlock_seconds" "$boot_seconds"
 }
@@ -323,21 +328,29 @@ scenario_tampered() {
   adm explain e2e-image | grep -E 'FAIL' | sed 's/^/   | /' || true
 }
 
-late_tick() {  # starts the verifier late_start seconds into the boot
-  if [ -z "$daemon_pid" ] && [ "$(echo "$2 - $1 >= $late_start" | bc)" = 1 ]; then
+# Starts the verifier late_start seconds after the agent's first attempt failed, so the
+# agent's retries are exercised however long the boot took to get there.
+late_tick() {
+  [ -z "$daemon_pid" ] || return 0
+  if [ -z "${late_first_failure:-}" ]; then
+    grep -q 'fde-agent: attempt 1 .*failed' "$work/late.serial" && late_first_failure=$2
+    return 0
+  fi
+  if [ "$(echo "$2 - $late_first_failure >= $late_start" | bc)" = 1 ]; then
     start_verifier
-    note "fde-verifierd started $(printf '%.1f' "$(echo "$2 - $1" | bc)") s into the boot"
+    note "fde-verifierd started $(printf '%.1f' "$(echo "$2 - $late_first_failure" | bc)") s after the agent's first attempt failed"
   fi
 }
 
 scenario_late() {
-  step "late: the verifier is down at boot and starts ${late_start} s later; the agent retries"
+  step "late: the verifier is down when the agent starts and comes up ${late_start} s later; the agent retries"
   stop_verifier
   play_firmware "$work/initrd.img-$kver.booted"
+  late_first_failure=
   on_boot_tick=late_tick boot late "$work/initrd.img-$kver.booted"
   [ -n "$daemon_pid" ] || start_verifier
-  expect_unlocked late
   grep -Eq 'fde-agent: attempt [0-9]+ .*failed' "$work/late.serial" || fail "late: no failed attempt before the verifier came up"
+  expect_unlocked late
 }
 
 scenario_revoked() {
@@ -375,10 +388,35 @@ scenario_hostile_disk() {
   printf '   hostile-disk: header refused after the key was released; powered off after %.1f s\n' "$boot_seconds"
 }
 
+scenario_shadow_root() {
+  step "shadow root: the host attaches a second disk, a plaintext ext4 with the root's filesystem UUID"
+  # Without the agent's finished and pre-pivot hooks, dracut would mount whichever device
+  # carries root=UUID=... (before even running the agent). The host's root must never run.
+  rm -f "$work/shadow.ext4"
+  mkdir -p "$work/shadow-root"
+  cp -a "$work/root/." "$work/shadow-root/"
+  echo "host-controlled-root" >"$work/shadow-root/etc/e2e-marker"
+  mke2fs -q -t ext4 -b 4096 -U "$root_uuid" -d "$work/shadow-root" "$work/shadow.ext4" ${root_mib}M >/dev/null
+  play_firmware "$work/initrd.img-$kver.booted"
+  boot shadow-root "$work/initrd.img-$kver.booted" "file=$work/encrypted.qcow2,format=qcow2" \
+    "file=$work/shadow.ext4,format=raw"
+  rm -f "$work/shadow.ext4"
+  local serial=$work/shadow-root.serial
+  grep -q 'host-controlled-root' "$serial" && fail "shadow-root: the host's root filesystem ran"
+  if grep -q "e2e-init: $marker reached" "$serial"; then
+    expect_unlocked shadow-root  # udev linked the UUID to the unlocked volume: a normal boot
+  else
+    grep -q 'fde-agent: the root filesystem at /sysroot .* is not the unlocked volume' "$serial" ||
+      { tail -n 60 "$serial" >&2; fail "shadow-root: neither the genuine root nor the agent's refusal"; }
+    printf '   shadow-root: dracut mounted the host disk; the pre-pivot check powered off after %.1f s\n' "$boot_seconds"
+  fi
+}
+
 for s in $scenarios; do
   case "$s" in
     positive | tampered | late | revoked) "scenario_$s" ;;
     hostile-disk) scenario_hostile_disk ;;
+    shadow-root) scenario_shadow_root ;;
     *) setup_error "unknown scenario $s" ;;
   esac
 done

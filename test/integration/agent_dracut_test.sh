@@ -60,7 +60,6 @@ module_setup() {  # module_setup yes|no OUTPUT [AGENT CONFIG]: run check, depend
     installkernel
     install
     echo "install=$?"
-    echo "cmdline.d=$(cat "$initdir/etc/cmdline.d/90fde-agent.conf")"
   ) > "$out" 2>&1
 }
 
@@ -79,15 +78,26 @@ for flavour in systemd script; do
   expect "$flavour: installs dm-crypt" has_line "$out" "instmods dm_crypt"
   expect "$flavour: installs the unlock script" \
     has_line "$out" "inst_script $module_dir/fde-unlock.sh /usr/libexec/fde-agent/fde-unlock"
-  expect "$flavour: asks dracut for the network" has_line "$out" "cmdline.d=rd.neednet=1"
+  expect "$flavour: installs the kernel arguments (network, no shell)" \
+    has_line "$out" "inst_simple $module_dir/fde-agent-cmdline.conf /etc/cmdline.d/90fde-agent.conf"
+  expect "$flavour: checks the root before switching to it" \
+    has_line "$out" "inst_hook pre-pivot 10 $module_dir/fde-verify-root.sh"
 done
 expect "systemd: installs the unit" \
   has_line "$work/systemd.out" "inst_simple $module_dir/fde-agent.service /usr/lib/systemd/system/fde-agent.service"
 expect "systemd: wants the unit from initrd.target" grep -q "^ln_r .*initrd.target.wants/fde-agent.service" "$work/systemd.out"
-expect "systemd: no initqueue hook" lacks "$work/systemd.out" "inst_hook"
+expect "systemd: no initqueue hook" lacks "$work/systemd.out" "inst_hook initqueue"
 expect "script: runs from initqueue/settled" \
   has_line "$work/script.out" "inst_hook initqueue/settled 40 $module_dir/fde-agent-settled.sh"
 expect "script: no systemd unit" lacks "$work/script.out" "fde-agent.service"
+expect "script: the main loop waits for the agent" \
+  has_line "$work/script.out" "inst_hook initqueue/finished 40 $module_dir/fde-agent-finished.sh"
+conf=$module_dir/fde-agent-cmdline.conf
+for arg in rd.neednet=1 rd.shell=0 rd.emergency=poweroff; do
+  expect "kernel arguments: $arg" grep -qw -- "$arg" "$conf"
+done
+expect "kernel arguments: one line, no comments (dracut reads every word as an argument)" \
+  test "$(grep -c . "$conf")" = 1 -a -z "$(grep '#' "$conf")"
 
 # No agent on the build host (an image fde-image will encrypt): the runtime pieces only.
 module_setup no "$work/unconfigured.out" "$work/absent-agent" "$work/absent.conf"
@@ -101,7 +111,8 @@ expect "unconfigured: installs dm-crypt" has_line "$out" "instmods dm_crypt"
 expect "unconfigured: installs qemu_fw_cfg (the platform is chosen later)" has_line "$out" "instmods qemu_fw_cfg"
 expect "unconfigured: runs from initqueue/settled" \
   has_line "$out" "inst_hook initqueue/settled 40 $module_dir/fde-agent-settled.sh"
-expect "unconfigured: asks dracut for the network" has_line "$out" "cmdline.d=rd.neednet=1"
+expect "unconfigured: keeps the main loop going until the agent is done" \
+  has_line "$out" "inst_hook initqueue/finished 40 $module_dir/fde-agent-finished.sh"
 expect "configured tsi: no qemu_fw_cfg" lacks "$work/script.out" "instmods qemu_fw_cfg"
 # Half a configuration is refused rather than silently treated as "fde-image adds it".
 module_setup no "$work/half.out" "$work/fde-agent" "$work/absent.conf"
@@ -141,6 +152,7 @@ sed -e "s|^state=.*|state=$work/state|" -e "s|^agent=.*|agent=$work/agent-stub|"
     -e "s|^cryptroot_ask=.*|cryptroot_ask=$work/cryptroot-ask|" \
     -e "s|^sysrq_trigger=.*|sysrq_trigger=$work/sysrq|" \
     -e "s|^systemd_cryptsetup_tools=.*|systemd_cryptsetup_tools=$work/systemd-cryptsetup|" \
+    -e "s|^mountinfo=.*|mountinfo=$work/mountinfo|" -e "s|^sys_block=.*|sys_block=$work/sys-block|" \
     "$module_dir/fde-unlock.sh" > "$work/fde-unlock"
 chmod 0755 "$work/fde-unlock"
 
@@ -188,6 +200,43 @@ expect "exit 4 (script): a failed prompt powers off" grep -qx "poweroff -f" "$wo
 unlock 4 systemd
 expect "exit 4 (systemd): systemd-cryptsetup asks" \
   grep -qx "systemd-cryptsetup attach luks-test /dev/vdz2 none" "$work/actions"
+
+# Two instances (unit and initqueue hook of a systemd initramfs): the second waits for the
+# first's result instead of running a second agent.
+unlock 0 script
+rm -f "$work/state/done" "$work/actions"
+mkdir -p "$work/state/running"
+( sleep_real=$(command -v sleep); "$sleep_real" 1; : > "$work/state/done" ) &
+{ PATH=/usr/bin:/bin timeout 20 "$work/fde-unlock"; echo $? > "$work/status"; } 2>/dev/null
+wait
+touch "$work/actions"
+expect "a second instance waits and does not run the agent" actions_are ""
+expect "a second instance exits 0 once the first is done" status_is 0
+
+# --verify-root: the filesystem at /sysroot must be the agent's dm-crypt mapping.
+verify_root() {  # verify_root DEVNO-AT-SYSROOT DM-NAME DM-UUID
+  rm -rf "$work/sys-block" "$work/actions" "$work/sysrq"
+  mkdir -p "$work/sys-block/dm-0/dm"
+  echo "254:0" > "$work/sys-block/dm-0/dev"
+  echo "$2" > "$work/sys-block/dm-0/dm/name"
+  echo "$3" > "$work/sys-block/dm-0/dm/uuid"
+  printf '22 1 0:21 / /proc rw - proc proc rw\n31 1 %s / /sysroot ro - ext4 /dev/x ro\n' "$1" > "$work/mountinfo"
+  { PATH=$work/bin:$PATH timeout 20 "$work/fde-unlock" --verify-root /sysroot; echo $? > "$work/status"; } 2>/dev/null
+  touch "$work/actions"
+}
+verify_root 254:0 luks-test CRYPT-LUKS2-0123-luks-test
+expect "verify-root: the agent's mapping passes" status_is 0
+expect "verify-root: nothing is powered off" lacks "$work/actions" "poweroff"
+verify_root 253:16 luks-test CRYPT-LUKS2-0123-luks-test
+expect "verify-root: another device at /sysroot powers off at once" grep -qx "poweroff -f" "$work/actions"
+verify_root 254:0 other CRYPT-LUKS2-0123-other
+expect "verify-root: a mapping with another name powers off" grep -qx "poweroff -f" "$work/actions"
+verify_root 254:0 luks-test LVM-abc
+expect "verify-root: a dm device that is not dm-crypt powers off" grep -qx "poweroff -f" "$work/actions"
+mkdir -p "$work/systemd-run"
+verify_root 253:16 luks-test CRYPT-LUKS2-0123-luks-test
+expect "verify-root (systemd): no orderly shutdown, poweroff -f at once" grep -qx "poweroff -f" "$work/actions"
+rm -rf "$work/systemd-run"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -335,6 +335,9 @@ TEST_CASE("the appended archive holds the dracut runtime files byte for byte and
   const std::map<std::string, std::pair<std::string, std::uint32_t>> runtime_files = {
       {"/usr/libexec/fde-agent/fde-unlock", {dracut + "/fde-unlock.sh", 0100755}},
       {"/lib/dracut/hooks/initqueue/settled/40-fde-agent-settled.sh", {dracut + "/fde-agent-settled.sh", 0100755}},
+      {"/lib/dracut/hooks/initqueue/finished/40-fde-agent-finished.sh", {dracut + "/fde-agent-finished.sh", 0100755}},
+      {"/lib/dracut/hooks/pre-pivot/10-fde-verify-root.sh", {dracut + "/fde-verify-root.sh", 0100755}},
+      {"/etc/cmdline.d/90fde-agent.conf", {dracut + "/fde-agent-cmdline.conf", 0100644}},
       {"/usr/lib/systemd/system/fde-agent.service", {dracut + "/fde-agent.service", 0100644}},
       {"/usr/sbin/fde-agent", {f.path("agent"), 0100755}},
       {"/etc/fde/verifier-ca.pem", {f.path("ca.pem"), 0100644}},
@@ -350,8 +353,11 @@ TEST_CASE("the appended archive holds the dracut runtime files byte for byte and
   CHECK(mode_of(wants) == 0120777);
   CHECK(as_text(content_of(wants)) == "../fde-agent.service");
   CHECK(mode_of("/usr/lib/systemd/system/initrd.target.wants") == 040755);
-  CHECK(as_text(content_of("/etc/cmdline.d/90fde-agent.conf")) == "rd.neednet=1\n");
-  CHECK(mode_of("/etc/cmdline.d/90fde-agent.conf") == 0100644);
+  // No shell on the host-controlled console once the volume is open.
+  const std::string cmdline = as_text(content_of("/etc/cmdline.d/90fde-agent.conf"));
+  CHECK(cmdline.find("rd.neednet=1") != std::string::npos);
+  CHECK(cmdline.find("rd.shell=0") != std::string::npos);
+  CHECK(cmdline.find("rd.emergency=poweroff") != std::string::npos);
   const Bytes config = content_of("/etc/fde/agent.conf");
   const std::string config_text(config.begin(), config.end());
   CHECK(config_text.find("\nluks_uuid = " + report->luks_uuid + "\n") != std::string::npos);
