@@ -182,8 +182,10 @@ int run(const std::vector<std::string>& args) {
   }
   HttpsServer& https = **server;
   metrics.set_transport_stats([&https] { return https.stats(); });
-  auto admin_server =
-      AdminSocketServer::create(config->admin_socket, [&admin](const std::string& line) { return admin.handle(line); });
+  AdminSocketLimits admin_limits;
+  if (config->admin_allowed_uid) admin_limits.allowed_uid = static_cast<uid_t>(*config->admin_allowed_uid);
+  auto admin_server = AdminSocketServer::create(
+      config->admin_socket, [&admin](const std::string& line) { return admin.handle(line); }, admin_limits);
   if (!admin_server) {
     logger.error("admin_socket_failed", {{"path", config->admin_socket}, {"error", admin_server.error().describe()}});
     return exit_runtime;
@@ -201,8 +203,10 @@ int run(const std::vector<std::string>& args) {
     ready_lines += address + "\n";
   }
   std::cout << "listening on " << addresses << " (admin socket " << config->admin_socket << ")" << std::endl;
+  const std::string admin_users =
+      config->admin_allowed_uid ? "root, uid " + std::to_string(*config->admin_allowed_uid) : std::string("root");
   logger.info("started", {{"version", FDE_VERSION}, {"listen", addresses}, {"admin_socket", config->admin_socket},
-                          {"database", config->database}});
+                          {"admin_users", admin_users}, {"database", config->database}});
   if (auto path = options->get("ready-file"))
     if (auto written = write_file_atomic(*path, as_bytes(ready_lines), 0644); !written)
       logger.warning("ready_file_failed", {{"error", written.error().describe()}});

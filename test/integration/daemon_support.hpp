@@ -5,6 +5,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,9 +56,11 @@ T need(Result<T> result, const char* what) {
 }
 
 // A child process, stdout and stderr to `log`; killed (SIGKILL) by the destructor if running.
+// With `run_as` (the caller must be root) it runs as that uid, with the gid of the same number.
 class Process {
  public:
-  Process(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log) {
+  Process(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log,
+          std::optional<uid_t> run_as = std::nullopt) {
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
@@ -67,6 +70,9 @@ class Process {
         ::dup2(out, STDERR_FILENO);
       }
       if (::chdir(cwd.c_str()) != 0) ::_exit(127);
+      if (run_as && (::setgroups(0, nullptr) != 0 || ::setgid(static_cast<gid_t>(*run_as)) != 0 ||
+                     ::setuid(*run_as) != 0))
+        ::_exit(126);
       std::vector<char*> args;
       for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
       args.push_back(nullptr);
@@ -176,6 +182,11 @@ struct DaemonOptions {
   int handshake_timeout_ms = 10000;
   int threads = 1;
   int blocking_threads = 4;
+  // Run fde-verifierd as this uid (needs root; its temporary root is handed to that uid).
+  std::optional<uid_t> run_as = {};
+  // admin.allowed_uid. Unset: root only, except that a test run by a non-root developer
+  // names its own uid, since nobody else could then use the socket.
+  std::optional<uid_t> admin_allowed_uid = {};
 };
 
 // One daemon's world under a fresh temporary directory.
@@ -203,7 +214,9 @@ class Daemon {
                    "[nonce]\nsecret_file = \"nonce-secret\"\nlifetime_seconds = " +
                    std::to_string(options.nonce_lifetime_seconds) +
                    "\n[store]\ndatabase = \"verifier.db\"\nkek_file = \"kek\"\n"
-                   "[admin]\nsocket = \"admin.sock\"\n[log]\nlevel = \"info\"\n");
+                   "[admin]\nsocket = \"admin.sock\"\n" + admin_allowed_uid_line(options) +
+                   "[log]\nlevel = \"info\"\n");
+    if (options.run_as) hand_over(*options.run_as);
   }
   ~Daemon() {
     stop();
@@ -219,7 +232,7 @@ class Daemon {
     process_ = std::make_unique<Process>(
         std::vector<std::string>{FDE_VERIFIERD, "--config", root + "/verifier.toml", "--ready-file", root + "/ready",
                                  "--listen", "127.0.0.1:0"},
-        root, root + "/daemon.log");
+        root, root + "/daemon.log", options_.run_as);
     const auto deadline = std::chrono::steady_clock::now() + 20s;
     while (std::chrono::steady_clock::now() < deadline) {
       std::string ready = read_text(root + "/ready");
@@ -244,12 +257,14 @@ class Daemon {
     int status = -1;
     std::string output;
   };
-  AdminResult admin(const std::vector<std::string>& args) const {
+  AdminResult admin(const std::vector<std::string>& args) const { return admin_as(std::nullopt, args); }
+  // fde-admin run as `uid` (needs root), to see whom the admin socket lets in.
+  AdminResult admin_as(std::optional<uid_t> uid, const std::vector<std::string>& args) const {
     std::vector<std::string> argv{FDE_ADMIN, "--socket", root + "/admin.sock"};
     argv.insert(argv.end(), args.begin(), args.end());
     const std::string log_path = root + "/admin.log";
     fs::remove(log_path);
-    Process process(argv, root, log_path);
+    Process process(argv, root, log_path, uid);
     auto status = process.wait(30s);
     return AdminResult{status.value_or(-1), read_text(log_path)};
   }
@@ -285,6 +300,21 @@ class Daemon {
   std::optional<sim::SimDevice> device;
 
  private:
+  static std::string admin_allowed_uid_line(const DaemonOptions& options) {
+    std::optional<uid_t> uid = options.admin_allowed_uid;
+    if (!uid && ::geteuid() != 0) uid = ::geteuid();
+    return uid ? "allowed_uid = " + std::to_string(*uid) + "\n" : std::string();
+  }
+  // The temporary root and everything in it now belong to `uid`, as /run/fde-verifier and
+  // /var/lib/fde-verifier belong to the service user.
+  void hand_over(uid_t uid) const {
+    if (::geteuid() != 0) throw std::runtime_error("running the daemon as another uid needs root");
+    const auto gid = static_cast<gid_t>(uid);
+    if (::chown(root.c_str(), uid, gid) != 0) throw std::runtime_error("cannot chown " + root);
+    for (const auto& entry : fs::directory_iterator(root))
+      if (::chown(entry.path().c_str(), uid, gid) != 0) throw std::runtime_error("cannot chown " + entry.path().string());
+  }
+
   DaemonOptions options_;
   std::unique_ptr<Process> process_;
 };

@@ -7,12 +7,16 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 
+#include <cstring>
 #include <memory>
 
 #include <catch2/catch.hpp>
 
 #include "test/integration/daemon_support.hpp"
+#include "verifier-daemon/server/admin_socket.hpp"
 
 using namespace fde;
 using namespace fde::itest;
@@ -110,6 +114,7 @@ TEST_CASE("the daemon denies evidence that does not match (coarse error codes)",
     if (exchange.attest) {
       CHECK(exchange.attest->status == 404);
       CHECK(error_code(*exchange.attest) == "unknown_image");
+      CHECK(exchange.attest->body.find("never-enrolled") == std::string::npos);  // not echoed back
     } else {
       CHECK(exchange.challenge.status == 404);
       CHECK(error_code(exchange.challenge) == "unknown_image");
@@ -264,4 +269,151 @@ TEST_CASE("fde-admin explains a denial and verifies the audit chain then finds a
   INFO(broken.output);
   CHECK(broken.status == 1);
   CHECK(broken.output.find("\"first_bad_sequence\": " + std::to_string(edited)) != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------
+// The admin socket: who may use it, and where it may be created
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr uid_t nobody = 65534;
+
+// Leaves a socket file behind, as a daemon that crashed would.
+void make_stale_socket(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  ::close(fd);
+}
+
+bool is_socket(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// A directory under /tmp for one socket, removed with its contents.
+struct SocketDir {
+  std::string path;
+  SocketDir() {
+    char pattern[] = "/tmp/fde-admin-dir-XXXXXX";
+    REQUIRE(::mkdtemp(pattern) != nullptr);
+    path = pattern;
+  }
+  ~SocketDir() {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+  std::string socket() const { return path + "/admin.sock"; }
+};
+
+verifier::AdminHandler echo_handler() {
+  return [](const std::string&) { return std::string(R"({"ok":true,"result":{}})"); };
+}
+
+}  // namespace
+
+TEST_CASE("the admin socket refuses the daemon's own user unless admin.allowed_uid names it",
+          "[daemon][integration][admin]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to run the daemon as another user; skipped");
+    return;
+  }
+  SECTION("root only by default: the service user's own uid is refused") {
+    Daemon daemon({.run_as = nobody});
+    daemon.start();
+    // Root administers a daemon that runs as another user.
+    auto enrolled = daemon.enroll(image, crypto::random_secret(32));
+    INFO(enrolled.output << daemon.log());
+    REQUIRE(enrolled.status == 0);
+    // Whoever controls the service user (a compromised daemon, say) gets nothing.
+    for (const std::vector<std::string>& command :
+         {std::vector<std::string>{"list"}, {"revoke", image}, {"audit", "--limit", "5"}}) {
+      auto refused = daemon.admin_as(nobody, command);
+      INFO(command.front() << ": " << refused.output);
+      CHECK(refused.status == 1);
+      CHECK(refused.output.find("permission_denied") != std::string::npos);
+      CHECK(refused.output.find("uid 65534") != std::string::npos);
+    }
+    auto shown = daemon.admin({"show", image});
+    CHECK(shown.status == 0);
+    CHECK(shown.output.find("active") != std::string::npos);  // the refused revoke did nothing
+  }
+  SECTION("admin.allowed_uid lets that one uid in") {
+    Daemon daemon({.run_as = nobody, .admin_allowed_uid = nobody});
+    daemon.start();
+    auto listed = daemon.admin_as(nobody, {"list"});
+    INFO(listed.output << daemon.log());
+    CHECK(listed.status == 0);
+    CHECK(daemon.admin({"list"}).status == 0);
+    CHECK(daemon.log().find("admin_users=\"root, uid 65534\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("the admin socket is not created in a directory others can write to, and a stale socket there is left alone",
+          "[integration][admin]") {
+  SocketDir dir;
+  make_stale_socket(dir.socket());
+  for (const mode_t mode : {01777, 0777, 0770, 0730, 0702}) {
+    INFO("directory mode " << std::oct << mode);
+    REQUIRE(::chmod(dir.path.c_str(), mode) == 0);
+    auto server = verifier::AdminSocketServer::create(dir.socket(), echo_handler());
+    REQUIRE_FALSE(server);
+    CHECK(server.error().message.find("others can write to it") != std::string::npos);
+    CHECK(is_socket(dir.socket()));  // the stale socket was not unlinked
+  }
+  // Closed to others again, the stale socket is replaced as usual.
+  REQUIRE(::chmod(dir.path.c_str(), 0755) == 0);
+  auto server = verifier::AdminSocketServer::create(dir.socket(), echo_handler());
+  INFO((server ? std::string() : server.error().describe()));
+  REQUIRE(server);
+  (*server)->start();
+  CHECK(verifier::admin_request(dir.socket(), "{}", 5000ms));
+}
+
+TEST_CASE("the admin socket is not created in a directory another user owns", "[integration][admin]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to give the directory to another user; skipped");
+    return;
+  }
+  SocketDir dir;
+  make_stale_socket(dir.socket());
+  REQUIRE(::chown(dir.path.c_str(), nobody, nobody) == 0);
+  auto server = verifier::AdminSocketServer::create(dir.socket(), echo_handler());
+  REQUIRE_FALSE(server);
+  CHECK(server.error().message.find("owned by uid 65534") != std::string::npos);
+  CHECK(is_socket(dir.socket()));
+}
+
+TEST_CASE("the admin socket's directory may not be a symbolic link", "[integration][admin]") {
+  SocketDir dir;
+  REQUIRE(::mkdir((dir.path + "/real").c_str(), 0700) == 0);
+  REQUIRE(::symlink("real", (dir.path + "/link").c_str()) == 0);
+  make_stale_socket(dir.path + "/real/admin.sock");
+  auto server = verifier::AdminSocketServer::create(dir.path + "/link/admin.sock", echo_handler());
+  REQUIRE_FALSE(server);
+  CHECK(server.error().message.find("symbolic link") != std::string::npos);
+  CHECK(is_socket(dir.path + "/real/admin.sock"));
+  // The real directory itself is fine.
+  CHECK(verifier::AdminSocketServer::create(dir.path + "/real/admin.sock", echo_handler()));
+}
+
+TEST_CASE("the admin socket is 0600 from bind() on, whatever the umask, and the umask is restored",
+          "[integration][admin]") {
+  SocketDir dir;
+  const mode_t previous = ::umask(0);
+  auto server = verifier::AdminSocketServer::create(dir.socket(), echo_handler());
+  const mode_t after = ::umask(previous);
+  CHECK(after == 0);
+  INFO((server ? std::string() : server.error().describe()));
+  REQUIRE(server);
+  struct stat st {};
+  REQUIRE(::lstat(dir.socket().c_str(), &st) == 0);
+  CHECK(S_ISSOCK(st.st_mode));
+  CHECK((st.st_mode & 07777) == 0600);
+  // A path that names no file in its directory is refused.
+  CHECK_FALSE(verifier::AdminSocketServer::create(dir.path + "/", echo_handler()));
 }

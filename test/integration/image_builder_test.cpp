@@ -354,7 +354,7 @@ TEST_CASE("the appended archive holds the dracut runtime files byte for byte and
   CHECK(as_text(content_of(wants)) == "../fde-agent.service");
   CHECK(mode_of("/usr/lib/systemd/system/initrd.target.wants") == 040755);
   // No shell on the host-controlled console once the volume is open.
-  const std::string cmdline = as_text(content_of("/etc/cmdline.d/90fde-agent.conf"));
+  const std::string cmdline(as_text(content_of("/etc/cmdline.d/90fde-agent.conf")));
   CHECK(cmdline.find("rd.neednet=1") != std::string::npos);
   CHECK(cmdline.find("rd.shell=0") != std::string::npos);
   CHECK(cmdline.find("rd.emergency=poweroff") != std::string::npos);

@@ -78,6 +78,43 @@ rapidjson::Document parse_json(const std::string& text) {
   return doc;
 }
 
+// The real store, with the operator's revoke landing at the worst moment: right after the
+// API has read the image as active (and so decides on an active image), before it reads the
+// key. Everything else is passed through.
+class RevokedAfterLookup final : public Store {
+ public:
+  explicit RevokedAfterLookup(Store& store) : store_(store) {}
+  Result<void> enroll(const ImageRecord& image, const SecretBytes& disk_key) override {
+    return store_.enroll(image, disk_key);
+  }
+  Result<std::optional<ImageRecord>> find_image(std::string_view image_id) override {
+    auto found = store_.find_image(image_id);
+    if (found && *found && (*found)->status == ImageStatus::active)
+      REQUIRE(store_.set_status(image_id, ImageStatus::revoked).has_value());
+    return found;
+  }
+  Result<std::vector<ImageRecord>> list_images() override { return store_.list_images(); }
+  Result<std::optional<SecretBytes>> disk_key(std::string_view image_id) override {
+    ++key_reads;
+    return store_.disk_key(image_id);
+  }
+  Result<void> update_reference(std::string_view image_id, const reference::ReferenceValues& reference) override {
+    return store_.update_reference(image_id, reference);
+  }
+  Result<void> set_status(std::string_view image_id, ImageStatus status) override {
+    return store_.set_status(image_id, status);
+  }
+  Result<AuditRecord> append_audit(const AuditEntry& entry) override { return store_.append_audit(entry); }
+  Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override { return store_.query_audit(query); }
+  Result<AuditChainReport> verify_audit_chain() override { return store_.verify_audit_chain(); }
+  Result<void> ping() override { return store_.ping(); }
+
+  int key_reads = 0;
+
+ private:
+  Store& store_;
+};
+
 }  // namespace
 
 TEST_CASE("the API releases the key to a genuine guest, which opens it, and audits the release") {
@@ -291,4 +328,54 @@ TEST_CASE("a new policy applies to requests after set_policy (SIGHUP)") {
   REQUIRE(records.size() == 1);
   CHECK(has_check(expect_ok(checks_from_json(records[0].entry.checks)), "device.chain", false));
   CHECK(records[0].entry.reason.rfind("request.nonce:", 0) == 0);
+}
+
+TEST_CASE("an image revoked between the decision and the key read is denied like a revoked image, and audited") {
+  Verifier v;
+  RevokedAfterLookup racing(*v.store);
+  AttestationApi api{v.policy, racing, v.metrics, v.logger, [&v] { return v.now; }};
+  const Guest guest = v.challenge_and_prepare();
+  const HttpResponse response =
+      api.handle(HttpRequest{"POST", "/v1/attest", "application/json", protocol::serialize(guest.request), "192.0.2.10:40002"});
+  INFO(response.body << "\n" << v.log);
+  // The decision saw an active image and passed every check; the key read said revoked.
+  CHECK(racing.key_reads == 1);
+  CHECK(response.status == 403);
+  CHECK(error_code(response) == "attestation_failed");
+  CHECK(response.body.find("audit record 1") != std::string::npos);
+  CHECK(response.body.find("sealed_key") == std::string::npos);
+
+  const auto records = v.audit();
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].entry.decision == "deny");
+  CHECK(records[0].entry.reason.rfind("image.status:", 0) == 0);
+  const Verdict checks = expect_ok(checks_from_json(records[0].entry.checks));
+  CHECK(failed_checks(checks) == std::vector<std::string>{"image.status"});
+  CHECK(has_check(checks, "cvm.signature", true));
+  CHECK(v.log.find("decision=deny reason=image.status") != std::string::npos);
+  CHECK(v.log.find("decision=release") == std::string::npos);
+  CHECK(v.log.find(hex_encode(v.disk_key.view())) == std::string::npos);
+  CHECK(v.log.find(base64_encode(v.disk_key.view())) == std::string::npos);
+  CHECK(v.metrics.render().find("fde_releases_total 0\n") != std::string::npos);
+
+  // The same response as for an image that was already revoked when the request came in.
+  const Guest again = v.challenge_and_prepare();
+  const HttpResponse revoked = v.post("/v1/attest", protocol::serialize(again.request));
+  CHECK(revoked.status == response.status);
+  CHECK(error_code(revoked) == error_code(response));
+  CHECK(expect_ok(v.store->verify_audit_chain()).intact);
+}
+
+TEST_CASE("the unknown_image answer does not echo the requested image id back") {
+  Verifier v;
+  GuestOptions options;
+  options.image_id = "probe-7f3a-never-enrolled";
+  const Guest guest = v.challenge_and_prepare(options);
+  const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+  CHECK(response.status == 404);
+  CHECK(error_code(response) == "unknown_image");
+  CHECK(response.body.find("probe-7f3a") == std::string::npos);
+  // The operator still sees which id was asked for.
+  REQUIRE(v.audit().size() == 1);
+  CHECK(v.audit()[0].entry.image_id == "probe-7f3a-never-enrolled");
 }

@@ -13,6 +13,7 @@
 #include "verifier-daemon/config/secret_file.hpp"
 #include "verifier-daemon/log/logger.hpp"
 #include "verifier-daemon/metrics/metrics.hpp"
+#include "verifier-daemon/service/runtime.hpp"
 #include "verifier-daemon/service/sd_notify.hpp"
 
 using namespace fde;
@@ -156,6 +157,30 @@ TEST_CASE("command-line flags override the configuration file") {
   CHECK_FALSE(apply_command_line(config, flags({"--log-level", "chatty"})));
   CHECK_FALSE(apply_command_line(config, flags({"--kek-file", "a", "--kek-credential", "b"})));
   CHECK_FALSE(parse_options({"--no-such-flag"}, daemon_option_specs()));
+}
+
+TEST_CASE("the admin socket is root-only unless admin.allowed_uid names one more uid") {
+  // The default, and the shipped example, name nobody but root.
+  CHECK_FALSE(Config{}.admin_allowed_uid.has_value());
+  auto bytes = expect_ok(read_file(std::string(FDE_TEST_DATA) + "/../../packaging/fde-verifierd.toml", 1024 * 1024));
+  CHECK_FALSE(expect_ok(parse_config(as_text(bytes), "fde-verifierd.toml", "/etc/fde-verifier")).admin_allowed_uid);
+  CHECK_FALSE(expect_ok(parse("[admin]\nsocket = \"/run/x/admin.sock\"\n")).admin_allowed_uid);
+
+  CHECK(expect_ok(parse("[admin]\nallowed_uid = 1000\n")).admin_allowed_uid == 1000u);
+  CHECK(expect_ok(parse("[admin]\nallowed_uid = 4294967294\n")).admin_allowed_uid == 4294967294u);
+  CHECK(error_of("[admin]\nallowed_uid = -1\n").find("admin.allowed_uid: must be 0..4294967294") != std::string::npos);
+  CHECK(error_of("[admin]\nallowed_uid = 4294967295\n").find("admin.allowed_uid: must be") != std::string::npos);
+  CHECK(error_of("[admin]\nallowed_uid = \"fde-verifier\"\n").find("expected an integer") != std::string::npos);
+
+  Config config;
+  expect_ok(apply_command_line(config, flags({"--admin-allowed-uid", "1234"})));
+  CHECK(config.admin_allowed_uid == 1234u);
+  CHECK_FALSE(apply_command_line(config, flags({"--admin-allowed-uid", "-1"})));
+  CHECK_FALSE(apply_command_line(config, flags({"--admin-allowed-uid", "root"})));
+  CHECK(config.admin_allowed_uid == 1234u);
+
+  // The socket's access is fixed at start-up, so a reload that changes it asks for a restart.
+  CHECK(settings_needing_restart(Config{}, config) == std::vector<std::string>{"admin.allowed_uid"});
 }
 
 TEST_CASE("validation asks for what a working daemon needs") {

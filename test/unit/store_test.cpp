@@ -223,7 +223,8 @@ TEST_CASE("an enrolled image is found, listed and its disk key unwraps to the sa
   for (int seed : {1, 2}) {
     auto key = store->disk_key(seed == 1 ? "img-a" : "img-b");
     REQUIRE(key.has_value());
-    CHECK(equal_constant_time(key->view(), disk_key_for(seed).view()));
+    REQUIRE(key->has_value());
+    CHECK(equal_constant_time((*key)->view(), disk_key_for(seed).view()));
   }
 
   auto missing = store->find_image("img-c");
@@ -239,7 +240,7 @@ TEST_CASE("the database file never contains a raw disk key") {
   {
     auto store = open_store(path);
     REQUIRE(store->enroll(image_record("img-a"), key).has_value());
-    REQUIRE(store->disk_key("img-a").has_value());
+    REQUIRE(store->disk_key("img-a").value_or(std::nullopt).has_value());
     // While open, the row may still be in the write-ahead log.
     for (const char* suffix : {"", "-wal", "-shm"}) {
       Bytes content = file_bytes(path + suffix);
@@ -269,7 +270,8 @@ TEST_CASE("enrolling an image twice is refused and keeps the first key") {
   CHECK(again.error().message.find("already enrolled") != std::string::npos);
   auto key = store->disk_key("img-a");
   REQUIRE(key.has_value());
-  CHECK(equal_constant_time(key->view(), disk_key_for(1).view()));
+  REQUIRE(key->has_value());
+  CHECK(equal_constant_time((*key)->view(), disk_key_for(1).view()));
   CHECK(store->list_images()->size() == 1);
 }
 
@@ -318,7 +320,44 @@ TEST_CASE("reference values and status can be updated") {
   auto other = example_reference("img-b");
   CHECK(store->update_reference("img-a", other).error().code == Errc::invalid_argument);
   // The disk key is untouched by either update.
-  CHECK(equal_constant_time(store->disk_key("img-a")->view(), disk_key_for(1).view()));
+  CHECK(equal_constant_time(store->disk_key("img-a")->value().view(), disk_key_for(1).view()));
+}
+
+TEST_CASE("the disk key of a revoked image is withheld by the store itself, whatever the caller read before") {
+  TempDir dir;
+  auto store = open_store(dir.file("fde.db"));
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
+  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2)).has_value());
+  // A caller reads the image while it is active and decides to release...
+  auto seen = store->find_image("img-a");
+  REQUIRE(seen.has_value());
+  REQUIRE(seen->has_value());
+  REQUIRE((*seen)->status == ImageStatus::active);
+  // ...the operator revokes it in the meantime...
+  REQUIRE(store->set_status("img-a", ImageStatus::revoked).has_value());
+  // ...and the key read, not the earlier look, decides: no key leaves the store.
+  auto key = store->disk_key("img-a");
+  REQUIRE(key.has_value());
+  CHECK_FALSE(key->has_value());
+  // Another image is not affected, and reinstating brings the same key back.
+  CHECK(equal_constant_time(store->disk_key("img-b")->value().view(), disk_key_for(2).view()));
+  REQUIRE(store->set_status("img-a", ImageStatus::active).has_value());
+  CHECK(equal_constant_time(store->disk_key("img-a")->value().view(), disk_key_for(1).view()));
+}
+
+TEST_CASE("a revoke committed by another process is seen by the next key read of an open store") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  auto daemon = open_store(path);
+  REQUIRE(daemon->enroll(image_record("img-a"), disk_key_for(1)).has_value());
+  REQUIRE(daemon->disk_key("img-a").value_or(std::nullopt).has_value());
+  // A second connection (another fde-verifierd replica, or the file edited by hand) revokes.
+  auto other = open_store(path);
+  REQUIRE(other->set_status("img-a", ImageStatus::revoked).has_value());
+  auto key = daemon->disk_key("img-a");
+  REQUIRE(key.has_value());
+  CHECK_FALSE(key->has_value());
+  CHECK(daemon->disk_key("img-x").error().code == Errc::not_found);
 }
 
 TEST_CASE("image status names round-trip") {
@@ -519,9 +558,15 @@ TEST_CASE("reopening the database keeps images, keys and the audit chain") {
     REQUIRE(found->has_value());
     CHECK((*found)->status == ImageStatus::revoked);
     CHECK(canonical((*found)->reference) == canonical(example_reference("img-a")));
+    // Still revoked after the reopen: no key until it is reinstated.
+    auto withheld = store->disk_key("img-a");
+    REQUIRE(withheld.has_value());
+    CHECK_FALSE(withheld->has_value());
+    REQUIRE(store->set_status("img-a", ImageStatus::active).has_value());
     auto key = store->disk_key("img-a");
     REQUIRE(key.has_value());
-    CHECK(equal_constant_time(key->view(), disk_key_for(1).view()));
+    REQUIRE(key->has_value());
+    CHECK(equal_constant_time((*key)->view(), disk_key_for(1).view()));
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK(report->intact);
@@ -551,7 +596,7 @@ TEST_CASE("a wrapped key moved to another image's row does not unwrap") {
   auto moved = store->disk_key("img-b");
   REQUIRE_FALSE(moved.has_value());
   CHECK(moved.error().code == Errc::verification_failed);
-  CHECK(store->disk_key("img-a").has_value());
+  CHECK(store->disk_key("img-a").value_or(std::nullopt).has_value());
 }
 
 TEST_CASE("the database file is created with mode 0600 whatever the umask") {
@@ -620,7 +665,7 @@ TEST_CASE("concurrent appends from four threads produce one intact chain") {
         }
         sequences[static_cast<std::size_t>(t)].push_back(record->sequence);
         // Readers interleave with the writers.
-        if (i % 10 == 0 && (!store->find_image("img-a") || !store->disk_key("img-a"))) ++failures;
+        if (i % 10 == 0 && (!store->find_image("img-a") || !store->disk_key("img-a").value_or(std::nullopt))) ++failures;
       }
     });
   }

@@ -1,5 +1,5 @@
 // The attestation port's application, one request path readable in order (style.md):
-// parse -> decide -> audit -> seal -> respond.
+// parse -> decide -> read the key (the store's status is final) -> audit -> seal -> respond.
 #include "verifier-daemon/api/attestation_api.hpp"
 
 #include <chrono>
@@ -36,14 +36,24 @@ bool is_json(const std::string& content_type) {
 }
 
 // What the guest is told about a denial: the coarse code, and the audit sequence so the VM's
-// owner can quote it to the operator, who runs `fde-admin explain --sequence N`.
-std::string denial_message(protocol::ErrorCode code, const std::string& image_id, std::int64_t sequence) {
+// owner can quote it to the operator, who runs `fde-admin explain --sequence N`. Fixed texts:
+// nothing the caller sent is echoed back (the audit record keeps the requested image id).
+std::string denial_message(protocol::ErrorCode code, std::int64_t sequence) {
   switch (code) {
     case protocol::ErrorCode::expired_nonce: return "the nonce has expired; request a new challenge";
     case protocol::ErrorCode::bad_request: return "the nonce was not issued by this verifier for this image";
-    case protocol::ErrorCode::unknown_image: return "no image \"" + image_id + "\" is enrolled here";
+    case protocol::ErrorCode::unknown_image: return "the requested image is not enrolled here";
     default: return "attestation failed; the operator can see why in audit record " + std::to_string(sequence);
   }
+}
+
+// The key read found the image no longer active (revoked after find_image): the request is
+// denied exactly as for a revoked image, and the verdict records why, so the audit record,
+// the log line and `fde-admin explain` agree.
+void deny_at_key_read(Decision& decision, std::string found) {
+  decision.verdict.add_fail("image.status", "active when the disk key is read", std::move(found));
+  decision.evidence.reset();
+  decision.guest_error = protocol::ErrorCode::attestation_failed;
 }
 
 }  // namespace
@@ -155,13 +165,29 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
     return error_response(protocol::ErrorCode::unavailable, "the verifier cannot read its state; try again later");
   }
   const auto policy_now = policy();
-  const Decision decision = policy_now->decider().decide(attest_request, *image, now_());
+  Decision decision = policy_now->decider().decide(attest_request, *image, now_());
+
+  // 3. Read the key before anything is recorded as released. The store reads status and key
+  // from one row, so that read has the last word: an image revoked since find_image() above
+  // is denied here, never released on the strength of the earlier read.
+  std::optional<SecretBytes> disk_key;
+  if (decision.evidence) {
+    auto read = store_.disk_key(image_id);
+    if (!read && read.error().code != Errc::not_found) {
+      logger_.error("release_failed", {{"image", image_id}, {"error", read.error().describe()}});
+      return error_response(protocol::ErrorCode::unavailable, "the verifier cannot release the key; try again later");
+    }
+    if (read && *read)
+      disk_key = std::move(**read);
+    else
+      deny_at_key_read(decision, read ? "revoked after the checks above" : "no longer enrolled");
+  }
   const Verdict& verdict = decision.verdict;
-  const bool release = decision.evidence.has_value();
+  const bool release = disk_key.has_value();
   const Check* failed = verdict.first_failure();
   const std::string reason = failed != nullptr ? failed->name : "";
 
-  // 3. Audit, before anything leaves: a key is never released without its record.
+  // 4. Audit, before anything leaves: a key is never released without its record.
   AuditEntry entry;
   entry.image_id = image_id;
   entry.peer = request.peer;
@@ -190,15 +216,10 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
                             {"audit", sequence},
                             {"token_sha256", token_digest},
                             {"ms", elapsed_ms()}});
-    return error_response(decision.guest_error, denial_message(decision.guest_error, image_id, record->sequence));
+    return error_response(decision.guest_error, denial_message(decision.guest_error, record->sequence));
   }
 
-  // 4. Seal the key to the VM's ephemeral key; the plaintext key is wiped at once.
-  auto disk_key = store_.disk_key(image_id);
-  if (!disk_key) {
-    logger_.error("release_failed", {{"image", image_id}, {"audit", sequence}, {"error", disk_key.error().describe()}});
-    return error_response(protocol::ErrorCode::unavailable, "the verifier cannot release the key; try again later");
-  }
+  // 5. Seal the key to the VM's ephemeral key; the plaintext key is wiped at once.
   auto sealed = release_key(*decision.evidence, *disk_key);
   disk_key->wipe();
   if (!sealed) {
@@ -206,7 +227,7 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
     return error_response(protocol::ErrorCode::unavailable, "the verifier cannot release the key; try again later");
   }
 
-  // 5. Respond.
+  // 6. Respond.
   metrics_.released();
   logger_.info("attest", {{"image", image_id},
                           {"peer", request.peer},

@@ -294,6 +294,13 @@ const std::map<std::string, Section, std::less<>>& schema() {
               c.admin_socket = *v;
               return {};
             }},
+           {"allowed_uid",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, 0, max_admin_allowed_uid);
+              if (!v) return tl::unexpected(v.error());
+              c.admin_allowed_uid = static_cast<std::uint32_t>(*v);
+              return {};
+            }},
        }},
       {"log",
        {
@@ -415,6 +422,7 @@ const std::vector<OptionSpec>& daemon_option_specs() {
       {"nonce-secret-credential", true, false, "NAME", "replaces the nonce secret source with this credential"},
       {"nonce-lifetime", true, false, "SECONDS", "replaces nonce.lifetime_seconds"},
       {"admin-socket", true, false, "PATH", "replaces admin.socket"},
+      {"admin-allowed-uid", true, false, "UID", "replaces admin.allowed_uid (the one uid besides root allowed to administer)"},
       {"threads", true, false, "N", "replaces server.threads"},
       {"max-connections", true, false, "N", "replaces server.max_connections"},
       {"log-level", true, false, "LEVEL", "replaces log.level (error, warning, info, debug)"},
@@ -464,6 +472,9 @@ Result<void> apply_command_line(Config& config, const ParsedOptions& options) {
   if (!lifetime) return tl::unexpected(lifetime.error());
   if (*lifetime) config.nonce_lifetime = std::chrono::seconds(**lifetime);
   if (auto v = options.get("admin-socket")) config.admin_socket = *v;
+  auto allowed_uid = number("admin-allowed-uid", 0, max_admin_allowed_uid);
+  if (!allowed_uid) return tl::unexpected(allowed_uid.error());
+  if (*allowed_uid) config.admin_allowed_uid = static_cast<std::uint32_t>(**allowed_uid);
   auto threads = number("threads", 0, 256);
   if (!threads) return tl::unexpected(threads.error());
   if (*threads) config.limits.threads = static_cast<unsigned>(**threads);

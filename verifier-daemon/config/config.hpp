@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,8 @@ struct Config {
   SecretSource kek{"", "kek"};
   // [admin]
   std::string admin_socket = "/run/fde-verifier/admin.sock";
+  // The one uid besides root that may use the admin socket; unset (the default): root only.
+  std::optional<std::uint32_t> admin_allowed_uid;
   // [log]
   LogLevel log_level = LogLevel::info;
 };
@@ -42,6 +45,8 @@ struct Config {
 constexpr std::chrono::seconds min_nonce_lifetime{5};
 constexpr std::chrono::seconds max_nonce_lifetime{3600};
 constexpr std::size_t max_config_file_size = 256 * 1024;
+// The largest valid uid: (uid_t)-1 means "no change" to the kernel's set*id calls.
+constexpr std::int64_t max_admin_allowed_uid = 4'294'967'294;
 
 // Parses TOML text over the defaults. `source` names the file in messages; relative paths in
 // it are taken relative to `base_directory` (the config file's directory).

@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -92,10 +93,54 @@ int connect_to(int fd, const sockaddr_un& address) {
   return ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
 }
 
-// A socket file left by a daemon that died is replaced; a live socket or any other file is not.
-Result<void> clear_stale_socket(const std::string& path, const sockaddr_un& address) {
+// Where the socket file goes: the directory (opened and checked below) and the name in it.
+struct SocketLocation {
+  std::string directory;
+  std::string name;
+};
+
+Result<SocketLocation> split_socket_path(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return SocketLocation{".", path};
+  SocketLocation location{slash == 0 ? "/" : path.substr(0, slash), path.substr(slash + 1)};
+  if (location.name.empty() || location.name == "." || location.name == "..")
+    return fail(Errc::invalid_argument, "admin socket path '" + path + "' does not end in a file name");
+  return location;
+}
+
+// The socket's directory must be one that only the daemon's user or root can change: anyone
+// else who can write there could swap the stale socket we are about to remove, or the new
+// socket before it is checked, for a file or link of their choosing. Opened without following
+// a symbolic link, and every later step works relative to this descriptor.
+Result<UniqueFd> open_socket_directory(const std::string& directory) {
+  UniqueFd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    const int error = errno;
+    if (error == ELOOP || error == ENOTDIR)
+      return fail(Errc::invalid_argument, "admin socket directory " + directory +
+                                              " is a symbolic link or not a directory; refusing to use it");
+    return fail(Errc::io, "admin socket directory " + directory + ": " + errno_text(error));
+  }
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
+  if (::fstat(fd.get(), &st) != 0) return fail(Errc::io, "admin socket directory " + directory + ": " + errno_text(errno));
+  if (st.st_uid != 0 && st.st_uid != ::geteuid())
+    return fail(Errc::invalid_argument, "admin socket directory " + directory + " is owned by uid " +
+                                            std::to_string(st.st_uid) + ", neither root nor the daemon's user (uid " +
+                                            std::to_string(::geteuid()) + "); refusing to use it");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return fail(Errc::invalid_argument, "admin socket directory " + directory + " has mode " + mode +
+                                            ": others can write to it; refusing to use it (chmod go-w it)");
+  }
+  return fd;
+}
+
+// A socket file left by a daemon that died is replaced; a live socket or any other file is not.
+Result<void> clear_stale_socket(int directory, const std::string& name, const std::string& path,
+                                const sockaddr_un& address) {
+  struct stat st {};
+  if (::fstatat(directory, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return {};
     return fail(Errc::io, "admin socket " + path + ": " + errno_text(errno));
   }
@@ -106,7 +151,7 @@ Result<void> clear_stale_socket(const std::string& path, const sockaddr_un& addr
   if (connect_to(probe.get(), address) == 0 || errno == EAGAIN)
     return fail(Errc::io, "admin socket " + path + " is in use by a running process");
   if (errno != ECONNREFUSED) return fail(Errc::io, "admin socket " + path + ": " + errno_text(errno));
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+  if (::unlinkat(directory, name.c_str(), 0) != 0 && errno != ENOENT)
     return fail(Errc::io, "cannot remove the stale admin socket " + path + ": " + errno_text(errno));
   return {};
 }
@@ -189,11 +234,12 @@ IoStatus read_line(int fd, std::string& line, std::size_t limit, int wake_fd, Cl
 
 class AdminServer final : public AdminSocketServer {
  public:
-  AdminServer(std::string path, AdminHandler handler, const AdminSocketLimits& limits, UniqueFd listener, UniqueFd wake,
-              dev_t device, ino_t inode)
-      : path_(std::move(path)),
+  AdminServer(std::string name, AdminHandler handler, const AdminSocketLimits& limits, UniqueFd directory,
+              UniqueFd listener, UniqueFd wake, dev_t device, ino_t inode)
+      : name_(std::move(name)),
         handler_(std::move(handler)),
         limits_(limits),
+        directory_(std::move(directory)),
         listener_(std::move(listener)),
         wake_(std::move(wake)),
         device_(device),
@@ -231,8 +277,9 @@ class AdminServer final : public AdminSocketServer {
     listener_.reset();
     // Only our own socket file: another daemon may have replaced it since.
     struct stat st {};
-    if (::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == device_ && st.st_ino == inode_)
-      ::unlink(path_.c_str());
+    if (::fstatat(directory_.get(), name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_dev == device_ && st.st_ino == inode_)
+      ::unlinkat(directory_.get(), name_.c_str(), 0);
   }
 
  private:
@@ -303,14 +350,17 @@ class AdminServer final : public AdminSocketServer {
     const auto deadline = Clock::now() + limits_.io_timeout;
     ucred peer{};
     socklen_t size = sizeof peer;
-    if (::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || size != sizeof peer ||
-        (peer.uid != 0 && peer.uid != ::geteuid())) {
-      const std::string who = size == sizeof peer ? "uid " + std::to_string(peer.uid) : std::string("this peer");
-      (void)send_all(
-          client.get(),
-          error_line("permission_denied", who + " may not use the admin socket (root or the daemon's user only)") +
-              "\n",
-          wake, deadline);
+    // Root only (design.md section 3), plus the one uid admin.allowed_uid names. The daemon's
+    // own uid gets no implicit access: whoever takes over the service user must not also
+    // be able to enroll, revoke or read the audit log.
+    const bool credentials = ::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) == 0 && size == sizeof peer;
+    if (!credentials || (peer.uid != 0 && peer.uid != limits_.allowed_uid.value_or(0))) {
+      const std::string who = credentials ? "uid " + std::to_string(peer.uid) : std::string("this peer");
+      (void)send_all(client.get(),
+                     error_line("permission_denied",
+                                who + " may not use the admin socket (root only, unless admin.allowed_uid names it)") +
+                         "\n",
+                     wake, deadline);
       return;
     }
     std::string request;
@@ -341,9 +391,10 @@ class AdminServer final : public AdminSocketServer {
     (void)send_all(client.get(), response, wake, Clock::now() + limits_.io_timeout);
   }
 
-  const std::string path_;
+  const std::string name_;  // in directory_
   const AdminHandler handler_;
   const AdminSocketLimits limits_;
+  const UniqueFd directory_;
   UniqueFd listener_;
   UniqueFd wake_;
   const dev_t device_;
@@ -370,34 +421,47 @@ Result<std::unique_ptr<AdminSocketServer>> AdminSocketServer::create(const std::
     return fail(Errc::invalid_argument, "admin socket limits must be positive");
   auto address = socket_address(path);
   if (!address) return tl::unexpected(address.error());
-  if (auto ok = clear_stale_socket(path, *address); !ok) return tl::unexpected(ok.error());
+  auto location = split_socket_path(path);
+  if (!location) return tl::unexpected(location.error());
+  auto directory = open_socket_directory(location->directory);
+  if (!directory) return tl::unexpected(directory.error());
+  const int dir = directory->get();
+  const std::string& name = location->name;
+  if (auto ok = clear_stale_socket(dir, name, path, *address); !ok) return tl::unexpected(ok.error());
 
   UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!listener) return fail(Errc::io, "socket: " + errno_text(errno));
-  // On Linux the file bind() creates takes the socket inode's mode (less the umask), so the
-  // socket is never reachable by others, not even between bind() and chmod().
-  if (::fchmod(listener.get(), 0600) != 0) return fail(Errc::io, "fchmod admin socket: " + errno_text(errno));
-  if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) != 0)
-    return fail(Errc::io, "cannot create the admin socket " + path + ": " + errno_text(errno));
+  // bind() creates the file with mode 0777 less the umask, so the socket is 0600 from its
+  // first moment; a chmod() by path afterwards would act on whatever the name then points
+  // to. The umask is per process: create() runs at start-up, before other threads make files.
+  const mode_t previous_umask = ::umask(0177);
+  const int bound = ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address);
+  const int bind_error = errno;
+  ::umask(previous_umask);
+  if (bound != 0) return fail(Errc::io, "cannot create the admin socket " + path + ": " + errno_text(bind_error));
+  // What bind() made must be in the directory checked above, as a socket of mode 0600.
   struct stat st {};
-  if (::chmod(path.c_str(), 0600) != 0 || ::lstat(path.c_str(), &st) != 0) {
-    const int error = errno;
-    ::unlink(path.c_str());
-    return fail(Errc::io, "admin socket " + path + ": " + errno_text(error));
+  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return fail(Errc::io, "admin socket " + path + " is not in the directory that was checked: " + errno_text(errno));
+  if (!S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != 0600) {
+    if (S_ISSOCK(st.st_mode)) ::unlinkat(dir, name.c_str(), 0);
+    return fail(Errc::io, "admin socket " + path + " was not created as a socket of mode 0600");
   }
+  auto remove_socket = [&] { ::unlinkat(dir, name.c_str(), 0); };
   if (::listen(listener.get(), listen_backlog) != 0) {
     const int error = errno;
-    ::unlink(path.c_str());
+    remove_socket();
     return fail(Errc::io, "cannot listen on the admin socket " + path + ": " + errno_text(error));
   }
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake) {
     const int error = errno;
-    ::unlink(path.c_str());
+    remove_socket();
     return fail(Errc::io, "eventfd: " + errno_text(error));
   }
-  return std::unique_ptr<AdminSocketServer>(std::make_unique<AdminServer>(
-      path, std::move(handler), limits, std::move(listener), std::move(wake), st.st_dev, st.st_ino));
+  return std::unique_ptr<AdminSocketServer>(std::make_unique<AdminServer>(name, std::move(handler), limits,
+                                                                          std::move(*directory), std::move(listener),
+                                                                          std::move(wake), st.st_dev, st.st_ino));
 }
 
 Result<std::string> admin_request(const std::string& socket_path, const std::string& request_line,
@@ -416,7 +480,7 @@ Result<std::string> admin_request(const std::string& socket_path, const std::str
     if (error == ECONNREFUSED)
       return fail(Errc::io, "nothing is listening on " + socket_path + " (is fde-verifierd running?)");
     if (error == EACCES || error == EPERM)
-      return fail(Errc::io, "permission denied on " + socket_path + " (run as root or as the daemon's user)");
+      return fail(Errc::io, "permission denied on " + socket_path + " (run as root)");
     if (error == EAGAIN) return fail(Errc::io, "fde-verifierd is too busy to accept a connection; try again");
     return fail(Errc::io, socket_path + ": " + errno_text(error));
   }

@@ -1,12 +1,16 @@
 // The administration channel: a Unix stream socket (mode 0600, owned by the daemon's user)
-// that carries one JSON request and one JSON response per line. Connections from a peer
-// whose uid is neither root nor the daemon's own are refused (SO_PEERCRED). Never reachable
-// over the network (design.md section 3).
+// that carries one JSON request and one JSON response per line. Only root may use it
+// (SO_PEERCRED), plus one uid the configuration names explicitly (admin.allowed_uid); the
+// daemon's own uid gets no implicit access. Never reachable over the network (design.md
+// section 3).
 #pragma once
+
+#include <sys/types.h>
 
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/util/error.hpp"
@@ -24,13 +28,19 @@ struct AdminSocketLimits {
   std::chrono::milliseconds io_timeout{10'000};  // reading the request line; writing the response
   std::size_t max_request = max_admin_request;   // longer request lines are refused with too_large
   unsigned max_clients = 4;                      // served at once; others wait in the listen backlog
+  // Root (uid 0) may always connect; this one other uid too, if set (admin.allowed_uid:
+  // a developer running everything as themselves). Unset: root only.
+  std::optional<uid_t> allowed_uid;
 };
 
 class AdminSocketServer {
  public:
   static Result<std::unique_ptr<AdminSocketServer>> create(const std::string& path, AdminHandler handler);
   // Replaces a stale socket file (nothing listening) but never a live socket or another
-  // kind of file. The handler runs on the socket's worker threads, one call per client.
+  // kind of file. The socket's directory must be owned by root or the daemon's user and not
+  // writable by group or others, and must not be a symbolic link; otherwise create() refuses.
+  // Sets the process umask for the moment of bind(): call it before other threads create
+  // files. The handler runs on the socket's worker threads, one call per client.
   static Result<std::unique_ptr<AdminSocketServer>> create(const std::string& path, AdminHandler handler,
                                                            const AdminSocketLimits& limits);
   virtual ~AdminSocketServer() = default;

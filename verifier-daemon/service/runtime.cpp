@@ -103,6 +103,7 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
   if (running.kek.file != loaded.kek.file || running.kek.credential != loaded.kek.credential)
     changed.push_back("store.kek");
   if (running.admin_socket != loaded.admin_socket) changed.push_back("admin.socket");
+  if (running.admin_allowed_uid != loaded.admin_allowed_uid) changed.push_back("admin.allowed_uid");
   return changed;
 }
 

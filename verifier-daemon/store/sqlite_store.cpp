@@ -156,7 +156,7 @@ class SqliteStore final : public Store {
   Result<void> enroll(const ImageRecord& image, const SecretBytes& disk_key) override;
   Result<std::optional<ImageRecord>> find_image(std::string_view image_id) override;
   Result<std::vector<ImageRecord>> list_images() override;
-  Result<SecretBytes> disk_key(std::string_view image_id) override;
+  Result<std::optional<SecretBytes>> disk_key(std::string_view image_id) override;
   Result<void> update_reference(std::string_view image_id, const reference::ReferenceValues& reference) override;
   Result<void> set_status(std::string_view image_id, ImageStatus status) override;
   Result<AuditRecord> append_audit(const AuditEntry& entry) override;
@@ -376,19 +376,24 @@ Result<std::vector<ImageRecord>> SqliteStore::list_images() {
   return images;
 }
 
-Result<SecretBytes> SqliteStore::disk_key(std::string_view image_id) {
+Result<std::optional<SecretBytes>> SqliteStore::disk_key(std::string_view image_id) {
   Bytes wrapped;
   {
     std::lock_guard lock(mutex_);
-    auto q = query("SELECT wrapped_key FROM images WHERE id = ?1", "read disk key");
+    // The status is read with the key, from the same row: a revoke committed before this
+    // statement is always seen, whatever the caller decided from an earlier read.
+    auto q = query("SELECT status, wrapped_key FROM images WHERE id = ?1", "read disk key");
     if (!q) return tl::unexpected(q.error());
     auto row = q->bind(1, image_id).step();
     if (!row) return tl::unexpected(row.error());
     if (!*row) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
-    wrapped = q->blob(0);
+    if (image_status_from_name(q->text(0)) != ImageStatus::active) return std::optional<SecretBytes>{};
+    wrapped = q->blob(1);
   }
   // The image id is the AAD: a wrapped key moved to another row fails here.
-  return kek_.unwrap(image_id, wrapped);
+  auto key = kek_.unwrap(image_id, wrapped);
+  if (!key) return tl::unexpected(key.error());
+  return std::optional<SecretBytes>(std::move(*key));
 }
 
 Result<void> SqliteStore::update_reference(std::string_view image_id, const reference::ReferenceValues& reference) {

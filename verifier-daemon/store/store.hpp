@@ -73,8 +73,11 @@ class Store {
   virtual Result<void> enroll(const ImageRecord& image, const SecretBytes& disk_key) = 0;
   virtual Result<std::optional<ImageRecord>> find_image(std::string_view image_id) = 0;
   virtual Result<std::vector<ImageRecord>> list_images() = 0;
-  // Unwraps the image's disk key (Errc::not_found for an unknown image).
-  virtual Result<SecretBytes> disk_key(std::string_view image_id) = 0;
+  // Unwraps the disk key of an image that is active at this moment. Status and key are read
+  // from one row in one statement, so this read, not an earlier find_image(), is what decides
+  // whether a key may leave: an image revoked after the caller's checks yields nullopt.
+  // Errc::not_found for an unknown image.
+  virtual Result<std::optional<SecretBytes>> disk_key(std::string_view image_id) = 0;
   virtual Result<void> update_reference(std::string_view image_id, const reference::ReferenceValues& reference) = 0;
   virtual Result<void> set_status(std::string_view image_id, ImageStatus status) = 0;
   // Appends atomically: reads the last hash and writes the new record in one transaction.
