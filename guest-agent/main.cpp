@@ -4,9 +4,10 @@
 // outcome to an exit code; nothing more.
 //
 // Exit status: 0 unlocked (or already unlocked); 1 internal error; 2 usage or configuration
-// error; 3 gave up, failure policy poweroff (the hook powers the VM off); 4 gave up, failure
-// policy passphrase (the hook runs the normal LUKS passphrase prompt). With policy "wait" the
-// agent does not give up.
+// error; 3 gave up, failure policy poweroff (the hook powers the VM off), or, whatever the
+// policy, a mapping of the volume is open that the agent could not verify (or close); 4 gave
+// up, failure policy passphrase (the hook runs the normal LUKS passphrase prompt). With
+// policy "wait" the agent does not give up.
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <signal.h>
@@ -62,7 +63,7 @@ std::string usage() {
   return "usage: fde-agent [--config FILE] [OPTIONS]\n\n"
          "Attests this virtCCA CVM to the configured verifiers and unlocks its LUKS volume with the\n"
          "released key. Exit status: 0 unlocked; 1 internal error; 2 usage or configuration error;\n"
-         "3 gave up (policy poweroff); 4 gave up (policy passphrase).\n\n" +
+         "3 gave up (policy poweroff) or an unverified mapping is open; 4 gave up (policy passphrase).\n\n" +
          options_help(option_specs());
 }
 
@@ -181,6 +182,7 @@ int run(const std::vector<std::string>& args) {
     explicit TestLocator(DeviceLocator& inner) : inner_(inner) {}
     Result<std::string> locate() override { return inner_.locate(); }
     bool already_unlocked() override { return false; }
+    Result<CryptMapping> existing_mapping() override { return inner_.existing_mapping(); }
     DeviceLocator& inner_;
   } test_locator(locator);
 
@@ -206,7 +208,8 @@ int run(const std::vector<std::string>& args) {
     case FlowResult::unlocked:
     case FlowResult::already_unlocked: return exit_unlocked;
     case FlowResult::give_up_passphrase: return exit_passphrase;
-    case FlowResult::give_up_poweroff: return exit_poweroff;
+    case FlowResult::give_up_poweroff:
+    case FlowResult::fatal_poweroff: return exit_poweroff;
   }
   return exit_internal;
 }

@@ -58,4 +58,6 @@ bool UuidDeviceLocator::already_unlocked() {
   return ::stat((mapper_directory_ + "/" + mapper_name_).c_str(), &st) == 0;
 }
 
+Result<CryptMapping> UuidDeviceLocator::existing_mapping() { return read_crypt_mapping(mapper_name_); }
+
 }  // namespace fde::agent

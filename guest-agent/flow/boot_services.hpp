@@ -1,6 +1,6 @@
 // The outside world of the boot flow, one small interface each, so the flow's decisions can
 // be tested with a fake clock and fake verifiers: time, the console, the network and the
-// LUKS device node.
+// LUKS device node and what an already open mapping of it is.
 #pragma once
 
 #include <iosfwd>
@@ -9,6 +9,7 @@
 #include "common/util/error.hpp"
 #include "guest-agent/config/agent_config.hpp"
 #include "guest-agent/retry/retry_schedule.hpp"
+#include "guest-agent/unlock/dm_table.hpp"
 
 namespace fde::agent {
 
@@ -55,6 +56,8 @@ class DeviceLocator {
   virtual Result<std::string> locate() = 0;
   // True if the volume is already open (/dev/mapper/<name> exists).
   virtual bool already_unlocked() = 0;
+  // What the kernel says that open mapping is (unlock/dm_table.hpp).
+  virtual Result<CryptMapping> existing_mapping() = 0;
 };
 
 // Finds the volume by UUID (unlock/luks_device.hpp) or, when a device was named on the
@@ -69,6 +72,7 @@ class UuidDeviceLocator final : public DeviceLocator {
         mapper_directory_(std::move(mapper_directory)) {}
   Result<std::string> locate() override;
   bool already_unlocked() override;
+  Result<CryptMapping> existing_mapping() override;
 
  private:
   std::string uuid_;

@@ -12,6 +12,10 @@ constexpr Milliseconds network_poll_interval{500};
 // While waiting for the device or the network, a reminder line this often.
 constexpr Milliseconds waiting_report_interval{10'000};
 
+// Said when a mapping that is not the verified volume stays open.
+constexpr const char* unverified_consequence =
+    "the VM will power off whatever the failure policy (no passphrase prompt may see this mapping)";
+
 std::string seconds_until(TimePoint from, TimePoint to) {
   return format_duration(std::max(Milliseconds(0), std::chrono::duration_cast<Milliseconds>(to - from)));
 }
@@ -98,7 +102,18 @@ FlowResult run_unlock_flow(const AgentConfig& config, FlowServices& services) {
   const std::string mapper = config.mapper_name();
 
   if (services.device.already_unlocked()) {
-    services.status.line("/dev/mapper/" + mapper + " already exists: the volume is unlocked; nothing to do");
+    // Opened before the agent ran: by an earlier run of the hook, or by something else on a
+    // volume the host may have made. Accepted only as what this agent would have opened.
+    auto mapping = services.device.existing_mapping();
+    auto checked = mapping.and_then(
+        [&](const CryptMapping& found) { return check_luks2_mapping(found, config.luks_uuid, config.luks_cipher); });
+    if (!checked) {
+      services.status.line("/dev/mapper/" + mapper + " already exists, but " + checked.error().message + "; " +
+                           unverified_consequence);
+      return FlowResult::fatal_poweroff;
+    }
+    services.status.line("/dev/mapper/" + mapper + " already exists and is LUKS2 volume " + config.luks_uuid +
+                         " with cipher " + mapping->cipher + ": the volume is unlocked; nothing to do");
     return FlowResult::already_unlocked;
   }
   auto device = wait_for_device(config, services, start + config.device_timeout);
@@ -132,6 +147,10 @@ FlowResult run_unlock_flow(const AgentConfig& config, FlowServices& services) {
         return FlowResult::unlocked;
       }
       last_failure = "unlock failed: " + unlocked.error().message;
+      if (unlocker->unverified_mapping_open()) {
+        services.status.line(tried + last_failure + "; " + unverified_consequence);
+        return FlowResult::fatal_poweroff;
+      }
       if (!forever) {
         services.status.line(tried + last_failure + "; " + policy_consequence(config.failure_policy));
         return give_up(config.failure_policy);

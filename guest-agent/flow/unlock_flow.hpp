@@ -16,9 +16,13 @@ namespace fde::agent {
 
 enum class FlowResult {
   unlocked,             // the volume is open
-  already_unlocked,     // it was open before we started (a re-run of the hook)
+  already_unlocked,     // it was open before we started (a re-run of the hook), and checked
   give_up_poweroff,     // failure policy poweroff (or "wait" on a machine that cannot attest)
   give_up_passphrase,   // failure policy passphrase: the caller runs the normal prompt
+  // Whatever the failure policy: a mapping is open that is not (or could not be shown to be)
+  // the configured volume, and it cannot be closed or was there before the agent started.
+  // No passphrase prompt may follow: systemd-cryptsetup would find it active and use it.
+  fatal_poweroff,
 };
 
 struct FlowServices {

@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -41,7 +42,7 @@ Result<std::string> crypt_cipher_from_table(unsigned target_count, std::string_v
   return std::string(cipher);
 }
 
-Result<std::string> read_mapping_cipher(const std::string& name, const std::string& control) {
+Result<CryptMapping> read_crypt_mapping(const std::string& name, const std::string& control) {
   if (name.empty() || name.size() >= DM_NAME_LEN) return fail(Errc::invalid_argument, "bad mapping name '" + name + "'");
   const int fd = ::open(control.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return fail(Errc::io, "cannot open " + control + ": " + std::strerror(errno));
@@ -80,7 +81,35 @@ Result<std::string> read_mapping_cipher(const std::string& name, const std::stri
   }
   auto cipher = crypt_cipher_from_table(io->target_count, target_type, params);
   if (!cipher) return fail_with_context("/dev/mapper/" + name, cipher.error());
-  return cipher;
+  // The kernel writes the mapping's name and UUID back into the header it answers with.
+  return CryptMapping{std::move(*cipher), std::string(io->uuid, strnlen(io->uuid, sizeof io->uuid))};
+}
+
+Result<std::string> read_mapping_cipher(const std::string& name, const std::string& control) {
+  auto mapping = read_crypt_mapping(name, control);
+  if (!mapping) return tl::unexpected(mapping.error());
+  return std::move(mapping->cipher);
+}
+
+Result<void> check_luks2_mapping(const CryptMapping& mapping, std::string_view luks_uuid,
+                                 std::string_view expected_cipher) {
+  // cryptsetup names a LUKS2 mapping "CRYPT-LUKS2-" + the header's UUID without dashes + "-"
+  // + the mapping name (lib/libdevmapper.c, dm_prepare_uuid); the UUID keeps the header's case.
+  constexpr std::string_view luks2_prefix = "CRYPT-LUKS2-";
+  std::string expected(luks2_prefix);
+  for (char c : luks_uuid)
+    if (c != '-') expected += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  expected += '-';
+  std::string found = mapping.dm_uuid.substr(0, expected.size());
+  for (std::size_t i = luks2_prefix.size(); i < found.size(); ++i)
+    found[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(found[i])));
+  if (found != expected)
+    return fail(Errc::verification_failed, "its device-mapper UUID is '" + mapping.dm_uuid + "', not " + expected +
+                                               "<name>: it is not a LUKS2 mapping of volume " + std::string(luks_uuid));
+  if (mapping.cipher != expected_cipher)
+    return fail(Errc::verification_failed, "it uses '" + mapping.cipher + "', expected '" +
+                                               std::string(expected_cipher) + "' (luks_cipher)");
+  return {};
 }
 
 }  // namespace fde::agent

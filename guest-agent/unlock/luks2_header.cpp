@@ -252,6 +252,62 @@ Result<void> check_luks2_metadata(std::string_view dump_json, std::string_view e
                                          "'): any passphrase would open it");
   }
 
+  // The hashes that turn the key into the keyslot key and the volume key into its digest:
+  // a null one would make either check meaningless.
+  auto check_hash = [](const json::Value* object, std::string_view what, bool required) -> Result<void> {
+    const json::Value* hash = object != nullptr && object->IsObject() ? json::find(*object, "hash") : nullptr;
+    if (hash == nullptr && !required) return {};
+    if (hash == nullptr || !hash->IsString() || hash->GetStringLength() == 0)
+      return fail(Errc::unsupported, std::string(what) + " has no hash");
+    if (is_null_cipher(json::view(*hash)))
+      return fail(Errc::unsupported, std::string(what) + " uses the null hash ('" + std::string(json::view(*hash)) + "')");
+    return {};
+  };
+  for (auto it = (*keyslots)->MemberBegin(); it != (*keyslots)->MemberEnd(); ++it) {
+    const std::string slot = "keyslot " + std::string(json::view(it->name));
+    const json::Value* kdf = json::find(it->value, "kdf");
+    // pbkdf2 names its hash; argon2i and argon2id have none.
+    auto kdf_type = kdf != nullptr ? string_of(*kdf, "type") : std::nullopt;
+    if (auto checked = check_hash(kdf, slot + " kdf", kdf_type == "pbkdf2"); !checked) return checked;
+    if (auto checked = check_hash(json::find(it->value, "af"), slot + " af", true); !checked) return checked;
+  }
+  auto digests = object_member("digests");
+  if (!digests) return tl::unexpected(digests.error());
+  for (auto it = (*digests)->MemberBegin(); it != (*digests)->MemberEnd(); ++it)
+    if (auto checked = check_hash(&it->value, "digest " + std::string(json::view(it->name)), true); !checked)
+      return checked;
+
+  // What cryptsetup would do beyond decrypting, decided by the host. fde-image writes no
+  // tokens, no persistent flags and no requirements, so any of them means a header it did
+  // not make (docs/fde-agent.md, "The LUKS2 header").
+  auto tokens = object_member("tokens");
+  if (!tokens) return tl::unexpected(tokens.error());
+  if ((*tokens)->MemberCount() != 0) {
+    // cryptsetup tries its built-in token handlers (luks2-keyring) even with
+    // --disable-external-tokens.
+    const auto count = (*tokens)->MemberCount();
+    const auto& token = *(*tokens)->MemberBegin();
+    return fail(Errc::unsupported, "it has " + (count == 1 ? std::string("a token") : std::to_string(count) + " tokens") +
+                                       " (token " + std::string(json::view(token.name)) + ", type '" +
+                                       std::string(string_of(token.value, "type").value_or("?")) +
+                                       "'): a volume made by fde-image has none");
+  }
+  auto config = object_member("config");
+  if (!config) return tl::unexpected(config.error());
+  if (const json::Value* flags = json::find(**config, "flags"); flags != nullptr) {
+    // cryptsetup applies them on every open: "allow-discards" passes TRIM through, which
+    // shows the host which blocks are in use.
+    if (!flags->IsArray() || !flags->Empty())
+      return fail(Errc::unsupported, "its config sets persistent flags " + json::to_string(*flags) +
+                                         ": a volume made by fde-image has none");
+  }
+  if (const json::Value* requirements = json::find(**config, "requirements"); requirements != nullptr) {
+    // Any member counts, even an empty "mandatory" list (cryptsetup never leaves one).
+    if (!requirements->IsObject() || requirements->MemberCount() != 0)
+      return fail(Errc::unsupported, "its config sets requirements " + json::to_string(*requirements) +
+                                         ": a volume made by fde-image has none");
+  }
+
   if ((*segments)->MemberCount() != 1)
     return fail(Errc::unsupported, "it has " + std::to_string((*segments)->MemberCount()) +
                                        " data segments, expected exactly one (a reencryption in progress?)");

@@ -73,7 +73,10 @@ bool is_null_cipher(std::string_view cipher);
 // Checks the metadata of the copy as `cryptsetup luksDump --dump-json-metadata` prints it:
 // exactly one data segment, of type crypt, encrypted with `expected_cipher` and starting
 // where the copied area ends; no segment and no keyslot with a null or missing cipher; at
-// least one keyslot. The message names what is wrong ("keyslot 0 uses cipher_null ...").
+// least one keyslot; no keyslot kdf or af hash and no digest hash that is empty or null; no
+// tokens, no persistent flags (config.flags) and no requirements (config.requirements),
+// none of which fde-image writes. The message names what is wrong ("keyslot 0 uses
+// cipher_null ...").
 Result<void> check_luks2_metadata(std::string_view dump_json, std::string_view expected_cipher,
                                   std::uint64_t header_area_size);
 

@@ -67,11 +67,15 @@ Result<void> write_secret(int fd, const SecretBytes& secret) {
   return written;
 }
 
-int wait_for(pid_t pid) {
+// The child's wait status. A waitpid that fails (ECHILD: someone else reaped it, or SIGCHLD
+// is ignored) says nothing about how the program ended, so it is an error, never a success.
+Result<int> wait_for(pid_t pid, const std::string& program) {
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  for (;;) {
+    if (::waitpid(pid, &status, 0) == pid) return status;
+    if (errno != EINTR)
+      return fail(Errc::io, "cannot learn how " + program + " ended: waitpid: " + std::strerror(errno));
   }
-  return status;
 }
 
 }  // namespace
@@ -161,9 +165,11 @@ Result<ProgramRun> run_program(const std::vector<std::string>& argv, const Progr
     if (!captured) ::kill(pid, SIGKILL);
     stdout_read.reset();
   }
-  run.wait_status = wait_for(pid);
+  auto waited = wait_for(pid, args[0]);
   if (!written) return tl::unexpected(written.error());
   if (!captured) return tl::unexpected(captured.error());
+  if (!waited) return tl::unexpected(waited.error());
+  run.wait_status = *waited;
   return run;
 }
 

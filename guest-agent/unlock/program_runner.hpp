@@ -28,7 +28,9 @@ struct ProgramRun {
   bool succeeded() const;  // exited with status 0
 };
 
-// argv[0] is the program's path (no PATH search).
+// argv[0] is the program's path (no PATH search). An error when it cannot be started, its
+// stdin cannot be written, its output is too large, or its end cannot be learned (waitpid
+// failed): only a wait status the kernel reported counts.
 Result<ProgramRun> run_program(const std::vector<std::string>& argv, const ProgramInput& input = {});
 
 // "exit 2", "killed by signal 9".

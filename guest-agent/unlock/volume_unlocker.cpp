@@ -65,6 +65,8 @@ std::string CryptsetupUnlocker::done() const {
 }
 
 Result<void> CryptsetupUnlocker::unlock(const SecretBytes& key) {
+  if (unverified_mapping_open_)
+    return fail(Errc::verification_failed, "/dev/mapper/" + options_.mapper_name + " is still open, unverified");
   if (key.empty()) return fail(Errc::invalid_argument, "no key to unlock with");
   const std::string refused = "LUKS header of " + options_.device + " refused: ";
 
@@ -105,6 +107,7 @@ Result<void> CryptsetupUnlocker::confirm_mapping() {
                                            cipher.error().message;
   auto closed = run_program({options_.cryptsetup, "close", options_.mapper_name}, {nullptr, max_close_output});
   const bool was_closed = closed && closed->succeeded();
+  unverified_mapping_open_ = !was_closed;
   return fail(Errc::verification_failed,
               problem + (was_closed ? "; closed it again"
                                     : "; closing it failed (" +

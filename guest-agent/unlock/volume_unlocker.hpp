@@ -4,7 +4,7 @@
 // unlock/luks2_header.hpp), then `cryptsetup open --header COPY --key-file=- DEVICE NAME`
 // gets the key on its stdin through a pipe, so cryptsetup uses exactly the checked bytes.
 // After the open, the kernel's table of the mapping must show the configured cipher, or the
-// mapping is closed again. The key is never in a file, an argument or the environment.
+// mapping is closed again (and if even that fails, unverified_mapping_open() says so). The key is never in a file, an argument or the environment.
 // Debian has no static libcryptsetup, so the static agent runs the initramfs's cryptsetup
 // rather than linking the library.
 #pragma once
@@ -26,6 +26,11 @@ class VolumeUnlocker {
   virtual Result<void> unlock(const SecretBytes& key) = 0;
   // What a successful unlock() did ("unlocked /dev/vda2 as /dev/mapper/...").
   virtual std::string done() const = 0;
+  // True after an unlock() that failed with a mapping still open that it could not verify
+  // and could not close. Nothing may then run on that volume, not even the passphrase
+  // prompt (systemd-cryptsetup would find the mapping active and accept it): the VM must
+  // power off whatever the failure policy.
+  virtual bool unverified_mapping_open() const { return false; }
 };
 
 inline constexpr const char* default_luks_cipher = "aes-xts-plain64";
@@ -52,6 +57,7 @@ class CryptsetupUnlocker final : public VolumeUnlocker {
   std::string describe() const override;
   Result<void> unlock(const SecretBytes& key) override;
   std::string done() const override;
+  bool unverified_mapping_open() const override { return unverified_mapping_open_; }
   // The argument vectors (the key goes to stdin).
   std::vector<std::string> dump_arguments(const std::string& header_copy) const;
   std::vector<std::string> open_arguments(const std::string& header_copy) const;
@@ -59,6 +65,7 @@ class CryptsetupUnlocker final : public VolumeUnlocker {
  private:
   Result<void> confirm_mapping();
   CryptsetupOptions options_;
+  bool unverified_mapping_open_ = false;
 };
 
 // The first executable of /usr/sbin, /sbin, /usr/bin, /bin named cryptsetup, or not_found.

@@ -590,6 +590,42 @@ TEST_CASE("a released key that does not open the volume is not accepted", "[agen
   check_no_file_holds_the_key(world);
 }
 
+TEST_CASE("a mapping the agent cannot verify or close powers the VM off under every failure policy",
+          "[agent][integration][luks]") {
+  World world;
+  world.start_daemon();
+  world.enroll();
+  // cryptsetup that reads headers for real but "opens" without mapping anything and cannot
+  // close: the kernel then shows no table the agent could accept, and the mapping (as far as
+  // the agent can tell) stays. The passphrase prompt must never follow.
+  const std::string real = *agent::find_cryptsetup();
+  const std::string stand_in = world.root + "/cryptsetup-stuck";
+  write_text(stand_in,
+             "#!/bin/sh\n"
+             "echo \"$*\" >> " + world.root + "/cryptsetup-calls\n"
+             "case \"$1\" in\n"
+             "luksDump) exec " + real + " \"$@\" ;;\n"
+             "open) cat > /dev/null; exit 0 ;;\n"
+             "close) echo 'Device is busy.' >&2; exit 5 ;;\n"
+             "esac\n"
+             "exit 1\n",
+             0700);
+  for (const std::string policy : {"poweroff", "passphrase", "wait"}) {
+    INFO(policy);
+    World::Settings settings;
+    settings.failure_policy = policy;
+    world.write_agent_config(settings);
+    write_text(world.root + "/agent.conf", read_text(world.root + "/agent.conf") + "cryptsetup = " + stand_in + "\n");
+    CHECK(world.run_agent({}) == 3);
+    INFO(world.agent_log());
+    CHECK(world.agent_lines_containing("closing it failed (exit 5), the boot must not continue; the VM will power off "
+                                       "whatever the failure policy") == 1);
+    CHECK(world.agent_lines_containing("attempt 2") == 0);
+  }
+  CHECK(read_text(world.root + "/cryptsetup-calls").find("close luks-" + world.luks_uuid) != std::string::npos);
+  check_no_file_holds_the_key(world);
+}
+
 TEST_CASE("bad configuration is one line on stderr and exit status 2", "[agent][integration]") {
   World world;
   write_text(world.root + "/agent.conf", "image_id = a\nverifier = https://verifier.example:8443\n");
@@ -637,10 +673,39 @@ TEST_CASE("with device-mapper available the agent opens the volume for real", "[
   INFO(world.agent_log());
   CHECK(status == 0);
   CHECK(::stat(mapper.c_str(), &st) == 0);
+  // A second run finds the mapping, checks it in the kernel and leaves it alone.
+  CHECK(world.run_agent({}) == 0);
+  CHECK(world.agent_lines_containing("already exists and is LUKS2 volume " + world.luks_uuid +
+                                     " with cipher aes-xts-plain64") == 1);
   auto cryptsetup = agent::find_cryptsetup();
   Process close({*cryptsetup, "close", "luks-" + world.luks_uuid}, world.root, world.root + "/close.log");
   CHECK(close.wait(30s) == 0);
   check_no_file_holds_the_key(world);
+}
+
+TEST_CASE("a mapping under the volume's name that is not its LUKS2 mapping powers the VM off", "[agent][integration]") {
+  struct stat st {};
+  if (::geteuid() != 0 || ::stat("/sys/module/dm_crypt", &st) != 0 || ::stat("/dev/mapper/control", &st) != 0) {
+    WARN("dm-crypt is not available here: an existing foreign mapping was not exercised (the flow tests cover it)");
+    return;
+  }
+  World world;
+  const std::string name = "luks-" + world.luks_uuid;
+  const std::string cryptsetup = *agent::find_cryptsetup();
+  // Something opened a plain dm-crypt mapping (the right cipher, no LUKS2 header) under the
+  // name before the agent ran.
+  REQUIRE(run_to_end({cryptsetup, "open", "--type", "plain", "--cipher", "aes-xts-plain64", "--key-size", "512",
+                      "--key-file=-", world.root + "/disk.luks", name},
+                     world.root, world.root + "/plain.log", crypto::random_secret(64)) == 0);
+  World::Settings settings;
+  settings.failure_policy = "passphrase";
+  world.write_agent_config(settings);
+  const int status = world.run_agent({});
+  run_to_end({cryptsetup, "close", name}, world.root, world.root + "/close.log");
+  INFO(world.agent_log());
+  CHECK(status == 3);
+  CHECK(world.agent_lines_containing("/dev/mapper/" + name + " already exists, but its device-mapper UUID is 'CRYPT-PLAIN-") ==
+        1);
 }
 
 TEST_CASE("real cryptsetup on real LUKS2 images: an honest header passes, a hostile one is refused",
@@ -701,6 +766,39 @@ TEST_CASE("real cryptsetup on real LUKS2 images: an honest header passes, a host
     file.close();
     CHECK(error_of(result_for()) ==
           refused + "the binary header's hdr_size is 1099511627776 (LUKS2 allows 16 KiB to 4 MiB, a power of two)");
+  }
+  SECTION("a persistent allow-discards flag (TRIM would show the host which blocks are used)") {
+    // `cryptsetup refresh --persistent --allow-discards` needs the volume active; the host
+    // writes the flag directly, with valid checksums, and cryptsetup would apply it on open.
+    forge_luks2_json(image, [](std::string& json) {
+      const std::size_t at = json.find("\"config\":{");
+      REQUIRE(at != std::string::npos);
+      json.insert(at + 10, R"("flags":["allow-discards"],)");
+    });
+    CHECK(run_to_end({cryptsetup, "open", "--test-passphrase", "--type", "luks2", "--key-file=-", image}, world.root,
+                     world.root + "/open.log", world.disk_key.clone()) == 0);
+    CHECK(error_of(result_for()) ==
+          refused + R"(its config sets persistent flags ["allow-discards"]: a volume made by fde-image has none)");
+  }
+  SECTION("a requirement cryptsetup does not know") {
+    forge_luks2_json(image, [](std::string& json) {
+      const std::size_t at = json.find("\"config\":{");
+      REQUIRE(at != std::string::npos);
+      json.insert(at + 10, R"("requirements":{"mandatory":["host-made"]},)");
+    });
+    CHECK(error_of(result_for()) ==
+          refused + R"(its config sets requirements {"mandatory":["host-made"]}: a volume made by fde-image has none)");
+  }
+  SECTION("a luks2-keyring token") {
+    CHECK(run_to_end({cryptsetup, "token", "add", "--key-description", "foo", image}, world.root,
+                     world.root + "/token.log") == 0);
+    CHECK(error_of(result_for()) == refused + "it has a token (token 0, type 'luks2-keyring'): a volume made by "
+                                              "fde-image has none");
+  }
+  SECTION("a keyslot whose hash is rewritten to a null one") {
+    // The first hash in the keyslot as cryptsetup writes it is the anti-forensic splitter's.
+    forge_luks2_json(image, set_json_string("keyslots", "hash", "digest_null"));
+    CHECK(error_of(result_for()) == refused + "keyslot 0 af uses the null hash ('digest_null')");
   }
   SECTION("a header whose checksums no longer match its JSON") {
     // Edited without recomputing the checksums: only cryptsetup can tell.

@@ -29,25 +29,37 @@ struct FakeDevice final : DeviceLocator {
   FakeClock& clock;
   TimePoint appears_at;
   bool unlocked_already = false;
+  // What the kernel says about the mapping that already exists.
+  Result<CryptMapping> mapping =
+      CryptMapping{"aes-xts-plain64", "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"};
   FakeDevice(FakeClock& c, TimePoint at) : clock(c), appears_at(at) {}
   Result<std::string> locate() override {
     if (clock.current < appears_at) return fail(Errc::not_found, "no block device holds it");
     return std::string("/dev/vda2");
   }
   bool already_unlocked() override { return unlocked_already; }
+  Result<CryptMapping> existing_mapping() override { return mapping; }
 };
 
 struct FakeUnlocker final : VolumeUnlocker {
   Bytes* received;
   bool succeed;
-  FakeUnlocker(Bytes* r, bool s) : received(r), succeed(s) {}
+  bool leave_mapping_open;  // a failed unlock leaves a mapping it could not close
+  bool left_open = false;
+  FakeUnlocker(Bytes* r, bool s, bool open) : received(r), succeed(s), leave_mapping_open(open) {}
   std::string describe() const override { return "fake unlock"; }
   std::string done() const override { return "unlocked /dev/vda2 as /dev/mapper/luks-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"; }
   Result<void> unlock(const SecretBytes& key) override {
     *received = to_bytes(key.view());
+    if (leave_mapping_open) {
+      left_open = true;
+      return fail(Errc::verification_failed,
+                  "/dev/mapper/luks-x uses 'cipher_null-ecb', expected 'aes-xts-plain64'; closing it failed (exit 4)");
+    }
     if (!succeed) return fail(Errc::verification_failed, "the released key opens no keyslot of the volume");
     return {};
   }
+  bool unverified_mapping_open() const override { return left_open; }
 };
 
 // Scripted verifier answers; each attempt takes `duration` of fake time.
@@ -63,6 +75,7 @@ struct Harness {
   std::vector<std::string> tried;
   Bytes unlocked_with;
   bool unlock_succeeds = true;
+  bool unlock_leaves_mapping_open = false;
   Bytes key = Bytes(32, 0x5a);
 
   Harness() {
@@ -98,7 +111,9 @@ struct Harness {
           clock.current = std::min(deadline, clock.current + duration);
           return result;
         },
-        [this](const std::string&) { return std::make_unique<FakeUnlocker>(&unlocked_with, unlock_succeeds); },
+        [this](const std::string&) {
+          return std::make_unique<FakeUnlocker>(&unlocked_with, unlock_succeeds, unlock_leaves_mapping_open);
+        },
         [] { return 0.0; },
     };
     return run_unlock_flow(config, services);
@@ -227,11 +242,55 @@ TEST_CASE("the agent waits for the LUKS device and gives up when it never appear
   }
 }
 
-TEST_CASE("an already unlocked volume needs nothing") {
+TEST_CASE("an already unlocked volume needs nothing once the kernel shows it is the configured volume") {
   Harness h;
   h.device.unlocked_already = true;
   CHECK(h.run() == FlowResult::already_unlocked);
   CHECK(h.tried.empty());
+  CHECK(h.lines_containing("already exists and is LUKS2 volume 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 with cipher "
+                           "aes-xts-plain64: the volume is unlocked; nothing to do") == 1);
+}
+
+TEST_CASE("an already open mapping that is not the configured volume powers off whatever the failure policy") {
+  for (auto policy : {FailurePolicy::poweroff, FailurePolicy::passphrase, FailurePolicy::wait}) {
+    INFO(failure_policy_name(policy));
+    auto run_with = [policy](Result<CryptMapping> mapping) {
+      Harness h;
+      h.config.failure_policy = policy;
+      h.device.unlocked_already = true;
+      h.device.mapping = std::move(mapping);
+      h.script = {AttemptStatus::released};
+      CHECK(h.run() == FlowResult::fatal_poweroff);
+      CHECK(h.tried.empty());  // no key is asked for while it exists
+      CHECK(h.lines_containing("the VM will power off whatever the failure policy") == 1);
+      return h.console.str();
+    };
+    CHECK(run_with(CryptMapping{"cipher_null-ecb", "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-x"})
+              .find("already exists, but it uses 'cipher_null-ecb', expected 'aes-xts-plain64' (luks_cipher)") !=
+          std::string::npos);
+    CHECK(run_with(CryptMapping{"aes-xts-plain64", "CRYPT-LUKS2-11111111222233334444555555555555-x"})
+              .find("already exists, but its device-mapper UUID is 'CRYPT-LUKS2-11111111222233334444555555555555-x'") !=
+          std::string::npos);
+    CHECK(run_with(CryptMapping{"aes-xts-plain64", "CRYPT-PLAIN-x"}).find("its device-mapper UUID is 'CRYPT-PLAIN-x'") !=
+          std::string::npos);
+    CHECK(run_with(fail(Errc::unsupported, "/dev/mapper/x: its target is of type 'linear', expected 'crypt'"))
+              .find("already exists, but /dev/mapper/x: its target is of type 'linear'") != std::string::npos);
+  }
+}
+
+TEST_CASE("an unlock that leaves an unverified mapping open powers off whatever the failure policy") {
+  for (auto policy : {FailurePolicy::poweroff, FailurePolicy::passphrase, FailurePolicy::wait}) {
+    INFO(failure_policy_name(policy));
+    Harness h;
+    h.config.failure_policy = policy;
+    h.unlock_leaves_mapping_open = true;
+    h.script = {AttemptStatus::released, AttemptStatus::released};
+    CHECK(h.run() == FlowResult::fatal_poweroff);
+    CHECK(h.tried.size() == 1);  // "wait" does not ask again either
+    CHECK(h.lines_containing("unlock failed: /dev/mapper/luks-x uses 'cipher_null-ecb', expected 'aes-xts-plain64'; "
+                             "closing it failed (exit 4); the VM will power off whatever the failure policy") == 1);
+    CHECK(h.lines_containing("falling back to the LUKS passphrase prompt") == 0);
+  }
 }
 
 TEST_CASE("a released key that does not open the volume applies the failure policy") {

@@ -4,6 +4,7 @@
 // JSON and on the kernel's table, and how the key reaches cryptsetup (exactly its bytes on
 // stdin, then end of file, with `--header` naming the checked copy).
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <sstream>
 
 #include "common/util/file.hpp"
+#include "guest-agent/flow/unlock_flow.hpp"
 #include "guest-agent/unlock/dm_table.hpp"
 #include "guest-agent/unlock/luks2_header.hpp"
 #include "guest-agent/unlock/luks_device.hpp"
@@ -58,7 +60,16 @@ std::string luks2_json(std::string_view keyslot_cipher = "aes-xts-plain64",
          R"(","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":"AA=="},)" +
          R"("digest":"0"}},"tokens":{},"segments":{"0":{"type":"crypt","offset":")" + std::to_string(offset) +
          R"(","size":"dynamic","iv_tweak":"0","encryption":")" + std::string(segment_cipher) +
-         R"(","sector_size":512}},"digests":{},"config":{"json_size":"12288","keyslots_size":"32768"}})";
+         R"(","sector_size":512}},"digests":{"0":{"type":"pbkdf2","keyslots":["0"],"segments":["0"],)" +
+         R"("hash":"sha256","iterations":1000,"salt":"AA==","digest":"AA=="}},)" +
+         R"("config":{"json_size":"12288","keyslots_size":"32768"}})";
+}
+
+// `json` with the first `from` replaced by `to` (which must be there).
+std::string edited(std::string json, std::string_view from, std::string_view to) {
+  const std::size_t at = json.find(from);
+  REQUIRE(at != std::string::npos);
+  return json.replace(at, from.size(), to);
 }
 
 void store_be64(Bytes& out, std::size_t at, std::uint64_t value) {
@@ -114,16 +125,17 @@ std::string sha256_hex_of(const TempDir& dir, ByteView bytes) {
 // A stand-in for cryptsetup. Every call is appended to `calls`. luksDump must name the
 // header copy, whose bytes must equal `header_reference`, and prints `dump_json`; open must
 // get `open_args`, the same header copy, and the key with `key_sha256` on stdin; close
-// succeeds.
+// succeeds unless fail_close() was called.
 struct FakeCryptsetup {
-  std::string path, calls, header_reference, dump_json;
+  std::string path, calls, header_reference, dump_json, close_fails;
 
   FakeCryptsetup(const TempDir& dir, const std::string& copy, const std::string& open_args,
                  const std::string& key_sha256, ByteView device_header_area)
       : path(dir.path + "/cryptsetup"),
         calls(dir.path + "/calls"),
         header_reference(dir.path + "/header-reference"),
-        dump_json(dir.path + "/dump.json") {
+        dump_json(dir.path + "/dump.json"),
+        close_fails(dir.path + "/close-fails") {
     REQUIRE(write_file_atomic(header_reference, device_header_area, 0600));
     set_dump(luks2_json());
     std::ofstream(path) << "#!/bin/sh\n"
@@ -138,11 +150,12 @@ struct FakeCryptsetup {
                         << "  [ \"$*\" = \"" << open_args << "\" ] || exit 1\n"
                         << "  cmp -s " << copy << " " << header_reference << " || exit 3\n"
                         << "  [ \"$(sha256sum | cut -c1-64)\" = \"" << key_sha256 << "\" ] || exit 2 ;;\n"
-                        << "close) ;;\n"
+                        << "close) if [ -e " << close_fails << " ]; then exit 4; fi ;;\n"
                         << "*) exit 1 ;;\n"
                         << "esac\n";
     fs::permissions(path, fs::perms::owner_all);
   }
+  void fail_close() { REQUIRE(write_file_atomic(close_fails, as_bytes("busy"), 0600)); }
   void set_dump(const std::string& json) { REQUIRE(write_file_atomic(dump_json, as_bytes(json), 0600)); }
   std::string calls_made() const {
     std::ifstream in(calls);
@@ -351,6 +364,104 @@ TEST_CASE("cryptsetup's view of the header passes only with one crypt segment of
   }
 }
 
+TEST_CASE("a header with tokens, persistent flags or requirements is refused: fde-image writes none of them") {
+  const std::string config = R"("config":{"json_size":"12288","keyslots_size":"32768")";
+  auto refusal = [](const std::string& json) {
+    return error_of(check_luks2_metadata(json, "aes-xts-plain64", test_data_offset));
+  };
+  SECTION("allow-discards: TRIM would show the host which blocks are used") {
+    CHECK(refusal(edited(luks2_json(), config, config + R"(,"flags":["allow-discards"])")) ==
+          R"(its config sets persistent flags ["allow-discards"]: a volume made by fde-image has none)");
+  }
+  SECTION("a flag that looks harmless is still not fde-image's") {
+    CHECK(refusal(edited(luks2_json(), config, config + R"(,"flags":["no-read-workqueue","same-cpu-crypt"])")) ==
+          R"(its config sets persistent flags ["no-read-workqueue","same-cpu-crypt"]: a volume made by fde-image )"
+          R"(has none)");
+  }
+  SECTION("flags that are not a list") {
+    CHECK(refusal(edited(luks2_json(), config, config + R"(,"flags":"allow-discards")")).find(
+              "its config sets persistent flags") == 0);
+  }
+  SECTION("an empty list of flags sets nothing") {
+    CHECK(check_luks2_metadata(edited(luks2_json(), config, config + R"(,"flags":[])"), "aes-xts-plain64",
+                               test_data_offset));
+  }
+  SECTION("requirements") {
+    CHECK(refusal(edited(luks2_json(), config, config + R"(,"requirements":{"mandatory":["online-reencrypt-v2"]})")) ==
+          R"(its config sets requirements {"mandatory":["online-reencrypt-v2"]}: a volume made by fde-image has none)");
+    // cryptsetup never leaves an empty list behind.
+    CHECK(refusal(edited(luks2_json(), config, config + R"(,"requirements":{"mandatory":[]})")).find(
+              "its config sets requirements") == 0);
+    CHECK(refusal(edited(luks2_json(), config, config + R"(,"requirements":[])")).find(
+              "its config sets requirements") == 0);
+    CHECK(check_luks2_metadata(edited(luks2_json(), config, config + R"(,"requirements":{})"), "aes-xts-plain64",
+                               test_data_offset));
+  }
+  SECTION("a luks2-keyring token, which cryptsetup tries even with --disable-external-tokens") {
+    CHECK(refusal(edited(luks2_json(), R"("tokens":{})",
+                         R"("tokens":{"0":{"type":"luks2-keyring","keyslots":["0"],"key_description":"foo"}})")) ==
+          "it has a token (token 0, type 'luks2-keyring'): a volume made by fde-image has none");
+    CHECK(refusal(edited(luks2_json(), R"("tokens":{})",
+                         R"("tokens":{"3":{"type":"systemd-tpm2","keyslots":[]},"4":{"type":"x","keyslots":[]}})")) ==
+          "it has 2 tokens (token 3, type 'systemd-tpm2'): a volume made by fde-image has none");
+  }
+  SECTION("metadata without the tokens, digests or config objects") {
+    CHECK(refusal(edited(luks2_json(), R"("tokens":{},)", "")) == "the LUKS2 metadata has no 'tokens' object");
+    CHECK(refusal(edited(luks2_json(), config + "}", R"("config":[])")) == "the LUKS2 metadata has no 'config' object");
+    CHECK(refusal(edited(luks2_json(), R"("digests":{)", R"("digests":[],"x":{)")) ==
+          "the LUKS2 metadata has no 'digests' object");
+  }
+}
+
+TEST_CASE("a keyslot or digest whose hash is empty, missing or null is refused") {
+  auto refusal = [](const std::string& json) {
+    return error_of(check_luks2_metadata(json, "aes-xts-plain64", test_data_offset));
+  };
+  const std::string kdf = R"("kdf":{"type":"pbkdf2","hash":"sha256")";
+  const std::string af = R"("af":{"type":"luks1","stripes":4000,"hash":"sha256")";
+  const std::string digest = R"("digests":{"0":{"type":"pbkdf2","keyslots":["0"],"segments":["0"],"hash":"sha256")";
+  CHECK(refusal(edited(luks2_json(), kdf, R"("kdf":{"type":"pbkdf2","hash":"")")) == "keyslot 0 kdf has no hash");
+  CHECK(refusal(edited(luks2_json(), kdf, R"("kdf":{"type":"pbkdf2")")) == "keyslot 0 kdf has no hash");
+  CHECK(refusal(edited(luks2_json(), kdf, R"("kdf":{"type":"pbkdf2","hash":"digest_null")")) ==
+        "keyslot 0 kdf uses the null hash ('digest_null')");
+  CHECK(refusal(edited(luks2_json(), af, R"("af":{"type":"luks1","stripes":4000,"hash":"NULL")")) ==
+        "keyslot 0 af uses the null hash ('NULL')");
+  CHECK(refusal(edited(luks2_json(), af, R"("af":{"type":"luks1","stripes":4000)")) == "keyslot 0 af has no hash");
+  CHECK(refusal(edited(luks2_json(), digest, R"("digests":{"0":{"type":"pbkdf2","keyslots":["0"],"hash":"")")) ==
+        "digest 0 has no hash");
+  CHECK(refusal(edited(luks2_json(), digest, R"("digests":{"0":{"type":"pbkdf2","keyslots":["0"],"hash":"null")")) ==
+        "digest 0 uses the null hash ('null')");
+  // Argon2 keyslots name no hash for their kdf.
+  CHECK(check_luks2_metadata(edited(luks2_json(), kdf, R"("kdf":{"type":"argon2id","time":4,"memory":1024,"cpus":1)"),
+                             "aes-xts-plain64", test_data_offset));
+}
+
+TEST_CASE("an already open mapping passes only as a LUKS2 mapping of the configured volume and cipher") {
+  const std::string luks_uuid = "0F1E2D3C-4b5a-6978-8796-a5b4c3d2e1f0";
+  CryptMapping mapping{"aes-xts-plain64", "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-x"};
+  CHECK(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64"));
+  SECTION("another cipher") {
+    mapping.cipher = "cipher_null-ecb";
+    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64")) ==
+          "it uses 'cipher_null-ecb', expected 'aes-xts-plain64' (luks_cipher)");
+  }
+  SECTION("another volume's UUID") {
+    mapping.dm_uuid = "CRYPT-LUKS2-11111111222233334444555555555555-luks-x";
+    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64")) ==
+          "its device-mapper UUID is 'CRYPT-LUKS2-11111111222233334444555555555555-luks-x', not "
+          "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-<name>: it is not a LUKS2 mapping of volume " + luks_uuid);
+  }
+  SECTION("not made by cryptsetup for LUKS2") {
+    for (const char* dm_uuid : {"", "CRYPT-PLAIN-luks-x", "CRYPT-LUKS1-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-x",
+                                "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0", "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f00-x",
+                                "crypt-luks2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-x"}) {
+      mapping.dm_uuid = dm_uuid;
+      INFO(dm_uuid);
+      CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64")).find("its device-mapper UUID is") == 0);
+    }
+  }
+}
+
 TEST_CASE("the kernel's table of the mapping must be a single crypt target") {
   CHECK(*crypt_cipher_from_table(1, "crypt", "aes-xts-plain64 :64:logon:cryptsetup:x-d0 0 7:0 32768 1 sector_size:4096") ==
         "aes-xts-plain64");
@@ -376,6 +487,26 @@ TEST_CASE("a helper program's output is captured up to a limit and a secret reac
   auto no_stdin = run_program({"/bin/sh", "-c", "cat"}, {nullptr, 100});
   REQUIRE(no_stdin);
   CHECK(no_stdin->output.empty());
+}
+
+TEST_CASE("a helper program whose end cannot be learned has not succeeded") {
+  // With SIGCHLD ignored the kernel reaps the child itself and waitpid fails with ECHILD:
+  // there is no exit status, and a zero status must not be read as "exit 0".
+  struct sigaction ignore {}, previous {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  REQUIRE(::sigaction(SIGCHLD, &ignore, &previous) == 0);
+  auto run = run_program({"/bin/sh", "-c", "exit 0"});
+  auto captured = run_program({"/bin/sh", "-c", "printf ok"}, {nullptr, 100});
+  ::sigaction(SIGCHLD, &previous, nullptr);
+  REQUIRE_FALSE(run);
+  CHECK(run.error().code == Errc::io);
+  CHECK(run.error().message == "cannot learn how /bin/sh ended: waitpid: No child processes");
+  CHECK_FALSE(captured);
+  // Once SIGCHLD is back to its default, the same program succeeds.
+  auto again = run_program({"/bin/sh", "-c", "exit 0"});
+  REQUIRE(again);
+  CHECK(again->succeeded());
 }
 
 TEST_CASE("the key reaches cryptsetup's stdin byte for byte, with --header naming the checked copy") {
@@ -490,18 +621,146 @@ TEST_CASE("a mapping whose kernel table shows another cipher is closed again and
   options.header_directory = dir.path + "/run";
   SECTION("another cipher") {
     options.mapping_cipher = [](const std::string&) -> Result<std::string> { return std::string("cipher_null-ecb"); };
-    CHECK(error_of(CryptsetupUnlocker(options).unlock(key)) ==
+    CryptsetupUnlocker unlocker(options);
+    CHECK(error_of(unlocker.unlock(key)) ==
           "/dev/mapper/luks-x uses 'cipher_null-ecb', expected 'aes-xts-plain64'; closed it again");
+    CHECK_FALSE(unlocker.unverified_mapping_open());
   }
   SECTION("a table that cannot be read") {
     options.mapping_cipher = [](const std::string&) -> Result<std::string> {
       return fail(Errc::io, "device-mapper table of luks-x: No such device or address");
     };
-    CHECK(error_of(CryptsetupUnlocker(options).unlock(key)) ==
+    CryptsetupUnlocker unlocker(options);
+    CHECK(error_of(unlocker.unlock(key)) ==
           "cannot confirm the cipher of /dev/mapper/luks-x: device-mapper table of luks-x: No such device or address; "
           "closed it again");
+    CHECK_FALSE(unlocker.unverified_mapping_open());
   }
   CHECK(fake.calls_made().find("close luks-x") != std::string::npos);
+}
+
+TEST_CASE("a mapping that fails the kernel check and cannot be closed is reported as still open") {
+  TempDir dir;
+  SecretBytes key = SecretBytes::copy_of(Bytes(32, 1));
+  const Bytes image = luks2_image(luks2_json());
+  const std::string device = write_image(dir, image);
+  const std::string copy = dir.path + "/run/luks-x.luks2-header";
+  FakeCryptsetup fake(dir, copy,
+                      "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                          " luks-x",
+                      sha256_hex_of(dir, Bytes(32, 1)), ByteView(image.data(), test_data_offset));
+  fake.fail_close();
+  CryptsetupOptions options;
+  options.cryptsetup = fake.path;
+  options.device = device;
+  options.mapper_name = "luks-x";
+  options.header_directory = dir.path + "/run";
+  SECTION("another cipher") {
+    options.mapping_cipher = [](const std::string&) -> Result<std::string> { return std::string("cipher_null-ecb"); };
+    CryptsetupUnlocker unlocker(options);
+    CHECK_FALSE(unlocker.unverified_mapping_open());
+    CHECK(error_of(unlocker.unlock(key)) ==
+          "/dev/mapper/luks-x uses 'cipher_null-ecb', expected 'aes-xts-plain64'; closing it failed (exit 4), the "
+          "boot must not continue");
+    CHECK(unlocker.unverified_mapping_open());
+    // Nothing more happens on that volume through this unlocker.
+    CHECK(error_of(unlocker.unlock(key)) == "/dev/mapper/luks-x is still open, unverified");
+    CHECK(unlocker.unverified_mapping_open());
+    CHECK(fake.calls_made().find("open --type luks2") == fake.calls_made().rfind("open --type luks2"));
+  }
+  SECTION("a table that cannot be read") {
+    options.mapping_cipher = [](const std::string&) -> Result<std::string> {
+      return fail(Errc::io, "device-mapper table of luks-x: No such device or address");
+    };
+    CryptsetupUnlocker unlocker(options);
+    CHECK(error_of(unlocker.unlock(key)).find("closing it failed (exit 4)") != std::string::npos);
+    CHECK(unlocker.unverified_mapping_open());
+  }
+  SECTION("a mapping that passes is never closed, whether close would work or not") {
+    options.mapping_cipher = [](const std::string&) -> Result<std::string> { return std::string("aes-xts-plain64"); };
+    CryptsetupUnlocker unlocker(options);
+    CHECK(unlocker.unlock(key));
+    CHECK_FALSE(unlocker.unverified_mapping_open());
+    CHECK(fake.calls_made().find("close") == std::string::npos);
+  }
+}
+
+TEST_CASE("through the boot flow, a mapping that cannot be verified or closed powers off under every failure policy") {
+  // The stand-in cryptsetup "opens" (exit 0), the kernel's table shows cipher_null and close
+  // fails: what systemd-cryptsetup would find if the hook fell back to the passphrase prompt.
+  struct StillClock final : Clock {
+    TimePoint current = TimePoint() + std::chrono::hours(1000);
+    TimePoint now() override { return current; }
+    void sleep_until(TimePoint when) override { current = std::max(current, when); }
+  };
+  struct Routable final : NetworkProbe {
+    bool has_route(const VerifierUrl&) override { return true; }
+  };
+  struct Present final : DeviceLocator {
+    std::string device;
+    Result<std::string> locate() override { return device; }
+    bool already_unlocked() override { return false; }
+    Result<CryptMapping> existing_mapping() override { return fail(Errc::not_found, "no mapping"); }
+  };
+  for (auto policy : {FailurePolicy::poweroff, FailurePolicy::passphrase, FailurePolicy::wait}) {
+    INFO(failure_policy_name(policy));
+    TempDir dir;
+    const Bytes key_bytes(32, 7);
+    const Bytes image = luks2_image(luks2_json());
+    const std::string device = write_image(dir, image);
+    const std::string copy = dir.path + "/run/luks-x.luks2-header";
+    FakeCryptsetup fake(dir, copy,
+                        "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                            " luks-x",
+                        sha256_hex_of(dir, key_bytes), ByteView(image.data(), test_data_offset));
+    fake.fail_close();
+
+    AgentConfig config;
+    config.image_id = "web-01";
+    config.verifiers = {*parse_verifier_url("https://127.0.0.1:8443")};
+    config.luks_uuid = std::string(uuid);
+    config.luks_name = "luks-x";
+    config.failure_policy = policy;
+    StillClock clock;
+    std::ostringstream console;
+    StatusReporter status(console);
+    Routable network;
+    Present located;
+    located.device = device;
+    int attempts = 0;
+    FlowServices services{
+        clock,
+        status,
+        network,
+        located,
+        [&](const VerifierUrl&, TimePoint) {
+          ++attempts;
+          AttemptResult released;
+          released.status = AttemptStatus::released;
+          released.key = SecretBytes::copy_of(key_bytes);
+          return released;
+        },
+        [&](const std::string& path) -> std::unique_ptr<VolumeUnlocker> {
+          CryptsetupOptions options;
+          options.cryptsetup = fake.path;
+          options.device = path;
+          options.mapper_name = config.mapper_name();
+          options.header_directory = dir.path + "/run";
+          options.mapping_cipher = [](const std::string&) -> Result<std::string> {
+            return std::string("cipher_null-ecb");
+          };
+          return std::make_unique<CryptsetupUnlocker>(std::move(options));
+        },
+        [] { return 0.0; },
+    };
+    CHECK(run_unlock_flow(config, services) == FlowResult::fatal_poweroff);
+    INFO(console.str());
+    CHECK(attempts == 1);
+    CHECK(console.str().find("closing it failed (exit 4), the boot must not continue; the VM will power off whatever "
+                             "the failure policy") != std::string::npos);
+    CHECK(console.str().find("falling back to the LUKS passphrase prompt") == std::string::npos);
+    CHECK(fake.calls_made().find("close luks-x") != std::string::npos);
+  }
 }
 
 TEST_CASE("cryptsetup's failures are reported by their meaning, also when it never reads the key") {
