@@ -39,8 +39,8 @@ std::vector<OptionSpec> build_specs() {
       {"initramfs-overlay", true, false, "DIR", "directory tree added to each initramfs (no lib/, bin/, sbin/)"},
       {"recovery-passphrase-file", true, false, "FILE", "add a recovery keyslot (Argon2id) with this passphrase"},
       {"rim", true, true, "HEX", "accepted firmware RIM for the reference values"},
-      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary"},
-      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg)"},
+      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of an EFI application the firmware starts (grub, shim); default: computed from the image's EFI System Partition"},
+      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg); with it the ESP is not read"},
       {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
       {"root-partition", true, false, "N", "GPT entry number of the root partition (default: detected)"},
       {"sector-size", true, false, "BYTES", "LUKS2 encryption sector size, 4096 (default) or 512"},
@@ -56,8 +56,8 @@ std::vector<OptionSpec> measure_specs() {
   std::vector<OptionSpec> specs = {
       {"image-id", true, false, "ID", "image id to put into the document"},
       {"rim", true, true, "HEX", "accepted firmware RIM"},
-      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of grub's EFI binary"},
-      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg)"},
+      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of an EFI application the firmware starts (grub, shim); default: computed from the image's EFI System Partition"},
+      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg); with it the ESP is not read"},
       {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
       {"output", true, false, "FILE", "write the document here instead of stdout"},
   };
@@ -71,6 +71,9 @@ void usage(std::FILE* out) {
                "                       --verifier-ca CA.pem [options]\n"
                "       fde-image inspect IMAGE [--input-format F] [--work-dir DIR]\n"
                "       fde-image measure IMAGE [--reference-in JSON | --grub-efi-digest HEX] [options]\n"
+               "\nWithout --grub-efi-digest and --reference-in, the `grub` reference values are the Authenticode\n"
+               "digests of EFI/BOOT/BOOT{AA64,X64}.EFI and EFI/*/{grub,shim}{aa64,x64}.efi on the image's EFI\n"
+               "System Partition (read in user space; inspect lists them).\n"
                "\nbuild options:\n%s\nmeasure options:\n%s\nSee docs/fde-image.md.\n",
                options_help(build_specs()).c_str(), options_help(measure_specs()).c_str());
 }

@@ -8,6 +8,9 @@ packages=(
   libboost-dev libboost-system-dev libcryptsetup-dev libsqlite3-dev libtomlplusplus-dev
   libext2fs-dev e2fsprogs qemu-utils gdisk cpio bc cryptsetup-bin openssl
   xxd file iproute2
+  # the ESP test images and the Authenticode cross-check: real signed EFI binaries and two
+  # independent tools that hash them
+  dosfstools mtools osslsigncode pesign shim-signed grub-efi-amd64-signed
   # the end-to-end boot test (test/e2e) and the demo: a Debian kernel booted under QEMU with a
   # dracut initramfs, a busybox root, the verifier reached through a socat forward
   qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static socat python3

@@ -193,8 +193,9 @@ Result<reference::ReferenceValues> measure_boot(const ExtFilesystem& fs, const B
   }
   if (grub.empty())
     return fail(Errc::invalid_argument,
-                "grub's Authenticode digest is needed for the reference values: pass --reference-in "
-                "(image_reference_measurement.json) or --grub-efi-digest");
+                "grub's Authenticode digest is needed for the reference values: pass --grub-efi-digest, or a "
+                "--reference-in (image_reference_measurement.json) that has \"grub\", or neither to compute it "
+                "from the image's EFI System Partition");
   if (grub_cfgs.empty()) return fail(Errc::not_found, "no grub.cfg on the boot filesystem and none in --reference-in");
   for (const auto& kernel : layout.kernels) {
     reference::ReferenceSet set;

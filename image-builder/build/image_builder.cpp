@@ -17,6 +17,7 @@
 #include "common/crypto/random.hpp"
 #include "common/util/file.hpp"
 #include "image-builder/build/boot_files.hpp"
+#include "image-builder/build/efi_binaries.hpp"
 #include "common/protocol/enrollment_bundle.hpp"
 #include "image-builder/build/secret_file.hpp"
 #include "image-builder/disk/gpt.hpp"
@@ -26,6 +27,7 @@
 #include "image-builder/initramfs/cpio_writer.hpp"
 #include "image-builder/luks/luks_volume.hpp"
 #include "image-builder/luks/xts_encryptor.hpp"
+#include "image-builder/pe/authenticode.hpp"
 
 namespace fde::image {
 namespace {
@@ -301,6 +303,26 @@ Result<SecretBytes> read_recovery_passphrase(const std::string& path) {
   return passphrase;
 }
 
+// inspect's view of an ESP: the EFI applications firmware may start and their digests.
+void describe_esp(std::ostringstream& out, const std::string& image, const GptPartition& partition) {
+  auto esp = FatFilesystem::open(image, partition.offset(), partition.size());
+  if (!esp) {
+    out << "  EFI System Partition, unreadable: " << esp.error().describe() << "\n";
+    return;
+  }
+  out << "  EFI System Partition, FAT" << esp->fat_bits() << "\n";
+  auto binaries = find_efi_binaries(*esp);
+  if (!binaries) {
+    out << "    EFI binaries unreadable: " << binaries.error().describe() << "\n";
+    return;
+  }
+  if (binaries->empty()) out << "    no EFI/BOOT/BOOT{AA64,X64}.EFI nor EFI/*/{grub,shim}{aa64,x64}.efi\n";
+  for (const auto& binary : *binaries)
+    out << "    " << binary.path << ": " << pe_machine_name(binary.machine) << ", " << binary.size << " bytes, "
+        << (binary.has_signature ? "signed" : "unsigned") << ", Authenticode sha256 " << hex_encode(binary.digest)
+        << "\n";
+}
+
 }  // namespace
 
 Result<BuildReport> build_image(const BuildOptions& options, Progress& progress) {
@@ -333,6 +355,15 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   const GptPartition root = *roles->root;
   const GptPartition boot = *roles->boot;
   report.root_partition = root.index;
+  // Without --grub-efi-digest or --reference-in, the EFI applications' digests come from the
+  // ESP, which is copied unchanged; reading it now fails early, before any encryption.
+  std::vector<Bytes> grub_efi_digests = options.grub_efi_digests;
+  if (grub_efi_digests.empty() && !reference_in) {
+    progress.note("computing the Authenticode digests of the EFI System Partition's boot applications");
+    auto digests = efi_application_digests(input->path, *table);
+    if (!digests) return fail_with_context(options.input, digests.error());
+    grub_efi_digests = std::move(*digests);
+  }
 
   // The LUKS2 header needs 16 MiB in front of the filesystem. Rather than shrinking the
   // filesystem, the partition grows by 16 MiB into free space after it (the disk grows
@@ -479,7 +510,7 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   MeasureOptions measure_options;
   measure_options.image_id = options.image_id;
   measure_options.firmware_rims = options.firmware_rims;
-  measure_options.grub_efi_digests = options.grub_efi_digests;
+  measure_options.grub_efi_digests = grub_efi_digests;
   measure_options.reference_in_json = reference_in;
   measure_options.cmdline_override = options.kernel_cmdline;
   reference::ReferenceValues values;
@@ -525,6 +556,12 @@ Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) 
   if (!input) return tl::unexpected(input.error());
   auto table = read_gpt(input->file);
   if (!table) return fail_with_context(request.image, table.error());
+  std::vector<Bytes> grub_efi_digests = request.grub_efi_digests;
+  if (grub_efi_digests.empty() && !request.reference_in) {
+    auto digests = efi_application_digests(input->path, *table);
+    if (!digests) return fail_with_context(request.image, digests.error());
+    grub_efi_digests = std::move(*digests);
+  }
   for (const auto& p : table->partitions) {
     auto ext = has_ext_magic(input->path, p.offset());
     if (!ext || !*ext) continue;
@@ -533,9 +570,9 @@ Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) 
     auto layout = discover_boot_files(*boot_fs);
     if (!layout || layout->kernels.empty()) continue;
     MeasureOptions options;
-    options.image_id = request.image_id;
+    if (!request.image_id.empty()) options.image_id = request.image_id;  // --image-id is optional
     options.firmware_rims = request.firmware_rims;
-    options.grub_efi_digests = request.grub_efi_digests;
+    options.grub_efi_digests = grub_efi_digests;
     options.cmdline_override = request.kernel_cmdline;
     if (request.reference_in) {
       auto loaded = read_file(*request.reference_in, reference::max_document_size);
@@ -585,6 +622,10 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
           << "-bit key, " << summary->sector_size << "-byte sectors, data at " << format_bytes(summary->data_offset)
           << "\n";
       for (const auto& slot : summary->keyslots) out << "  keyslot " << slot << "\n";
+      continue;
+    }
+    if (p.type == gpt_type::efi_system) {
+      describe_esp(out, input->path, p);
       continue;
     }
     auto ext = has_ext_magic(input->path, p.offset());

@@ -229,7 +229,8 @@ TEST_CASE("an encrypted image opens with the bundle's key and decrypts to the in
   CHECK(inspected->find("/usr/lib/systemd/system/fde-agent.service (") != std::string::npos);
   CHECK(inspected->find("/usr/lib/systemd/system/initrd.target.wants/fde-agent.service -> ../fde-agent.service") !=
         std::string::npos);
-  CHECK(inspected->find("/etc/cmdline.d/90fde-agent.conf (13 bytes, mode 0644)") != std::string::npos);
+  CHECK(inspected->find("/etc/cmdline.d/90fde-agent.conf (") != std::string::npos);
+  CHECK(inspected->find("/lib/dracut/hooks/pre-pivot/10-fde-verify-root.sh (") != std::string::npos);
   CHECK(inspected->find("keyslot 0: pbkdf2 (1000 iterations)") != std::string::npos);
 }
 
@@ -364,7 +365,7 @@ TEST_CASE("the appended archive holds the dracut runtime files byte for byte and
   CHECK(config_text.find("\nplatform = sim\n") != std::string::npos);
 
   // Nothing that could replace a usr-merge symlink: no entry for /lib, /bin, /sbin, ... at
-  // all, and under /lib only the hook file, which relies on the base's directories.
+  // all, and under /lib only the hook files, which rely on the base's directories.
   for (const char* refused : {"/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/usr/sbin"}) {
     CAPTURE(refused);
     CHECK(by_path.count(refused) == 0);
@@ -373,7 +374,9 @@ TEST_CASE("the appended archive holds the dracut runtime files byte for byte and
     CAPTURE(e.path);
     if ((e.mode & 0170000) == 040000) CHECK(e.path.rfind("/lib/", 0) != 0);
     if (e.path.rfind("/lib/", 0) == 0 || e.path.rfind("/bin/", 0) == 0 || e.path.rfind("/sbin/", 0) == 0)
-      CHECK(e.path == "/lib/dracut/hooks/initqueue/settled/40-fde-agent-settled.sh");
+      CHECK((e.path == "/lib/dracut/hooks/initqueue/settled/40-fde-agent-settled.sh" ||
+             e.path == "/lib/dracut/hooks/initqueue/finished/40-fde-agent-finished.sh" ||
+             e.path == "/lib/dracut/hooks/pre-pivot/10-fde-verify-root.sh"));
   }
 }
 
@@ -454,4 +457,169 @@ TEST_CASE("fde-image --help names each option once and --agent-platform takes on
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 2);
   CHECK(no_output_left(f, "out.qcow2"));
+}
+
+namespace {
+
+// An image whose ESP (FAT32, made by mkfs.vfat and filled by mcopy) holds Debian's signed
+// shim as the removable-media loader and its signed grub twice (beside shim and under a
+// vendor directory), in front of the fixture's boot and root filesystems.
+struct EspFixture {
+  Fixture base;
+  bool ready = false;
+  static constexpr const char* shim = "/usr/lib/shim/shimx64.efi.signed";
+  static constexpr const char* grub = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+  EspFixture() {
+    for (const char* needed : {"mkfs.vfat", "mcopy", "pesign", "osslsigncode"})
+      if (sh(std::string("command -v ") + needed) != 0) {
+        missing(needed);
+        return;
+      }
+    for (const char* needed : {shim, grub})
+      if (!fsys::exists(needed)) {
+        missing(needed);
+        return;
+      }
+    const std::string script = std::string(R"(set -e; cd DIR; export MTOOLS_SKIP_CHECK=1
+truncate -s 64M esp.img
+mkfs.vfat -F 32 -n ESP esp.img
+mmd -i esp.img ::/EFI ::/EFI/BOOT ::/EFI/debian
+mcopy -i esp.img SHIM ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i esp.img GRUB ::/EFI/BOOT/grubx64.efi
+mcopy -i esp.img GRUB ::/EFI/debian/grubx64.efi
+echo "configfile (hd0,gpt2)/grub/grub.cfg" > stub.cfg
+mcopy -i esp.img stub.cfg ::/EFI/debian/grub.cfg
+truncate -s 240M esp-disk.raw
+sgdisk -n1:2048:+64M -t1:ef00 -c1:esp -n2:0:+32M -t2:8300 -c2:boot -n3:0:+120M -t3:8300 -c3:root esp-disk.raw
+dd if=esp.img of=esp-disk.raw bs=1M seek=1 conv=notrunc,sparse
+mke2fs -q -t ext4 -L boot -d boot -E offset=68157440 esp-disk.raw 32M
+mke2fs -q -t ext4 -b 4096 -L rootfs -d root -E offset=101711872 esp-disk.raw 120M
+qemu-img convert -O qcow2 esp-disk.raw esp-in.qcow2)");
+    std::string text = script;
+    text.replace(text.find("DIR"), 3, base.dir);
+    text.replace(text.find("SHIM"), 4, shim);
+    for (std::size_t at; (at = text.find("GRUB")) != std::string::npos;) text.replace(at, 4, grub);
+    std::ofstream(base.path("make-esp.sh")) << text;
+    REQUIRE(std::system(("bash " + base.path("make-esp.sh") + " >/dev/null 2>&1").c_str()) == 0);
+    ready = true;
+  }
+  void missing(const std::string& what) {
+    if (std::getenv("CI")) FAIL(what << " is missing (scripts/install-deps.sh installs it)");
+    WARN(what << " is missing: ESP test skipped");
+  }
+};
+
+std::string lowercase(std::string text) {
+  for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// Independent Authenticode digests: pesign -h, and osslsigncode's "Calculated message digest".
+std::string pesign_digest(const std::string& path) {
+  int status = 0;
+  const std::string out = output_of("pesign -h -i '" + path + "' 2>&1", status);
+  const auto at = out.find("hash: ");
+  return at == std::string::npos ? "pesign failed: " + out : out.substr(at + 6, 64);
+}
+
+std::string osslsigncode_digest(const std::string& path) {
+  int status = 0;
+  const std::string out = output_of("osslsigncode verify -in '" + path + "' 2>&1", status);
+  const std::string label = "Calculated message digest";
+  auto at = out.find(label);
+  if (at == std::string::npos) return "osslsigncode failed: " + out;
+  at = out.find(':', at);
+  while (at < out.size() && (out[at] == ':' || out[at] == ' ')) ++at;
+  return lowercase(out.substr(at, 64));
+}
+
+std::vector<std::string> grub_digests_of(const std::string& reference_json) {
+  rapidjson::Document doc;
+  doc.Parse(reference_json.c_str());
+  REQUIRE(doc.IsObject());
+  REQUIRE(doc["sets"].Size() == 1);
+  std::vector<std::string> digests;
+  for (const auto& d : doc["sets"][0]["grub"].GetArray()) digests.push_back(d.GetString());
+  return digests;
+}
+
+}  // namespace
+
+TEST_CASE("without a grub digest option the reference lists the ESP's boot applications as pesign and "
+          "osslsigncode hash them", "[image][esp]") {
+  EspFixture f;
+  if (!f.ready) return;
+  const std::string shim_digest = pesign_digest(EspFixture::shim);
+  const std::string grub_digest = pesign_digest(EspFixture::grub);
+  REQUIRE(shim_digest.size() == 64);
+  REQUIRE(grub_digest.size() == 64);
+  CHECK(osslsigncode_digest(EspFixture::grub) == grub_digest);  // a second tool agrees
+  CHECK(shim_digest != grub_digest);
+
+  auto options = f.base.options("out.qcow2");
+  options.input = f.base.path("esp-in.qcow2");
+  options.grub_efi_digests.clear();
+  Progress quiet(nullptr);
+  auto report = build_image(options, quiet);
+  REQUIRE(report);
+  CHECK(report->root_partition == 3);
+  const Bytes written = read_all(options.reference_path);
+  CHECK(grub_digests_of(std::string(written.begin(), written.end())) ==
+        std::vector<std::string>{shim_digest, grub_digest});
+
+  // measure reads the same ESP from the output image and agrees with the build.
+  MeasureRequest measure;
+  measure.image = f.base.path("out.qcow2");
+  measure.image_id = "test-image";
+  measure.firmware_rims = options.firmware_rims;
+  auto values = measure_image(measure);
+  REQUIRE(values);
+  auto json = reference::serialize_reference_values(*values);
+  REQUIRE(json);
+  CHECK(*json == std::string(written.begin(), written.end()));
+
+  // An explicit digest replaces the ESP's.
+  measure.grub_efi_digests = {Bytes(32, 0x11)};
+  auto given = measure_image(measure);
+  REQUIRE(given);
+  REQUIRE(given->sets.size() == 1);
+  CHECK(given->sets[0].grub.efi_applications == std::vector<Bytes>{Bytes(32, 0x11)});
+
+  auto inspected = inspect_image(f.base.path("out.qcow2"), std::nullopt, std::nullopt);
+  REQUIRE(inspected);
+  CHECK(inspected->find("EFI System Partition, FAT32") != std::string::npos);
+  CHECK(inspected->find("/EFI/BOOT/BOOTX64.EFI: x86_64, " + std::to_string(fsys::file_size(EspFixture::shim)) +
+                        " bytes, signed, Authenticode sha256 " + shim_digest) != std::string::npos);
+  CHECK(inspected->find("/EFI/BOOT/grubx64.efi: x86_64") != std::string::npos);
+  CHECK(inspected->find("/EFI/debian/grubx64.efi: x86_64, " + std::to_string(fsys::file_size(EspFixture::grub)) +
+                        " bytes, signed, Authenticode sha256 " + grub_digest) != std::string::npos);
+
+  // The command line prints the same digests.
+  int status = 0;
+  const std::string printed =
+      output_of(std::string(FDE_IMAGE_BINARY) + " measure " + f.base.path("out.qcow2") + " --rim " +
+                    std::string(64, '2') + " 2>&1",
+                status);
+  CAPTURE(printed);
+  CHECK(status == 0);
+  CHECK(printed.find(shim_digest) != std::string::npos);
+  CHECK(printed.find(grub_digest) != std::string::npos);
+}
+
+TEST_CASE("without a grub digest option an image without an ESP fails before any work", "[image][esp]") {
+  Fixture f;
+  auto options = f.options("out.qcow2");
+  options.grub_efi_digests.clear();
+  Progress quiet(nullptr);
+  auto report = build_image(options, quiet);
+  REQUIRE_FALSE(report);
+  CHECK(report.error().code == Errc::not_found);
+  CHECK(report.error().message.find("has no EFI System Partition: pass --grub-efi-digest or --reference-in") !=
+        std::string::npos);
+  CHECK(no_output_left(f, "out.qcow2"));
+  MeasureRequest measure;
+  measure.image = f.path("in.qcow2");
+  auto values = measure_image(measure);
+  REQUIRE_FALSE(values);
+  CHECK(values.error().message.find("no EFI System Partition") != std::string::npos);
 }
