@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <sstream>
 
 #include "common/crypto/hash.hpp"
@@ -52,7 +53,33 @@ std::vector<std::string> split_words(std::string_view line) {
   return words;
 }
 
+// Kernel arguments that hand the console a shell, or run something other than the image's
+// init, in the initramfs or the booted system. The host owns the console, so a reference
+// set that allowed them would release the key to a boot that gives the host the open volume.
+constexpr std::array<std::string_view, 9> shell_arguments = {
+    "rd.break", "rd.shell", "rdshell", "init", "rdinit", "rd.systemd.unit", "systemd.unit", "systemd.debug_shell",
+    "rd.emergency"};
+
 }  // namespace
+
+Result<void> check_kernel_cmdline(std::string_view cmdline) {
+  std::size_t pos = 0;
+  while (pos < cmdline.size()) {
+    const std::size_t end = std::min(cmdline.find(' ', pos), cmdline.size());
+    const std::string_view word = cmdline.substr(pos, end - pos);
+    pos = end + 1;
+    const std::string_view name = word.substr(0, word.find('='));
+    const std::string_view value = name.size() < word.size() ? word.substr(name.size() + 1) : std::string_view{};
+    if (std::find(shell_arguments.begin(), shell_arguments.end(), name) == shell_arguments.end()) continue;
+    // rd.shell=0 and rd.emergency=poweroff (what the agent's files set) are safe values.
+    if (name == "rd.shell" && (value == "0" || value == "no")) continue;
+    if (name == "rd.emergency" && (value == "poweroff" || value == "halt" || value == "reboot")) continue;
+    return fail(Errc::invalid_argument, "the kernel command line has '" + std::string(word) +
+                                            "', which gives the host's console a shell or another init once the "
+                                            "volume is open; remove it from grub.cfg (or --kernel-cmdline)");
+  }
+  return {};
+}
 
 std::map<std::string, std::string> parse_grub_cmdlines(std::string_view grub_cfg, std::vector<std::string>& warnings) {
   std::map<std::string, std::string> result;
@@ -221,6 +248,8 @@ Result<reference::ReferenceValues> measure_boot(const ExtFilesystem& fs, const B
     if (!set.grub.kernel_cmdline)
       return fail(Errc::not_found, "no command line for kernel " + kernel.version +
                                        " in grub.cfg: pass --kernel-cmdline");
+    if (auto ok = check_kernel_cmdline(*set.grub.kernel_cmdline); !ok)
+      return fail_with_context("kernel " + kernel.version, ok.error());
     values.sets.push_back(std::move(set));
   }
   if (values.sets.empty()) return fail(Errc::not_found, "no kernel on the boot filesystem");

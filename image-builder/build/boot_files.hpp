@@ -36,6 +36,10 @@ std::map<std::string, std::string> parse_grub_cmdlines(std::string_view grub_cfg
 // sha256 of the kernel as grub measures it (gunzipped when gzip-compressed, d.4).
 Result<Bytes> measure_kernel(ByteView kernel);
 
+// Refuses a kernel command line with an argument that gives the console (the host's) a shell
+// or another init: rd.break, rd.shell (other than =0), init=, rdinit=, systemd.unit=, ...
+Result<void> check_kernel_cmdline(std::string_view cmdline);
+
 struct MeasureOptions {
   std::optional<std::string> image_id;
   std::vector<Bytes> firmware_rims;

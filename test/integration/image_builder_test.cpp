@@ -19,6 +19,7 @@
 #include <map>
 #include <string>
 
+#include "image-builder/build/boot_files.hpp"
 #include "image-builder/build/image_builder.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
@@ -622,4 +623,20 @@ TEST_CASE("without a grub digest option an image without an ESP fails before any
   auto values = measure_image(measure);
   REQUIRE_FALSE(values);
   CHECK(values.error().message.find("no EFI System Partition") != std::string::npos);
+}
+
+TEST_CASE("kernel command lines that give the host's console a shell are refused", "[cmdline]") {
+  const std::string base = "/vmlinuz-6.1.0 root=UUID=0b4e ro console=ttyS0 ip=dhcp";
+  CHECK(check_kernel_cmdline(base));
+  CHECK(check_kernel_cmdline(base + " rd.shell=0 rd.emergency=poweroff"));
+  CHECK(check_kernel_cmdline(base + " rd.shell=no rd.emergency=reboot"));
+  CHECK(check_kernel_cmdline(base + " rd.breakfast=1 initrd=/x"));  // other names that only start alike
+  for (const std::string hostile : {"rd.break", "rd.break=pre-mount", "rd.shell", "rd.shell=1", "rdshell", "init=/bin/sh",
+                                    "rdinit=/bin/sh", "rd.systemd.unit=emergency.target", "systemd.unit=rescue.target",
+                                    "systemd.debug_shell", "rd.emergency=shell"}) {
+    CAPTURE(hostile);
+    const auto refused = check_kernel_cmdline(base + " " + hostile);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().message.find("'" + hostile + "'") != std::string::npos);
+  }
 }
