@@ -17,7 +17,7 @@ ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE e2e
 
 echo "== end to end: QEMU boots an encrypted image that unlocks through fde-verifierd =="
 # Alone, so the TCG guest has the CPU to itself and the other suites' timings are unaffected.
-ctest --test-dir build-test --output-on-failure -L e2e
+ctest --test-dir build-test --output-on-failure -L e2e --verbose  # prints each boot's time to unlock
 
 echo "== build and run the fuzz targets =="
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFDE_FUZZ=ON -DFDE_BUILD_TESTS=OFF -DFDE_WITH_SIM=OFF \
