@@ -43,15 +43,21 @@ power_off_now() {
     while :; do sleep 60; done
 }
 
-passphrase_prompt() {
-    # The device and the mapper name as the agent resolves them from its configuration
-    # (a /dev path and a name of [A-Za-z0-9._-]: splitting on the space is intended).
+# Sets volume_device and volume_name as the agent resolves them from its configuration (a
+# /dev path and a name of [A-Za-z0-9._-]: splitting on the space is intended).
+resolve_volume() {
     # shellcheck disable=SC2046
     set -- $("$agent" --config "$config" --resolve-volume)
-    if [ $# -ne 2 ]; then
+    [ $# -eq 2 ] || return 1
+    volume_device=$1 volume_name=$2
+}
+
+passphrase_prompt() {
+    if ! resolve_volume; then
         echo "fde-agent: cannot find the LUKS volume for the passphrase prompt" >&2
         power_off
     fi
+    set -- "$volume_device" "$volume_name"
     echo "fde-agent: asking for the LUKS passphrase of $1" >&2
     if [ -d "$systemd_run_dir" ]; then
         for tool in $systemd_cryptsetup_tools; do
@@ -64,21 +70,15 @@ passphrase_prompt() {
     cryptsetup open "$1" "$2" </dev/console >/dev/console 2>&1
 }
 
-# The mapper name of the volume, as the agent resolves it from its configuration.
-volume_name() {
-    # shellcheck disable=SC2046
-    set -- $("$agent" --config "$config" --resolve-volume)
-    [ $# -eq 2 ] && echo "$2"
-}
-
 # verify_root DIR: the device mounted at DIR (the last mount there) must be the dm device
 # named after the volume, and a dm-crypt one.
 verify_root() {
-    root=$1 name=$(volume_name) devno=
-    if [ -z "$name" ]; then
+    root=$1 devno=
+    if ! resolve_volume; then
         echo "fde-agent: cannot resolve the LUKS volume to check the root filesystem" >&2
         power_off_now
     fi
+    name=$volume_name
     while read -r _id _parent number _source mountpoint _rest; do
         [ "$mountpoint" = "$root" ] && devno=$number
     done < "$mountinfo"

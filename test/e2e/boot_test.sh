@@ -364,6 +364,13 @@ scenario_revoked() {
   adm reinstate e2e-image >/dev/null
 }
 
+# make_host_root DIR: the host's own root tree: the same init, its own marker.
+make_host_root() {
+  mkdir -p "$1"
+  cp -a "$work/root/." "$1/"
+  echo "host-controlled-root" >"$1/etc/e2e-marker"
+}
+
 scenario_hostile_disk() {
   step "hostile disk: the host rewrites the LUKS2 header's data cipher to cipher_null and writes its own plaintext root"
   # The genuine keyslots stay, so the released key still opens them; without the agent's
@@ -373,9 +380,7 @@ scenario_hostile_disk() {
   start=$(sgdisk -i 2 "$work/hostile.raw" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
   [ -n "$start" ] || fail "hostile-disk: no partition 2"
   python3 "$here/luks2_set_segment_cipher.py" "$work/hostile.raw" $((start * 512)) cipher_null-ecb
-  mkdir -p "$work/hostile-root"
-  cp -a "$work/root/." "$work/hostile-root/"
-  echo "host-controlled-root" >"$work/hostile-root/etc/e2e-marker"
+  make_host_root "$work/hostile-root"
   mke2fs -q -t ext4 -b 4096 -U "$root_uuid" -d "$work/hostile-root" -E offset=$((start * 512 + (16 << 20))) \
     "$work/hostile.raw" ${root_mib}M
   play_firmware "$work/initrd.img-$kver.booted"
@@ -395,9 +400,7 @@ scenario_shadow_root() {
   # Without the agent's finished and pre-pivot hooks, dracut would mount whichever device
   # carries root=UUID=... (before even running the agent). The host's root must never run.
   rm -f "$work/shadow.ext4"
-  mkdir -p "$work/shadow-root"
-  cp -a "$work/root/." "$work/shadow-root/"
-  echo "host-controlled-root" >"$work/shadow-root/etc/e2e-marker"
+  make_host_root "$work/shadow-root"
   mke2fs -q -t ext4 -b 4096 -U "$root_uuid" -d "$work/shadow-root" "$work/shadow.ext4" ${root_mib}M >/dev/null
   play_firmware "$work/initrd.img-$kver.booted"
   boot shadow-root "$work/initrd.img-$kver.booted" "file=$work/encrypted.qcow2,format=qcow2" \

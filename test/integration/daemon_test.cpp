@@ -16,6 +16,7 @@
 #include <catch2/catch.hpp>
 
 #include "test/integration/daemon_support.hpp"
+#include "test/integration/stale_socket.hpp"
 #include "verifier-daemon/server/admin_socket.hpp"
 
 using namespace fde;
@@ -279,16 +280,6 @@ namespace {
 
 constexpr uid_t nobody = 65534;
 
-// Leaves a socket file behind, as a daemon that crashed would.
-void make_stale_socket(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
-  ::close(fd);
-}
 
 bool is_socket(const std::string& path) {
   struct stat st {};

@@ -35,10 +35,12 @@
 #include "common/util/file.hpp"
 #include "verifier-daemon/server/admin_socket.hpp"
 #include "verifier-daemon/server/https_server.hpp"
+#include "test/integration/stale_socket.hpp"
 
 using namespace fde;
 using namespace fde::verifier;
 using namespace std::chrono_literals;
+using fde::itest::make_stale_socket;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -895,16 +897,6 @@ struct AdminFixture {
   }
 };
 
-// Leaves a socket file behind, as a daemon that crashed would.
-void make_stale_socket(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
-  ::close(fd);
-}
 
 }  // namespace
 
