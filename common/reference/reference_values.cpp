@@ -124,8 +124,8 @@ Result<ReferenceSet> parse_set(const Value& v, const std::string& path, crypto::
   const std::string what = digest_what(alg);
   if (auto ok = check_members(v, path,
                               {"name", "description", "kernel_version", "boot", "grub",
-                               "grub_cfg", "kernel", "initramfs", "kernel_cmdline",
-                               "grub_commands", "rims", "rems"});
+                               "grub_cfg", "kernel", "kernel_alternatives", "kernel_efi",
+                               "initramfs", "kernel_cmdline", "grub_commands", "rims", "rems"});
       !ok)
     return tl::unexpected(ok.error());
   ReferenceSet set;
@@ -159,7 +159,8 @@ Result<ReferenceSet> parse_set(const Value& v, const std::string& path, crypto::
   // kernel hash would suggest a check that never runs.
   const bool grub = set.boot == BootMode::grub;
   for (std::string_view field :
-       {"grub", "grub_cfg", "kernel", "initramfs", "kernel_cmdline", "grub_commands"})
+       {"grub", "grub_cfg", "kernel", "kernel_alternatives", "kernel_efi", "initramfs",
+        "kernel_cmdline", "grub_commands"})
     if (!grub && find_member(v, field))
       return fail_at(member_path(path, field), "not allowed in a \"direct\" set");
   if (grub && find_member(v, "rims"))
@@ -180,6 +181,14 @@ Result<ReferenceSet> parse_set(const Value& v, const std::string& path, crypto::
     auto kernel_digest = parse_hex(**kernel, member_path(path, "kernel"), size, what);
     if (!kernel_digest) return tl::unexpected(kernel_digest.error());
     set.grub.kernel = std::move(*kernel_digest);
+    for (auto [field, target] : {std::pair{"kernel_alternatives", &set.grub.kernel_alternatives},
+                                 std::pair{"kernel_efi", &set.grub.kernel_efi}}) {
+      if (const Value* f = find_member(v, field)) {
+        auto list = parse_hex_list(*f, member_path(path, field), size, what);
+        if (!list) return tl::unexpected(list.error());
+        *target = std::move(*list);
+      }
+    }
     // initramfs is required so that "expects no initramfs" is always written down (null).
     auto initramfs = require_member(v, path, "initramfs");
     if (!initramfs) return tl::unexpected(initramfs.error());
@@ -292,7 +301,7 @@ Result<void> validate_set(const ReferenceSet& set, const std::string& path, cryp
   const GrubBootValues& g = set.grub;
   if (set.boot == BootMode::direct) {
     if (!g.efi_applications.empty() || !g.grub_cfgs.empty() || !g.kernel.empty() ||
-        g.initramfs || g.kernel_cmdline || g.grub_commands)
+        !g.kernel_alternatives.empty() || !g.kernel_efi.empty() || g.initramfs || g.kernel_cmdline || g.grub_commands)
       return fail_at(path, "a \"direct\" set must not carry grub-boot values");
     return check_list(set.rims, size, member_path(path, "rims"), what, false);
   }
@@ -304,6 +313,12 @@ Result<void> validate_set(const ReferenceSet& set, const std::string& path, cryp
   if (auto ok = check_list(g.grub_cfgs, size, member_path(path, "grub_cfg"), what, false); !ok)
     return ok;
   if (auto ok = check_size(g.kernel, size, member_path(path, "kernel"), what); !ok) return ok;
+  if (auto ok = check_list(g.kernel_alternatives, size, member_path(path, "kernel_alternatives"),
+                           what, true);
+      !ok)
+    return ok;
+  if (auto ok = check_list(g.kernel_efi, size, member_path(path, "kernel_efi"), what, true); !ok)
+    return ok;
   if (g.initramfs)
     if (auto ok = check_size(*g.initramfs, size, member_path(path, "initramfs"), what); !ok)
       return ok;
@@ -326,6 +341,10 @@ Result<void> validate_set(const ReferenceSet& set, const std::string& path, cryp
   if (!g.kernel_cmdline && !set.rems[2])
     return fail_at(path, "a \"grub\" set must pin the kernel command line (kernel_cmdline, "
                          "or rems[2])");
+  // The allow-list explains a grub command only by the pinned list (or a pinned REM[2]);
+  // a set with neither could never match a boot whose grub measures its commands.
+  if (!g.grub_commands && !set.rems[2])
+    return fail_at(path, "a \"grub\" set must pin the grub commands (grub_commands, or rems[2])");
   return {};
 }
 
@@ -377,6 +396,9 @@ Result<void> validate_reference_values(const ReferenceValues& values) {
   if (any_grub && values.firmware_rims.empty())
     return fail_at("firmware_rims", "grub-boot sets need at least one firmware RIM");
   if (auto ok = check_list(values.firmware_rims, size, "firmware_rims", what, true); !ok) return ok;
+  if (auto ok = check_list(values.firmware_drivers, size, "firmware_drivers", what, true); !ok)
+    return ok;
+  if (auto ok = check_list(values.firmware_rem0, size, "firmware_rem0", what, true); !ok) return ok;
   return check_list(values.allowed_rpvs, rpv_size, "allowed_rpvs", "RPV", true);
 }
 
@@ -385,7 +407,7 @@ Result<ReferenceValues> parse_reference_values(std::string_view json) {
   if (auto ok = parse_json(doc, json, "reference values"); !ok) return tl::unexpected(ok.error());
   if (auto ok = check_members(doc, "",
                               {"version", "image_id", "hash_alg", "firmware_rims",
-                               "allowed_rpvs", "sets"});
+                               "firmware_drivers", "firmware_rem0", "allowed_rpvs", "sets"});
       !ok)
     return tl::unexpected(ok.error());
 
@@ -417,6 +439,14 @@ Result<ReferenceValues> parse_reference_values(std::string_view json) {
     auto list = parse_hex_list(*f, "firmware_rims", size, what);
     if (!list) return tl::unexpected(list.error());
     out.firmware_rims = std::move(*list);
+  }
+  for (auto [field, target] : {std::pair{"firmware_drivers", &out.firmware_drivers},
+                               std::pair{"firmware_rem0", &out.firmware_rem0}}) {
+    if (const Value* f = find_member(doc, field)) {
+      auto list = parse_hex_list(*f, field, size, what);
+      if (!list) return tl::unexpected(list.error());
+      *target = std::move(*list);
+    }
   }
   if (const Value* f = find_member(doc, "allowed_rpvs")) {
     auto list = parse_hex_list(*f, "allowed_rpvs", rpv_size, "RPV");
@@ -453,6 +483,9 @@ Result<std::string> serialize_reference_values(const ReferenceValues& values) {
   w.Key("hash_alg");
   write_text(w, crypto::hash_alg_name(values.hash_alg));
   write_hex_list(w, "firmware_rims", values.firmware_rims);
+  if (!values.firmware_drivers.empty())
+    write_hex_list(w, "firmware_drivers", values.firmware_drivers);
+  if (!values.firmware_rem0.empty()) write_hex_list(w, "firmware_rem0", values.firmware_rem0);
   if (!values.allowed_rpvs.empty()) write_hex_list(w, "allowed_rpvs", values.allowed_rpvs);
   w.Key("sets");
   w.StartArray();
@@ -476,6 +509,9 @@ Result<std::string> serialize_reference_values(const ReferenceValues& values) {
       write_hex_list(w, "grub_cfg", g.grub_cfgs);
       w.Key("kernel");
       write_hex(w, g.kernel);
+      if (!g.kernel_alternatives.empty())
+        write_hex_list(w, "kernel_alternatives", g.kernel_alternatives);
+      if (!g.kernel_efi.empty()) write_hex_list(w, "kernel_efi", g.kernel_efi);
       w.Key("initramfs");
       if (g.initramfs)
         write_hex(w, *g.initramfs);
@@ -617,6 +653,13 @@ Result<ReferenceValues> import_image_reference_measurement(std::string_view json
                       ": no kernel command line given for kernel version \"" + *version_text +
                       "\" (the file does not record it, and every set must pin it)");
     set.grub.kernel_cmdline = cmdline->second;
+    auto commands = options.grub_commands.find(*version_text);
+    if (commands == options.grub_commands.end())
+      return fail(Errc::invalid_argument,
+                  "image reference measurement: " + member_path(path, "version") +
+                      ": no grub commands given for kernel version \"" + *version_text +
+                      "\" (the file does not record them, and every set must pin them)");
+    set.grub.grub_commands = commands->second;
     out.sets.push_back(std::move(set));
   }
   if (auto ok = validate_reference_values(out); !ok) return wrap(ok.error());

@@ -40,11 +40,22 @@ struct GrubBootValues {
   // must be one of them (a list because some layouts chain an ESP stub config).
   std::vector<Bytes> grub_cfgs;
   Bytes kernel;                    // digest of the decompressed kernel image grub loads
+  // JSON "kernel_alternatives": other digests accepted for the kernel file event, e.g. the
+  // digest of the compressed file where it is not known whether grub measures before or
+  // after decompression (upstream grub 2.12 measures before, the SDK assumes after).
+  std::vector<Bytes> kernel_alternatives;
+  // JSON "kernel_efi": Authenticode digests of the kernel as an EFI application. grub on
+  // arm64 starts the kernel through the firmware's LoadImage, and shim measures it when
+  // grub asks it to verify the kernel; either way the firmware log carries it as an
+  // EV_EFI_BOOT_SERVICES_APPLICATION, which this set then explains.
+  std::vector<Bytes> kernel_efi;
   std::optional<Bytes> initramfs;  // nullopt (JSON null): the set expects no initramfs event
   // Exact text of the kernel command line grub measures. May be omitted only when rems[2]
   // is pinned, which covers it.
   std::optional<std::string> kernel_cmdline;
-  // Optional exact, ordered list of grub commands ("grub_cmd: " events, prefix removed).
+  // Exact, ordered list of the grub commands run from the first grub.cfg on ("grub_cmd: "
+  // events, prefix removed). Required unless rems[2] is pinned: with the allow-list every
+  // command grub runs must be explained.
   std::optional<std::vector<std::string>> grub_commands;
 };
 
@@ -65,6 +76,14 @@ struct ReferenceValues {
   crypto::HashAlg hash_alg = crypto::HashAlg::sha256;  // the CVM hash algorithm (claim 44236)
   // RIMs of firmware + DTB + vCPU configuration accepted together with grub-boot sets.
   std::vector<Bytes> firmware_rims;
+  // Authenticode digests of EFI drivers the platform's firmware is known to load (a device's
+  // option ROM, say). Every EV_EFI_BOOT_SERVICES_DRIVER / EV_EFI_RUNTIME_SERVICES_DRIVER
+  // event must be one of them; empty (the default) denies every driver the log shows.
+  std::vector<Bytes> firmware_drivers;
+  // Golden REM[0] values (firmware configuration: Secure Boot variables, boot options). Empty:
+  // REM[0] is judged event by event (configuration events only); non-empty: the token's
+  // REM[0] must also be one of these.
+  std::vector<Bytes> firmware_rem0;
   std::vector<Bytes> allowed_rpvs;  // empty: any RPV is accepted
   std::vector<ReferenceSet> sets;   // at least one; a kernel update adds a set
 
@@ -95,6 +114,8 @@ Result<void> retire_reference_set(ReferenceValues& values, std::string_view name
 struct ImageReferenceImport {
   std::vector<Bytes> firmware_rims;
   std::map<std::string, std::string> kernel_cmdlines;  // kernels[].version -> command line
+  // kernels[].version -> the grub commands its boot runs (the file does not record them)
+  std::map<std::string, std::vector<std::string>> grub_commands;
   std::optional<std::string> image_id;
 };
 // One grub-boot set per kernels[] entry, named "kernel-<version>", sharing grub and grub.cfg.
