@@ -225,6 +225,13 @@ std::string grub_kernel_cmdline(const GrubBoot& boot) {
   return boot.kernel_path + " " + boot.kernel_arguments;
 }
 
+std::vector<std::string> grub_boot_commands(const GrubBoot& boot) {
+  std::vector<std::string> out = boot.grub_commands;
+  out.push_back("linux " + grub_kernel_cmdline(boot));
+  if (!boot.initramfs.digests.empty()) out.push_back("initrd " + boot.initramfs_path);
+  return out;
+}
+
 Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot, std::vector<crypto::HashAlg> banks) {
   EventLogBuilder builder(std::move(banks));
   // UEFI (CcaTcg2Dxe, the TDX mapping of section d.3): configuration and separators into
@@ -239,13 +246,15 @@ Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot, std::vector<cr
   // order grub's linux loader measures them: the file is read before its command line is.
   if (auto ok = builder.add_grub_file(boot.grub_cfg_path, boot.grub_cfg); !ok)
     return fail_with_context("grub.cfg", ok.error());
-  for (const auto& command : boot.grub_commands) builder.add_grub_command(command);
+  const std::vector<std::string> commands = grub_boot_commands(boot);
+  const std::size_t before_linux = boot.grub_commands.size();
+  for (std::size_t i = 0; i < before_linux; ++i) builder.add_grub_command(commands[i]);
   std::string cmdline = grub_kernel_cmdline(boot);
-  builder.add_grub_command("linux " + cmdline);
+  builder.add_grub_command(commands[before_linux]);
   if (auto ok = builder.add_grub_file(boot.kernel_path, boot.kernel); !ok) return fail_with_context("kernel", ok.error());
   builder.add_kernel_cmdline(cmdline);
   if (!boot.initramfs.digests.empty()) {
-    builder.add_grub_command("initrd " + boot.initramfs_path);
+    builder.add_grub_command(commands[before_linux + 1]);
     if (auto ok = builder.add_grub_file(boot.initramfs_path, boot.initramfs); !ok)
       return fail_with_context("initramfs", ok.error());
   }

@@ -107,6 +107,10 @@ struct GrubBoot {
 // The measured kernel command line of a GrubBoot: "<kernel_path> <kernel_arguments>".
 std::string grub_kernel_cmdline(const GrubBoot& boot);
 
+// The grub commands build_grub_boot_log() measures after grub.cfg, in order: what a grub set's
+// `grub_commands` pins for this boot.
+std::vector<std::string> grub_boot_commands(const GrubBoot& boot);
+
 // Records, in order: MR1 separator, MR2 "Calling EFI Application from Boot Option" and grub's
 // boot application, MR1 separator (ReadyToBoot), then in MR3 grub.cfg, each grub command,
 // "grub_cmd: linux <path> <args>", the kernel file, the kernel_cmdline, "grub_cmd: initrd

@@ -168,6 +168,7 @@ inline reference::ReferenceValues reference_for(const std::string& image_id) {
   grub.grub.kernel = *boot.kernel.digest_for(alg);
   grub.grub.initramfs = *boot.initramfs.digest_for(alg);
   grub.grub.kernel_cmdline = sim::grub_kernel_cmdline(boot);
+  grub.grub.grub_commands = sim::grub_boot_commands(boot);
   reference::ReferenceValues values;
   values.image_id = image_id;
   values.hash_alg = alg;

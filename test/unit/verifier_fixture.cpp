@@ -69,6 +69,7 @@ reference::ReferenceValues sample_reference() {
   grub.grub.kernel = *boot.kernel.digest_for(alg);
   grub.grub.initramfs = *boot.initramfs.digest_for(alg);
   grub.grub.kernel_cmdline = sim::grub_kernel_cmdline(boot);
+  grub.grub.grub_commands = sim::grub_boot_commands(boot);
   reference::ReferenceSet direct;
   direct.name = "direct-6.6.0-28";
   direct.boot = reference::BootMode::direct;

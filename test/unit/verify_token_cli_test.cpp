@@ -214,6 +214,7 @@ reference::ReferenceValues reference_for(const sim::GrubBoot& boot, const Bytes&
   set.grub.kernel = *boot.kernel.digest_for(alg);
   set.grub.initramfs = *boot.initramfs.digest_for(alg);
   set.grub.kernel_cmdline = sim::grub_kernel_cmdline(boot);
+  set.grub.grub_commands = sim::grub_boot_commands(boot);
   reference::ReferenceValues values;
   values.image_id = "sim-openeuler-fde";
   values.hash_alg = alg;
