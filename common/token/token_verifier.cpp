@@ -238,7 +238,9 @@ void check_rak_binding(const Token& token, bool platform_authentic, const std::o
 
 // Upstream writes platform algo names both ways ("sha-256", "sha256"); neither verifier holds
 // them to one spelling, so any spelling of sha-256/384/512 is accepted here.
-std::optional<crypto::HashAlg> platform_hash_alg(std::string_view name) { return crypto::hash_alg_from_lenient_name(name); }
+std::optional<crypto::HashAlg> platform_hash_alg(std::string_view name) {
+  return crypto::hash_alg_from_lenient_name(name);
+}
 
 void check_platform_claims(const PlatformClaims& platform, bool platform_authentic, Verdict& verdict) {
   const std::string expected =
