@@ -85,6 +85,7 @@ void reload(Running& running) {
     applied.tls = config->tls;
     applied.trusted_roots = config->trusted_roots;
     applied.allow_legacy = config->allow_legacy;
+    applied.platform = config->platform;
     applied.nonce_secret = config->nonce_secret;
     applied.retired_nonce_secret_files = config->retired_nonce_secret_files;
     applied.nonce_lifetime = config->nonce_lifetime;

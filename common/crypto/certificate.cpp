@@ -104,7 +104,7 @@ std::string Certificate::not_after() const { return time_to_string(X509_get0_not
 Bytes Certificate::sha256_fingerprint() const { return sha256(der()); }
 bool Certificate::is_self_signed() const { return X509_self_signed(cert_.get(), 0) == 1; }
 
-Result<void> verify_chain(const Certificate& leaf, std::span<const Certificate> intermediates,
+Result<std::vector<Certificate>> verify_chain(const Certificate& leaf, std::span<const Certificate> intermediates,
                           std::span<const Certificate> roots, const ChainOptions& options) {
   if (roots.empty()) return fail(Errc::verification_failed, "no trusted roots are configured");
   X509StorePtr store(X509_STORE_new());
@@ -130,7 +130,14 @@ Result<void> verify_chain(const Certificate& leaf, std::span<const Certificate> 
   if ((X509_get_extension_flags(leaf.native()) & EXFLAG_KUSAGE) != 0 &&
       (X509_get_key_usage(leaf.native()) & KU_DIGITAL_SIGNATURE) == 0)
     return fail(Errc::verification_failed, "device certificate keyUsage lacks digitalSignature");
-  return {};
+  std::vector<Certificate> path;
+  STACK_OF(X509)* built = X509_STORE_CTX_get0_chain(ctx.get());
+  for (int i = 0; built != nullptr && i < sk_X509_num(built); ++i) {
+    X509* cert = sk_X509_value(built, i);
+    X509_up_ref(cert);
+    path.emplace_back(share_x509(cert));
+  }
+  return path;
 }
 
 namespace {

@@ -47,7 +47,8 @@ struct ChainOptions {
 
 // Validates leaf -> intermediates -> one of `roots`. Only the given roots are trusted (no
 // system store). The leaf must carry digitalSignature if it has a keyUsage extension.
-Result<void> verify_chain(const Certificate& leaf, std::span<const Certificate> intermediates,
+// Returns the validated path: the leaf first, the trust anchor last.
+Result<std::vector<Certificate>> verify_chain(const Certificate& leaf, std::span<const Certificate> intermediates,
                           std::span<const Certificate> roots, const ChainOptions& options = {});
 
 // For the simulator and tests: issue a certificate for `subject_key`, signed by `issuer_key`

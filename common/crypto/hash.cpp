@@ -2,6 +2,7 @@
 #include "common/crypto/hash.hpp"
 
 #include <memory>
+#include <string>
 
 #include <openssl/evp.h>
 
@@ -11,6 +12,18 @@ std::optional<HashAlg> hash_alg_from_name(std::string_view name) {
   if (name == "sha-256") return HashAlg::sha256;
   if (name == "sha-384") return HashAlg::sha384;
   if (name == "sha-512") return HashAlg::sha512;
+  return std::nullopt;
+}
+
+std::optional<HashAlg> hash_alg_from_lenient_name(std::string_view name) {
+  std::string lower(name);
+  for (char& c : lower)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  // Only the hyphen right after "sha" is optional: "sha256" or "sha-256", nothing looser.
+  if (lower.size() == 7 && lower.compare(0, 4, "sha-") == 0) lower.erase(3, 1);
+  if (lower == "sha256") return HashAlg::sha256;
+  if (lower == "sha384") return HashAlg::sha384;
+  if (lower == "sha512") return HashAlg::sha512;
   return std::nullopt;
 }
 

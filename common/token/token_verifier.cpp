@@ -3,7 +3,6 @@
 // recorded as failed with "not checked: <reason>", never skipped and never passed.
 #include "common/token/token_verifier.hpp"
 
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -12,11 +11,13 @@
 namespace fde::token {
 namespace {
 
-// b.2 / b.6: RAK claim sizes of the two virtCCA profiles, and Arm CCA RMM 1.0's P-384 point.
+// b.2 / b.6: RAK claim sizes of the two virtCCA key types, and Arm CCA RMM 1.0's P-384 point.
 constexpr std::size_t rak_rsa_spki_size = 550;
 constexpr std::size_t rak_p521_point_size = 133;
 constexpr std::size_t rak_p384_point_size = 97;
-// b.3: implementation id is 32 bytes, instance id a 33-byte UEID of type RAND (0x01).
+// b.3: implementation id is 32 bytes, instance id a 33-byte UEID, whose first byte is the
+// UEID type (0x01 = RAND). Neither upstream verifier (virtCCA_sdk, secGear) checks the type,
+// and no real full virtCCA token is public to show it, so the type is reported, not judged.
 constexpr std::size_t implementation_id_size = 32;
 constexpr std::size_t instance_id_size = 33;
 constexpr std::uint8_t ueid_type_rand = 0x01;
@@ -65,12 +66,13 @@ void check_cvm_claim_sizes(const Token& token, Verdict& verdict) {
   std::vector<std::string> problems;
   if (cvm.challenge.size() != challenge_size) problems.push_back("challenge");
   if (cvm.personalization_value.size() != rpv_size) problems.push_back("RPV");
-  // b.1/b.6: legacy firmware (CVM token only) has an RSA-4096 RAK, the firmware that emits
-  // platform tokens a P-521 one; a token mixing the two is not one either firmware makes.
-  const std::size_t rak_size = token.is_full() ? rak_p521_point_size : rak_rsa_spki_size;
-  const std::string rak_rule = token.is_full() ? "RAK 133 B (P-521 point, full token)"
-                                               : "RAK 550 B (RSA-4096 SPKI, legacy token)";
-  if (cvm.public_key.size() != rak_size) problems.push_back("RAK");
+  // b.6: a P-521 point or an RSA-4096 SPKI in either token kind, as both upstream verifiers
+  // accept (virtCCA_sdk token_parse.c CCA_CVM_PUB_KEY {133, 550}; secGear cvm_sizes): the
+  // SDK describes firmware moving from RSA to ECC RAKs with mixed combinations on the way.
+  // Whether the key decodes and suits the COSE alg is judged by cvm.rak and cvm.signature.
+  const std::string rak_rule = "RAK 133 B (P-521 point) or 550 B (RSA-4096 SPKI)";
+  if (cvm.public_key.size() != rak_p521_point_size && cvm.public_key.size() != rak_rsa_spki_size)
+    problems.push_back("RAK");
 
   std::string measurement_rule;
   if (hash) {
@@ -139,10 +141,16 @@ bool check_cvm_signature(const Token& token, const std::optional<crypto::PublicK
   return verified.has_value();
 }
 
+// What a validated device certificate chain vouches for.
+struct ValidatedDevice {
+  crypto::PublicKey key;
+  crypto::Certificate issuer;  // the CA certificate that signed the device certificate
+};
+
 // Returns the device key only when the chain validated (b.7): an unvalidated certificate's
 // key must not vouch for anything later.
-std::optional<crypto::PublicKey> check_device_chain(const DeviceEvidence& device, const TokenPolicy& policy,
-                                                    Verdict& verdict) {
+std::optional<ValidatedDevice> check_device_chain(const DeviceEvidence& device, const TokenPolicy& policy,
+                                                  Verdict& verdict) {
   const std::string expected =
       "device certificate chains to one of " + std::to_string(policy.trusted_roots.size()) + " pinned root(s)" +
       (policy.intermediates.empty() ? std::string()
@@ -165,7 +173,28 @@ std::optional<crypto::PublicKey> check_device_chain(const DeviceEvidence& device
     return std::nullopt;
   }
   verdict.add_pass("device.chain", expected, who + ": valid, key " + cert.public_key().description());
-  return cert.public_key();
+  // A self-signed device certificate pinned as a root is its own issuer.
+  const crypto::Certificate& issuer = chain->size() > 1 ? (*chain)[1] : chain->front();
+  return ValidatedDevice{cert.public_key(), issuer};
+}
+
+// Huawei's roots issue for many product lines; pinning the issuing CA narrows trust to the
+// one that issues virtCCA device certificates.
+void check_device_issuer(const std::vector<Bytes>& pins, const std::optional<ValidatedDevice>& device,
+                         Verdict& verdict) {
+  std::vector<std::string> pinned;
+  for (const Bytes& pin : pins) pinned.push_back(hex_encode(pin));
+  const std::string expected =
+      "device certificate issued by a CA whose certificate has SHA-256 " + join(pinned, " or ");
+  if (!device) {
+    verdict.add_fail("device.issuer", expected, not_checked("the device certificate did not validate (device.chain)"));
+    return;
+  }
+  const Bytes fingerprint = device->issuer.sha256_fingerprint();
+  bool pinned_match = false;
+  for (const Bytes& pin : pins) pinned_match = pinned_match || pin == fingerprint;
+  verdict.add("device.issuer", expected,
+              "issuer \"" + device->issuer.subject() + "\" with SHA-256 " + hex_encode(fingerprint), pinned_match);
 }
 
 bool check_platform_signature(const Token& token, const std::optional<crypto::PublicKey>& device_key,
@@ -207,25 +236,32 @@ void check_rak_binding(const Token& token, bool platform_authentic, const std::o
               "platform challenge " + hex_or_empty(challenge) + " (" + byte_count(challenge.size()) + ")", bound);
 }
 
+// Upstream writes platform algo names both ways ("sha-256", "sha256"); neither verifier holds
+// them to one spelling, so any spelling of sha-256/384/512 is accepted here.
+std::optional<crypto::HashAlg> platform_hash_alg(std::string_view name) {
+  return crypto::hash_alg_from_lenient_name(name);
+}
+
 void check_platform_claims(const PlatformClaims& platform, bool platform_authentic, Verdict& verdict) {
   const std::string expected =
-      "known platform hash algo id; implementation id 32 B; instance id 33 B of UEID type 0x01; at least one "
-      "sw component, each measurement sized to its hash algo";
+      "platform hash algo id sha-256, sha-384 or sha-512 (hyphen and case free); implementation id 32 B; instance "
+      "id 33 B; at least one sw component, each measurement sized to its hash algo";
   if (!platform_authentic) {
     verdict.add_fail("platform.claims", expected,
                      not_checked("the platform token signature was not verified (platform.signature)"));
     return;
   }
   std::vector<std::string> problems;
-  const auto platform_hash = crypto::hash_alg_from_name(platform.hash_algo_id);
+  const auto platform_hash = platform_hash_alg(platform.hash_algo_id);
   if (!platform_hash) problems.push_back("unknown platform hash algo id " + quoted(platform.hash_algo_id));
   if (platform.implementation_id.size() != implementation_id_size)
     problems.push_back("implementation id is " + byte_count(platform.implementation_id.size()));
-  if (platform.instance_id.size() != instance_id_size || platform.instance_id.front() != ueid_type_rand)
-    problems.push_back("instance id is " + byte_count(platform.instance_id.size()) +
-                       (platform.instance_id.empty()
-                            ? std::string()
-                            : " of type " + hex_encode(ByteView(platform.instance_id).first(1))));
+  if (platform.instance_id.size() != instance_id_size)
+    problems.push_back("instance id is " + byte_count(platform.instance_id.size()));
+  std::string note;
+  if (!platform.instance_id.empty() && platform.instance_id.front() != ueid_type_rand)
+    note = "; note: instance id UEID type " + hex_encode(ByteView(platform.instance_id).first(1)) +
+           " is not RAND (01), reported only (no upstream verifier checks it)";
   if (platform.sw_components.empty()) problems.push_back("no sw components");
   for (std::size_t i = 0; i < platform.sw_components.size(); ++i) {
     const SwComponent& component = platform.sw_components[i];
@@ -233,7 +269,7 @@ void check_platform_claims(const PlatformClaims& platform, bool platform_authent
         "sw component " + std::to_string(i) + (component.type ? " (" + quoted(*component.type) + ")" : std::string());
     // A component without its own hash algo is measured with the platform's (b.3).
     const std::string& algo_name = component.hash_algo_id ? *component.hash_algo_id : platform.hash_algo_id;
-    const auto algo = crypto::hash_alg_from_name(algo_name);
+    const auto algo = platform_hash_alg(algo_name);
     if (!algo) {
       problems.push_back(label + ": unknown hash algo id " + quoted(algo_name));
     } else if (component.measurement.size() != crypto::digest_size(*algo)) {
@@ -243,18 +279,70 @@ void check_platform_claims(const PlatformClaims& platform, bool platform_authent
     }
   }
   // PSA lifecycle states are conventionally written in hex (0x3000 = secured).
-  std::string lifecycle = std::to_string(platform.lifecycle);
-  if (platform.lifecycle >= 0) {
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "0x%04llx", static_cast<unsigned long long>(platform.lifecycle));
-    lifecycle = buffer;
-  }
+  const std::string lifecycle = lifecycle_value_text(platform.lifecycle);
   std::string found = "hash algo " + quoted(platform.hash_algo_id) + ", implementation id " +
                       byte_count(platform.implementation_id.size()) + ", instance id " +
                       byte_count(platform.instance_id.size()) + ", " + std::to_string(platform.sw_components.size()) +
                       " sw components, lifecycle " + lifecycle;
   if (!problems.empty()) found += "; wrong: " + join(problems, "; ");
-  verdict.add("platform.claims", expected, found, problems.empty());
+  verdict.add("platform.claims", expected, found + note, problems.empty());
+}
+
+// Claim 2395: a platform in a debug or provisioning state can be inspected or altered by
+// whoever holds it, so only the states the policy names are accepted (default: secured).
+void check_platform_lifecycle(const PlatformClaims& platform, bool platform_authentic,
+                              const std::vector<LifecycleState>& allowed, Verdict& verdict) {
+  std::vector<std::string> names;
+  for (LifecycleState state : allowed) names.push_back(std::string(lifecycle_state_name(state)));
+  const std::string expected = "security lifecycle (2395) " +
+                               (names.empty() ? std::string("in no state (the policy allows none)")
+                                              : "in state " + join(names, " or ")) +
+                               " (secured = 0x3000-0x30ff)";
+  if (!platform_authentic) {
+    verdict.add_fail("platform.lifecycle", expected,
+                     not_checked("the platform token signature was not verified (platform.signature)"));
+    return;
+  }
+  const auto state = lifecycle_state_of(platform.lifecycle);
+  const std::string value = lifecycle_value_text(platform.lifecycle);
+  if (!state) {
+    verdict.add_fail("platform.lifecycle", expected, value + ", which is not a defined lifecycle state");
+    return;
+  }
+  bool ok = false;
+  for (LifecycleState a : allowed) ok = ok || a == *state;
+  verdict.add("platform.lifecycle", expected, value + " (" + std::string(lifecycle_state_name(*state)) + ")", ok);
+}
+
+bool sw_component_matches(const SwComponent& component, const RequiredSwComponent& required) {
+  if (required.type && component.type != required.type) return false;
+  return component.measurement == required.measurement;
+}
+
+// Downgrade protection: the platform must run at least the firmware the policy names.
+void check_platform_sw_components(const PlatformClaims& platform, bool platform_authentic,
+                                  const std::vector<RequiredSwComponent>& required, Verdict& verdict) {
+  std::vector<std::string> wanted;
+  for (const auto& entry : required) wanted.push_back(describe_required_sw_component(entry));
+  const std::string expected = "sw components (2399) include " + join(wanted, ", ");
+  if (!platform_authentic) {
+    verdict.add_fail("platform.sw_components", expected,
+                     not_checked("the platform token signature was not verified (platform.signature)"));
+    return;
+  }
+  std::vector<std::string> missing;
+  for (const auto& entry : required) {
+    bool present = false;
+    for (const auto& component : platform.sw_components) present = present || sw_component_matches(component, entry);
+    if (!present) missing.push_back(describe_required_sw_component(entry));
+  }
+  std::vector<std::string> seen;
+  for (const auto& component : platform.sw_components)
+    seen.push_back((component.type ? quoted(*component.type) : std::string("(no type)")) + " " +
+                   hex_or_empty(component.measurement));
+  std::string found = "sw components: " + (seen.empty() ? std::string("none") : join(seen, ", "));
+  if (!missing.empty()) found += "; missing: " + join(missing, ", ");
+  verdict.add("platform.sw_components", expected, found, missing.empty());
 }
 
 void check_legacy_policy(const TokenPolicy& policy, Verdict& verdict) {
@@ -353,20 +441,36 @@ Verdict verify_token(const Token& token, const DeviceEvidence& device, const Tok
   const auto rak = check_cvm_rak(token.cvm, verdict);
   const bool cvm_authentic = check_cvm_signature(token, rak, verdict);
 
-  const auto device_key = check_device_chain(device, policy, verdict);
+  const auto validated = check_device_chain(device, policy, verdict);
+  const PlatformPolicy& platform_policy = policy.platform;
+  if (!platform_policy.device_issuer_sha256.empty())
+    check_device_issuer(platform_policy.device_issuer_sha256, validated, verdict);
+  const std::optional<crypto::PublicKey> device_key =
+      validated ? std::optional<crypto::PublicKey>(validated->key) : std::nullopt;
   if (full) {
     const bool platform_authentic = check_platform_signature(token, device_key, verdict);
     if (token.platform) {
       check_rak_binding(token, platform_authentic, rak_hash, verdict);
       check_platform_claims(*token.platform, platform_authentic, verdict);
+      check_platform_lifecycle(*token.platform, platform_authentic, platform_policy.allowed_lifecycle_states, verdict);
+      if (!platform_policy.required_sw_components.empty())
+        check_platform_sw_components(*token.platform, platform_authentic, platform_policy.required_sw_components,
+                                     verdict);
     } else {
       // Only a hand-built Token can get here (parse_token always fills both).
       verdict.add_fail("platform.rak_binding", "platform challenge = hash of the RAK claim",
                        not_checked("the platform claims are missing"));
       verdict.add_fail("platform.claims", "platform claims present", "missing");
+      verdict.add_fail("platform.lifecycle", "platform claims present", "missing");
     }
   } else {
     check_legacy_rak_is_device_key(device, rak, device_key, verdict);
+    // A legacy token carries no platform claims. Its lifecycle is left unjudged (allowing
+    // legacy tokens is an explicit opt-in to less evidence), but a firmware minimum the
+    // operator asked for cannot be shown without them, and old firmware is what it guards against.
+    if (!platform_policy.required_sw_components.empty())
+      verdict.add_fail("platform.sw_components", "sw components (2399) from a platform token",
+                       "a legacy token has no platform token, so its firmware cannot be shown");
   }
 
   if (policy.expected_challenge) check_cvm_challenge(token.cvm, *policy.expected_challenge, cvm_authentic, verdict);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/crypto/certificate.hpp"
+#include "common/token/platform_policy.hpp"
 #include "common/token/token.hpp"
 #include "common/token/verdict.hpp"
 
@@ -17,6 +18,7 @@ struct TokenPolicy {
   bool allow_legacy = false;                        // CVM-only tokens (RAK must equal device key)
   std::optional<Bytes> expected_challenge;          // the 64-byte challenge the CVM token must carry
   std::optional<std::time_t> at_time;               // certificate validity time; nullopt = now
+  PlatformPolicy platform;                          // lifecycle, firmware minimum, issuer pins
 };
 
 struct DeviceEvidence {
@@ -29,8 +31,10 @@ struct DeviceEvidence {
 // failure (so an operator sees the whole picture) but never lets a later check pass
 // on data an earlier check rejected. Check names are stable:
 //   token.kind, cvm.claim_sizes, cvm.hash_algo, cvm.rak, cvm.signature,
-//   device.chain, platform.signature, platform.rak_binding, platform.claims,
-//   legacy.policy, legacy.rak_is_device_key, cvm.challenge
+//   device.chain, device.issuer (only with issuer pins), platform.signature,
+//   platform.rak_binding, platform.claims, platform.lifecycle (full tokens),
+//   platform.sw_components (only with required sw components), legacy.policy,
+//   legacy.rak_is_device_key, cvm.challenge
 Verdict verify_token(const Token& token, const DeviceEvidence& device, const TokenPolicy& policy);
 
 // The RAK as a key: DER SPKI (RSA legacy) or raw P-521 point; errors name the size seen.

@@ -132,6 +132,39 @@ TEST_CASE("bad values are errors that say what was expected") {
   CHECK(error_of("[server]\nthreads = 1\nthreads = 2\n").rfind("test.toml:3:", 0) == 0);
 }
 
+TEST_CASE("the platform policy keys default to secured-only and parse into the token policy") {
+  const Config defaults = expect_ok(parse(""));
+  CHECK(defaults.platform.allowed_lifecycle_states == std::vector<token::LifecycleState>{token::LifecycleState::secured});
+  CHECK(defaults.platform.required_sw_components.empty());
+  CHECK(defaults.platform.device_issuer_sha256.empty());
+
+  const std::string tmm(64, 'b');
+  const std::string pin(64, 'c');
+  auto config = expect_ok(parse("[attestation]\nallowed_lifecycle_states = [\"secured\", \"non_rot_debug\"]\n"
+                                "required_sw_components = [\"TMM:" + tmm + "\", \"" + std::string(96, 'd') + "\"]\n"
+                                "device_issuer_sha256 = [\"" + pin + "\"]\n"));
+  CHECK(config.platform.allowed_lifecycle_states ==
+        std::vector<token::LifecycleState>{token::LifecycleState::secured, token::LifecycleState::non_rot_debug});
+  REQUIRE(config.platform.required_sw_components.size() == 2);
+  CHECK(config.platform.required_sw_components[0].type == "TMM");
+  CHECK(config.platform.required_sw_components[0].measurement == Bytes(32, 0xbb));
+  CHECK_FALSE(config.platform.required_sw_components[1].type.has_value());
+  CHECK(config.platform.required_sw_components[1].measurement == Bytes(48, 0xdd));
+  CHECK(config.platform.device_issuer_sha256 == std::vector<Bytes>{Bytes(32, 0xcc)});
+
+  SECTION("bad values name the key and what was expected") {
+    CHECK(error_of("[attestation]\nallowed_lifecycle_states = [\"debug\"]\n")
+              .find("attestation.allowed_lifecycle_states[0]: unknown lifecycle state \"debug\" (known: ") !=
+          std::string::npos);
+    CHECK(error_of("[attestation]\nallowed_lifecycle_states = []\n")
+              .find("attestation.allowed_lifecycle_states: needs at least one state") != std::string::npos);
+    CHECK(error_of("[attestation]\nrequired_sw_components = [\"TMM:12\"]\n")
+              .find("attestation.required_sw_components[0]: expected [TYPE:]HEX") != std::string::npos);
+    CHECK(error_of("[attestation]\ndevice_issuer_sha256 = [\"abcd\"]\n")
+              .find("attestation.device_issuer_sha256[0]: expected a SHA-256 fingerprint") != std::string::npos);
+  }
+}
+
 TEST_CASE("command-line flags override the configuration file") {
   auto config = expect_ok(parse("[server]\nlisten = [\"0.0.0.0:8443\"]\n[store]\ndatabase = \"/var/lib/db\"\n"));
   expect_ok(apply_command_line(

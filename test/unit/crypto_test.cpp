@@ -44,6 +44,14 @@ TEST_CASE("hash algorithm names follow the IANA named-information registry") {
   CHECK(digest_size(HashAlg::sha384) == 48);
 }
 
+TEST_CASE("the lenient hash names accept upstream's platform spellings and nothing looser") {
+  for (const char* name : {"sha-256", "sha256", "SHA256", "SHA-256"}) CHECK(hash_alg_from_lenient_name(name) == HashAlg::sha256);
+  for (const char* name : {"sha-384", "sha384", "SHA384", "SHA-384"}) CHECK(hash_alg_from_lenient_name(name) == HashAlg::sha384);
+  for (const char* name : {"sha-512", "sha512", "SHA512", "SHA-512"}) CHECK(hash_alg_from_lenient_name(name) == HashAlg::sha512);
+  for (const char* name : {"sha--256", "sha-2-56", "sha3-256", "sha-1", "sm3", "", "sha", "256", "sha-256 "})
+    CHECK_FALSE(hash_alg_from_lenient_name(name).has_value());
+}
+
 TEST_CASE("ES512 signatures verify in raw and DER form, and tampering is caught") {
   Bytes message = sha256(as_bytes("to be signed"));
   auto raw = sign(p521_key(), SigAlg::es512, message);
@@ -125,7 +133,13 @@ TEST_CASE("the real secGear AIK certificate chains to the public Huawei roots") 
   CHECK(hex_encode(root.sha256_fingerprint()) ==
         "da2abe9225d795a380e2899d530ef0318a5b32bc81aafd4488ba961ddf7502d4");
   std::vector<Certificate> intermediates{sub}, roots{root};
-  CHECK(verify_chain(leaf, intermediates, roots).has_value());
+  auto path = verify_chain(leaf, intermediates, roots);
+  REQUIRE(path.has_value());
+  // The validated path, leaf first: the device certificate's issuer is the product CA.
+  REQUIRE(path->size() == 3);
+  CHECK((*path)[0].der() == leaf.der());
+  CHECK((*path)[1].der() == sub.der());
+  CHECK((*path)[2].der() == root.der());
   SECTION("without the intermediate the chain cannot be built") {
     CHECK(verify_chain(leaf, {}, roots).error().code == Errc::verification_failed);
   }

@@ -290,6 +290,53 @@ TEST_CASE("a legacy token is denied at legacy.policy unless the policy allows le
   }
 }
 
+TEST_CASE("the platform policy reaches the decision: lifecycle, firmware minimum and issuer pin") {
+  const auto now = Clock::now();
+  PolicyOptions options;
+  const Bytes bl31 = crypto::sha256(as_bytes("virtCCA FDE simulator: measurement of BL31"));
+
+  SECTION("by default a secured simulated platform is released with the lifecycle judged") {
+    auto policy = make_policy(options);
+    const Decision decision = decide(*policy, make_guest(policy->nonces(), now), sample_image(), now);
+    INFO(transcript(decision.verdict));
+    CHECK(decision.verdict.passed());
+    CHECK(has_check(decision.verdict, "platform.lifecycle", true));
+  }
+  SECTION("a policy that allows only a debug state denies it at platform.lifecycle") {
+    options.platform.allowed_lifecycle_states = {token::LifecycleState::non_rot_debug};
+    auto policy = make_policy(options);
+    const Decision decision = decide(*policy, make_guest(policy->nonces(), now), sample_image(), now);
+    require_denied(decision, "platform.lifecycle", protocol::ErrorCode::attestation_failed);
+    CHECK(has_check(decision.verdict, "reference.values", false));
+  }
+  SECTION("firmware it runs is released, firmware it lacks is denied at platform.sw_components") {
+    options.platform.required_sw_components = {{std::string("BL31"), bl31}};
+    auto policy = make_policy(options);
+    const Decision released = decide(*policy, make_guest(policy->nonces(), now), sample_image(), now);
+    INFO(transcript(released.verdict));
+    CHECK(released.verdict.passed());
+    CHECK(has_check(released.verdict, "platform.sw_components", true));
+
+    options.platform.required_sw_components = {{std::string("BL31"), crypto::sha256(as_bytes("newer BL31"))}};
+    auto strict = make_policy(options);
+    const Decision denied = decide(*strict, make_guest(strict->nonces(), now), sample_image(), now);
+    require_denied(denied, "platform.sw_components", protocol::ErrorCode::attestation_failed);
+  }
+  SECTION("a device certificate from an unpinned issuer is denied at device.issuer") {
+    options.platform.device_issuer_sha256 = {foreign_device().ca_certificate().sha256_fingerprint()};
+    auto policy = make_policy(options);
+    const Decision denied = decide(*policy, make_guest(policy->nonces(), now), sample_image(), now);
+    require_denied(denied, "device.issuer", protocol::ErrorCode::attestation_failed);
+
+    options.platform.device_issuer_sha256 = {p521_device().ca_certificate().sha256_fingerprint()};
+    auto pinned = make_policy(options);
+    const Decision released = decide(*pinned, make_guest(pinned->nonces(), now), sample_image(), now);
+    INFO(transcript(released.verdict));
+    CHECK(released.verdict.passed());
+    CHECK(has_check(released.verdict, "device.issuer", true));
+  }
+}
+
 TEST_CASE("a direct boot without an event log is released against a direct-boot set") {
   auto policy = make_policy();
   const auto now = Clock::now();

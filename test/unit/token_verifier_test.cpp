@@ -2,6 +2,7 @@
 #include "common/token/token_verifier.hpp"
 
 #include <catch2/catch.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -117,15 +118,34 @@ const Pki& rsa_pki() {
 
 Bytes challenge_bytes() { return Bytes(challenge_size, 0x5c); }
 
+// Which key the CVM token's RAK is: the profile's usual one (P-521 for full tokens, the RSA
+// device key for legacy ones), or the other kind (both upstream verifiers accept either).
+enum class RakKind { usual, p521, rsa };
+
 struct TokenSpec {
   bool legacy = false;
+  RakKind rak = RakKind::usual;
   crypto::EcdsaEncoding encoding = crypto::EcdsaEncoding::raw;
   std::string rak_hash = "sha-256";
   Bytes challenge = challenge_bytes();
   bool wrong_platform_challenge = false;
   bool tamper_cvm_payload = false;
   const crypto::PrivateKey* platform_signer = nullptr;  // default: the device key
+  // Platform claims.
+  std::int64_t lifecycle = 0x3000;
+  std::string platform_hash = "sha-256";
+  std::optional<std::string> sw_hash = std::nullopt;  // sw component key 6, absent by default
+  std::uint8_t ueid_type = 0x01;
+  Bytes tmm_measurement = Bytes(32, 0x20);
 };
+
+// The RAK private key a spec asks for. A legacy P-521 RAK is the P-521 device key (the
+// legacy rule RAK == device key); a full token's RSA RAK reuses the RSA device key.
+const crypto::PrivateKey& rak_key(const TokenSpec& spec) {
+  const bool rsa = spec.rak == RakKind::rsa || (spec.rak == RakKind::usual && spec.legacy);
+  if (rsa) return rsa_pki().device_key;
+  return spec.legacy ? p521_pki().device_key : p521_rak();
+}
 
 Bytes signed_sign1(const crypto::PrivateKey& key, crypto::SigAlg alg, ByteView payload, crypto::EcdsaEncoding encoding,
                    bool tamper = false) {
@@ -141,8 +161,9 @@ Bytes signed_sign1(const crypto::PrivateKey& key, crypto::SigAlg alg, ByteView p
 // A virtCCA-shaped token signed with our own keys: double-wrapped CVM payload, ES512 with a
 // P-521 RAK and platform token (full), or PS256 with the RSA device key as RAK (legacy).
 Bytes make_token(const TokenSpec& spec) {
-  const crypto::PrivateKey& rak = spec.legacy ? rsa_pki().device_key : p521_rak();
-  const Bytes rak_claim = spec.legacy ? rak.public_key().spki_der() : rak.public_key().ec_point();
+  const crypto::PrivateKey& rak = rak_key(spec);
+  const bool rsa_rak = rak.type() == crypto::KeyType::rsa;
+  const Bytes rak_claim = rsa_rak ? rak.public_key().spki_der() : rak.public_key().ec_point();
   Writer claims;
   claims.map(7);
   claims.integer(cvm_claim::challenge).bytes(spec.challenge);
@@ -154,7 +175,7 @@ Bytes make_token(const TokenSpec& spec) {
   claims.integer(cvm_claim::extensible_measurements).array(4);
   for (int i = 0; i < 4; ++i) claims.bytes(Bytes(32, static_cast<std::uint8_t>(i)));
   const Bytes cvm_payload = Writer().bytes(claims.data()).take();
-  const auto cvm_alg = spec.legacy ? crypto::SigAlg::ps256 : crypto::SigAlg::es512;
+  const auto cvm_alg = rsa_rak ? crypto::SigAlg::ps256 : crypto::SigAlg::es512;
   const Bytes cvm = signed_sign1(rak, cvm_alg, cvm_payload, spec.encoding, spec.tamper_cvm_payload);
   if (spec.legacy) return Writer().tag(399).map(1).integer(key_cvm_token).bytes(cvm).take();
 
@@ -162,19 +183,20 @@ Bytes make_token(const TokenSpec& spec) {
   Bytes platform_challenge = crypto::digest(rak_hash, rak_claim);
   if (spec.wrong_platform_challenge) platform_challenge[0] ^= 0xff;
   Bytes instance(33, 0x02);
-  instance[0] = 0x01;
+  instance[0] = spec.ueid_type;
   Writer platform;
   platform.map(7);
   platform.integer(platform_claim::challenge).bytes(platform_challenge);
   platform.integer(platform_claim::implementation_id).bytes(Bytes(32, 0x10));
   platform.integer(platform_claim::instance_id).bytes(instance);
   platform.integer(platform_claim::config).bytes(Bytes{0x01});
-  platform.integer(platform_claim::lifecycle).integer(0x3000);
-  platform.integer(platform_claim::sw_components).array(1).map(3);
+  platform.integer(platform_claim::lifecycle).integer(spec.lifecycle);
+  platform.integer(platform_claim::sw_components).array(1).map(spec.sw_hash ? 4 : 3);
   platform.integer(sw_component_key::type).text("TMM");
-  platform.integer(sw_component_key::measurement).bytes(Bytes(32, 0x20));
+  platform.integer(sw_component_key::measurement).bytes(spec.tmm_measurement);
   platform.integer(sw_component_key::signer_id).bytes(Bytes(32, 0x21));
-  platform.integer(platform_claim::hash_algo_id).text("sha-256");
+  if (spec.sw_hash) platform.integer(sw_component_key::hash_algo_id).text(*spec.sw_hash);
+  platform.integer(platform_claim::hash_algo_id).text(spec.platform_hash);
   const crypto::PrivateKey& signer = spec.platform_signer ? *spec.platform_signer : p521_pki().device_key;
   const Bytes platform_cose = signed_sign1(signer, crypto::SigAlg::es512, platform.data(), spec.encoding);
   return Writer()
@@ -232,6 +254,9 @@ const std::set<std::string> stable_names = {"token.kind",
                                             "platform.signature",
                                             "platform.rak_binding",
                                             "platform.claims",
+                                            "platform.lifecycle",
+                                            "platform.sw_components",
+                                            "device.issuer",
                                             "legacy.policy",
                                             "legacy.rak_is_device_key",
                                             "cvm.challenge"};
@@ -335,9 +360,10 @@ TEST_CASE("a full token with a P-521 RAK and a valid platform token passes every
   CHECK(verdict.passed());
   CHECK(names(verdict) == std::vector<std::string>{"token.kind", "cvm.claim_sizes", "cvm.hash_algo", "cvm.rak",
                                                    "cvm.signature", "device.chain", "platform.signature",
-                                                   "platform.rak_binding", "platform.claims", "cvm.challenge"});
+                                                   "platform.rak_binding", "platform.claims",
+                                                   "platform.lifecycle", "cvm.challenge"});
   CHECK(check_of(verdict, "cvm.rak").found.rfind("EC P-521", 0) == 0);
-  CHECK(verdict.summary() == "all 10 checks passed");
+  CHECK(verdict.summary() == "all 11 checks passed");
 
   SECTION("and with DER-encoded ECDSA signatures (some TMM firmware, b.4)") {
     const Verdict der = verify_token(parse(make_token({.encoding = crypto::EcdsaEncoding::der})),
@@ -605,4 +631,247 @@ TEST_CASE("every check name in a verdict comes from the stable list") {
       CHECK_FALSE(check.found.empty());
     }
   }
+}
+
+// ---- RAK kinds: either key in either token kind (virtCCA_sdk, secGear) ----
+
+TEST_CASE("a full token with an RSA-4096 RAK passes, as both upstream verifiers accept") {
+  const Token token = parse(make_token({.rak = RakKind::rsa}));
+  REQUIRE(token.cvm.public_key.size() == 550);
+  const Verdict v = verify_token(token, evidence_for(p521_pki()), policy_for(p521_pki()));
+  INFO(describe(v));
+  CHECK(passed(v, "cvm.claim_sizes"));
+  CHECK(check_of(v, "cvm.rak").found.rfind("RSA-4096", 0) == 0);
+  CHECK(passed(v, "cvm.signature"));
+  CHECK(check_of(v, "platform.rak_binding").expected.find("sha-256(RAK claim, 550 B)") != std::string::npos);
+  CHECK(v.passed());
+}
+
+TEST_CASE("a legacy token with a P-521 RAK passes when the RAK is the device key, and only then") {
+  const Token token = parse(make_token({.legacy = true, .rak = RakKind::p521}));
+  REQUIRE(token.cvm.public_key.size() == 133);
+  TokenPolicy policy = policy_for(p521_pki());
+  policy.allow_legacy = true;
+  const Verdict v = verify_token(token, evidence_for(p521_pki()), policy);
+  INFO(describe(v));
+  CHECK(passed(v, "cvm.claim_sizes"));
+  CHECK(passed(v, "legacy.rak_is_device_key"));
+  CHECK(v.passed());
+
+  SECTION("a device certificate for another key fails the legacy rule") {
+    const DeviceEvidence other{issue_leaf(p521_pki(), p521_rak().public_key(), 77)};
+    const Verdict mismatch = verify_token(token, other, policy);
+    CHECK(passed(mismatch, "cvm.claim_sizes"));
+    CHECK_FALSE(passed(mismatch, "legacy.rak_is_device_key"));
+  }
+}
+
+TEST_CASE("a RAK that does not suit the CVM token's COSE alg fails the signature check") {
+  // An RSA SPKI where the envelope says ES512: the size is allowed, the key decodes, but
+  // the key cannot verify that alg.
+  Token token = parse(make_token({}));
+  token.cvm.public_key = rsa_pki().device_key.public_key().spki_der();
+  const Verdict v = verify_token(token, evidence_for(p521_pki()), policy_for(p521_pki()));
+  INFO(describe(v));
+  CHECK(passed(v, "cvm.claim_sizes"));
+  CHECK(passed(v, "cvm.rak"));
+  CHECK_FALSE(passed(v, "cvm.signature"));
+  CHECK_FALSE(v.passed());
+}
+
+// ---- platform algo spellings and the UEID type ----
+
+TEST_CASE("platform and sw component hash algo ids may be spelled sha256, SHA-256 and the like") {
+  for (const std::string platform_hash : {"sha-256", "sha256", "SHA256", "SHA-256"}) {
+    for (const std::string sw_hash : {"sha256", "SHA-256", "sha-256", "SHA256"}) {
+      const Token token = parse(make_token({.platform_hash = platform_hash, .sw_hash = sw_hash}));
+      const Verdict v = verify_token(token, evidence_for(p521_pki()), policy_for(p521_pki()));
+      INFO(platform_hash << " / " << sw_hash << "\n" << describe(v));
+      CHECK(passed(v, "platform.claims"));
+      CHECK(v.passed());
+    }
+  }
+  SECTION("the measurement must still fit the algo however it is spelled") {
+    const Token token = parse(make_token({.sw_hash = "SHA384"}));
+    const Check& claims = check_of(verify_token(token, evidence_for(p521_pki()), policy_for(p521_pki())),
+                                   "platform.claims");
+    CHECK_FALSE(claims.passed);
+    CHECK(claims.found.find("measurement is 32 B, sha-384 needs 48 B") != std::string::npos);
+  }
+  SECTION("an algo that is none of them still fails") {
+    const Token token = parse(make_token({.sw_hash = "sha3-256"}));
+    const Check& claims = check_of(verify_token(token, evidence_for(p521_pki()), policy_for(p521_pki())),
+                                   "platform.claims");
+    CHECK_FALSE(claims.passed);
+    CHECK(claims.found.find("unknown hash algo id \"sha3-256\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("the CVM token's own hash algo ids keep the IANA spelling upstream requires") {
+  Token token = parse(make_token({}));
+  SECTION("claim 44236") { token.cvm.hash_algo_id = "sha256"; }
+  SECTION("claim 44240") { token.cvm.public_key_hash_algo_id = "SHA-256"; }
+  const Verdict v = verify_token(token, evidence_for(p521_pki()), policy_for(p521_pki()));
+  CHECK_FALSE(passed(v, "cvm.hash_algo"));
+}
+
+TEST_CASE("an instance id whose UEID type is not RAND is reported in the claims check, not failed") {
+  const Token token = parse(make_token({.ueid_type = 0x02}));
+  const Verdict v = verify_token(token, evidence_for(p521_pki()), policy_for(p521_pki()));
+  INFO(describe(v));
+  const Check& claims = check_of(v, "platform.claims");
+  CHECK(claims.passed);
+  CHECK(claims.found.find("note: instance id UEID type 02 is not RAND (01)") != std::string::npos);
+  CHECK(v.passed());
+}
+
+// ---- the platform policy ----
+
+TEST_CASE("the platform lifecycle must be an allowed state, by default secured only") {
+  TokenPolicy policy = policy_for(p521_pki());
+  SECTION("secured, with an implementation-defined low byte") {
+    const Verdict v = verify_token(parse(make_token({.lifecycle = 0x30a5})), evidence_for(p521_pki()), policy);
+    CHECK(passed(v, "platform.lifecycle"));
+    CHECK(check_of(v, "platform.lifecycle").found == "0x30a5 (secured)");
+  }
+  SECTION("a debug state is denied by default") {
+    for (std::int64_t debug : {0x4000, 0x5001}) {
+      const Verdict v = verify_token(parse(make_token({.lifecycle = debug})), evidence_for(p521_pki()), policy);
+      INFO(describe(v));
+      CHECK_FALSE(v.passed());
+      CHECK(v.first_failure()->name == "platform.lifecycle");
+      CHECK(check_of(v, "platform.lifecycle").expected.find("in state secured") != std::string::npos);
+    }
+  }
+  SECTION("a state the policy names is allowed") {
+    policy.platform.allowed_lifecycle_states = {LifecycleState::secured, LifecycleState::recoverable_rot_debug};
+    const Verdict v = verify_token(parse(make_token({.lifecycle = 0x5000})), evidence_for(p521_pki()), policy);
+    CHECK(passed(v, "platform.lifecycle"));
+    CHECK(check_of(v, "platform.lifecycle").found == "0x5000 (recoverable_rot_debug)");
+  }
+  SECTION("values outside every defined range are denied") {
+    const Verdict v = verify_token(parse(make_token({.lifecycle = 0x7000})), evidence_for(p521_pki()), policy);
+    CHECK_FALSE(passed(v, "platform.lifecycle"));
+    CHECK(check_of(v, "platform.lifecycle").found.find("not a defined lifecycle state") != std::string::npos);
+  }
+  SECTION("an unauthenticated platform token's lifecycle is not checked") {
+    const Token token = parse(make_token({.platform_signer = &p521_rak()}));
+    CHECK(not_checked(verify_token(token, evidence_for(p521_pki()), policy), "platform.lifecycle"));
+  }
+}
+
+TEST_CASE("required sw component measurements must all be in the platform token") {
+  TokenPolicy policy = policy_for(p521_pki());
+  const Token token = parse(make_token({}));  // one "TMM" component measuring 20 20 ... 20
+  SECTION("no requirement, no check") {
+    CHECK(find_check(verify_token(token, evidence_for(p521_pki()), policy), "platform.sw_components") == nullptr);
+  }
+  SECTION("the measurement under its type passes") {
+    policy.platform.required_sw_components = {{std::string("TMM"), Bytes(32, 0x20)}};
+    const Verdict v = verify_token(token, evidence_for(p521_pki()), policy);
+    INFO(describe(v));
+    CHECK(passed(v, "platform.sw_components"));
+    CHECK(v.passed());
+  }
+  SECTION("the measurement of any type passes") {
+    policy.platform.required_sw_components = {{std::nullopt, Bytes(32, 0x20)}};
+    CHECK(passed(verify_token(token, evidence_for(p521_pki()), policy), "platform.sw_components"));
+  }
+  SECTION("an older firmware measurement is denied, naming what is missing") {
+    policy.platform.required_sw_components = {{std::string("TMM"), Bytes(32, 0x21)}};
+    const Verdict v = verify_token(token, evidence_for(p521_pki()), policy);
+    CHECK_FALSE(v.passed());
+    CHECK(v.first_failure()->name == "platform.sw_components");
+    CHECK(check_of(v, "platform.sw_components").found.find("missing: \"TMM\" " + hex_encode(Bytes(32, 0x21))) !=
+          std::string::npos);
+  }
+  SECTION("the right measurement under another type is denied") {
+    policy.platform.required_sw_components = {{std::string("BL31"), Bytes(32, 0x20)}};
+    CHECK_FALSE(passed(verify_token(token, evidence_for(p521_pki()), policy), "platform.sw_components"));
+  }
+  SECTION("a legacy token cannot show its firmware") {
+    policy = policy_for(rsa_pki());
+    policy.allow_legacy = true;
+    policy.platform.required_sw_components = {{std::string("TMM"), Bytes(32, 0x20)}};
+    const Verdict v = verify_token(parse(make_token({.legacy = true})), evidence_for(rsa_pki()), policy);
+    CHECK_FALSE(passed(v, "platform.sw_components"));
+    CHECK_FALSE(v.passed());
+  }
+}
+
+TEST_CASE("a pinned device certificate issuer must be the CA that issued the device certificate") {
+  TokenPolicy policy = policy_for(p521_pki());
+  const Token token = parse(make_token({}));
+  SECTION("no pin, no check") {
+    CHECK(find_check(verify_token(token, evidence_for(p521_pki()), policy), "device.issuer") == nullptr);
+  }
+  SECTION("the issuing CA's fingerprint passes") {
+    policy.platform.device_issuer_sha256 = {rsa_pki().ca.sha256_fingerprint(), p521_pki().ca.sha256_fingerprint()};
+    const Verdict v = verify_token(token, evidence_for(p521_pki()), policy);
+    INFO(describe(v));
+    CHECK(passed(v, "device.issuer"));
+    CHECK(v.passed());
+  }
+  SECTION("another CA's fingerprint is denied") {
+    policy.platform.device_issuer_sha256 = {rsa_pki().ca.sha256_fingerprint()};
+    const Verdict v = verify_token(token, evidence_for(p521_pki()), policy);
+    CHECK_FALSE(v.passed());
+    CHECK(v.first_failure()->name == "device.issuer");
+    CHECK(check_of(v, "device.issuer").found.find(hex_encode(p521_pki().ca.sha256_fingerprint())) !=
+          std::string::npos);
+  }
+  SECTION("without a validated chain the issuer is not checked") {
+    policy.platform.device_issuer_sha256 = {p521_pki().ca.sha256_fingerprint()};
+    const DeviceEvidence foreign{issue_leaf(rsa_pki(), p521_pki().device_key.public_key(), 43)};
+    CHECK(not_checked(verify_token(token, foreign, policy), "device.issuer"));
+  }
+}
+
+TEST_CASE("the real secGear AIK is issued by Huawei IT Product CA, which can be pinned") {
+  const Token token = parse_file("virtcca-secgear/virtcca.cbor");
+  DeviceEvidence device{load_cert("virtcca-secgear/virtcca_aik_cert.der")};
+  TokenPolicy policy;
+  const crypto::Certificate root = load_cert("huawei-pki/Huawei_Equipment_CA_root.pem");
+  const crypto::Certificate product_ca = load_cert("huawei-pki/Huawei_IT_Product_CA.pem");
+  policy.trusted_roots = {root};
+  policy.intermediates = {product_ca};
+  policy.at_time = june_2025;
+  policy.allow_legacy = true;
+  policy.platform.device_issuer_sha256 = {product_ca.sha256_fingerprint()};
+  CHECK(passed(verify_token(token, device, policy), "device.issuer"));
+  // Pinning the root instead does not pin the issuer: the root issues for many product lines.
+  policy.platform.device_issuer_sha256 = {root.sha256_fingerprint()};
+  CHECK_FALSE(passed(verify_token(token, device, policy), "device.issuer"));
+}
+
+TEST_CASE("platform policy values parse from the operator's spelling and refuse anything else") {
+  CHECK(lifecycle_state_of(0x3000) == LifecycleState::secured);
+  CHECK(lifecycle_state_of(0x30ff) == LifecycleState::secured);
+  CHECK(lifecycle_state_of(0x0000) == LifecycleState::unknown);
+  CHECK(lifecycle_state_of(0x6001) == LifecycleState::decommissioned);
+  CHECK_FALSE(lifecycle_state_of(0x3100).has_value());
+  CHECK_FALSE(lifecycle_state_of(-1).has_value());
+  CHECK_FALSE(lifecycle_state_of(0x13000).has_value());
+  CHECK(lifecycle_state_from_name("non_rot_debug") == LifecycleState::non_rot_debug);
+  auto bad = lifecycle_state_from_name("debug");
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().message.find("known: unknown, assembly_and_test") != std::string::npos);
+
+  const std::string digest(64, 'a');
+  auto typed = parse_required_sw_component("TMM:" + digest);
+  REQUIRE(typed.has_value());
+  CHECK(typed->type == "TMM");
+  CHECK(typed->measurement == Bytes(32, 0xaa));
+  auto untyped = parse_required_sw_component(digest);
+  REQUIRE(untyped.has_value());
+  CHECK_FALSE(untyped->type.has_value());
+  CHECK_FALSE(parse_required_sw_component("TMM:abcd").has_value());  // not a digest size
+  CHECK_FALSE(parse_required_sw_component(":" + digest).has_value());
+  CHECK_FALSE(parse_required_sw_component("TMM:" + std::string(64, 'g')).has_value());
+
+  CHECK(parse_sha256_fingerprint(digest) == Bytes(32, 0xaa));
+  std::string colons;
+  for (int i = 0; i < 32; ++i) colons += (i ? ":" : "") + std::string("AA");
+  CHECK(parse_sha256_fingerprint(colons) == Bytes(32, 0xaa));
+  CHECK_FALSE(parse_sha256_fingerprint(std::string(62, 'a')).has_value());
 }

@@ -96,6 +96,7 @@ std::shared_ptr<const verifier::VerificationPolicy> make_policy(const PolicyOpti
   config.trusted_roots = options.roots;
   if (config.trusted_roots.empty()) config.trusted_roots = {p521_device().ca_certificate()};
   config.allow_legacy = options.allow_legacy;
+  config.platform = options.platform;
   std::vector<SecretBytes> secrets;
   secrets.push_back(crypto::random_secret(32));
   auto nonces = expect_ok(verifier::NonceService::create(std::move(secrets), options.nonce_lifetime));

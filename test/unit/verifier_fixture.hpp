@@ -70,6 +70,7 @@ struct PolicyOptions {
   std::vector<crypto::Certificate> roots;  // empty: p521_device()'s CA
   bool allow_legacy = false;
   std::chrono::seconds nonce_lifetime{60};
+  token::PlatformPolicy platform = {};
 };
 std::shared_ptr<const verifier::VerificationPolicy> make_policy(const PolicyOptions& options = {});
 

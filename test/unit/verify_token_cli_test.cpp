@@ -187,7 +187,7 @@ std::string read_text_file(const std::string& path) {
 // The checks a full token from a simulated device must pass (token_verifier.hpp).
 const std::vector<std::string> full_token_checks = {
     "token.kind", "cvm.claim_sizes", "cvm.hash_algo", "cvm.rak", "cvm.signature", "device.chain",
-    "platform.signature", "platform.rak_binding", "platform.claims", "cvm.challenge"};
+    "platform.signature", "platform.rak_binding", "platform.claims", "platform.lifecycle", "cvm.challenge"};
 
 sim::GrubBoot sample_grub_boot() {
   const crypto::HashAlg banks[] = {crypto::HashAlg::sha256};
@@ -653,6 +653,59 @@ TEST_CASE("bad arguments and unreadable files are unusable input") {
   }
   SECTION("a --reference file that is not a reference-values document") {
     unusable(run({"--token", token_file, "--reference", dir.write("ref.json", "{\"version\": 99}")}), "ref.json");
+  }
+}
+
+TEST_CASE("the platform policy options judge lifecycle, firmware and issuer as the daemon does") {
+  const auto& saved = p521_device();
+  auto request = token_request(sim::TokenFormat::full);
+  auto issued = expect_ok(sim::issue_token(saved.device, request));
+  TempDir dir;
+  auto token_file = dir.write("token.cbor", issued.token);
+  auto args = genuine_options(token_file, saved, request.challenge);
+  const std::string bl31 = hex_encode(crypto::sha256(as_bytes("virtCCA FDE simulator: measurement of BL31")));
+  const auto& ca = saved.device.ca_certificate();
+
+  SECTION("by default the secured lifecycle passes") {
+    auto result = run(args);
+    INFO(result.transcript());
+    CHECK(result.code == verifier::exit_verified);
+    CHECK(result.passed("platform.lifecycle"));
+  }
+  SECTION("--lifecycle replaces the allowed states") {
+    auto result = run(with(args, {"--lifecycle", "non_rot_debug", "--lifecycle", "recoverable_rot_debug"}));
+    INFO(result.transcript());
+    CHECK(result.code == verifier::exit_check_failed);
+    CHECK(result.reason() == "platform.lifecycle");
+  }
+  SECTION("--require-sw-component passes for firmware present and fails for firmware absent") {
+    auto present = run(with(args, {"--require-sw-component", "BL31:" + bl31}));
+    INFO(present.transcript());
+    CHECK(present.code == verifier::exit_verified);
+    CHECK(present.passed("platform.sw_components"));
+    auto absent = run(with(args, {"--require-sw-component", "BL31:" + std::string(64, '0')}));
+    INFO(absent.transcript());
+    CHECK(absent.code == verifier::exit_check_failed);
+    CHECK(absent.reason() == "platform.sw_components");
+  }
+  SECTION("--device-issuer-sha256 pins the CA that issued the device certificate") {
+    auto pinned = run(with(args, {"--device-issuer-sha256", hex_encode(ca.sha256_fingerprint())}));
+    INFO(pinned.transcript());
+    CHECK(pinned.code == verifier::exit_verified);
+    CHECK(pinned.passed("device.issuer"));
+    auto other = run(with(args, {"--device-issuer-sha256", std::string(64, 'e')}));
+    CHECK(other.code == verifier::exit_check_failed);
+    CHECK(other.reason() == "device.issuer");
+  }
+  SECTION("bad values are unusable input naming the option") {
+    for (const auto& bad : std::vector<std::vector<std::string>>{{"--lifecycle", "debug"},
+                                                                  {"--require-sw-component", "BL31:12"},
+                                                                  {"--device-issuer-sha256", "12"}}) {
+      auto result = run(with({"--token", token_file}, bad));
+      INFO(result.transcript());
+      CHECK(result.code == verifier::exit_unusable);
+      CHECK(result.err.find(bad[0]) != std::string::npos);
+    }
   }
 }
 

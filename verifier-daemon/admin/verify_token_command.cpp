@@ -34,6 +34,13 @@ const std::vector<OptionSpec>& option_specs() {
       {"reference", true, false, "FILE", "reference-values document (docs/reference-values.md)"},
       {"event-log", true, false, "FILE", "CCEL event log (raw log area), replayed against the token's REMs and matched with --reference"},
       {"allow-legacy", false, false, "", "accept CVM-only (legacy) tokens whose RAK is the device key"},
+      {"lifecycle", true, true, "STATE",
+       "an allowed platform lifecycle state (as attestation.allowed_lifecycle_states; default: secured)"},
+      {"require-sw-component", true, true, "[TYPE:]HEX",
+       "a sw component measurement the platform token must carry (as attestation.required_sw_components)"},
+      {"device-issuer-sha256", true, true, "HEX",
+       "SHA-256 of the CA certificate that must have issued the device certificate (as "
+       "attestation.device_issuer_sha256)"},
       {"json", false, false, "", "print the result as JSON"},
       {"help", false, false, "", "show this help"},
   };
@@ -43,7 +50,9 @@ const std::vector<OptionSpec>& option_specs() {
 std::string usage() {
   return "usage: fde-admin verify-token --token FILE [--roots PEM]... [--device-cert FILE]\n"
          "                              [--challenge HEX] [--reference FILE] [--event-log FILE]\n"
-         "                              [--allow-legacy] [--json]\n\n"
+         "                              [--allow-legacy] [--lifecycle STATE]...\n"
+         "                              [--require-sw-component [TYPE:]HEX]... [--device-issuer-sha256 HEX]...\n"
+         "                              [--json]\n\n"
          "Decodes a captured virtCCA attestation token and runs the verifier's checks offline.\n"
          "Exit status: 0 every requested check passed; 1 a check failed; 2 unusable input.\n\n" +
          options_help(option_specs());
@@ -65,6 +74,29 @@ Result<void> add_certificates(const std::string& path, std::vector<crypto::Certi
   auto certs = crypto::Certificate::load_all(*bytes);
   if (!certs) return fail_with_context(path, certs.error());
   for (auto& cert : *certs) (cert.is_self_signed() ? roots : intermediates).push_back(cert);
+  return {};
+}
+
+// The daemon's [attestation] platform policy, from the matching options.
+Result<void> load_platform_policy(const ParsedOptions& options, token::PlatformPolicy& policy) {
+  if (options.has("lifecycle")) {
+    policy.allowed_lifecycle_states.clear();
+    for (const auto& name : options.get_all("lifecycle")) {
+      auto state = token::lifecycle_state_from_name(name);
+      if (!state) return fail_with_context("--lifecycle", state.error());
+      policy.allowed_lifecycle_states.push_back(*state);
+    }
+  }
+  for (const auto& text : options.get_all("require-sw-component")) {
+    auto required = token::parse_required_sw_component(text);
+    if (!required) return fail_with_context("--require-sw-component", required.error());
+    policy.required_sw_components.push_back(std::move(*required));
+  }
+  for (const auto& text : options.get_all("device-issuer-sha256")) {
+    auto pin = token::parse_sha256_fingerprint(text);
+    if (!pin) return fail_with_context("--device-issuer-sha256", pin.error());
+    policy.device_issuer_sha256.push_back(std::move(*pin));
+  }
   return {};
 }
 
@@ -100,6 +132,7 @@ Result<Inputs> load_inputs(const ParsedOptions& options) {
     in.policy.expected_challenge = std::move(*challenge);
   }
   in.policy.allow_legacy = options.has("allow-legacy");
+  if (auto ok = load_platform_policy(options, in.policy.platform); !ok) return tl::unexpected(ok.error());
 
   if (auto path = options.get("reference")) {
     auto bytes = read_file(*path, max_reference_file);

@@ -225,6 +225,47 @@ const std::map<std::string, Section, std::less<>>& schema() {
               c.allow_legacy = *v;
               return {};
             }},
+           {"allowed_lifecycle_states",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              std::vector<token::LifecycleState> states;
+              auto ok = r.strings(n, p, [&](const toml::node& e, const std::string& ep, std::string v) -> Result<void> {
+                auto state = token::lifecycle_state_from_name(v);
+                if (!state) return r.error_at(e, ep, state.error().message);
+                states.push_back(*state);
+                return {};
+              });
+              if (!ok) return ok;
+              // An empty list would deny every full token; say so instead of starting like that.
+              if (states.empty()) return r.error_at(n, p, "needs at least one state (the default is [\"secured\"])");
+              c.platform.allowed_lifecycle_states = std::move(states);
+              return {};
+            }},
+           {"required_sw_components",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              std::vector<token::RequiredSwComponent> required;
+              auto ok = r.strings(n, p, [&](const toml::node& e, const std::string& ep, std::string v) -> Result<void> {
+                auto component = token::parse_required_sw_component(v);
+                if (!component) return r.error_at(e, ep, component.error().message);
+                required.push_back(std::move(*component));
+                return {};
+              });
+              if (!ok) return ok;
+              c.platform.required_sw_components = std::move(required);
+              return {};
+            }},
+           {"device_issuer_sha256",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              std::vector<Bytes> pins;
+              auto ok = r.strings(n, p, [&](const toml::node& e, const std::string& ep, std::string v) -> Result<void> {
+                auto pin = token::parse_sha256_fingerprint(v);
+                if (!pin) return r.error_at(e, ep, pin.error().message);
+                pins.push_back(std::move(*pin));
+                return {};
+              });
+              if (!ok) return ok;
+              c.platform.device_issuer_sha256 = std::move(pins);
+              return {};
+            }},
        }},
       {"nonce",
        {

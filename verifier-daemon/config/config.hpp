@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/token/platform_policy.hpp"
 #include "common/util/command_line.hpp"
 #include "common/util/error.hpp"
 #include "verifier-daemon/config/secret_file.hpp"
@@ -27,6 +28,7 @@ struct Config {
   // [attestation]
   std::vector<std::string> trusted_roots;  // PEM files; self-signed = root, others intermediates
   bool allow_legacy = false;
+  token::PlatformPolicy platform;  // allowed_lifecycle_states, required_sw_components, device_issuer_sha256
   // [nonce]
   SecretSource nonce_secret{"", "nonce-secret"};
   std::vector<std::string> retired_nonce_secret_files;  // still verify, never issue

@@ -243,6 +243,7 @@ Decision Decider::decide(const protocol::AttestRequest& request, const std::opti
   policy.trusted_roots = config_.trusted_roots;
   policy.intermediates = config_.intermediates;
   policy.allow_legacy = config_.allow_legacy;
+  policy.platform = config_.platform;
   policy.at_time = Clock::to_time_t(now);
   token::DeviceEvidence device;
   device.device_certificate = check_device_certificate(request.device_cert, policy.intermediates, verdict);

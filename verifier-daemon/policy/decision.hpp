@@ -45,6 +45,7 @@ struct DeciderConfig {
   std::vector<crypto::Certificate> trusted_roots;
   std::vector<crypto::Certificate> intermediates;
   bool allow_legacy = false;
+  token::PlatformPolicy platform;  // lifecycle states, firmware minimum, device issuer pins
 };
 
 class Decider {

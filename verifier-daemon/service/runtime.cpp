@@ -30,6 +30,7 @@ Result<Config> load_effective_config(const ParsedOptions& options) {
 Result<std::shared_ptr<const VerificationPolicy>> load_policy(const Config& config) {
   DeciderConfig decider;
   decider.allow_legacy = config.allow_legacy;
+  decider.platform = config.platform;
   for (const auto& path : config.trusted_roots) {
     auto bytes = read_file(path, max_pem_file);
     if (!bytes) return fail_with_context("attestation.trusted_roots", bytes.error());
