@@ -148,7 +148,7 @@ TEST_CASE("an encrypted image opens with the bundle's key and decrypts to the in
   CHECK(std::string(bundle["image_id"].GetString()) == "test-image");
   CHECK(std::string(bundle["luks_uuid"].GetString()) == report->luks_uuid);
   CHECK(bundle["reference"]["sets"][0]["kernel_cmdline"].GetString() ==
-        std::string("/vmlinuz-6.1.0-test root=UUID=abc ro quiet"));
+        std::string("/vmlinuz-6.1.0-test root=UUID=abc ro quiet ima_rot=tpm"));
   auto disk_key = base64_decode(bundle["disk_key"].GetString());
   REQUIRE(disk_key);
   REQUIRE(disk_key->size() == 32);
