@@ -40,9 +40,10 @@ std::vector<OptionSpec> build_specs() {
       {"recovery-passphrase-file", true, false, "FILE", "add a recovery keyslot (Argon2id) with this passphrase"},
       {"rim", true, true, "HEX", "accepted firmware RIM for the reference values"},
       {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of an EFI application the firmware starts (grub, shim); default: computed from the image's EFI System Partition"},
-      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg); with it the ESP is not read"},
-      {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
-      {"root-partition", true, false, "N", "GPT entry number of the root partition (default: detected)"},
+      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub); with it the ESP is not read"},
+      {"kernel-cmdline", true, false, "ARGS", "kernel arguments for the grub.cfg fde-image writes, instead of the image's grub.cfg's (ima_rot=tpm is added)"},
+      {"kernel-version", true, false, "V", "the kernel grub.cfg boots (default: the newest vmlinuz-V)"},
+      {"root-partition", true, false, "N", "partition number of the root partition (default: detected)"},
       {"sector-size", true, false, "BYTES", "LUKS2 encryption sector size, 4096 (default) or 512"},
       {"bundle", true, false, "FILE", "enrollment bundle to write, mode 0600 (default: OUT.enrollment.json)"},
       {"reference-out", true, false, "FILE", "reference values to write (default: OUT.reference.json)"},
@@ -57,8 +58,7 @@ std::vector<OptionSpec> measure_specs() {
       {"image-id", true, false, "ID", "image id to put into the document"},
       {"rim", true, true, "HEX", "accepted firmware RIM"},
       {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of an EFI application the firmware starts (grub, shim); default: computed from the image's EFI System Partition"},
-      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub, grub.cfg); with it the ESP is not read"},
-      {"kernel-cmdline", true, false, "TEXT", "measured kernel command line, instead of grub.cfg's"},
+      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub); with it the ESP is not read"},
       {"output", true, false, "FILE", "write the document here instead of stdout"},
   };
   specs.insert(specs.end(), common_specs.begin(), common_specs.end());
@@ -71,6 +71,8 @@ void usage(std::FILE* out) {
                "                       --verifier-ca CA.pem [options]\n"
                "       fde-image inspect IMAGE [--input-format F] [--work-dir DIR]\n"
                "       fde-image measure IMAGE [--reference-in JSON | --grub-efi-digest HEX] [options]\n"
+               "\nbuild replaces the image's grub.cfg with a straight-line one that boots one kernel, so that\n"
+               "the reference values name every command grub runs; measure reads that file back.\n"
                "\nWithout --grub-efi-digest and --reference-in, the `grub` reference values are the Authenticode\n"
                "digests of EFI/BOOT/BOOT{AA64,X64}.EFI and EFI/*/{grub,shim}{aa64,x64}.efi on the image's EFI\n"
                "System Partition (read in user space; inspect lists them).\n"
@@ -127,6 +129,7 @@ int run_build(const ParsedOptions& parsed) {
   options.recovery_passphrase_file = parsed.get("recovery-passphrase-file");
   options.reference_in = parsed.get("reference-in");
   options.kernel_cmdline = parsed.get("kernel-cmdline");
+  options.kernel_version = parsed.get("kernel-version");
   options.work_dir = parsed.get("work-dir");
   options.bundle_path = parsed.get("bundle").value_or(options.output + ".enrollment.json");
   options.reference_path = parsed.get("reference-out").value_or(options.output + ".reference.json");
@@ -155,6 +158,8 @@ int run_build(const ParsedOptions& parsed) {
   std::printf("wrote %s (root partition %u: LUKS2 %s, filesystem %s, %s encrypted)\n", options.output.c_str(),
               report->root_partition, report->luks_uuid.c_str(), report->filesystem_uuid.c_str(),
               format_bytes(report->encrypted_bytes).c_str());
+  for (const auto& path : report->grub_cfgs_written)
+    std::printf("wrote grub.cfg (kernel %s) to %s\n", report->kernel_version.c_str(), path.c_str());
   for (const auto& path : report->initramfs_changed) std::printf("added the agent to %s\n", path.c_str());
   std::printf("wrote %s (reference values)\nwrote %s (enrollment bundle, mode 0600: import it with "
               "`fde-admin enroll` and then delete it; it holds the only copy of the disk key)\n",
@@ -194,7 +199,6 @@ int run_measure(const ParsedOptions& parsed) {
   request.work_dir = parsed.get("work-dir");
   request.image_id = parsed.get("image-id").value_or("");
   request.reference_in = parsed.get("reference-in");
-  request.kernel_cmdline = parsed.get("kernel-cmdline");
   auto values = measure_image(request);
   if (!values) return report_error("measure", values.error());
   if (request.image_id.empty()) values->image_id.reset();

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -213,6 +214,27 @@ int run_eventlog(const ParsedOptions& options) {
     boot.initramfs_path = "/" + std::filesystem::path(*file).filename().string();
   if (auto cmdline = options.get("cmdline")) boot.kernel_arguments = *cmdline;
   boot.grub_commands = options.get_all("grub-cmd");
+  if (options.has("script-from-grub-cfg")) {
+    // The straight-line grub.cfg fde-image writes: every line but blanks and comments is one
+    // command, measured as written.
+    auto file = options.get("grub-cfg");
+    if (!file) return usage_error("--script-from-grub-cfg needs --grub-cfg FILE");
+    if (!boot.grub_commands.empty()) return usage_error("--script-from-grub-cfg and --grub-cmd exclude each other");
+    auto text = read_file(*file, 4u << 20);
+    if (!text) return work_failure(text.error());
+    std::vector<std::string> script;
+    std::istringstream in{std::string(text->begin(), text->end())};
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && line.front() != '#') script.push_back(line);
+    boot.script = std::move(script);
+  }
+  if (options.get("kernel-efi-digest")) {
+    auto digest = hex_option(options, "kernel-efi-digest");
+    if (!digest) return usage_error(digest.error());
+    if (digest->size() != crypto::digest_size(*alg))
+      return usage_error("--kernel-efi-digest must be " + std::to_string(crypto::digest_size(*alg)) + " bytes");
+    boot.kernel_efi = sim::Measurement::of_digest(*alg, std::move(*digest));
+  }
 
   auto builder = sim::build_grub_boot_log(boot, {*alg});
   if (!builder) return usage_error(builder.error());
@@ -279,10 +301,12 @@ const std::vector<Command>& commands() {
        "                 --kernel FILE|--kernel-digest HEX\n"
        "                 [--initramfs FILE|--initramfs-digest HEX] [--cmdline ARGS]\n"
        "                 [--grub-cfg-path P] [--kernel-path P] [--initramfs-path P]\n"
-       "                 [--grub-cmd CMD]... [--hash-alg sha-256|sha-512] [--log-size BYTES]\n"
-       "                 --out-log FILE [--out-ccel FILE]\n"
+       "                 [--grub-cmd CMD]... [--script-from-grub-cfg] [--kernel-efi-digest HEX]\n"
+       "                 [--hash-alg sha-256|sha-512] [--log-size BYTES] --out-log FILE [--out-ccel FILE]\n"
        "    Build the CCEL event log of a UEFI + grub boot and print REM[0..3], one hex line\n"
-       "    each. --grub-digest is grub's Authenticode hash; --kernel is the decompressed kernel.\n",
+       "    each. --grub-digest is grub's Authenticode hash; --kernel is the decompressed kernel.\n"
+       "    --script-from-grub-cfg measures the lines of a straight-line grub.cfg (what fde-image\n"
+       "    writes) as the commands, linux and initrd included, instead of --grub-cmd/--cmdline.\n",
        {
            {"grub-digest", true, false, "HEX", "grub's Authenticode digest (required)"},
            {"grub-cfg", true, false, "FILE", "grub.cfg to measure"},
@@ -296,6 +320,8 @@ const std::vector<Command>& commands() {
            {"kernel-path", true, false, "P", "kernel path as grub.cfg names it"},
            {"initramfs-path", true, false, "P", "initramfs path as grub.cfg names it"},
            {"grub-cmd", true, true, "CMD", "a grub command run before 'linux'"},
+           {"script-from-grub-cfg", false, false, "", "the commands are --grub-cfg's lines"},
+           {"kernel-efi-digest", true, false, "HEX", "the kernel's Authenticode digest, logged as an EFI application"},
            {"hash-alg", true, false, "ALG", "sha-256 (default) or sha-512"},
            {"log-size", true, false, "BYTES", "size of the log area"},
            {"out-log", true, false, "FILE", "where to write the log area (required)"},

@@ -38,8 +38,15 @@ Bytes with_nul(std::string_view text) {
 }
 
 // A media file-path node with a UCS-2 path, then the end node.
+// An empty path gives only the end node: what shim logs for the kernel it verifies.
 Bytes file_path_device_path(std::string_view path) {
   Bytes node;
+  if (path.empty()) {
+    node.push_back(device_path_end);
+    node.push_back(device_path_end_entire);
+    append_le16(node, 4);
+    return node;
+  }
   node.push_back(device_path_media);
   node.push_back(device_path_file_path);
   append_le16(node, static_cast<std::uint16_t>(4 + (path.size() + 1) * 2));
@@ -226,6 +233,7 @@ std::string grub_kernel_cmdline(const GrubBoot& boot) {
 }
 
 std::vector<std::string> grub_boot_commands(const GrubBoot& boot) {
+  if (boot.script) return *boot.script;
   std::vector<std::string> out = boot.grub_commands;
   out.push_back("linux " + grub_kernel_cmdline(boot));
   if (!boot.initramfs.digests.empty()) out.push_back("initrd " + boot.initramfs_path);
@@ -246,12 +254,34 @@ Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot, std::vector<cr
   // order grub's linux loader measures them: the file is read before its command line is.
   if (auto ok = builder.add_grub_file(boot.grub_cfg_path, boot.grub_cfg); !ok)
     return fail_with_context("grub.cfg", ok.error());
+  if (boot.script) {
+    for (const auto& command : *boot.script) {
+      builder.add_grub_command(command);
+      const auto space = command.find(' ');
+      const std::string name = command.substr(0, space);
+      const std::string rest = space == std::string::npos ? "" : command.substr(space + 1);
+      const std::string path = rest.substr(0, rest.find(' '));
+      if (name == "linux" && !path.empty()) {
+        if (auto ok = builder.add_grub_file(path, boot.kernel); !ok) return fail_with_context("kernel", ok.error());
+        if (boot.kernel_efi)
+          if (auto ok = builder.add_efi_boot_application(*boot.kernel_efi, ""); !ok)
+            return fail_with_context("kernel EFI application", ok.error());
+        builder.add_kernel_cmdline(rest);
+      } else if (name == "initrd" && !path.empty() && !boot.initramfs.digests.empty()) {
+        if (auto ok = builder.add_grub_file(path, boot.initramfs); !ok) return fail_with_context("initramfs", ok.error());
+      }
+    }
+    return builder;
+  }
   const std::vector<std::string> commands = grub_boot_commands(boot);
   const std::size_t before_linux = boot.grub_commands.size();
   for (std::size_t i = 0; i < before_linux; ++i) builder.add_grub_command(commands[i]);
   std::string cmdline = grub_kernel_cmdline(boot);
   builder.add_grub_command(commands[before_linux]);
   if (auto ok = builder.add_grub_file(boot.kernel_path, boot.kernel); !ok) return fail_with_context("kernel", ok.error());
+  if (boot.kernel_efi)
+    if (auto ok = builder.add_efi_boot_application(*boot.kernel_efi, ""); !ok)
+      return fail_with_context("kernel EFI application", ok.error());
   builder.add_kernel_cmdline(cmdline);
   if (!boot.initramfs.digests.empty()) {
     builder.add_grub_command(commands[before_linux + 1]);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <optional>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -102,6 +103,14 @@ struct GrubBoot {
   std::string kernel_arguments = "root=/dev/mapper/encroot ro";
   std::string initramfs_path = "/initramfs-6.6.0.img";
   Measurement initramfs;  // empty digests: no initrd command and no initramfs event
+  // The whole grub.cfg as straight-line commands ("linux <path> <args>" and "initrd <path>"
+  // included), as fde-image writes it. When set, grub_commands, kernel_arguments and the two
+  // paths are not used: the commands are measured in order, and the `linux` and `initrd`
+  // commands are followed by their file events (paths from the commands).
+  std::optional<std::vector<std::string>> script;
+  // The kernel's Authenticode digest: when set, an EFI application event follows the kernel
+  // file (shim verifying it under Secure Boot; arm64 grub starting it through LoadImage).
+  std::optional<Measurement> kernel_efi;
 };
 
 // The measured kernel command line of a GrubBoot: "<kernel_path> <kernel_arguments>".
@@ -113,8 +122,9 @@ std::vector<std::string> grub_boot_commands(const GrubBoot& boot);
 
 // Records, in order: MR1 separator, MR2 "Calling EFI Application from Boot Option" and grub's
 // boot application, MR1 separator (ReadyToBoot), then in MR3 grub.cfg, each grub command,
-// "grub_cmd: linux <path> <args>", the kernel file, the kernel_cmdline, "grub_cmd: initrd
-// <path>" and the initramfs file.
+// "grub_cmd: linux <path> <args>", the kernel file, (the kernel as an EFI application in MR2,)
+// the kernel_cmdline, "grub_cmd: initrd <path>" and the initramfs file. With a script, its
+// commands in order, each `linux` and `initrd` followed by the same file events.
 Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot,
                                             std::vector<crypto::HashAlg> banks = {crypto::HashAlg::sha256});
 

@@ -59,12 +59,18 @@ Result<std::vector<EfiBinary>> find_efi_binaries(const FatFilesystem& esp) {
 Result<std::vector<EspScan>> scan_esps(const std::string& image_path, const GptTable& table) {
   std::vector<EspScan> scans;
   for (const auto& partition : table.partitions) {
-    if (partition.type != gpt_type::efi_system) continue;
+    // The firmware reads any FAT filesystem, so on an MBR disk (or with a FAT /boot) the
+    // applications may live on a partition of another type: those count when they hold one.
+    const bool esp_type = partition.type == gpt_type::efi_system;
     const std::string where = "EFI System Partition " + std::to_string(partition.index);
     auto esp = FatFilesystem::open(image_path, partition.offset(), partition.size());
-    if (!esp) return fail_with_context(where, esp.error());
+    if (!esp) {
+      if (!esp_type) continue;
+      return fail_with_context(where, esp.error());
+    }
     auto binaries = find_efi_binaries(*esp);
     if (!binaries) return fail_with_context(where, binaries.error());
+    if (!esp_type && binaries->empty()) continue;
     scans.push_back({partition.index, esp->fat_bits(), std::move(*binaries)});
   }
   return scans;

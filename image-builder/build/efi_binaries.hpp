@@ -33,7 +33,8 @@ struct EspScan {
   std::vector<EfiBinary> binaries;
 };
 
-// Every EFI System Partition (GPT type C12A7328-...) of the raw image, scanned.
+// Every EFI System Partition (GPT type C12A7328-..., MBR type 0xEF) of the raw image, and
+// every other FAT partition that holds one of the binaries above, scanned.
 Result<std::vector<EspScan>> scan_esps(const std::string& image_path, const GptTable& table);
 
 // The distinct digests of all ESPs' EFI binaries, in order of discovery; fails with

@@ -21,8 +21,10 @@
 #include "common/protocol/enrollment_bundle.hpp"
 #include "image-builder/build/secret_file.hpp"
 #include "image-builder/disk/gpt.hpp"
+#include "image-builder/disk/subprocess.hpp"
 #include "image-builder/disk/raw_file.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
+#include "image-builder/fs/fat_filesystem.hpp"
 #include "image-builder/initramfs/agent_runtime_files.hpp"
 #include "image-builder/initramfs/cpio_writer.hpp"
 #include "image-builder/luks/luks_volume.hpp"
@@ -135,6 +137,7 @@ struct PartitionRoles {
   const GptPartition* root = nullptr;
   const GptPartition* boot = nullptr;
   bool root_is_ext = false;
+  bool boot_is_fat = false;
 };
 
 Result<PartitionRoles> find_partitions(const GptTable& table, const std::string& image,
@@ -172,26 +175,172 @@ Result<PartitionRoles> find_partitions(const GptTable& table, const std::string&
     roles.root = candidates.front();
   }
   roles.root_is_ext = is_ext(roles.root);
-  for (const auto* p : ext_partitions) {
-    if (p == roles.root) continue;
-    auto fsys = ExtFilesystem::open(image, p->offset(), false);
-    if (!fsys) continue;
-    auto layout = discover_boot_files(*fsys);
+  for (const auto& p : table.partitions) {
+    if (&p == roles.root) continue;
+    auto volume = open_boot_volume(image, p.offset(), p.size());
+    if (!volume) continue;
+    auto layout = discover_boot_files(**volume);
     if (layout && !layout->kernels.empty()) {
-      roles.boot = p;
+      roles.boot = &p;
+      roles.boot_is_fat = (*volume)->is_fat();
       break;
     }
   }
   if (!roles.boot) {
     if (roles.root_is_ext)
-      if (auto fsys = ExtFilesystem::open(image, roles.root->offset(), false))
-        if (auto layout = discover_boot_files(*fsys); layout && !layout->kernels.empty())
+      if (auto volume = open_boot_volume(image, roles.root->offset(), roles.root->size()))
+        if (auto layout = discover_boot_files(**volume); layout && !layout->kernels.empty())
           return fail(Errc::unsupported,
                       "the kernels live on the root filesystem; encrypting it would make the image unbootable "
                       "(a separate /boot partition is needed)");
-    return fail(Errc::not_found, "no boot partition with a kernel (vmlinuz-*) found");
+    return fail(Errc::not_found, "no boot partition with a kernel (vmlinuz-*) found on an ext or FAT filesystem");
   }
   return roles;
+}
+
+// A file name fde-image hands to mtools: plain characters only, so that nothing in a
+// hostile image's directory names is read as an mtools wildcard or option.
+Result<void> check_mtools_path(const std::string& path) {
+  for (char c : path)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' || c == '.' ||
+          c == '-' || c == '_' || c == '+'))
+      return fail(Errc::unsupported, "the FAT path " + path + " has characters other than letters, digits and ./-_+");
+  return {};
+}
+
+// Writes files (whole, replacing them) into the FAT filesystem of one partition of the
+// output with mtools. mtools works on a copy of just that partition, which is then copied
+// back: whatever the filesystem's own fields say, nothing outside the partition changes.
+Result<void> write_fat_files(RawFile& disk, const GptPartition& partition, const WorkDir& work,
+                             const std::vector<std::pair<std::string, ByteView>>& files) {
+  const std::string copy = work.file("fat-" + std::to_string(partition.index) + ".img");
+  const std::string staged = work.file("fat-file");
+  {
+    auto out = RawFile::open(copy, RawFile::Mode::create_new);
+    if (!out) return tl::unexpected(out.error());
+    if (auto ok = out->resize(partition.size()); !ok) return tl::unexpected(ok.error());
+    Bytes buffer(static_cast<std::size_t>(io_chunk));
+    for (std::uint64_t at = 0; at < partition.size(); at += io_chunk) {
+      std::span<std::uint8_t> part(buffer.data(), static_cast<std::size_t>(std::min(io_chunk, partition.size() - at)));
+      if (auto ok = disk.read_at(partition.offset() + at, part); !ok) return ok;
+      if (auto ok = out->write_sparse_at(at, part); !ok) return ok;
+    }
+    out->close();
+  }
+  // Our reader refuses a filesystem larger than the partition before mtools sees it.
+  if (auto fat = FatFilesystem::open(copy, 0, partition.size()); !fat)
+    return fail_with_context("partition " + std::to_string(partition.index), fat.error());
+  for (const auto& [path, content] : files) {
+    if (auto ok = check_mtools_path(path); !ok) return ok;
+    if (auto ok = write_file_atomic(staged, content, 0600); !ok) return ok;
+    auto run = run_process({"env", "MTOOLS_SKIP_CHECK=1", "MTOOLSRC=/dev/null", "mcopy", "-o", "-i", copy, staged,
+                            "::" + path});
+    ::unlink(staged.c_str());
+    if (!run) return fail_with_context("mcopy (mtools)", run.error());
+    if (run->exit_code != 0)
+      return fail(Errc::io, "mcopy could not write " + path + " on partition " + std::to_string(partition.index) +
+                                ": " + run->output);
+  }
+  auto in = RawFile::open(copy, RawFile::Mode::read_only);
+  if (!in) return tl::unexpected(in.error());
+  auto size = in->size();
+  if (!size) return tl::unexpected(size.error());
+  if (*size != partition.size())
+    return fail(Errc::malformed, "mtools changed the size of partition " + std::to_string(partition.index) + "'s copy");
+  // Back into the output, block by block, writing only what changed.
+  Bytes changed(static_cast<std::size_t>(io_chunk)), current(static_cast<std::size_t>(io_chunk));
+  for (std::uint64_t at = 0; at < partition.size(); at += io_chunk) {
+    const std::size_t n = static_cast<std::size_t>(std::min(io_chunk, partition.size() - at));
+    std::span<std::uint8_t> next(changed.data(), n), now(current.data(), n);
+    if (auto ok = in->read_at(at, next); !ok) return ok;
+    if (auto ok = disk.read_at(partition.offset() + at, now); !ok) return ok;
+    if (!std::equal(next.begin(), next.end(), now.begin()))
+      if (auto ok = disk.write_at(partition.offset() + at, next); !ok) return ok;
+  }
+  in->close();
+  ::unlink(copy.c_str());
+  return {};
+}
+
+// What build writes for the boot: decided from the input image, before any heavy work.
+struct BootPlan {
+  BootKernel kernel;
+  GrubConfig config;
+  std::vector<std::string> boot_cfgs;  // on the boot filesystem
+  std::vector<std::pair<const GptPartition*, std::vector<std::string>>> esp_cfgs;  // other FAT partitions
+};
+
+Result<BootPlan> plan_boot(const BuildOptions& options, const GptTable& table, const std::string& image,
+                           const GptPartition& boot) {
+  auto volume = open_boot_volume(image, boot.offset(), boot.size());
+  if (!volume) return fail_with_context("boot partition " + std::to_string(boot.index), volume.error());
+  auto layout = discover_boot_files(**volume);
+  if (!layout) return fail_with_context("boot filesystem", layout.error());
+  auto kernel = choose_kernel(*layout, options.kernel_version);
+  if (!kernel) return tl::unexpected(kernel.error());
+  BootPlan plan;
+  plan.kernel = *kernel;
+  plan.boot_cfgs = layout->grub_cfg_paths;
+  std::string arguments;
+  if (options.kernel_cmdline) {
+    arguments = *options.kernel_cmdline;
+  } else {
+    if (!kernel->cmdline)
+      return fail(Errc::not_found, "no grub.cfg on the boot filesystem gives kernel " + kernel->version +
+                                       " its arguments: pass --kernel-cmdline");
+    const auto space = kernel->cmdline->find(' ');
+    arguments = space == std::string::npos ? "" : kernel->cmdline->substr(space + 1);
+    if (arguments.find('$') != std::string::npos)
+      return fail(Errc::unsupported, "grub.cfg gives kernel " + kernel->version + " arguments with a variable (" +
+                                         arguments + "): pass the arguments with --kernel-cmdline");
+  }
+  auto prepared = prepare_kernel_arguments(arguments);
+  if (!prepared) return fail_with_context(options.kernel_cmdline ? "--kernel-cmdline" : "grub.cfg", prepared.error());
+
+  // The ESPs' grub.cfg (a vendor directory's config, or a stub that chains to /boot).
+  for (const auto& p : table.partitions) {
+    if (&p == &boot) continue;
+    auto fat = FatFilesystem::open(image, p.offset(), p.size());
+    if (!fat) continue;
+    auto efi = fat->list_directory("/EFI");
+    if (!efi) continue;
+    std::vector<std::string> cfgs;
+    for (const auto& dir : *efi) {
+      if (!dir.is_directory) continue;
+      auto files = fat->list_directory("/EFI/" + dir.name);
+      if (!files) return fail_with_context("partition " + std::to_string(p.index), files.error());
+      for (const auto& file : *files)
+        if (!file.is_directory && file.name == "grub.cfg") cfgs.push_back("/EFI/" + dir.name + "/grub.cfg");
+    }
+    for (const auto& cfg : cfgs)
+      if (auto ok = check_mtools_path(cfg); !ok) return fail_with_context("partition " + std::to_string(p.index), ok.error());
+    if (!cfgs.empty()) plan.esp_cfgs.emplace_back(&p, std::move(cfgs));
+  }
+  if (plan.boot_cfgs.empty() && plan.esp_cfgs.empty())
+    return fail(Errc::not_found, "no grub.cfg on the boot filesystem or an EFI System Partition: fde-image replaces "
+                                 "the image's grub.cfg files and creates none");
+  if ((*volume)->is_fat()) {
+    for (const auto& path : plan.boot_cfgs)
+      if (auto ok = check_mtools_path(path); !ok) return fail_with_context("boot filesystem", ok.error());
+    if (auto ok = check_mtools_path(kernel->initramfs_path.value_or("/")); !ok)
+      return fail_with_context("boot filesystem", ok.error());
+  }
+
+  GrubConfigRequest request;
+  auto hash = unusable_grub_password_hash();
+  if (!hash) return tl::unexpected(hash.error());
+  request.password_hash = std::move(*hash);
+  request.fs_uuid = (*volume)->uuid();
+  if (request.fs_uuid.empty())
+    return fail(Errc::unsupported, "the boot filesystem has no UUID (a FAT volume without a serial number): grub "
+                                   "could not find it by UUID");
+  request.kernel_path = kernel->kernel_path;
+  request.kernel_arguments = *prepared;
+  request.initramfs_path = kernel->initramfs_path;
+  auto config = make_grub_config(request);
+  if (!config) return tl::unexpected(config.error());
+  plan.config = std::move(*config);
+  return plan;
 }
 
 std::string agent_config_text(const BuildOptions& options, const std::string& luks_uuid) {
@@ -278,6 +427,16 @@ Result<void> check_options(const BuildOptions& options) {
                 "`platform` in that file");
   if (options.sector_size != 512 && options.sector_size != 4096)
     return fail(Errc::invalid_argument, "--sector-size must be 512 or 4096");
+  if (options.kernel_cmdline)
+    if (auto ok = prepare_kernel_arguments(*options.kernel_cmdline); !ok) return fail_with_context("--kernel-cmdline", ok.error());
+  if (options.kernel_version) {
+    const std::string& v = *options.kernel_version;
+    const bool plain = !v.empty() && v.size() <= 200 && std::all_of(v.begin(), v.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+             c == '_' || c == '+';
+    });
+    if (!plain) return fail(Errc::invalid_argument, "--kernel-version: expected a version such as 6.6.0-28.oe2403.aarch64");
+  }
   for (const auto& path : {options.output, options.bundle_path, options.reference_path})
     if (path_exists(path)) return fail(Errc::invalid_argument, path + " already exists; remove it first");
   auto ca = read_file(options.verifier_ca, max_small_file);
@@ -348,13 +507,17 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   if (!input) return tl::unexpected(input.error());
   auto input_size = input->file.size();
   if (!input_size) return tl::unexpected(input_size.error());
-  auto table = read_gpt(input->file);
+  auto table = read_partition_table(input->file);
   if (!table) return fail_with_context(options.input, table.error());
   auto roles = find_partitions(*table, input->path, options.root_partition);
   if (!roles) return fail_with_context(options.input, roles.error());
   const GptPartition root = *roles->root;
   const GptPartition boot = *roles->boot;
   report.root_partition = root.index;
+  // The boot configuration fde-image will write: kernel, arguments and where grub.cfg goes.
+  auto plan = plan_boot(options, *table, input->path, *roles->boot);
+  if (!plan) return fail_with_context(options.input, plan.error());
+  report.kernel_version = plan->kernel.version;
   // Without --grub-efi-digest or --reference-in, the EFI applications' digests come from the
   // ESP, which is copied unchanged; reading it now fails early, before any encryption.
   std::vector<Bytes> grub_efi_digests = options.grub_efi_digests;
@@ -375,9 +538,12 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
     if (p.index != root.index && p.first_lba > root.last_lba && p.first_lba <= new_root.last_lba)
       return fail(Errc::unsupported, "partition " + std::to_string(p.index) + " follows the root partition too closely: "
                                      "the root partition needs 16 MiB more for the LUKS2 header");
-  const std::uint64_t array_sectors = gpt_entry_array_sectors(*table);
+  // GPT keeps a backup header and entry array at the end of the disk; MBR has nothing there.
+  const std::uint64_t array_sectors = table->mbr ? 0 : gpt_entry_array_sectors(*table) + 1;
   const std::uint64_t output_size =
-      std::max(*input_size / gpt_sector_size * gpt_sector_size, (new_root.last_lba + 2 + array_sectors) * gpt_sector_size);
+      std::max(*input_size / gpt_sector_size * gpt_sector_size, (new_root.last_lba + 1 + array_sectors) * gpt_sector_size);
+  if (table->mbr && new_root.last_lba >= 0xFFFFFFFFull)
+    return fail(Errc::unsupported, "the grown root partition would end past the 2 TiB an MBR can address");
   std::uint32_t sector_size = options.sector_size;
   if (root.size() % sector_size != 0) {
     report.warnings.push_back("root partition size is not a multiple of 4096 bytes: using 512-byte LUKS sectors");
@@ -414,7 +580,7 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   if (!output) return tl::unexpected(output.error());
   if (auto ok = output->resize(output_size); !ok) return tl::unexpected(ok.error());
 
-  // Everything but the root partition is copied as it is (sparse), then the GPT rewritten.
+  // Everything but the root partition is copied as it is (sparse), then the table rewritten.
   std::uint64_t copy_total = root.offset();
   for (const auto& p : table->partitions)
     if (p.index != root.index && p.first_lba > root.last_lba) copy_total += p.size();
@@ -429,7 +595,11 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   GptTable new_table = *table;
   for (auto& p : new_table.partitions)
     if (p.index == root.index) p = new_root;
-  if (auto ok = write_gpt(*output, output_size, new_table); !ok) return fail_with_context("output GPT", ok.error());
+  if (table->mbr) {
+    if (auto ok = write_mbr(*output, new_table); !ok) return fail_with_context("output MBR", ok.error());
+  } else if (auto ok = write_gpt(*output, output_size, new_table); !ok) {
+    return fail_with_context("output GPT", ok.error());
+  }
 
   // Keys: the volume key encrypts the data; the machine key (what the verifier releases)
   // opens keyslot 0. Neither is written anywhere but the LUKS header and the bundle.
@@ -481,29 +651,63 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   if (auto ok = output->sync(); !ok) return tl::unexpected(ok.error());
   output->close();
 
-  // The initramfs: append our archive to each one on the boot filesystem, in place.
-  progress.note("adding the agent to the initramfs");
+  // The boot files: grub.cfg everywhere grub may read it, our archive appended to the
+  // booted kernel's initramfs.
+  progress.note("writing grub.cfg (kernel " + plan->kernel.version + ") and adding the agent to the initramfs");
   auto addition = build_initramfs_addition(options, luks_info->uuid);
   if (!addition) return tl::unexpected(addition.error());
-  {
+  const ByteView cfg_text = as_bytes(plan->config.text);
+  const std::string where_boot = "partition " + std::to_string(boot.index) + ": ";
+  if (!plan->kernel.initramfs_path)
+    report.warnings.push_back("kernel " + plan->kernel.version + " has no initramfs: it cannot unlock the root");
+  if (roles->boot_is_fat) {
+    auto disk = RawFile::open(output_raw, RawFile::Mode::read_write);
+    if (!disk) return tl::unexpected(disk.error());
+    std::vector<std::pair<std::string, ByteView>> files;
+    for (const auto& path : plan->boot_cfgs) files.emplace_back(path, cfg_text);
+    Bytes initramfs;
+    if (plan->kernel.initramfs_path) {
+      auto volume = FatFilesystem::open(output_raw, boot.offset(), boot.size());
+      if (!volume) return fail_with_context("boot filesystem", volume.error());
+      auto current = volume->read_file(*plan->kernel.initramfs_path, 512ull << 20);
+      if (!current) return tl::unexpected(current.error());
+      initramfs = std::move(*current);
+      // The kernel looks for the next archive at a 4-byte boundary and skips zero bytes.
+      initramfs.resize(initramfs.size() + (4 - initramfs.size() % 4) % 4, 0);
+      initramfs.insert(initramfs.end(), addition->begin(), addition->end());
+      files.emplace_back(*plan->kernel.initramfs_path, ByteView(initramfs));
+    }
+    if (auto ok = write_fat_files(*disk, boot, *work, files); !ok) return fail_with_context("boot filesystem", ok.error());
+    if (auto ok = disk->sync(); !ok) return tl::unexpected(ok.error());
+  } else {
     auto boot_fs = ExtFilesystem::open(output_raw, boot.offset(), true);
     if (!boot_fs) return fail_with_context("boot filesystem", boot_fs.error());
-    auto layout = discover_boot_files(*boot_fs);
-    if (!layout) return fail_with_context("boot filesystem", layout.error());
-    for (const auto& kernel : layout->kernels) {
-      if (!kernel.initramfs_path) {
-        report.warnings.push_back("kernel " + kernel.version + " has no initramfs: it cannot unlock the root");
-        continue;
-      }
-      auto current = boot_fs->read_file(*kernel.initramfs_path, 512ull << 20);
+    for (const auto& path : plan->boot_cfgs)
+      if (auto ok = boot_fs->replace_file(path, cfg_text); !ok) return tl::unexpected(ok.error());
+    if (plan->kernel.initramfs_path) {
+      auto current = boot_fs->read_file(*plan->kernel.initramfs_path, 512ull << 20);
       if (!current) return tl::unexpected(current.error());
-      // The kernel looks for the next archive at a 4-byte boundary and skips zero bytes.
       Bytes appended((4 - current->size() % 4) % 4, 0);
       appended.insert(appended.end(), addition->begin(), addition->end());
-      if (auto ok = boot_fs->append_to_file(*kernel.initramfs_path, appended); !ok) return tl::unexpected(ok.error());
-      report.initramfs_changed.push_back(*kernel.initramfs_path);
+      if (auto ok = boot_fs->append_to_file(*plan->kernel.initramfs_path, appended); !ok)
+        return tl::unexpected(ok.error());
     }
     if (auto ok = boot_fs->close(); !ok) return tl::unexpected(ok.error());
+  }
+  if (plan->kernel.initramfs_path) report.initramfs_changed.push_back(*plan->kernel.initramfs_path);
+  for (const auto& path : plan->boot_cfgs) report.grub_cfgs_written.push_back(where_boot + path);
+  if (!plan->esp_cfgs.empty()) {
+    auto disk = RawFile::open(output_raw, RawFile::Mode::read_write);
+    if (!disk) return tl::unexpected(disk.error());
+    for (const auto& [partition, paths] : plan->esp_cfgs) {
+      std::vector<std::pair<std::string, ByteView>> files;
+      for (const auto& path : paths) files.emplace_back(path, cfg_text);
+      if (auto ok = write_fat_files(*disk, *partition, *work, files); !ok)
+        return fail_with_context("partition " + std::to_string(partition->index), ok.error());
+      for (const auto& path : paths)
+        report.grub_cfgs_written.push_back("partition " + std::to_string(partition->index) + ": " + path);
+    }
+    if (auto ok = disk->sync(); !ok) return tl::unexpected(ok.error());
   }
 
   // Reference values of the boot chain as it is now, then the bundle and the image.
@@ -512,18 +716,18 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   measure_options.firmware_rims = options.firmware_rims;
   measure_options.grub_efi_digests = grub_efi_digests;
   measure_options.reference_in_json = reference_in;
-  measure_options.cmdline_override = options.kernel_cmdline;
   reference::ReferenceValues values;
   {
-    auto boot_fs = ExtFilesystem::open(output_raw, boot.offset(), false);
-    if (!boot_fs) return fail_with_context("boot filesystem", boot_fs.error());
-    auto layout = discover_boot_files(*boot_fs);
+    auto volume = open_boot_volume(output_raw, boot.offset(), boot.size());
+    if (!volume) return fail_with_context("boot filesystem", volume.error());
+    auto layout = discover_boot_files(**volume);
     if (!layout) return tl::unexpected(layout.error());
-    for (const auto& w : layout->warnings) report.warnings.push_back(w);
-    auto measured = measure_boot(*boot_fs, *layout, measure_options);
+    auto measured = measure_boot(**volume, *layout, measure_options, report.warnings);
     if (!measured) return tl::unexpected(measured.error());
     values = std::move(*measured);
   }
+  if (values.sets.size() != 1 || values.sets[0].grub.grub_commands != plan->config.commands)
+    return fail(Errc::internal, "the written grub.cfg does not measure as planned");
   auto reference_json = reference::serialize_reference_values(values);
   if (!reference_json) return tl::unexpected(reference_json.error());
   auto bundle = protocol::serialize_enrollment_bundle(
@@ -554,7 +758,7 @@ Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) 
   if (!work) return tl::unexpected(work.error());
   auto input = open_raw(request.image, request.format, *work, quiet, false);
   if (!input) return tl::unexpected(input.error());
-  auto table = read_gpt(input->file);
+  auto table = read_partition_table(input->file);
   if (!table) return fail_with_context(request.image, table.error());
   std::vector<Bytes> grub_efi_digests = request.grub_efi_digests;
   if (grub_efi_digests.empty() && !request.reference_in) {
@@ -563,23 +767,21 @@ Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) 
     grub_efi_digests = std::move(*digests);
   }
   for (const auto& p : table->partitions) {
-    auto ext = has_ext_magic(input->path, p.offset());
-    if (!ext || !*ext) continue;
-    auto boot_fs = ExtFilesystem::open(input->path, p.offset(), false);
-    if (!boot_fs) continue;
-    auto layout = discover_boot_files(*boot_fs);
+    auto volume = open_boot_volume(input->path, p.offset(), p.size());
+    if (!volume) continue;
+    auto layout = discover_boot_files(**volume);
     if (!layout || layout->kernels.empty()) continue;
     MeasureOptions options;
     if (!request.image_id.empty()) options.image_id = request.image_id;  // --image-id is optional
     options.firmware_rims = request.firmware_rims;
     options.grub_efi_digests = grub_efi_digests;
-    options.cmdline_override = request.kernel_cmdline;
     if (request.reference_in) {
       auto loaded = read_file(*request.reference_in, reference::max_document_size);
       if (!loaded) return fail_with_context("--reference-in", loaded.error());
       options.reference_in_json = std::string(loaded->begin(), loaded->end());
     }
-    return measure_boot(*boot_fs, *layout, options);
+    std::vector<std::string> warnings;
+    return measure_boot(**volume, *layout, options, warnings);
   }
   return fail(Errc::not_found, request.image + ": no boot partition with a kernel found");
 }
@@ -591,13 +793,19 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
   if (!work) return tl::unexpected(work.error());
   auto input = open_raw(path, format, *work, quiet, false);
   if (!input) return tl::unexpected(input.error());
-  auto table = read_gpt(input->file);
+  auto table = read_partition_table(input->file);
   if (!table) return fail_with_context(path, table.error());
   std::ostringstream out;
-  out << "disk " << guid_to_string(table->disk_guid) << ", " << table->partitions.size() << " partitions\n";
+  if (table->mbr)
+    out << "disk (MBR), " << table->partitions.size() << " partitions\n";
+  else
+    out << "disk " << guid_to_string(table->disk_guid) << ", " << table->partitions.size() << " partitions\n";
   for (const auto& p : table->partitions) {
+    char mbr_type[8];
+    std::snprintf(mbr_type, sizeof mbr_type, "0x%02x", static_cast<unsigned>(p.mbr_type));
     out << "partition " << p.index << ": start " << p.first_lba << ", " << format_bytes(p.size()) << ", type "
-        << guid_to_string(p.type) << (p.name.empty() ? "" : ", name \"" + p.name + "\"") << "\n";
+        << (table->mbr ? std::string(mbr_type) : guid_to_string(p.type))
+        << (p.name.empty() ? "" : ", name \"" + p.name + "\"") << "\n";
     std::array<std::uint8_t, 6> magic{};
     if (!input->file.read_at(p.offset(), magic)) continue;
     if (std::memcmp(magic.data(), "LUKS\xba\xbe", 6) == 0) {
@@ -624,18 +832,16 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
       for (const auto& slot : summary->keyslots) out << "  keyslot " << slot << "\n";
       continue;
     }
-    if (p.type == gpt_type::efi_system) {
-      describe_esp(out, input->path, p);
-      continue;
-    }
-    auto ext = has_ext_magic(input->path, p.offset());
-    if (!ext || !*ext) continue;
-    auto fsys = ExtFilesystem::open(input->path, p.offset(), false);
-    if (!fsys) continue;
-    out << "  ext filesystem " << fsys->uuid() << (fsys->label().empty() ? "" : " \"" + fsys->label() + "\"") << "\n";
+    auto volume = open_boot_volume(input->path, p.offset(), p.size());
+    if (p.type == gpt_type::efi_system || (volume && (*volume)->is_fat())) describe_esp(out, input->path, p);
+    if (!volume) continue;
+    auto* fsys = volume->get();
+    if (!fsys->is_fat())
+      if (auto ext = ExtFilesystem::open(input->path, p.offset(), false))
+        out << "  ext filesystem " << ext->uuid() << (ext->label().empty() ? "" : " \"" + ext->label() + "\"") << "\n";
     auto layout = discover_boot_files(*fsys);
     if (!layout) continue;
-    if (layout->grub_cfg_path) out << "  grub.cfg: " << *layout->grub_cfg_path << "\n";
+    for (const auto& cfg : layout->grub_cfg_paths) out << "  grub.cfg: " << cfg << "\n";
     for (const auto& kernel : layout->kernels) {
       out << "  kernel " << kernel.version << ": " << kernel.kernel_path << "\n";
       if (!kernel.initramfs_path) continue;

@@ -1,4 +1,5 @@
-// The fde-image pipeline: build (encrypt a CVM image), inspect and measure.
+// The fde-image pipeline: build (encrypt a CVM image and own its boot configuration),
+// inspect and measure.
 #pragma once
 
 #include <cstdint>
@@ -35,8 +36,9 @@ struct BuildOptions {
   std::vector<Bytes> firmware_rims;
   std::vector<Bytes> grub_efi_digests;
   std::optional<std::string> reference_in;  // image_reference_measurement.json
-  std::optional<std::string> kernel_cmdline;
-  std::optional<std::uint32_t> root_partition;  // GPT entry number
+  std::optional<std::string> kernel_cmdline;    // kernel arguments, instead of grub.cfg's
+  std::optional<std::string> kernel_version;    // the kernel grub.cfg boots; default: the newest
+  std::optional<std::uint32_t> root_partition;  // partition number (GPT entry or MBR slot)
   std::uint32_t sector_size = 4096;
   std::string bundle_path;     // default: OUTPUT.enrollment.json
   std::string reference_path;  // default: OUTPUT.reference.json
@@ -50,6 +52,8 @@ struct BuildReport {
   std::uint64_t encrypted_bytes = 0;
   std::uint64_t filesystem_bytes = 0;
   std::vector<std::string> initramfs_changed;
+  std::string kernel_version;                 // the kernel the written grub.cfg boots
+  std::vector<std::string> grub_cfgs_written; // "partition N: /grub/grub.cfg"
   std::vector<std::string> warnings;
 };
 
@@ -68,8 +72,8 @@ struct MeasureRequest {
   std::vector<Bytes> firmware_rims;
   std::vector<Bytes> grub_efi_digests;
   std::optional<std::string> reference_in;
-  std::optional<std::string> kernel_cmdline;
 };
+// The reference values of an image fde-image build wrote (its straight-line grub.cfg).
 Result<reference::ReferenceValues> measure_image(const MeasureRequest& request);
 
 }  // namespace fde::image

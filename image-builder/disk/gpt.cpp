@@ -209,6 +209,70 @@ Result<GptTable> read_gpt(const RawFile& disk) {
   return fail_with_context("GPT", primary.error());
 }
 
+Result<GptTable> read_partition_table(const RawFile& disk) {
+  auto size = disk.size();
+  if (!size) return tl::unexpected(size.error());
+  std::array<std::uint8_t, 512> mbr{};
+  if (*size < mbr.size()) return fail(Errc::malformed, "disk image of " + std::to_string(*size) + " bytes has no MBR");
+  if (auto ok = disk.read_at(0, mbr); !ok) return tl::unexpected(ok.error());
+  if (mbr[510] != 0x55 || mbr[511] != 0xAA) return fail(Errc::malformed, "no MBR signature: the disk has no partition table");
+  bool protective = false;
+  for (int slot = 0; slot < 4; ++slot) protective = protective || mbr[446 + slot * 16 + 4] == 0xEE;
+  if (protective) return read_gpt(disk);
+
+  const std::uint64_t disk_sectors = *size / gpt_sector_size;
+  GptTable table;
+  table.mbr = true;
+  table.entry_count = 4;
+  for (std::uint32_t slot = 0; slot < 4; ++slot) {
+    const std::uint8_t* e = mbr.data() + 446 + slot * 16;
+    const std::uint8_t type = e[4];
+    if (type == 0) continue;
+    if (type == 0x05 || type == 0x0F || type == 0x85)
+      return fail(Errc::unsupported, "MBR partition " + std::to_string(slot + 1) +
+                                         " is an extended partition: logical partitions are not supported");
+    const std::uint64_t start = load_le32(e + 8);
+    const std::uint64_t count = load_le32(e + 12);
+    if (start == 0 || count == 0 || start + count > disk_sectors)
+      return fail(Errc::malformed, "MBR partition " + std::to_string(slot + 1) + " lies outside the disk");
+    GptPartition p;
+    p.index = slot + 1;
+    p.mbr_type = type;
+    p.type = type == 0xEF ? gpt_type::efi_system : gpt_type::linux_filesystem;
+    p.first_lba = start;
+    p.last_lba = start + count - 1;
+    table.partitions.push_back(p);
+  }
+  if (table.partitions.empty()) return fail(Errc::malformed, "the MBR lists no partition");
+  for (const auto& a : table.partitions)
+    for (const auto& b : table.partitions)
+      if (a.index < b.index && a.first_lba <= b.last_lba && b.first_lba <= a.last_lba)
+        return fail(Errc::malformed,
+                    "MBR partitions " + std::to_string(a.index) + " and " + std::to_string(b.index) + " overlap");
+  return table;
+}
+
+Result<void> write_mbr(RawFile& disk, const GptTable& table) {
+  std::array<std::uint8_t, 512> mbr{};
+  if (auto ok = disk.read_at(0, mbr); !ok) return tl::unexpected(ok.error());
+  if (mbr[510] != 0x55 || mbr[511] != 0xAA) return fail(Errc::internal, "the output has no MBR to update");
+  for (const auto& p : table.partitions) {
+    if (p.index == 0 || p.index > 4) return fail(Errc::invalid_argument, "MBR partition index out of range");
+    const std::uint64_t count = p.last_lba - p.first_lba + 1;
+    if (p.first_lba > 0xFFFFFFFFu || count > 0xFFFFFFFFu || p.first_lba + count > 0xFFFFFFFFull)
+      return fail(Errc::unsupported, "MBR partition " + std::to_string(p.index) + " would end past 2 TiB");
+    std::uint8_t* e = mbr.data() + 446 + (p.index - 1) * 16;
+    const std::uint32_t old_start = load_le32(e + 8), old_count = load_le32(e + 12);
+    if (old_start == p.first_lba && old_count == count) continue;
+    e[5] = 0xFE;  // CHS end: "beyond CHS", firmware and Linux use the LBA fields
+    e[6] = 0xFF;
+    e[7] = 0xFF;
+    store32(e + 8, static_cast<std::uint32_t>(p.first_lba));
+    store32(e + 12, static_cast<std::uint32_t>(count));
+  }
+  return disk.write_at(0, mbr);
+}
+
 Result<void> write_gpt(RawFile& disk, std::uint64_t disk_size, const GptTable& table) {
   const std::uint64_t sectors = disk_size / gpt_sector_size;
   const std::uint64_t array_sectors = gpt_entry_array_sectors(table);

@@ -1,5 +1,6 @@
 // GUID partition table: a bounds-checked reader (both CRCs verified) and a writer that
-// lays out the primary and backup tables for a disk of a given size (UEFI 2.10, 5.3).
+// lays out the primary and backup tables for a disk of a given size (UEFI 2.10, 5.3). Also
+// the classic MBR (msdos) table with primary partitions only, read into the same structure.
 #pragma once
 
 #include <array>
@@ -37,6 +38,7 @@ struct GptPartition {
   std::uint64_t attributes = 0;
   std::array<std::uint8_t, 72> raw_name{};  // UTF-16LE, kept byte-exact
   std::string name;                          // ASCII rendering for messages
+  std::uint8_t mbr_type = 0;                 // MBR tables: the partition's type byte
 
   std::uint64_t offset() const { return first_lba * gpt_sector_size; }
   std::uint64_t size() const { return (last_lba - first_lba + 1) * gpt_sector_size; }
@@ -49,6 +51,9 @@ struct GptTable {
   std::uint64_t first_usable_lba = 0;
   std::uint64_t last_usable_lba = 0;
   std::vector<GptPartition> partitions;  // used slots only, in slot order
+  // An MBR table: partitions 1..4 (primary), types mapped to GPT type GUIDs (0xEF: EFI
+  // System, anything else: Linux filesystem); disk_guid and the entry fields are unused.
+  bool mbr = false;
 
   const GptPartition* find(std::uint32_t index) const;
 };
@@ -56,6 +61,14 @@ struct GptTable {
 // Reads the primary table (falling back to the backup if the primary is damaged) of a raw
 // disk image. Errors say which check failed ("GPT header CRC mismatch", ...).
 Result<GptTable> read_gpt(const RawFile& disk);
+
+// The disk's partition table: GPT when the MBR is protective (type 0xEE), else an MBR with
+// primary partitions. Extended partitions are refused (Errc::unsupported).
+Result<GptTable> read_partition_table(const RawFile& disk);
+
+// MBR tables: rewrites the four primary entries' start and size from `table` in the MBR the
+// disk already holds (boot code, signature and types kept).
+Result<void> write_mbr(RawFile& disk, const GptTable& table);
 
 // Writes protective MBR, primary and backup headers and entry arrays for a disk of
 // `disk_size` bytes; the usable range is recomputed from disk_size.

@@ -206,6 +206,32 @@ Result<void> ExtFilesystem::append_to_file(const std::string& path, ByteView dat
   return {};
 }
 
+Result<void> ExtFilesystem::replace_file(const std::string& path, ByteView data) {
+  if (!state_->writable) return fail(Errc::internal, "filesystem opened read-only");
+  auto ino = lookup(path);
+  if (!ino) return tl::unexpected(ino.error());
+  ext2_file_t file = nullptr;
+  if (errcode_t err = ext2fs_file_open(state_->fs, *ino, EXT2_FILE_WRITE, &file))
+    return ext_error("cannot open " + path + " for writing", err);
+  // Overwrite from the start, then cut what is left of the old content (truncating first
+  // and writing into the freed blocks leaves libext2fs's bitmap inconsistent).
+  errcode_t err = ext2fs_file_llseek(file, 0, EXT2_SEEK_SET, nullptr);
+  std::size_t done = 0;
+  while (!err && done < data.size()) {
+    unsigned int written = 0;
+    const auto want = static_cast<unsigned int>(std::min<std::size_t>(data.size() - done, 1u << 20));
+    err = ext2fs_file_write(file, data.data() + done, want, &written);
+    done += written;
+  }
+  if (!err) err = ext2fs_file_flush(file);
+  if (!err) err = ext2fs_file_set_size2(file, data.size());
+  const errcode_t close_err = ext2fs_file_close(file);
+  if (err == EXT2_ET_BLOCK_ALLOC_FAIL) return fail(Errc::io, "no space left on the boot filesystem to write " + path);
+  if (err) return ext_error("cannot write " + path, err);
+  if (close_err) return ext_error("cannot write " + path, close_err);
+  return {};
+}
+
 Result<void> ExtFilesystem::close() {
   if (!state_ || !state_->fs) return {};
   const errcode_t err = ext2fs_close_free(&state_->fs);

@@ -48,6 +48,8 @@ class ExtFilesystem {
   Result<bool> exists(const std::string& path) const;
   Result<Bytes> read_file(const std::string& path, std::uint64_t max_size) const;
   Result<void> append_to_file(const std::string& path, ByteView data);
+  // Replaces the content of an existing regular file (its inode, owner and mode are kept).
+  Result<void> replace_file(const std::string& path, ByteView data);
   Result<void> close();  // flushes a writable filesystem
 
  private:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <optional>
 
 namespace fde::image {
@@ -189,6 +190,13 @@ Result<FatFilesystem> FatFilesystem::open(const std::string& image_path, std::ui
     fat.root_dir_entries_ = static_cast<std::uint32_t>(root_entries);
   }
 
+  // The extended BPB (its signature 0x29) holds the volume serial number.
+  const std::size_t extended = fat.fat_bits_ == 32 ? 64 : 36;
+  if (sector[extended + 2] == 0x29) {
+    fat.has_serial_ = true;
+    fat.serial_ = load_le32(&sector[extended + 3]);
+  }
+
   // The first FAT must hold an entry for every cluster (plus the two reserved ones).
   const std::uint64_t fat_bytes_needed = ((clusters + 2) * static_cast<std::uint64_t>(fat.fat_bits_) + 7) / 8;
   const std::uint64_t fat_bytes = fat_sectors * bytes_per_sector;
@@ -198,6 +206,14 @@ Result<FatFilesystem> FatFilesystem::open(const std::string& image_path, std::ui
   if (auto ok = fat.file_.read_at(offset + reserved_sectors * bytes_per_sector, fat.fat_); !ok)
     return tl::unexpected(ok.error());
   return fat;
+}
+
+std::string FatFilesystem::uuid() const {
+  if (!has_serial_) return {};
+  char text[10];
+  std::snprintf(text, sizeof text, "%04x-%04x", static_cast<unsigned>(serial_ >> 16),
+                static_cast<unsigned>(serial_ & 0xffff));
+  return text;
 }
 
 Result<std::uint32_t> FatFilesystem::next_cluster(std::uint32_t cluster) const {

@@ -28,6 +28,9 @@ class FatFilesystem {
   static Result<FatFilesystem> open(const std::string& image_path, std::uint64_t offset, std::uint64_t size);
 
   int fat_bits() const { return fat_bits_; }  // 12, 16 or 32
+  // The volume serial number as grub names the filesystem (`search --fs-uuid`): "1a2b-3c4d".
+  // Empty when the boot sector has no extended BPB (signature 0x29), which carries it.
+  std::string uuid() const;
 
   // Paths are "/"-separated from the root ("/", "/EFI/BOOT"); names match case-insensitively
   // (ASCII), against the long or the short name, as the firmware's FAT driver does.
@@ -52,6 +55,8 @@ class FatFilesystem {
   std::uint32_t root_dir_entries_ = 0;
   std::uint32_t root_cluster_ = 0;      // FAT32: first cluster of the root directory
   std::uint64_t data_offset_ = 0;       // byte offset of cluster 2, from the partition start
+  bool has_serial_ = false;
+  std::uint32_t serial_ = 0;
   Bytes fat_;                           // the first FAT, read once
 };
 

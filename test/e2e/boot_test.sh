@@ -14,7 +14,8 @@
 #   --work       work directory (default: a new one under /tmp, removed at the end)
 #   --keep       keep the work directory
 # Needs (scripts/install-deps.sh): qemu-system-x86_64, dracut-core and dracut-network,
-# linux-image-amd64, busybox-static, socat, sgdisk, e2fsprogs, qemu-utils, openssl, python3.
+# linux-image-amd64, busybox-static, socat, sgdisk, e2fsprogs, qemu-utils, openssl, python3,
+# pesign.
 # Every QEMU run has a hard timeout (FDE_E2E_BOOT_TIMEOUT, default 240 s) and is killed on
 # failure. Exit status: 0 every scenario passed, 1 a scenario failed, 2 setup problem.
 set -euo pipefail
@@ -52,7 +53,7 @@ for b in "$fde_image" "$daemon" "$admin" "$sim" "$agent"; do
 done
 file -L "$agent" | grep -q 'statically linked' || setup_error "$agent is not a static binary"
 "$agent" --version | grep -q sim || setup_error "$agent was built without the sim platform"
-for tool in qemu-system-x86_64 dracut socat sgdisk mke2fs debugfs qemu-img openssl busybox cpio python3 bc ss; do
+for tool in qemu-system-x86_64 dracut socat sgdisk mke2fs debugfs qemu-img openssl busybox cpio python3 bc ss pesign; do
   command -v "$tool" >/dev/null || setup_error "$tool is not installed (scripts/install-deps.sh)"
 done
 busybox_bin=$(command -v busybox)
@@ -132,8 +133,9 @@ $bb poweroff -f
 EOF
 chmod 0755 "$work/root/sbin/init" "$work/root/bin/busybox"
 
-# Kernel arguments, as grub.cfg gives them (and so as grub measures them). No rd.shell=0
-# here: the agent's files in the initramfs must provide it (fde-agent-cmdline.conf).
+# Kernel arguments, as the image's grub.cfg gives them. fde-image replaces that file with its
+# own straight-line grub.cfg, which keeps these arguments (and adds ima_rot=tpm). No
+# rd.shell=0 here: the agent's files in the initramfs must provide it (fde-agent-cmdline.conf).
 cmdline_args="root=UUID=$root_uuid ro console=ttyS0 ip=dhcp panic=-1"
 cat >"$work/boot/grub/grub.cfg" <<EOF
 set timeout=0
@@ -223,9 +225,21 @@ for f in "vmlinuz-$kver" "initrd.img-$kver" grub/grub.cfg; do
   [ -s "$work/$(basename "$f").booted" ] || fail "cannot read /$f from the encrypted image's boot partition"
 done
 cmp -s "$work/vmlinuz-$kver.booted" "$kernel" || fail "fde-image changed the kernel"
+sed 's/^/   | /' "$work/grub.cfg.booted"
+# The kernel boots with the arguments of fde-image's grub.cfg, as grub would pass them.
+boot_args=$(sed -n "s|^linux /vmlinuz-$kver ||p" "$work/grub.cfg.booted")
+[ "$boot_args" = "$cmdline_args ima_rot=tpm" ] || fail "grub.cfg boots with unexpected arguments: $boot_args"
+grep -q '^password_pbkdf2 ' "$work/grub.cfg.booted" || fail "grub.cfg does not lock grub's console"
+grep -q 'menuentry' "$work/grub.cfg.booted" && fail "grub.cfg has a menu"
+# Under Secure Boot shim measures the kernel as an EFI application: its Authenticode digest,
+# computed here by pesign, independently of fde-image.
+kernel_efi=$(pesign -h -i "$work/vmlinuz-$kver.booted" 2>/dev/null | sed -n 's/^hash: //p')
+[ ${#kernel_efi} = 64 ] || setup_error "pesign could not hash $kernel"
+grep -q "$kernel_efi" "$work/reference.json" || fail "the reference values lack the kernel's Authenticode digest"
 
 # play_firmware INITRAMFS: the measurements of a boot of this kernel, INITRAMFS and command
-# line, as fw_cfg entries under opt/fde/ (the agent's sim provider reads them).
+# line, as fw_cfg entries under opt/fde/ (the agent's sim provider reads them). grub runs the
+# lines of fde-image's grub.cfg one by one; shim logs the kernel it verifies.
 play_firmware() {
   local initramfs=$1 dir=$work/fwcfg
   rm -rf "$dir"
@@ -233,9 +247,8 @@ play_firmware() {
   cp "$work/device/ca.pem" "$work/device/device-cert.pem" "$work/device/device-key.pem" "$dir/"
   echo "$rim" >"$dir/rim"
   "$sim" eventlog --grub-digest "$grub_digest" --grub-cfg "$work/grub.cfg.booted" --grub-cfg-path /grub/grub.cfg \
-    --kernel "$work/vmlinuz-$kver.booted" --kernel-path "/vmlinuz-$kver" \
-    --initramfs "$initramfs" --initramfs-path "/initrd.img-$kver" \
-    --cmdline "$cmdline_args" --out-log "$dir/event-log" >/dev/null
+    --script-from-grub-cfg --kernel "$work/vmlinuz-$kver.booted" --kernel-efi-digest "$kernel_efi" \
+    --initramfs "$initramfs" --out-log "$dir/event-log" >/dev/null
 }
 
 # boot NAME INITRAMFS [DISK]: boots the encrypted image under QEMU with a hard timeout; the serial
@@ -254,7 +267,7 @@ boot() {
   start=$(date +%s.%N)
   qemu-system-x86_64 -M q35 -m 768 -smp 1 -display none -no-reboot -monitor none \
     -serial "file:$serial" \
-    -kernel "$work/vmlinuz-$kver.booted" -initrd "$initramfs" -append "$cmdline_args" \
+    -kernel "$work/vmlinuz-$kver.booted" -initrd "$initramfs" -append "$boot_args" \
     -drive "$disk,if=virtio,snapshot=on" "${extra_disk[@]}" \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$port-cmd:socat -lf /dev/null - TCP:127.0.0.1:$port" \
     -device virtio-net-pci,netdev=n0 "${fw_args[@]}" >"$work/$name.qemu.log" 2>&1 &

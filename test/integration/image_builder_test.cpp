@@ -17,8 +17,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 
+#include "common/crypto/hash.hpp"
 #include "image-builder/build/boot_files.hpp"
 #include "image-builder/build/image_builder.hpp"
 #include "image-builder/disk/gpt.hpp"
@@ -148,7 +150,7 @@ TEST_CASE("an encrypted image opens with the bundle's key and decrypts to the in
   CHECK(std::string(bundle["image_id"].GetString()) == "test-image");
   CHECK(std::string(bundle["luks_uuid"].GetString()) == report->luks_uuid);
   CHECK(bundle["reference"]["sets"][0]["kernel_cmdline"].GetString() ==
-        std::string("/vmlinuz-6.1.0-test root=UUID=abc ro quiet"));
+        std::string("/vmlinuz-6.1.0-test root=UUID=abc ro quiet ima_rot=tpm"));
   auto disk_key = base64_decode(bundle["disk_key"].GetString());
   REQUIRE(disk_key);
   REQUIRE(disk_key->size() == 32);
@@ -639,4 +641,232 @@ TEST_CASE("kernel command lines that give the host's console a shell are refused
     REQUIRE_FALSE(refused);
     CHECK(refused.error().message.find("'" + hostile + "'") != std::string::npos);
   }
+}
+
+namespace {
+
+// The SDK's layout: an MBR table, partition 1 a FAT /boot that the firmware reads too
+// (EFI/BOOT/BOOTX64.EFI, the vendor's efi/EFI/<vendor>/grub.cfg, kernels and initramfs),
+// partition 2 the ext4 root. The booted kernel is a gzip-compressed PE image (arm64's
+// Image.gz form; Debian's signed grub stands in, a PE image at hand); a second, newer kernel
+// is there too, and --kernel-version picks the older one.
+struct MbrFatFixture {
+  Fixture base;
+  bool ready = false;
+  static constexpr const char* pe = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+  MbrFatFixture() {
+    for (const char* needed : {"mkfs.vfat", "mcopy", "python3", "pesign"})
+      if (sh(std::string("command -v ") + needed) != 0) {
+        missing(needed);
+        return;
+      }
+    if (!fsys::exists(pe)) {
+      missing(pe);
+      return;
+    }
+    const std::string script = std::string(R"(set -e; cd DIR; export MTOOLS_SKIP_CHECK=1
+gzip -c < PEFILE > Image.gz
+truncate -s 48M fat.img
+mkfs.vfat -F 32 -i 1a2b3c4d -n BOOT fat.img
+mmd -i fat.img ::/EFI ::/EFI/BOOT ::/efi/EFI ::/efi/EFI/openEuler
+mcopy -i fat.img PEFILE ::/EFI/BOOT/BOOTX64.EFI
+printf "menuentry x {\n linux /vmlinuz-6.6.0-2 root=UUID=abc ro console=ttyAMA0\n initrd /initramfs-6.6.0-2.img\n}\n" > sdk.cfg
+mcopy -i fat.img sdk.cfg ::/efi/EFI/openEuler/grub.cfg
+mcopy -i fat.img Image.gz ::/vmlinuz-6.6.0-2
+mcopy -i fat.img boot/initrd.img-6.1.0-test ::/initramfs-6.6.0-2.img
+mcopy -i fat.img boot/vmlinuz-6.1.0-test ::/vmlinuz-6.6.0-10
+mcopy -i fat.img boot/initrd.img-6.1.0-test ::/initramfs-6.6.0-10.img
+truncate -s 200M mbr.raw
+python3 -c "
+import struct
+mbr = bytearray(512)
+mbr[446:462] = struct.pack('<B3sB3sII', 0, b'', 0x0c, b'', 2048, 98304)
+mbr[462:478] = struct.pack('<B3sB3sII', 0, b'', 0x83, b'', 100352, 245760)
+mbr[510:512] = b'\x55\xaa'
+f = open('mbr.raw', 'r+b')
+f.write(mbr)
+f.close()
+"
+dd if=fat.img of=mbr.raw bs=1M seek=1 conv=notrunc,sparse
+mke2fs -q -t ext4 -b 4096 -L rootfs -d root -E offset=51380224 mbr.raw 120M
+qemu-img convert -O qcow2 mbr.raw mbr.qcow2)");
+    std::string text = script;
+    text.replace(text.find("DIR"), 3, base.dir);
+    for (std::size_t at; (at = text.find("PEFILE")) != std::string::npos;) text.replace(at, 6, pe);
+    std::ofstream(base.path("make-mbr.sh")) << text;
+    REQUIRE(std::system(("bash " + base.path("make-mbr.sh") + " >/dev/null 2>&1").c_str()) == 0);
+    ready = true;
+  }
+  void missing(const std::string& what) {
+    if (std::getenv("CI")) FAIL(what << " is missing (scripts/install-deps.sh installs it)");
+    WARN(what << " is missing: MBR + FAT /boot test skipped");
+  }
+};
+
+std::string mtype(const std::string& image, const std::string& path) {
+  int status = 0;
+  return output_of("MTOOLS_SKIP_CHECK=1 mtype -i '" + image + "@@1M' '::" + path + "' 2>/dev/null", status);
+}
+
+std::string sha256_of(const std::string& text) {
+  return hex_encode(crypto::sha256(as_bytes(text)));
+}
+
+}  // namespace
+
+TEST_CASE("an MBR image with a FAT /boot: grub.cfg written there, references that match its files",
+          "[image][mbr]") {
+  MbrFatFixture f;
+  if (!f.ready) return;
+  auto options = f.base.options("out.raw");
+  options.input = f.base.path("mbr.qcow2");
+  options.output_format = ImageFormat::raw;
+  options.kernel_version = "6.6.0-2";  // not the newest: chosen by the option
+  Progress quiet(nullptr);
+  auto report = build_image(options, quiet);
+  REQUIRE(report);
+  CHECK(report->root_partition == 2);
+  CHECK(report->kernel_version == "6.6.0-2");
+  CHECK(report->initramfs_changed == std::vector<std::string>{"/initramfs-6.6.0-2.img"});
+  const std::string out = f.base.path("out.raw");
+
+  // The MBR now gives the root partition 16 MiB more; partition 1 is where it was.
+  auto disk = RawFile::open(out, RawFile::Mode::read_only);
+  REQUIRE(disk);
+  auto table = read_partition_table(*disk);
+  REQUIRE(table);
+  CHECK(table->mbr);
+  REQUIRE(table->partitions.size() == 2);
+  CHECK(table->partitions[0].first_lba == 2048);
+  CHECK(table->partitions[0].mbr_type == 0x0c);
+  CHECK(table->partitions[1].size() == (120ull + 16) << 20);
+  disk->close();
+  CHECK(sh("dd if=" + out + " of=" + f.base.path("fat-out.img") + " bs=1M skip=1 count=48 && fsck.vfat -n " +
+           f.base.path("fat-out.img")) == 0);
+
+  // The grub.cfg, read back with mtools: the straight-line form, the SDK's arguments kept.
+  const std::string cfg = mtype(out, "/efi/EFI/openEuler/grub.cfg");
+  CAPTURE(cfg);
+  const std::vector<std::string> lines = [&] {
+    std::vector<std::string> v;
+    std::istringstream in(cfg);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && line[0] != '#') v.push_back(line);
+    return v;
+  }();
+  REQUIRE(lines.size() == 6);
+  CHECK(lines[0] == "set superusers=fde");
+  CHECK(lines[1].rfind("password_pbkdf2 fde grub.pbkdf2.sha512.10000.", 0) == 0);
+  CHECK(lines[2] == "search --no-floppy --fs-uuid --set=root 1a2b-3c4d");
+  CHECK(lines[3] == "linux /vmlinuz-6.6.0-2 root=UUID=abc ro console=ttyAMA0 ima_rot=tpm");
+  CHECK(lines[4] == "initrd /initramfs-6.6.0-2.img");
+  CHECK(lines[5] == "boot");
+  CHECK(cfg.find("menuentry") == std::string::npos);
+
+  // The reference set, against the files as the output holds them.
+  const Bytes written = read_all(options.reference_path);
+  auto values = reference::parse_reference_values(as_text(written));
+  REQUIRE(values);
+  REQUIRE(values->sets.size() == 1);
+  const auto& g = values->sets[0].grub;
+  CHECK(values->sets[0].name == "kernel-6.6.0-2");
+  CHECK(g.grub_commands == lines);
+  CHECK(g.kernel_cmdline == std::string("/vmlinuz-6.6.0-2 root=UUID=abc ro console=ttyAMA0 ima_rot=tpm"));
+  CHECK(g.grub_cfgs == std::vector<Bytes>{crypto::sha256(as_bytes(cfg))});
+  CHECK(hex_encode(g.grub_cfgs[0]) == sha256_of(cfg));
+  const Bytes pe_file = read_all(MbrFatFixture::pe);
+  CHECK(g.kernel == crypto::sha256(pe_file));  // decompressed
+  CHECK(g.kernel_alternatives == std::vector<Bytes>{crypto::sha256(read_all(f.base.path("Image.gz")))});
+  REQUIRE(g.kernel_efi.size() == 1);
+  CHECK(hex_encode(g.kernel_efi[0]) == pesign_digest(MbrFatFixture::pe));
+  CHECK(g.efi_applications == options.grub_efi_digests);
+  const std::string initramfs = mtype(out, "/initramfs-6.6.0-2.img");
+  REQUIRE(g.initramfs);
+  CHECK(*g.initramfs == crypto::sha256(as_bytes(initramfs)));
+  const auto entries = list_appended_cpio(as_bytes(initramfs));
+  CHECK(std::any_of(entries.begin(), entries.end(), [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; }));
+  // The kernel not booted keeps its initramfs.
+  CHECK(mtype(out, "/initramfs-6.6.0-10.img").size() == fsys::file_size(f.base.path("boot/initrd.img-6.1.0-test")));
+
+  // measure reads the same values back; without a grub digest it finds BOOTX64.EFI on the FAT /boot.
+  MeasureRequest measure;
+  measure.image = out;
+  measure.format = ImageFormat::raw;
+  measure.image_id = "test-image";
+  measure.grub_efi_digests = options.grub_efi_digests;
+  measure.firmware_rims = options.firmware_rims;
+  auto again = measure_image(measure);
+  REQUIRE(again);
+  auto json = reference::serialize_reference_values(*again);
+  REQUIRE(json);
+  CHECK(*json == as_text(written));
+  measure.grub_efi_digests.clear();
+  auto from_fat = measure_image(measure);
+  REQUIRE(from_fat);
+  CHECK(hex_encode(from_fat->sets[0].grub.efi_applications.at(0)) == pesign_digest(MbrFatFixture::pe));
+}
+
+TEST_CASE("build refuses kernel arguments it cannot write or that would break the REM[0] replay, before any work",
+          "[image][cmdline]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  auto options = f.options("out.qcow2");
+  SECTION("ima_rot=virtcca") {
+    options.kernel_cmdline = "root=UUID=abc ro ima_rot=virtcca";
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("'ima_rot=virtcca'") != std::string::npos);
+    CHECK(report.error().message.find("REM[0]") != std::string::npos);
+  }
+  SECTION("a quote") {
+    options.kernel_cmdline = "root=UUID=abc dyndbg=\"file x +p\"";
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().code == Errc::invalid_argument);
+  }
+  SECTION("a path in front") {
+    options.kernel_cmdline = "/vmlinuz-6.1.0-test root=UUID=abc";
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("give the arguments only") != std::string::npos);
+  }
+  SECTION("an unknown kernel version") {
+    options.kernel_version = "9.9.9";
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("no such kernel") != std::string::npos);
+  }
+  CHECK(no_output_left(f, "out.qcow2"));
+}
+
+TEST_CASE("the straight-line grub.cfg reads back to its commands; other grub.cfg files are refused", "[cmdline]") {
+  GrubConfigRequest request;
+  auto hash = unusable_grub_password_hash();
+  REQUIRE(hash);
+  request.password_hash = *hash;
+  request.fs_uuid = "0b4e9d1c-8f3a-4c2e-9a51-2f7d3e6b1a90";
+  request.kernel_path = "/vmlinuz-6.6.0";
+  request.kernel_arguments = "root=UUID=abc ro ima_rot=tpm";
+  request.initramfs_path = "/initramfs-6.6.0.img";
+  auto config = make_grub_config(request);
+  REQUIRE(config);
+  CHECK(config->kernel_cmdline == "/vmlinuz-6.6.0 root=UUID=abc ro ima_rot=tpm");
+  CHECK(config->commands.back() == "boot");
+  auto parsed = parse_grub_config(config->text);
+  REQUIRE(parsed);
+  CHECK(parsed->commands == config->commands);
+  for (const std::string other : {"menuentry x {\n linux /vmlinuz a\n}\n", "linux /vmlinuz $args\nboot\n",
+                                  "insmod gzio\nlinux /vmlinuz a\nboot\n", "linux /vmlinuz  a\nboot\n"}) {
+    CAPTURE(other);
+    CHECK_FALSE(parse_grub_config(other));
+  }
+  // grub-mkpasswd-pbkdf2's form; RFC 6070-style check of the PBKDF2-HMAC-SHA512 wiring.
+  auto known = grub_password_hash(as_bytes("password"), as_bytes("salt"), 1);
+  REQUIRE(known);
+  CHECK(*known == "grub.pbkdf2.sha512.1.73616C74.867F70CF1ADE02CFF3752599A3A53DC4AF34C7A669815AE5D513554E1C8CF252"
+                  "C02D470A285A0501BAD999BFE943C08F050235D7D68B1DA55E63F73B60A57FCE");
+  CHECK(compare_versions("6.6.10", "6.6.9") > 0);
+  CHECK(compare_versions("6.6.0-28.oe2403", "6.6.0-28.oe2403") == 0);
+  CHECK(prepare_kernel_arguments("root=x  ro") == std::string("root=x ro ima_rot=tpm"));
+  CHECK(prepare_kernel_arguments("root=x ima_rot=tpm") == std::string("root=x ima_rot=tpm"));
 }
