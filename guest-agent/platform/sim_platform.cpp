@@ -96,7 +96,7 @@ Result<sim::TmmMeasurements> read_tpm_measurements(const TpmPaths& paths, bool d
     const std::string path = paths.pcr_directory + "/" + std::to_string(pcr);
     struct stat pst {};
     if (::stat(path.c_str(), &pst) != 0) continue;
-    auto text = read_file(path, 256);
+    auto text = read_file(path, 8192);  // sysfs reports a 4096-byte size
     if (!text) return tl::unexpected(text.error());
     auto value = sim::parse_pcr_text(*text);
     if (!value) return fail_with_context(path, value.error());

@@ -115,8 +115,8 @@ t0=$(date +%s)
 FDE_AGENT_BINARY=/nonexistent FDE_AGENT_CONFIG=/nonexistent dracutbasedir="$work/dracut" \
   dracut --force --no-hostonly --no-hostonly-cmdline --no-early-microcode --reproducible --gzip \
   --conf /dev/null --confdir "$work/dracut-conf.d" --kver "$kver" \
-  --modules "bash systemd systemd-initrd dracut-systemd base udev-rules crypt dm network-legacy fde-agent" \
-  --omit "plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net systemd-networkd network-manager" \
+  --modules "bash systemd systemd-initrd dracut-systemd base udev-rules crypt dm systemd-networkd fde-agent" \
+  --omit "plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net network-legacy network-manager" \
   --add-drivers "virtio_pci virtio_blk virtio_net ext4 dm_crypt qemu_fw_cfg" \
   "$work/boot/initrd.img-$kver" >"$work/dracut.log" 2>&1 || { cat "$work/dracut.log" >&2; setup_error "dracut failed"; }
 note "dracut (systemd flavour): $(stat -c %s "$work/boot/initrd.img-$kver") bytes in $(($(date +%s) - t0)) s"
