@@ -58,7 +58,8 @@ done
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
 shim=/usr/lib/shim/shimx64.efi.signed grub_efi=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
 efi_driver=/usr/share/refind/refind/drivers_x64/ext4_x64.efi
-for f in "$ovmf_code" "$ovmf_vars" "$shim" "$grub_efi" "$efi_driver"; do
+nic_rom=/usr/lib/ipxe/qemu/efi-virtio.rom
+for f in "$ovmf_code" "$ovmf_vars" "$shim" "$grub_efi" "$efi_driver" "$nic_rom"; do
   [ -r "$f" ] || setup_error "$f is missing (ovmf, shim-signed, grub-efi-amd64-signed, refind)"
 done
 busybox_bin=$(command -v busybox)
@@ -355,9 +356,8 @@ scenario_grub_edit() {
   cp "$work/encrypted.raw" "$work/grub-edit.raw"
   mcopy -o -i "$work/grub-edit.raw@@$esp_offset" "$work/menu-grub.cfg" ::/EFI/debian/grub.cfg
   # The second initramfs: a cpio the host controls, on the boot partition.
-  mkdir -p "$work/extra/etc"
-  echo "host-controlled initramfs" >"$work/extra/etc/extra-marker"
-  (cd "$work/extra" && find . | cpio -o -H newc --quiet) >"$work/extra.img"
+  echo "host-controlled initramfs" >"$work/extra-marker"
+  python3 "$here/efi_helper.py" initramfs --out "$work/extra.img" "etc/extra-marker=$work/extra-marker"
   dd if="$work/grub-edit.raw" of="$work/boot.ext4" bs=512 skip=$((boot_offset / 512)) count=$((boot_mib * 2048)) status=none
   debugfs -w -R "write $work/extra.img extra.img" "$work/boot.ext4" >/dev/null 2>&1
   dd if="$work/boot.ext4" of="$work/grub-edit.raw" bs=512 seek=$((boot_offset / 512)) conv=notrunc status=none
@@ -365,11 +365,11 @@ scenario_grub_edit() {
   boot grub-edit "file=$work/grub-edit.raw,format=raw" --edit-initrd " /extra.img" --edit-down "$down"
   grep -q '"edited": true' "$work/grub-edit.result" || fail "grub-edit: the grub editor was not reached"
   rm -f "$work/grub-edit.raw"
-  expect_denied grub-edit 'extra\.img|initrd|initramfs|grub_cmd|grub_commands'
+  expect_denied grub-edit 'extra\.img|initrd|initramfs|grub_cmd|grub_commands|grub_cfg|grub\.cfg'
 }
 
 scenario_efi_driver() {
-  step "efi-driver: the host adds Driver0000/DriverOrder (rEFInd's ext4 driver on the ESP) to the VARS file"
+  step "efi-driver: the host adds Driver0000/DriverOrder (rEFInd's ext4 driver on the ESP) to the VARS file, and a NIC option ROM"
   # A helper boot of the same firmware with the same VARS file writes the variables through
   # efivarfs: the helper's grub.cfg boots the Debian kernel with a busybox initramfs whose
   # init does it (host tooling only: Debian's kernel, busybox, efivarfs).
@@ -385,6 +385,7 @@ scenario_efi_driver() {
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+insmod /efivarfs.ko
 mount -t efivarfs efivarfs /sys/firmware/efi/efivars
 g=8be4df61-93ca-11d2-aa0d-00e098032b8c
 cat /driver0000 > /sys/firmware/efi/efivars/Driver0000-$g && echo "helper: Driver0000 written"
@@ -393,7 +394,8 @@ sync
 poweroff -f
 EOF
   python3 "$here/efi_helper.py" initramfs --out "$work/helper.img" "init=$work/helper-init:755" \
-    "bin/busybox=$busybox_bin:755" "driver0000=$work/driver0000" "driverorder=$work/driverorder"
+    "bin/busybox=$busybox_bin:755" "driver0000=$work/driver0000" "driverorder=$work/driverorder" \
+    "efivarfs.ko=/lib/modules/$kver/kernel/fs/efivarfs/efivarfs.ko"
   mcopy -o -i "$work/efi-driver.raw@@$esp_offset" "$work/helper.img" ::/helper.img
   mcopy -o -i "$work/efi-driver.raw@@$esp_offset" "$kernel" ::/helper-vmlinuz
   printf 'linux /helper-vmlinuz console=ttyS0 panic=-1 rdinit=/init\ninitrd /helper.img\nboot\n' >"$work/helper-grub.cfg"
@@ -405,7 +407,11 @@ EOF
   rm -f "$work/helper.raw"
   grep -aq 'helper: DriverOrder written' "$work/helper.serial" || fail "efi-driver: the helper did not write the variables"
   cp "$work/helper.vars" "$work/efi-driver.vars"
-  boot efi-driver "file=$work/efi-driver.raw,format=raw"
+  # Under Secure Boot OVMF refuses the unsigned Driver0000 image without measuring it (and
+  # Driver#### variables are not measured), so that alone changes nothing the TMM sees. The
+  # host's driver that does run: a PCI option ROM (QEMU's iPXE for the NIC), which OVMF loads
+  # and measures as EV_EFI_BOOT_SERVICES_DRIVER into PCR 2 (REM[1]).
+  boot efi-driver "file=$work/efi-driver.raw,format=raw" --nic-rom "$nic_rom"
   rm -f "$work/efi-driver.raw"
   expect_denied efi-driver 'DRIVER|driver|ext4_x64|REM\[1\]|rems|eventlog'
 }

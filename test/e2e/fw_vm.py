@@ -35,6 +35,7 @@ ap.add_argument('--timeout', type=float, default=180)
 ap.add_argument('--memory', default='1024')
 ap.add_argument('--edit-initrd', help='append this text to the initrd line in grub\'s editor')
 ap.add_argument('--edit-down', type=int, default=0, help='Ctrl-N presses to reach the initrd line')
+ap.add_argument('--nic-rom', default='', help='option ROM of the NIC (default none)')
 ap.add_argument('--unlock-marker', default='fde-agent: unlocked')
 a = ap.parse_args()
 
@@ -70,7 +71,7 @@ cmd = ['qemu-system-x86_64', '-machine', 'q35,smm=on', '-global', 'driver=cfi.pf
        '-device', 'tpm-tis,tpmdev=tpm0',
        '-drive', a.disk + ',if=virtio,snapshot=on',
        # No option ROM: OVMF would load and measure iPXE as a driver.
-       '-netdev', net, '-device', 'virtio-net-pci,netdev=n0,romfile=']
+       '-netdev', net, '-device', 'virtio-net-pci,netdev=n0,romfile=' + a.nic_rom]
 for entry in a.fw_cfg:
     name, path = entry.split('=', 1)
     cmd += ['-fw_cfg', 'name=opt/fde/%s,file=%s' % (name, path)]
