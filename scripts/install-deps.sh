@@ -13,7 +13,10 @@ packages=(
   dosfstools mtools osslsigncode pesign shim-signed grub-efi-amd64-signed
   # the end-to-end boot test (test/e2e) and the demo: a Debian kernel booted under QEMU with a
   # dracut initramfs, a busybox root, the verifier reached through a socat forward
-  qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static socat python3
+  qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static socat python3 ipxe-qemu
+  # the end-to-end boot with real firmware (test/e2e/firmware_boot_test.sh): OVMF (Secure Boot
+  # build), a software TPM, systemd for the systemd-flavour initramfs, rEFInd's EFI drivers
+  ovmf swtpm swtpm-tools systemd refind
 )
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -2,7 +2,13 @@
 // the firmware's measurements (design.md section 7).
 #include "guest-agent/platform/sim_platform.hpp"
 
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <filesystem>
 #include <string_view>
@@ -12,6 +18,7 @@
 #include "common/protocol/messages.hpp"
 #include "common/sim/event_log_builder.hpp"
 #include "common/sim/token_issuer.hpp"
+#include "common/sim/tpm_log_conversion.hpp"
 #include "common/token/token_framing.hpp"
 #include "common/util/file.hpp"
 #include "guest-agent/platform/tsi_platform.hpp"
@@ -36,6 +43,74 @@ Result<std::optional<Bytes>> optional_input(const SimInputReader& read, std::str
   if (data) return std::optional<Bytes>(std::move(*data));
   if (data.error().code == Errc::not_found) return std::optional<Bytes>{};
   return tl::unexpected(data.error());
+}
+
+std::string trimmed_text(ByteView bytes) {
+  std::string text(as_text(bytes));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\r')) text.pop_back();
+  return text;
+}
+
+// The console for the dump: written line by line (one write each), so other console output
+// can only come between lines. Falls back to stderr.
+void dump_lines(const std::vector<std::string>& lines) {
+  int fd = ::open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+  const int out = fd >= 0 ? fd : STDERR_FILENO;
+  for (const auto& line : lines) {
+    std::string text = line + "\n";
+    std::size_t done = 0;
+    while (done < text.size()) {
+      ssize_t n = ::write(out, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  if (fd >= 0) ::close(fd);
+}
+
+// "fde-sim-dump: NAME begin SIZE SHA256", base64 lines of 76 characters, "... end".
+void dump_blob(const std::string& name, ByteView data) {
+  std::vector<std::string> lines;
+  const std::string prefix = "fde-sim-dump: " + name + " ";
+  lines.push_back(prefix + "begin " + std::to_string(data.size()) + " " + hex_encode(crypto::sha256(data)));
+  const std::string encoded = base64_encode(data);
+  for (std::size_t i = 0; i < encoded.size(); i += 76) lines.push_back(prefix + "data " + encoded.substr(i, 76));
+  lines.push_back(prefix + "end");
+  dump_lines(lines);
+}
+
+// The TMM's view of a TPM-measured boot (measurements = tpm).
+Result<sim::TmmMeasurements> read_tpm_measurements(const TpmPaths& paths, bool dump) {
+  struct stat st {};
+  if (::stat(paths.event_log.c_str(), &st) != 0) {
+    // In an initramfs nobody may have mounted securityfs yet.
+    if (::mount("securityfs", paths.securityfs.c_str(), "securityfs", 0, nullptr) != 0 && errno != EBUSY)
+      return fail(Errc::io, "mount securityfs on " + paths.securityfs + ": " + std::strerror(errno));
+  }
+  auto log = read_file(paths.event_log, max_input_size);
+  if (!log) return fail_with_context("the TPM event log (no TPM, or the kernel found no firmware log)", log.error());
+  sim::PcrValues pcrs;
+  std::string pcr_text;
+  for (std::uint32_t pcr = 0; pcr < sim::tpm_pcr_count; ++pcr) {
+    const std::string path = paths.pcr_directory + "/" + std::to_string(pcr);
+    struct stat pst {};
+    if (::stat(path.c_str(), &pst) != 0) continue;
+    auto text = read_file(path, 8192);  // sysfs reports a 4096-byte size
+    if (!text) return tl::unexpected(text.error());
+    auto value = sim::parse_pcr_text(*text);
+    if (!value) return fail_with_context(path, value.error());
+    pcr_text += std::to_string(pcr) + " " + hex_encode(*value) + "\n";
+    pcrs.emplace(pcr, std::move(*value));
+  }
+  if (dump) {
+    dump_blob("tpm-event-log", *log);
+    dump_blob("pcrs-sha256", as_bytes(pcr_text));
+  }
+  auto converted = sim::convert_tpm_log(*log, pcrs);
+  if (!converted) return tl::unexpected(converted.error());
+  if (dump) dump_blob("ccel-event-log", converted->ccel_log);
+  return converted;
 }
 
 Result<Bytes> hex_input(const std::string& source, std::string_view name, ByteView text) {
@@ -64,9 +139,11 @@ struct SimPlatform::Measurements {
   std::array<Bytes, token::rem_count> rems;
   Bytes rpv = Bytes(token::rpv_size, 0);
   std::optional<BootEventLog> event_log;
+  bool dump = false;
 };
 
-Result<std::unique_ptr<SimPlatform>> SimPlatform::load(const std::string& source, const SimInputReader& read) {
+Result<std::unique_ptr<SimPlatform>> SimPlatform::load(const std::string& source, const SimInputReader& read,
+                                                        const TpmPaths& tpm) {
   auto device = sim::SimDevice::load_from(source, read);
   if (!device) return tl::unexpected(device.error());
 
@@ -101,8 +178,30 @@ Result<std::unique_ptr<SimPlatform>> SimPlatform::load(const std::string& source
     measurements->rpv = std::move(*rpv);
   }
 
+  auto mode = optional_input(read, "measurements");
+  if (!mode) return tl::unexpected(mode.error());
+  auto dump = optional_input(read, "dump");
+  if (!dump) return tl::unexpected(dump.error());
   auto log = optional_input(read, "event-log");
   if (!log) return tl::unexpected(log.error());
+  auto rems_text = optional_input(read, "rems");
+  if (!rems_text) return tl::unexpected(rems_text.error());
+  if (*mode) {
+    const std::string name = trimmed_text(**mode);
+    if (name != "tpm")
+      return fail(Errc::invalid_argument, source + ": measurements must be 'tpm', not '" + name + "'");
+    if (*log || *rems_text)
+      return fail(Errc::invalid_argument, source + ": measurements = tpm excludes event-log and rems");
+    if (measurements->hash_alg != crypto::HashAlg::sha256)
+      return fail(Errc::invalid_argument, source + ": measurements = tpm needs hash-alg sha-256");
+    measurements->dump = dump->has_value();
+    auto converted = read_tpm_measurements(tpm, measurements->dump);
+    if (!converted) return fail_with_context(source + ": measurements = tpm", converted.error());
+    Bytes ccel = sim::build_ccel(converted->ccel_log.size());
+    measurements->event_log = BootEventLog{std::move(ccel), std::move(converted->ccel_log)};
+    measurements->rems = std::move(converted->rems);
+    return std::unique_ptr<SimPlatform>(new SimPlatform(std::move(*device), std::move(measurements)));
+  }
   if (*log) {
     auto table = optional_input(read, "ccel");
     if (!table) return tl::unexpected(table.error());
@@ -110,8 +209,6 @@ Result<std::unique_ptr<SimPlatform>> SimPlatform::load(const std::string& source
     measurements->event_log = BootEventLog{std::move(ccel), std::move(**log)};
   }
 
-  auto rems_text = optional_input(read, "rems");
-  if (!rems_text) return tl::unexpected(rems_text.error());
   if (*rems_text) {
     // Four hex lines; blank lines are ignored.
     std::string_view text = as_text(**rems_text);
@@ -155,6 +252,7 @@ Result<Bytes> SimPlatform::attestation_token(ByteView challenge) {
   // The same check as for the device's output, so both platforms hand on only what passes it.
   if (auto framing = token::check_token_framing(issued->token); !framing)
     return fail_with_context("simulated token", framing.error());
+  if (measurements_->dump) dump_blob("token", issued->token);
   return std::move(issued->token);
 }
 

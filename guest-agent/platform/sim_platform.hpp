@@ -20,7 +20,22 @@ namespace fde::agent {
 //   ccel       optional: the CCEL table (built to match the log when absent)
 //   rpv        optional: hex, the 64-byte personalization value (zeros when absent)
 //   hash-alg   optional: sha-256 (default) or sha-512, for the RIM and REMs
+//   measurements optional: "tpm" plays virtCCA's TMM over a TPM-measured boot (real edk2 and
+//              grub measuring into a TPM, swtpm under QEMU): the event log is the TPM's log
+//              (securityfs binary_bios_measurements), checked against the TPM's SHA-256 PCRs
+//              and converted to a CCEL log (sim::convert_tpm_log); the REMs are its replay.
+//              Excludes event-log and rems; needs SHA-256.
+//   dump       optional, with measurements=tpm: print the TPM log, the PCRs, the CCEL log
+//              and every token base64 on the console ("fde-sim-dump:" lines, with sha256), so
+//              a test harness can keep them
 inline constexpr const char* fw_cfg_directory = "/sys/firmware/qemu_fw_cfg/by_name/opt/fde";
+
+// Where the TPM-measured boot is read from (measurements = tpm); tests point it elsewhere.
+struct TpmPaths {
+  std::string securityfs = "/sys/kernel/security";  // mounted here if the log is missing
+  std::string event_log = "/sys/kernel/security/tpm0/binary_bios_measurements";
+  std::string pcr_directory = "/sys/class/tpm/tpm0/pcr-sha256";
+};
 
 // Reads one named input; Errc::not_found when it is absent.
 using SimInputReader = std::function<Result<Bytes>(std::string_view name)>;
@@ -31,7 +46,8 @@ SimInputReader fw_cfg_inputs(const std::string& directory = fw_cfg_directory);
 class SimPlatform final : public Platform {
  public:
   // Loads the device and the measurements once; every token uses them.
-  static Result<std::unique_ptr<SimPlatform>> load(const std::string& source, const SimInputReader& read);
+  static Result<std::unique_ptr<SimPlatform>> load(const std::string& source, const SimInputReader& read,
+                                                    const TpmPaths& tpm = {});
 
   std::string_view name() const override { return "sim"; }
   Result<Bytes> attestation_token(ByteView challenge) override;

@@ -1,0 +1,431 @@
+#!/usr/bin/env bash
+# End to end with real firmware: OVMF (edk2, Secure Boot build) and the image's own shim and
+# grub measure the boot into a software TPM (swtpm); only virtCCA's TMM is simulated, by the
+# agent's `sim` provider with measurements = tpm: it checks that the TPM event log replays
+# to the TPM's PCRs, converts it to a CCEL log with edk2's PCR -> MR mapping and signs
+# tokens whose REMs are that log's replay (common/sim/tpm_log_conversion.hpp). No -kernel:
+# the firmware boots the fde-image output from its ESP (shim -> grub -> kernel + a dracut
+# initramfs in the systemd flavour), and the verifier decides with the reference values
+# fde-image computed from the image alone.
+#
+# usage: firmware_boot_test.sh --build DIR --agent STATIC_AGENT [--work DIR] [--scenarios "LIST"] [--keep]
+#   --scenarios  any of: positive grub-edit efi-driver (default: all three)
+# FDE_E2E_ARTIFACTS=DIR: the positive boot leaves the firmware's TPM event log, the PCRs, the
+# converted CCEL log, the reference values and the token in DIR (README.txt says which is which).
+# FDE_E2E_BOOT_TIMEOUT (default 180 s): hard limit per boot; QEMU and swtpm are killed.
+# Needs (scripts/install-deps.sh): ovmf, swtpm, swtpm-tools, shim-signed, grub-efi-amd64-signed,
+# refind, qemu-system-x86, dracut-core, dracut-network, systemd, linux-image-amd64, busybox-static,
+# socat, gdisk, dosfstools, mtools, e2fsprogs, qemu-utils, openssl, python3.
+# Exit status: 0 every scenario passed, 1 a scenario failed, 2 setup problem.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+source_dir=$(cd "$here/../.." && pwd)
+build= agent= work= keep=0
+scenarios="positive grub-edit efi-driver"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=$(cd "$2" && pwd); shift 2 ;;
+    --agent) agent=$(readlink -f "$2"); shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --scenarios) scenarios=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    *) echo "firmware_boot_test.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+boot_timeout=${FDE_E2E_BOOT_TIMEOUT:-180}
+artifacts=${FDE_E2E_ARTIFACTS:-}
+
+setup_error() { echo "e2e-firmware: setup: $*" >&2; exit 2; }
+fail() { echo "e2e-firmware: FAILED: $*" >&2; exit 1; }
+step() { printf '\n== e2e-firmware: %s\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+
+[ -n "$build" ] || setup_error "--build DIR is required"
+[ -n "$agent" ] || setup_error "--agent PATH (static fde-agent with the sim platform) is required"
+fde_image=$build/image-builder/fde-image
+daemon=$build/verifier-daemon/fde-verifierd
+admin=$build/verifier-daemon/fde-admin
+sim=$build/verifier-daemon/fde-sim
+for b in "$fde_image" "$daemon" "$admin" "$sim" "$agent"; do
+  [ -x "$b" ] || setup_error "$b is missing (build first)"
+done
+"$agent" --version | grep -q sim || setup_error "$agent was built without the sim platform"
+for tool in qemu-system-x86_64 swtpm swtpm_setup dracut socat sgdisk mke2fs debugfs mkfs.vfat mcopy mtype \
+  qemu-img openssl busybox cpio python3 ss; do
+  command -v "$tool" >/dev/null || setup_error "$tool is not installed (scripts/install-deps.sh)"
+done
+ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+shim=/usr/lib/shim/shimx64.efi.signed grub_efi=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
+efi_driver=/usr/share/refind/refind/drivers_x64/ext4_x64.efi
+nic_rom=/usr/lib/ipxe/qemu/efi-virtio.rom
+for f in "$ovmf_code" "$ovmf_vars" "$shim" "$grub_efi" "$efi_driver" "$nic_rom"; do
+  [ -r "$f" ] || setup_error "$f is missing (ovmf, shim-signed, grub-efi-amd64-signed, refind)"
+done
+busybox_bin=$(command -v busybox)
+kver=$(ls /lib/modules | sort -V | tail -n 1)
+kernel=/boot/vmlinuz-$kver
+[ -n "$kver" ] && [ -r "$kernel" ] || setup_error "no Debian kernel in /boot (linux-image-amd64)"
+
+if [ -z "$work" ]; then work=$(mktemp -d /tmp/fde-e2e-fw.XXXXXX); else rm -rf "$work"; mkdir -p "$work"; fi
+work=$(cd "$work" && pwd)
+daemon_pid=
+cleanup() {
+  stop_verifier
+  if [ "$keep" = 1 ]; then echo "e2e-firmware: work directory kept: $work"; else rm -rf "$work"; fi
+}
+stop_verifier() {
+  if [ -n "$daemon_pid" ]; then
+    kill "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+    daemon_pid=
+  fi
+}
+trap cleanup EXIT
+umask 077
+started_all=$(date +%s)
+
+# Fixed identities, so that the firmware's GPT measurement (PCR 5) and the image are the same
+# on every run.
+disk_guid=6f1c0a52-4d3e-4b8a-9e21-fde000000000
+esp_guid=6f1c0a52-4d3e-4b8a-9e21-fde000000001
+boot_guid=6f1c0a52-4d3e-4b8a-9e21-fde000000002
+root_guid=6f1c0a52-4d3e-4b8a-9e21-fde000000003
+esp_volume_id=FDE0E5B1
+boot_uuid=3c1e5a2b-7f64-4c1d-9a0e-fde0000b0071
+root_uuid=3c1e5a2b-7f64-4c1d-9a0e-fde000000007
+esp_mib=64 boot_mib=96 root_mib=40
+
+# ---------------------------------------------------------------------------------------
+step "1. a Debian-like GPT image: ESP (shim, grub, EFI/debian/grub.cfg), /boot (kernel $kver, systemd-flavour dracut initramfs), ext4 root"
+cp -a /usr/lib/dracut "$work/dracut"
+mkdir -p "$work/dracut/modules.d/90fde-agent"
+cp "$source_dir"/guest-agent/dracut/* "$work/dracut/modules.d/90fde-agent/"
+cat >"$work/dracut/modules.d/90kernel-network-modules/module-setup.sh" <<'EOF'
+#!/bin/bash
+# e2e test: the guest's only NIC is QEMU's virtio-net.
+check() { return 255; }
+depends() { return 0; }
+installkernel() { instmods virtio_net af_packet; }
+install() { return 0; }
+EOF
+mkdir -p "$work/dracut-conf.d" "$work/boot/grub"
+t0=$(date +%s)
+# The systemd flavour (openEuler's default): systemd runs the initramfs, dracut's hooks run
+# from its dracut-*.service units and the agent from fde-agent.service.
+FDE_AGENT_BINARY=/nonexistent FDE_AGENT_CONFIG=/nonexistent dracutbasedir="$work/dracut" \
+  dracut --force --no-hostonly --no-hostonly-cmdline --no-early-microcode --reproducible --gzip \
+  --conf /dev/null --confdir "$work/dracut-conf.d" --kver "$kver" \
+  --modules "bash systemd systemd-initrd dracut-systemd base udev-rules crypt dm systemd-networkd fde-agent" \
+  --omit "plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net network-legacy network-manager" \
+  --add-drivers "virtio_pci virtio_blk virtio_net ext4 dm_crypt qemu_fw_cfg" \
+  "$work/boot/initrd.img-$kver" >"$work/dracut.log" 2>&1 || { cat "$work/dracut.log" >&2; setup_error "dracut failed"; }
+note "dracut (systemd flavour): $(stat -c %s "$work/boot/initrd.img-$kver") bytes in $(($(date +%s) - t0)) s"
+cp "$kernel" "$work/boot/vmlinuz-$kver"
+
+marker="root-marker-$(openssl rand -hex 8)"
+mkdir -p "$work/root"/{bin,sbin,dev,proc,sys,run,etc,tmp}
+cp "$busybox_bin" "$work/root/bin/busybox"
+echo "$marker" >"$work/root/etc/e2e-marker"
+cat >"$work/root/sbin/init" <<'EOF'
+#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc 2>/dev/null
+$bb mount -t sysfs sysfs /sys 2>/dev/null
+echo "e2e-init: $($bb cat /etc/e2e-marker) reached"
+for d in /sys/block/dm-*; do
+  [ -e "$d/dm/uuid" ] && echo "e2e-init: $($bb basename "$d") $($bb cat "$d/dm/name") $($bb cat "$d/dm/uuid")"
+done
+echo "e2e-init: root is $($bb awk '$2 == "/" { print $1 }' /proc/mounts | $bb tail -n 1)"
+$bb sync
+$bb poweroff -f
+EOF
+chmod 0755 "$work/root/sbin/init" "$work/root/bin/busybox"
+
+# The boot configuration as fde-image is to own it: straight-line, no menu, locked. Until
+# fde-image writes it, the harness puts it on the input image; everything below boots what is
+# on the output image's ESP, whoever wrote it.
+cmdline_args="root=UUID=$root_uuid ro console=ttyS0 ip=dhcp panic=-1 ima_rot=tpm"
+cat >"$work/grub.cfg" <<EOF
+set superusers=""
+search --no-floppy --fs-uuid --set=root $boot_uuid
+linux /vmlinuz-$kver $cmdline_args
+initrd /initrd.img-$kver
+boot
+EOF
+cp "$work/grub.cfg" "$work/boot/grub/grub.cfg"
+chmod -R go+rX "$work/boot" "$work/root"
+
+export MTOOLS_SKIP_CHECK=1
+truncate -s ${esp_mib}M "$work/esp.fat"
+mkfs.vfat -F 32 -i "$esp_volume_id" -n ESP "$work/esp.fat" >/dev/null
+mmd -i "$work/esp.fat" ::/EFI ::/EFI/BOOT ::/EFI/debian
+mcopy -i "$work/esp.fat" "$shim" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$work/esp.fat" "$grub_efi" ::/EFI/BOOT/grubx64.efi
+mcopy -i "$work/esp.fat" "$work/grub.cfg" ::/EFI/debian/grub.cfg
+esp_start=2048 boot_start=$((2048 + esp_mib * 2048)) root_start=$((2048 + (esp_mib + boot_mib) * 2048))
+truncate -s $((1 + esp_mib + boot_mib + root_mib + 1))M "$work/disk.raw"
+# No -q: gdisk 1.0.9 then exits 0 without writing the partitions.
+sgdisk -U "$disk_guid" \
+  -n 1:$esp_start:+${esp_mib}M -t 1:ef00 -c 1:ESP -u 1:$esp_guid \
+  -n 2:$boot_start:+${boot_mib}M -t 2:8300 -c 2:boot -u 2:$boot_guid \
+  -n 3:$root_start:+${root_mib}M -t 3:8300 -c 3:root -u 3:$root_guid "$work/disk.raw" >/dev/null
+dd if="$work/esp.fat" of="$work/disk.raw" bs=1M seek=1 conv=notrunc status=none
+rm -f "$work/esp.fat"
+mke2fs -q -t ext4 -L boot -U "$boot_uuid" -d "$work/boot" -E offset=$((boot_start * 512)) "$work/disk.raw" ${boot_mib}M
+mke2fs -q -t ext4 -b 4096 -L root -U "$root_uuid" -d "$work/root" -E offset=$((root_start * 512)) \
+  "$work/disk.raw" ${root_mib}M
+qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/plain.qcow2"
+rm -f "$work/disk.raw"
+note "plain image: $(stat -c %s "$work/plain.qcow2") bytes (qcow2)"
+
+# ---------------------------------------------------------------------------------------
+step "2. the verifier: TLS certificate, simulated device CA, fresh SQLite store on 127.0.0.1"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=e2e TLS CA" \
+  -keyout "$work/tls-ca.key" -out "$work/tls-ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fde-verifierd" \
+  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+openssl x509 -req -in "$work/server.csr" -CA "$work/tls-ca.pem" -CAkey "$work/tls-ca.key" -CAcreateserial \
+  -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server.crt" 2>/dev/null
+"$sim" device --out "$work/device" --type p521 >/dev/null
+head -c 32 /dev/urandom >"$work/kek"
+head -c 32 /dev/urandom >"$work/nonce-secret"
+port=
+for _ in $(seq 50); do
+  candidate=$((20000 + RANDOM % 30000))
+  if ! ss -Htln "sport = :$candidate" | grep -q .; then port=$candidate; break; fi
+done
+[ -n "$port" ] || setup_error "no free TCP port on 127.0.0.1"
+printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" '[tls]' 'certificate = "server.crt"' \
+  'private_key = "server.key"' '[attestation]' 'trusted_roots = ["device/ca.pem"]' '[nonce]' \
+  'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' '[admin]' \
+  'socket = "admin.sock"' >"$work/verifier.toml"
+[ "$(id -u)" = 0 ] || echo "allowed_uid = $(id -u)" >>"$work/verifier.toml"
+rm -f "$work/ready"
+"$daemon" --config "$work/verifier.toml" --ready-file "$work/ready" 2>>"$work/verifierd.log" &
+daemon_pid=$!
+for _ in $(seq 100); do [ -s "$work/ready" ] && break; sleep 0.1; done
+[ -s "$work/ready" ] || { cat "$work/verifierd.log" >&2; fail "fde-verifierd did not start"; }
+adm() { "$admin" --socket "$work/admin.sock" "$@"; }
+note "fde-verifierd is listening on $(cat "$work/ready")"
+
+# ---------------------------------------------------------------------------------------
+step "3. fde-image build (references from the image alone) and fde-admin enroll"
+# The simulated TMM's RIM stands for the firmware it measured: the OVMF code volume.
+rim=$(sha256sum "$ovmf_code" | cut -d' ' -f1)
+t0=$(date +%s)
+"$fde_image" build --quiet --input "$work/plain.qcow2" --output "$work/encrypted.qcow2" --image-id e2e-fw-image \
+  --verifier "https://10.0.2.100:$port" --verifier-ca "$work/tls-ca.pem" --agent "$agent" --agent-platform sim \
+  --rim "$rim" --bundle "$work/bundle.json" --reference-out "$work/reference.json"
+note "fde-image build took $(($(date +%s) - t0)) s"
+adm enroll --bundle "$work/bundle.json"
+rm -f "$work/bundle.json"
+
+# What the firmware will find on the output image: read back, never assumed.
+qemu-img convert -O raw "$work/encrypted.qcow2" "$work/encrypted.raw"
+esp_offset=$(($(sgdisk -i 1 "$work/encrypted.raw" | sed -n 's/^First sector: \([0-9]*\).*/\1/p') * 512))
+boot_offset=$(($(sgdisk -i 2 "$work/encrypted.raw" | sed -n 's/^First sector: \([0-9]*\).*/\1/p') * 512))
+mtype -i "$work/encrypted.raw@@$esp_offset" ::/EFI/debian/grub.cfg >"$work/esp-grub.cfg" ||
+  fail "the output image has no EFI/debian/grub.cfg on its ESP"
+note "the ESP's EFI/debian/grub.cfg that grub will run:"
+sed 's/^/   | /' "$work/esp-grub.cfg"
+
+# fw_cfg inputs of the simulated TMM: the device, the RIM, and measurements = tpm.
+mkdir -p "$work/fwcfg"
+cp "$work/device/ca.pem" "$work/device/device-cert.pem" "$work/device/device-key.pem" "$work/fwcfg/"
+echo "$rim" >"$work/fwcfg/rim"
+echo tpm >"$work/fwcfg/measurements"
+echo 1 >"$work/dump-flag"
+
+# boot NAME DISK [fw_vm.py options...]: one boot with a fresh VARS copy (unless --vars is
+# given) and a fresh swtpm; sets boot_seconds and unlock_seconds.
+boot() {
+  local name=$1 disk=$2 fw=() f result
+  shift 2
+  for f in "$work/fwcfg"/*; do fw+=(--fw-cfg "$(basename "$f")=$f"); done
+  [ -e "$work/$name.vars" ] || cp "$ovmf_vars" "$work/$name.vars"
+  result=$(python3 "$here/fw_vm.py" --disk "$disk" --vars "$work/$name.vars" --tpm-dir "$work/$name.tpm" \
+    --serial "$work/$name.serial" --port "$port" --timeout "$boot_timeout" "${fw[@]}" "$@") || true
+  echo "$result" >"$work/$name.result"
+  boot_seconds=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$work/$name.result" 2>/dev/null || echo 0)
+  unlock_seconds=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["unlock_seconds"]; print("" if v is None else v)' "$work/$name.result" 2>/dev/null || true)
+  grep -q '"status": "poweroff"' "$work/$name.result" ||
+    { tail -n 40 "$work/$name.serial" >&2; fail "$name: QEMU did not power off within ${boot_timeout} s (killed): $result"; }
+  grep -aoE 'fde-agent: .*|e2e-init: .*' "$work/$name.serial" | tr -d '\r' | sed 's/^/   | /' || true
+  printf '   %s: wall time %.1f s (QEMU start to power-off)\n' "$name" "$boot_seconds"
+}
+
+expect_unlocked() {
+  local name=$1 serial=$work/$1.serial luks_uuid
+  luks_uuid=$(sed -n 's/.*"luks_uuid": *"\([^"]*\)".*/\1/p' "$work/reference.json" | head -n 1)
+  if [ -z "$unlock_seconds" ]; then
+    adm explain e2e-fw-image | sed 's/^/   | /' || true
+    tail -n 60 "$serial" >&2
+    fail "$name: the agent did not unlock the volume"
+  fi
+  grep -aq "e2e-init: $marker reached" "$serial" || { tail -n 60 "$serial" >&2; fail "$name: the root's marker did not appear"; }
+  grep -aEq 'e2e-init: root is /dev/(mapper/luks-|dm-)' "$serial" || fail "$name: / is not the dm-crypt device"
+  grep -aq "fde-agent: the root filesystem at /sysroot is the unlocked volume" "$serial" ||
+    fail "$name: the pre-pivot hook did not check the root"
+  printf '   %s: unlocked %.1f s after QEMU started; root marker seen\n' "$name" "$unlock_seconds"
+}
+
+# expect_denied NAME REGEX: refused with 403, powered off, and `fde-admin explain` has a
+# failed check whose text matches REGEX.
+expect_denied() {
+  local name=$1 why=$2 serial=$work/$1.serial
+  [ -z "$unlock_seconds" ] || fail "$name: the volume was unlocked"
+  grep -aq "$marker" "$serial" && fail "$name: the root's marker appeared"
+  grep -aq 'fde-agent: .*refused: attest: HTTP 403' "$serial" || { tail -n 60 "$serial" >&2; fail "$name: no 403 denial on the console"; }
+  adm audit --image e2e-fw-image --decision deny --limit 1 | sed 's/^/   | /'
+  adm explain e2e-fw-image >"$work/$name.explain"
+  grep -E 'FAIL|expected|found' "$work/$name.explain" | sed 's/^/   | /' || true
+  sed -n '/FAIL/,/found:/p' "$work/$name.explain" | grep -Eq "$why" ||
+    fail "$name: no failed check in fde-admin explain matches '$why'"
+  printf '   %s: denied (%s)\n' "$name" "$why"
+}
+
+# Cuts the "fde-sim-dump: NAME" blob out of a serial log into FILE; checks size and sha256.
+extract_dump() {
+  python3 - "$1" "$2" "$3" <<'EOF'
+import base64, hashlib, re, sys
+serial, name, out = sys.argv[1:]
+text = open(serial, 'rb').read().decode('latin-1')
+begin = [m for m in re.finditer(r'fde-sim-dump: %s begin (\d+) ([0-9a-f]{64})' % re.escape(name), text)]
+if not begin:
+    sys.exit('no dump of %s' % name)
+m = begin[-1]
+size, digest = int(m.group(1)), m.group(2)
+chunks = re.findall(r'fde-sim-dump: %s data ([A-Za-z0-9+/=]+)\r?$' % re.escape(name), text[m.end():].split('fde-sim-dump: %s end' % name)[0], re.M)
+data = base64.b64decode(''.join(chunks))
+if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+    sys.exit('%s: the dump does not match its size/sha256 (console interleaving?)' % name)
+open(out, 'wb').write(data)
+EOF
+}
+
+scenario_positive() {
+  step "positive: OVMF -> shim -> grub -> kernel + systemd initramfs; the TMM converts the TPM log; unlock"
+  cp "$work/dump-flag" "$work/fwcfg/dump"
+  boot positive "file=$work/encrypted.qcow2,format=qcow2"
+  rm -f "$work/fwcfg/dump"
+  local dir=$work/positive-artifacts
+  mkdir -p "$dir"
+  extract_dump "$work/positive.serial" tpm-event-log "$dir/tpm-event-log.bin" || fail "positive: no TPM event log dump"
+  extract_dump "$work/positive.serial" pcrs-sha256 "$dir/pcrs-sha256.txt" || fail "positive: no PCR dump"
+  extract_dump "$work/positive.serial" ccel-event-log "$dir/ccel-event-log.bin" || fail "positive: no CCEL log dump"
+  extract_dump "$work/positive.serial" token "$dir/token.cbor" || note "positive: no token dump (the agent did not attest?)"
+  cp "$work/reference.json" "$dir/reference-values.json"
+  cp "$work/esp-grub.cfg" "$dir/grub.cfg"
+  python3 "$here/tcg_log.py" "$dir/tpm-event-log.bin" --pcrs "$dir/pcrs-sha256.txt" >"$dir/tpm-event-log.txt"
+  python3 "$here/tcg_log.py" "$dir/ccel-event-log.bin" --mr >"$dir/ccel-event-log.txt"
+  note "the firmware's TPM event log, as the guest read it:"
+  sed 's/^/   | /' "$dir/tpm-event-log.txt"
+  grep -q 'MISMATCH' "$dir/tpm-event-log.txt" && fail "positive: the host's replay of the TPM log differs from a PCR"
+  if [ -n "$artifacts" ]; then
+    mkdir -p "$artifacts"
+    cp "$dir"/* "$artifacts/"
+    cat >"$artifacts/README.txt" <<EOF
+Artifacts of the positive boot of firmware_boot_test.sh (OVMF + swtpm + shim + grub, kernel $kver).
+The guest's simulated TMM printed the first four on the serial console (base64 with sha256,
+checked by the harness).
+  tpm-event-log.bin   the firmware's TCG2 event log as the guest read it from
+                      /sys/kernel/security/tpm0/binary_bios_measurements (PCR indices, SHA-1 and SHA-256)
+  tpm-event-log.txt   the same, decoded, with the host's replay against the PCRs
+  pcrs-sha256.txt     the TPM's SHA-256 PCRs read in the guest (/sys/class/tpm/tpm0/pcr-sha256/N): "N hex"
+  ccel-event-log.bin  the CCEL log the simulated TMM made of it (MR indices, SHA-256 only), which the
+                      agent sent to the verifier
+  ccel-event-log.txt  the same, decoded, with its REM replay
+  token.cbor          the last attestation token the simulated TMM signed (REMs = replay of the CCEL log)
+  reference-values.json  what fde-image computed from the image alone (--reference-out)
+  grub.cfg            EFI/debian/grub.cfg on the output image's ESP (what grub ran)
+EOF
+    note "artifacts written to $artifacts"
+  fi
+  expect_unlocked positive
+}
+
+scenario_grub_edit() {
+  step "grub-edit: the host puts a menu with a timeout on the ESP and appends a second initrd in grub's editor"
+  # The entry runs the image's own boot commands (without the final "boot").
+  local body down
+  grep -Ev '^[[:space:]]*(boot|set superusers.*|password.*)[[:space:]]*$' "$work/esp-grub.cfg" | grep -v '^[[:space:]]*$' >"$work/entry-body"
+  down=$(($(grep -n '^[[:space:]]*initrd' "$work/entry-body" | head -n 1 | cut -d: -f1) + 1))
+  [ "$down" -gt 1 ] || fail "grub-edit: the ESP's grub.cfg has no initrd line"
+  { echo 'set timeout=30'; echo "menuentry 'Debian' {"; sed 's/^/  /' "$work/entry-body"; echo '}'; } >"$work/menu-grub.cfg"
+  cp "$work/encrypted.raw" "$work/grub-edit.raw"
+  mcopy -o -i "$work/grub-edit.raw@@$esp_offset" "$work/menu-grub.cfg" ::/EFI/debian/grub.cfg
+  # The second initramfs: a cpio the host controls, on the boot partition.
+  echo "host-controlled initramfs" >"$work/extra-marker"
+  python3 "$here/efi_helper.py" initramfs --out "$work/extra.img" "etc/extra-marker=$work/extra-marker"
+  dd if="$work/grub-edit.raw" of="$work/boot.ext4" bs=512 skip=$((boot_offset / 512)) count=$((boot_mib * 2048)) status=none
+  debugfs -w -R "write $work/extra.img extra.img" "$work/boot.ext4" >/dev/null 2>&1
+  dd if="$work/boot.ext4" of="$work/grub-edit.raw" bs=512 seek=$((boot_offset / 512)) conv=notrunc status=none
+  rm -f "$work/boot.ext4"
+  boot grub-edit "file=$work/grub-edit.raw,format=raw" --edit-initrd " /extra.img" --edit-down "$down"
+  grep -q '"edited": true' "$work/grub-edit.result" || fail "grub-edit: the grub editor was not reached"
+  rm -f "$work/grub-edit.raw"
+  expect_denied grub-edit 'extra\.img|initrd|initramfs|grub_cmd|grub_commands|grub_cfg|grub\.cfg'
+}
+
+scenario_efi_driver() {
+  step "efi-driver: the host adds Driver0000/DriverOrder (rEFInd's ext4 driver on the ESP) to the VARS file, and a NIC option ROM"
+  # A helper boot of the same firmware with the same VARS file writes the variables through
+  # efivarfs: the helper's grub.cfg boots the Debian kernel with a busybox initramfs whose
+  # init does it (host tooling only: Debian's kernel, busybox, efivarfs).
+  cp "$work/encrypted.raw" "$work/efi-driver.raw"
+  mmd -i "$work/efi-driver.raw@@$esp_offset" ::/EFI/drivers 2>/dev/null || true
+  mcopy -o -i "$work/efi-driver.raw@@$esp_offset" "$efi_driver" ::/EFI/drivers/ext4_x64.efi
+  python3 "$here/efi_helper.py" load-option --description "host driver" --esp-guid "$esp_guid" \
+    --esp-start "$esp_start" --esp-sectors $((esp_mib * 2048)) --path '\EFI\drivers\ext4_x64.efi' >"$work/driver0000"
+  printf '\007\000\000\000\000\000' >"$work/driverorder"  # attributes NV|BS|RT, then Driver0000
+  cat >"$work/helper-init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+insmod /efivarfs.ko
+mount -t efivarfs efivarfs /sys/firmware/efi/efivars
+g=8be4df61-93ca-11d2-aa0d-00e098032b8c
+cat /driver0000 > /sys/firmware/efi/efivars/Driver0000-$g && echo "helper: Driver0000 written"
+cat /driverorder > /sys/firmware/efi/efivars/DriverOrder-$g && echo "helper: DriverOrder written"
+sync
+poweroff -f
+EOF
+  python3 "$here/efi_helper.py" initramfs --out "$work/helper.img" "init=$work/helper-init:755" \
+    "bin/busybox=$busybox_bin:755" "driver0000=$work/driver0000" "driverorder=$work/driverorder" \
+    "efivarfs.ko=/lib/modules/$kver/kernel/fs/efivarfs/efivarfs.ko"
+  mcopy -o -i "$work/efi-driver.raw@@$esp_offset" "$work/helper.img" ::/helper.img
+  mcopy -o -i "$work/efi-driver.raw@@$esp_offset" "$kernel" ::/helper-vmlinuz
+  printf 'linux /helper-vmlinuz console=ttyS0 panic=-1 rdinit=/init\ninitrd /helper.img\nboot\n' >"$work/helper-grub.cfg"
+  cp "$work/efi-driver.raw" "$work/helper.raw"
+  mcopy -o -i "$work/helper.raw@@$esp_offset" "$work/helper-grub.cfg" ::/EFI/debian/grub.cfg
+  cp "$ovmf_vars" "$work/efi-driver.vars"
+  cp "$ovmf_vars" "$work/helper.vars"
+  boot helper "file=$work/helper.raw,format=raw" --unlock-marker 'helper: DriverOrder written'
+  rm -f "$work/helper.raw"
+  grep -aq 'helper: DriverOrder written' "$work/helper.serial" || fail "efi-driver: the helper did not write the variables"
+  cp "$work/helper.vars" "$work/efi-driver.vars"
+  # Under Secure Boot OVMF refuses the unsigned Driver0000 image without measuring it (and
+  # Driver#### variables are not measured), so that alone changes nothing the TMM sees. The
+  # host's driver that does run: a PCI option ROM (QEMU's iPXE for the NIC), which OVMF loads
+  # and measures as EV_EFI_BOOT_SERVICES_DRIVER into PCR 2 (REM[1]).
+  boot efi-driver "file=$work/efi-driver.raw,format=raw" --nic-rom "$nic_rom"
+  rm -f "$work/efi-driver.raw"
+  expect_denied efi-driver 'DRIVER|driver|ext4_x64|REM\[1\]|rems|eventlog'
+}
+
+failed=()
+for s in $scenarios; do
+  case "$s" in
+    positive | grub-edit | efi-driver) ;;
+    *) setup_error "unknown scenario $s" ;;
+  esac
+  t0=$(date +%s)
+  # Each in a subshell, so one failure does not hide the others.
+  if ("scenario_${s//-/_}"); then note "$s: passed ($(($(date +%s) - t0)) s)"; else failed+=("$s"); note "$s: FAILED ($(($(date +%s) - t0)) s)"; fi
+done
+adm audit --verify | sed 's/^/   | /'
+[ ${#failed[@]} -eq 0 ] || fail "scenarios failed: ${failed[*]} ($(($(date +%s) - started_all)) s in all)"
+step "passed: $scenarios ($(($(date +%s) - started_all)) s in all)"

@@ -1,0 +1,173 @@
+// The simulated TMM's conversion of a TPM-measured boot (common/sim/tpm_log_conversion.hpp),
+// on a real log: OVMF (Secure Boot) + Debian's shim and grub measuring into swtpm, captured in
+// the guest by test/e2e/firmware_boot_test.sh (test/data/firmware-boot/README.txt).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <string>
+
+#include "common/eventlog/event_log.hpp"
+#include "common/sim/tpm_log_conversion.hpp"
+#include "common/util/file.hpp"
+
+using namespace fde;
+
+namespace {
+
+const std::string data_dir = std::string(FDE_TEST_DATA) + "/firmware-boot";
+
+Bytes tpm_log() {
+  auto log = read_file(data_dir + "/tpm-event-log.bin", 1 << 20);
+  REQUIRE(log);
+  return *log;
+}
+
+sim::PcrValues pcrs() {
+  auto text = read_file(data_dir + "/pcrs-sha256.txt", 1 << 16);
+  REQUIRE(text);
+  sim::PcrValues out;
+  std::string_view rest = as_text(*text);
+  while (!rest.empty()) {
+    auto end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
+    if (line.empty()) continue;
+    auto space = line.find(' ');
+    REQUIRE(space != std::string_view::npos);
+    auto value = sim::parse_pcr_text(as_bytes(line.substr(space + 1)));
+    REQUIRE(value);
+    out.emplace(static_cast<std::uint32_t>(std::stoul(std::string(line.substr(0, space)))), *value);
+  }
+  return out;
+}
+
+bool has_text(const eventlog::Event& event, std::string_view text) {
+  return as_text(event.data).find(text) != std::string_view::npos;
+}
+
+}  // namespace
+
+TEST_CASE("edk2's CC measurement mapping of PCRs to MRs") {
+  CHECK(sim::cc_mr_index_for_pcr(0) == 0u);
+  CHECK(sim::cc_mr_index_for_pcr(1) == 1u);
+  CHECK(sim::cc_mr_index_for_pcr(7) == 1u);
+  for (std::uint32_t pcr = 2; pcr <= 6; ++pcr) CHECK(sim::cc_mr_index_for_pcr(pcr) == 2u);
+  for (std::uint32_t pcr = 8; pcr <= 15; ++pcr) CHECK(sim::cc_mr_index_for_pcr(pcr) == 3u);
+  for (std::uint32_t pcr = 16; pcr <= 23; ++pcr) CHECK_FALSE(sim::cc_mr_index_for_pcr(pcr));
+}
+
+TEST_CASE("PCR values as sysfs shows them") {
+  auto value = sim::parse_pcr_text(as_bytes(std::string(64, 'A') + "\n"));
+  REQUIRE(value);
+  CHECK(*value == Bytes(32, 0xAA));
+  CHECK_FALSE(sim::parse_pcr_text(as_bytes(std::string(63, 'a'))));
+  CHECK_FALSE(sim::parse_pcr_text(as_bytes(std::string(64, 'g'))));
+}
+
+TEST_CASE("a real OVMF + shim + grub TPM log converts to a SHA-256 CCEL log") {
+  const Bytes log = tpm_log();
+  auto converted = sim::convert_tpm_log(log, pcrs());
+  if (!converted) FAIL(converted.error().describe());
+  auto tpm = eventlog::parse_event_log(log);
+  REQUIRE(tpm);
+  CHECK(tpm->events.size() == converted->events_kept + converted->events_dropped);
+  // This firmware logs no StartupLocality and measures nothing into PCR 16..23, and shim's
+  // MOK lists (PCR 14) are CC-measured (MR3): every record is kept.
+  CHECK(converted->events_dropped == 0);
+
+  auto ccel = eventlog::parse_event_log(converted->ccel_log);
+  if (!ccel) FAIL(ccel.error().describe());
+  REQUIRE(ccel->algorithms.size() == 1);
+  CHECK(ccel->algorithms[0].algorithm_id == eventlog::tpm_alg_sha256);
+  REQUIRE(ccel->events.size() == converted->events_kept);
+
+  // Every record of the CCEL log is the TPM record it came from, with the MR for its PCR.
+  std::size_t j = 0;
+  for (const auto& event : tpm->events) {
+    auto mr = sim::cc_mr_index_for_pcr(event.mr_index);
+    if (!mr || event.event_type == eventlog::ev_no_action) continue;
+    REQUIRE(j < ccel->events.size());
+    const auto& out = ccel->events[j++];
+    CHECK(out.mr_index == *mr);
+    CHECK(out.event_type == event.event_type);
+    CHECK(out.data == event.data);
+    REQUIRE(out.digests.size() == 1);
+    CHECK(out.digests[0].second == *event.digest_for(eventlog::tpm_alg_sha256));
+  }
+
+  // The REMs are the CCEL log's replay; nothing measures into MR4.
+  auto rems = eventlog::replay(*ccel, crypto::HashAlg::sha256);
+  REQUIRE(rems);
+  CHECK(*rems == converted->rems);
+  CHECK(converted->rems[3] == Bytes(32, 0));
+
+  // What lands where: shim, grub and the kernel (twice, Secure Boot) as EFI applications in
+  // MR2, grub's commands and files in MR3.
+  std::size_t applications = 0, grub_commands = 0, kernel_files = 0;
+  for (const auto& event : ccel->events) {
+    if (event.event_type == eventlog::ev_efi_boot_services_application) {
+      CHECK(event.mr_index == 2u);
+      ++applications;
+    }
+    if (event.event_type == eventlog::ev_ipl && has_text(event, "grub_cmd: ")) {
+      CHECK(event.mr_index == 3u);
+      ++grub_commands;
+    }
+    if (event.event_type == eventlog::ev_ipl && has_text(event, "/vmlinuz-")) ++kernel_files;
+  }
+  CHECK(applications == 4);
+  CHECK(grub_commands >= 4);
+  CHECK(kernel_files >= 1);
+}
+
+TEST_CASE("a TPM log that does not replay to the PCRs is refused") {
+  const Bytes log = tpm_log();
+  const auto values = pcrs();
+
+  SECTION("a PCR value differs") {
+    for (std::uint32_t pcr : {0u, 4u, 7u, 8u, 9u}) {
+      auto changed = values;
+      REQUIRE(changed.count(pcr));
+      changed[pcr][0] ^= 1;
+      auto converted = sim::convert_tpm_log(log, changed);
+      REQUIRE_FALSE(converted);
+      CHECK(converted.error().code == Errc::verification_failed);
+    }
+  }
+  SECTION("a PCR the log extends was not read") {
+    auto fewer = values;
+    fewer.erase(9);
+    auto converted = sim::convert_tpm_log(log, fewer);
+    REQUIRE_FALSE(converted);
+    CHECK(converted.error().code == Errc::not_found);
+  }
+  SECTION("a digest in the log was changed (a grub command that was not what ran)") {
+    auto tpm = eventlog::parse_event_log(log);
+    REQUIRE(tpm);
+    auto it = std::find_if(tpm->events.begin(), tpm->events.end(),
+                           [](const eventlog::Event& e) { return has_text(e, "grub_cmd: linux"); });
+    REQUIRE(it != tpm->events.end());
+    const Bytes& digest = *it->digest_for(eventlog::tpm_alg_sha256);
+    Bytes changed = log;
+    auto at = std::search(changed.begin(), changed.end(), digest.begin(), digest.end());
+    REQUIRE(at != changed.end());
+    *at ^= 0x80;
+    auto converted = sim::convert_tpm_log(changed, values);
+    REQUIRE_FALSE(converted);
+    CHECK(converted.error().code == Errc::verification_failed);
+  }
+  SECTION("a record was removed from the end") {
+    auto tpm = eventlog::parse_event_log(log);
+    REQUIRE(tpm);
+    // The last record (ExitBootServices, PCR 5): cut it off.
+    const auto& last = tpm->events.back();
+    std::size_t record_size = 12 + 2 * tpm->algorithms.size() + 4 + last.data.size();
+    for (const auto& a : tpm->algorithms) record_size += a.digest_size;
+    Bytes shorter(log.begin(), log.end() - static_cast<std::ptrdiff_t>(record_size));
+    REQUIRE(eventlog::parse_event_log(shorter));
+    auto converted = sim::convert_tpm_log(shorter, values);
+    REQUIRE_FALSE(converted);
+    CHECK(converted.error().code == Errc::verification_failed);
+  }
+  SECTION("not a log") { CHECK_FALSE(sim::convert_tpm_log(Bytes(100, 0x42), values)); }
+}
