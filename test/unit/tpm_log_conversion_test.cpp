@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/eventlog/event_log.hpp"
+#include "common/reference/boot_event_policy.hpp"
 #include "common/sim/tpm_log_conversion.hpp"
 #include "common/util/file.hpp"
 
@@ -170,4 +171,84 @@ TEST_CASE("a TPM log that does not replay to the PCRs is refused") {
     CHECK(converted.error().code == Errc::verification_failed);
   }
   SECTION("not a log") { CHECK_FALSE(sim::convert_tpm_log(Bytes(100, 0x42), values)); }
+}
+
+// The verifier's allow-list on what real OVMF + shim + grub measured (converted as the TMM
+// simulation converts it): the honest boot is explained event by event, and an extra file
+// appended to the same honest log is not.
+TEST_CASE("the allow-list explains a real OVMF + shim + grub boot and nothing added to it") {
+  auto converted = sim::convert_tpm_log(tpm_log(), pcrs());
+  REQUIRE(converted);
+  auto log = eventlog::parse_event_log(converted->ccel_log);
+  REQUIRE(log);
+  const auto id = eventlog::tpm_alg_sha256;
+  reference::ReferenceValues doc;
+  doc.firmware_rims = {Bytes(32, 0x11)};
+  reference::ReferenceSet set;
+  set.name = "real";
+  std::vector<Bytes> apps;
+  std::vector<std::string> commands;
+  bool after_cfg = false;
+  for (const auto& e : log->events) {
+    if (!eventlog::is_extended(e)) continue;
+    const Bytes& d = *e.digest_for(id);
+    std::string_view text = as_text(e.data);
+    if (!text.empty() && text.back() == '\0') text.remove_suffix(1);
+    if (e.event_type == eventlog::ev_efi_boot_services_application) apps.push_back(d);
+    if (e.event_type != eventlog::ev_ipl) continue;
+    if (text.ends_with("/grub.cfg") && text.front() == '(') {
+      set.grub.grub_cfgs = {d};
+      after_cfg = true;
+    } else if (text.starts_with("/vmlinuz")) {
+      set.grub.kernel = d;
+    } else if (text.starts_with("/initrd")) {
+      set.grub.initramfs = d;
+    } else if (text.starts_with("kernel_cmdline: ")) {
+      set.grub.kernel_cmdline = std::string(text.substr(16));
+    } else if (text.starts_with("grub_cmd: ") && after_cfg) {
+      commands.emplace_back(text.substr(10));
+    }
+  }
+  REQUIRE(apps.size() == 4);  // shim, grub, and the kernel twice (shim verifies it for grub)
+  set.grub.efi_applications = {apps[0], apps[1]};
+  set.grub.kernel_efi = {apps[2]};
+  set.grub.grub_commands = commands;
+  doc.sets = {set};
+  REQUIRE(reference::validate_reference_values(doc));
+
+  reference::TokenMeasurements token;
+  token.rim = doc.firmware_rims[0];
+  token.rems = converted->rems;
+  auto judge = [&](const eventlog::EventLog& l) {
+    return reference::evaluate_grub_set(l, token, doc, doc.sets[0]);
+  };
+  for (const auto& c : judge(*log)) {
+    INFO(c.name << ": " << c.found);
+    CHECK(c.passed);
+  }
+  // Without the kernel's Authenticode digest (today's builders before kernel_efi), denied.
+  doc.sets[0].grub.kernel_efi.clear();
+  bool denied = false;
+  for (const auto& c : judge(*log)) denied = denied || (c.name == "reference.events" && !c.passed);
+  CHECK(denied);
+  doc.sets[0].grub.kernel_efi = {apps[2]};
+  // The same honest log with one more file grub read (a second initrd): denied, and named.
+  eventlog::EventLog extra = *log;
+  eventlog::Event file;
+  file.mr_index = 3;
+  file.event_type = eventlog::ev_ipl;
+  file.digests = {{id, Bytes(32, 0x5a)}};
+  const std::string path = "/extra.img";
+  file.data.assign(path.begin(), path.end());
+  file.data.push_back(0);
+  extra.events.insert(extra.events.end() - 2, file);
+  token.rems[2] = [&] {
+    auto r = eventlog::replay(extra, crypto::HashAlg::sha256);
+    REQUIRE(r);
+    return (*r)[2];
+  }();
+  bool named = false;
+  for (const auto& c : judge(extra))
+    if (c.name == "reference.events") named = !c.passed && c.found.find("/extra.img") != std::string::npos;
+  CHECK(named);
 }
