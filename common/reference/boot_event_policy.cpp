@@ -3,11 +3,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <optional>
 #include <string_view>
 
 #include "common/eventlog/event_types.hpp"
+#include "common/reference/digest_lists.hpp"
 #include "common/eventlog/firmware_events.hpp"
 
 namespace fde::reference {
@@ -16,12 +16,6 @@ namespace {
 
 using eventlog::Event;
 using eventlog::MeasuredString;
-
-bool contains(const std::vector<Bytes>& list, ByteView item) {
-  return std::any_of(list.begin(), list.end(), [&](const Bytes& b) {
-    return b.size() == item.size() && std::equal(b.begin(), b.end(), item.begin());
-  });
-}
 
 bool equal(ByteView a, ByteView b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
@@ -59,13 +53,6 @@ std::string excerpt(std::string_view text) {
 }
 
 std::string quoted(std::string_view text) { return "\"" + excerpt(text) + "\""; }
-
-std::string join_hex(const std::vector<Bytes>& list) {
-  if (list.empty()) return "(none)";
-  std::string out;
-  for (const auto& b : list) out += (out.empty() ? "" : ", ") + hex_encode(b);
-  return out;
-}
 
 constexpr std::array<std::string_view, 5> known_efi_actions = {
     "Calling EFI Application from Boot Option",

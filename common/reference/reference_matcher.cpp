@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/reference/boot_event_policy.hpp"
+#include "common/reference/digest_lists.hpp"
 
 namespace fde::reference {
 
@@ -11,17 +12,6 @@ namespace {
 
 using Outcome = Check;
 using Outcomes = std::vector<Check>;
-
-bool contains(const std::vector<Bytes>& list, const Bytes& item) {
-  return std::find(list.begin(), list.end(), item) != list.end();
-}
-
-std::string join_hex(const std::vector<Bytes>& list) {
-  if (list.empty()) return "(none)";
-  std::string out;
-  for (const auto& b : list) out += (out.empty() ? "" : ", ") + hex_encode(b);
-  return out;
-}
 
 std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
 

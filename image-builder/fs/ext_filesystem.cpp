@@ -181,6 +181,23 @@ Result<Bytes> ExtFilesystem::read_file(const std::string& path, std::uint64_t ma
   return data;
 }
 
+namespace {
+
+// Writes all of `data` at `offset` of an open file, in chunks of at most 1 MiB.
+errcode_t write_at(ext2_file_t file, std::uint64_t offset, ByteView data) {
+  errcode_t err = ext2fs_file_llseek(file, offset, EXT2_SEEK_SET, nullptr);
+  std::size_t done = 0;
+  while (!err && done < data.size()) {
+    unsigned int written = 0;
+    const auto want = static_cast<unsigned int>(std::min<std::size_t>(data.size() - done, 1u << 20));
+    err = ext2fs_file_write(file, data.data() + done, want, &written);
+    done += written;
+  }
+  return err;
+}
+
+}  // namespace
+
 Result<void> ExtFilesystem::append_to_file(const std::string& path, ByteView data) {
   if (!state_->writable) return fail(Errc::internal, "filesystem opened read-only");
   auto ino = lookup(path);
@@ -190,14 +207,7 @@ Result<void> ExtFilesystem::append_to_file(const std::string& path, ByteView dat
     return ext_error("cannot open " + path + " for writing", err);
   __u64 size = 0;
   ext2fs_file_get_lsize(file, &size);
-  errcode_t err = ext2fs_file_llseek(file, size, EXT2_SEEK_SET, nullptr);
-  std::size_t done = 0;
-  while (!err && done < data.size()) {
-    unsigned int written = 0;
-    const auto want = static_cast<unsigned int>(std::min<std::size_t>(data.size() - done, 1u << 20));
-    err = ext2fs_file_write(file, data.data() + done, want, &written);
-    done += written;
-  }
+  const errcode_t err = write_at(file, size, data);
   const errcode_t close_err = ext2fs_file_close(file);
   if (err == EXT2_ET_BLOCK_ALLOC_FAIL)
     return fail(Errc::io, "no space left on the boot filesystem to extend " + path);
@@ -215,14 +225,7 @@ Result<void> ExtFilesystem::replace_file(const std::string& path, ByteView data)
     return ext_error("cannot open " + path + " for writing", err);
   // Overwrite from the start, then cut what is left of the old content (truncating first
   // and writing into the freed blocks leaves libext2fs's bitmap inconsistent).
-  errcode_t err = ext2fs_file_llseek(file, 0, EXT2_SEEK_SET, nullptr);
-  std::size_t done = 0;
-  while (!err && done < data.size()) {
-    unsigned int written = 0;
-    const auto want = static_cast<unsigned int>(std::min<std::size_t>(data.size() - done, 1u << 20));
-    err = ext2fs_file_write(file, data.data() + done, want, &written);
-    done += written;
-  }
+  errcode_t err = write_at(file, 0, data);
   if (!err) err = ext2fs_file_flush(file);
   if (!err) err = ext2fs_file_set_size2(file, data.size());
   const errcode_t close_err = ext2fs_file_close(file);
