@@ -8,6 +8,7 @@
 
 #include "common/eventlog/event_types.hpp"
 #include "common/reference/digest_lists.hpp"
+#include "common/util/words.hpp"
 #include "common/eventlog/firmware_events.hpp"
 
 namespace fde::reference {
@@ -106,19 +107,6 @@ bool is_driver_event(std::uint32_t type) {
          type == ev_efi_platform_firmware_blob || type == ev_efi_platform_firmware_blob2;
 }
 
-std::vector<std::string_view> split_words(std::string_view text) {
-  std::vector<std::string_view> out;
-  std::size_t i = 0;
-  while (i < text.size()) {
-    while (i < text.size() && text[i] == ' ') ++i;
-    std::size_t j = i;
-    while (j < text.size() && text[j] != ' ') ++j;
-    if (j > i) out.push_back(text.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
 // The grub binary's own (embedded) configuration runs before the first grub.cfg it reads:
 // Debian's signed grub tests for its prefix, searches for a root and sources grub.cfg. The
 // binary is pinned by its Authenticode digest, but a host that makes that configuration
@@ -126,9 +114,9 @@ std::vector<std::string_view> split_words(std::string_view text) {
 // side-effect-free tests, locating the root/prefix and reading a grub.cfg. Returns why a
 // command is refused, or nullopt.
 std::optional<std::string> prelude_refusal(std::string_view command) {
-  const auto words = split_words(command);
+  const auto words = split_on_blanks(command);
   if (words.empty()) return "an empty command";
-  const std::string_view name = words.front();
+  const std::string& name = words.front();
   if (name == "[" || name == "test") return std::nullopt;
   if (name == "set") {
     if (words.size() == 2 && (words[1].starts_with("root=") || words[1].starts_with("prefix=")))

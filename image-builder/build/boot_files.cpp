@@ -13,6 +13,7 @@
 #include "common/crypto/hash.hpp"
 #include "common/crypto/random.hpp"
 #include "common/util/secret_bytes.hpp"
+#include "common/util/words.hpp"
 #include "image-builder/pe/authenticode.hpp"
 
 namespace fde::image {
@@ -190,19 +191,6 @@ Result<void> check_literal_words(std::string_view what, std::string_view text) {
   return {};
 }
 
-std::vector<std::string> split_spaces(std::string_view text) {
-  std::vector<std::string> words;
-  std::size_t at = 0;
-  while (at < text.size()) {
-    while (at < text.size() && (text[at] == ' ' || text[at] == '\t')) ++at;
-    std::size_t end = at;
-    while (end < text.size() && text[end] != ' ' && text[end] != '\t') ++end;
-    if (end > at) words.emplace_back(text.substr(at, end - at));
-    at = end;
-  }
-  return words;
-}
-
 std::string join(const std::vector<std::string>& words, std::size_t from = 0) {
   std::string out;
   for (std::size_t i = from; i < words.size(); ++i) {
@@ -376,7 +364,7 @@ Result<Bytes> measure_kernel(ByteView kernel) {
 }
 
 Result<std::string> prepare_kernel_arguments(std::string_view arguments) {
-  std::vector<std::string> words = split_spaces(arguments);
+  std::vector<std::string> words = split_on_blanks(arguments);
   if (!words.empty() && starts_with(words.front(), "/"))
     return fail(Errc::invalid_argument, "kernel arguments \"" + std::string(arguments) +
                                             "\" start with a path: give the arguments only (fde-image writes the "
@@ -422,7 +410,7 @@ Result<GrubConfig> make_grub_config(const GrubConfigRequest& request) {
       "password_pbkdf2 " + request.superuser + " " + request.password_hash,
       "search --no-floppy --fs-uuid --set=root " + request.fs_uuid,
   };
-  std::string cmdline = join(split_spaces(request.kernel_path + " " + request.kernel_arguments));
+  std::string cmdline = join(split_on_blanks(request.kernel_path + " " + request.kernel_arguments));
   commands.push_back("linux " + cmdline);
   if (request.initramfs_path) commands.push_back("initrd " + *request.initramfs_path);
   commands.push_back("boot");
@@ -453,7 +441,7 @@ Result<GrubConfig> parse_grub_config(std::string_view text) {
     if (booted) return refuse("a command after boot");
     for (char c : line)
       if (c != ' ' && !is_literal_char(c)) return refuse("the character '" + std::string(1, c) + "'");
-    const auto words = split_spaces(line);
+    const auto words = split_on_blanks(line);
     if (join(words) != line) return refuse("a line with other spacing than single spaces between words");
     const std::string& name = words.front();
     if (name == "linux") {
