@@ -2,7 +2,6 @@
 #include "common/sim/tpm_log_conversion.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <string_view>
 
 #include "common/crypto/hash.hpp"
@@ -33,9 +32,9 @@ Result<Bytes> parse_pcr_text(ByteView text) {
   std::string_view s = as_text(text);
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
   if (s.size() != 64) return fail(Errc::malformed, "PCR value: expected 64 hex digits, got " + std::to_string(s.size()) + " characters");
-  std::string lower(s);
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) { return static_cast<char>(std::tolower(c)); });
-  return hex_decode(lower);
+  auto value = hex_decode(s);  // either case
+  if (value && value->size() != 32) return fail(Errc::malformed, "PCR value: expected 64 hex digits");
+  return value;
 }
 
 Result<TmmMeasurements> convert_tpm_log(ByteView tpm_log, const PcrValues& pcrs) {
