@@ -19,9 +19,8 @@ echo "== end to end: QEMU boots an encrypted image that unlocks through fde-veri
 # Alone, so the TCG guest has the CPU to itself and the other suites' timings are unaffected.
 ctest --test-dir build-test --output-on-failure -L '^e2e$' --verbose  # prints each boot's time to unlock
 
-# The real-firmware boot (CTest label e2e-firmware: OVMF + swtpm measure shim, grub and the
-# kernel; the TMM is simulated) has not yet passed end to end on main, so CI does not run it
-# yet; run it by hand with: ctest --test-dir build-test -L e2e-firmware --verbose
+echo "== end to end with real firmware: OVMF + swtpm measure shim, grub and the kernel; the TMM is simulated =="
+ctest --test-dir build-test --output-on-failure -L e2e-firmware --verbose  # prints each boot's wall time
 
 echo "== build and run the fuzz targets =="
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFDE_FUZZ=ON -DFDE_BUILD_TESTS=OFF -DFDE_WITH_SIM=OFF \

@@ -127,6 +127,8 @@ marker="root-marker-$(openssl rand -hex 8)"
 mkdir -p "$work/root"/{bin,sbin,dev,proc,sys,run,etc,tmp}
 cp "$busybox_bin" "$work/root/bin/busybox"
 echo "$marker" >"$work/root/etc/e2e-marker"
+# systemd's switch-root refuses a root without os-release ("does not seem to be an OS tree").
+printf 'ID=fde-e2e\nNAME="fde e2e root"\n' >"$work/root/etc/os-release"
 cat >"$work/root/sbin/init" <<'EOF'
 #!/bin/busybox sh
 bb=/bin/busybox
