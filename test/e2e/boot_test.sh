@@ -37,45 +37,20 @@ done
 boot_timeout=${FDE_E2E_BOOT_TIMEOUT:-240}
 late_start=${FDE_E2E_LATE_START:-20}
 
-setup_error() { echo "e2e: setup: $*" >&2; exit 2; }
-fail() { echo "e2e: FAILED: $*" >&2; exit 1; }
-step() { printf '\n== e2e: %s\n' "$*"; }
-note() { printf '   %s\n' "$*"; }
-
-[ -n "$build" ] || setup_error "--build DIR is required"
-[ -n "$agent" ] || setup_error "--agent PATH (static fde-agent with the sim platform) is required"
-fde_image=$build/image-builder/fde-image
-daemon=$build/verifier-daemon/fde-verifierd
-admin=$build/verifier-daemon/fde-admin
-sim=$build/verifier-daemon/fde-sim
-for b in "$fde_image" "$daemon" "$admin" "$sim" "$agent"; do
-  [ -x "$b" ] || setup_error "$b is missing (build first)"
-done
-file -L "$agent" | grep -q 'statically linked' || setup_error "$agent is not a static binary"
-"$agent" --version | grep -q sim || setup_error "$agent was built without the sim platform"
+# shellcheck source=test/e2e/e2e_lib.sh
+. "$here/e2e_lib.sh"
+e2e_messages e2e
+e2e_find_inputs
 for tool in qemu-system-x86_64 dracut socat sgdisk mke2fs debugfs qemu-img openssl busybox cpio python3 bc ss pesign; do
   command -v "$tool" >/dev/null || setup_error "$tool is not installed (scripts/install-deps.sh)"
 done
-busybox_bin=$(command -v busybox)
-file -L "$busybox_bin" | grep -q 'statically linked' || setup_error "$busybox_bin is not static (busybox-static)"
-kver=$(ls /lib/modules | sort -V | tail -n 1)
-kernel=/boot/vmlinuz-$kver
-[ -n "$kver" ] && [ -r "$kernel" ] || setup_error "no Debian kernel in /boot (linux-image-amd64)"
-
 if [ -z "$work" ]; then work=$(mktemp -d /tmp/fde-e2e.XXXXXX); else rm -rf "$work"; mkdir -p "$work"; fi
 work=$(cd "$work" && pwd)
-daemon_pid= qemu_pid=
+qemu_pid=
 cleanup() {
   [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null || true
   stop_verifier
   if [ "$keep" = 1 ]; then echo "e2e: work directory kept: $work"; else rm -rf "$work"; fi
-}
-stop_verifier() {
-  if [ -n "$daemon_pid" ]; then
-    kill "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-  fi
 }
 trap cleanup EXIT
 umask 077
@@ -83,55 +58,12 @@ started_all=$(date +%s)
 
 # ---------------------------------------------------------------------------------------
 step "1. a small bootable CVM image: Debian kernel $kver, a dracut initramfs with the fde-agent module, an ext4 root"
-# dracut runs from a private copy of its module tree with our module added, so the build
-# host's /usr/lib/dracut stays untouched. Only the NIC QEMU gives the guest (virtio_net) is
-# taken instead of every wired network driver: that halves the initramfs and its build time.
-cp -a /usr/lib/dracut "$work/dracut"
-mkdir -p "$work/dracut/modules.d/90fde-agent"
-cp "$source_dir"/guest-agent/dracut/* "$work/dracut/modules.d/90fde-agent/"
-cat >"$work/dracut/modules.d/90kernel-network-modules/module-setup.sh" <<'EOF'
-#!/bin/bash
-# e2e test: the guest's only NIC is QEMU's virtio-net.
-check() { return 255; }
-depends() { return 0; }
-installkernel() { instmods virtio_net af_packet; }
-install() { return 0; }
-EOF
-mkdir -p "$work/dracut-conf.d" "$work/boot/grub"
-t0=$(date +%s)
-# No agent or configuration on this "build host": fde-image adds them to the initramfs.
-FDE_AGENT_BINARY=/nonexistent FDE_AGENT_CONFIG=/nonexistent dracutbasedir="$work/dracut" \
-  dracut --force --no-hostonly --no-hostonly-cmdline --no-early-microcode --reproducible --gzip \
-  --conf /dev/null --confdir "$work/dracut-conf.d" --kver "$kver" \
-  --modules "bash base udev-rules crypt dm network-legacy fde-agent" \
-  --omit "systemd plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net" \
-  --add-drivers "virtio_pci virtio_blk virtio_net ext4 dm_crypt qemu_fw_cfg" \
-  "$work/boot/initrd.img-$kver" >"$work/dracut.log" 2>&1 || { cat "$work/dracut.log" >&2; setup_error "dracut failed"; }
-note "dracut: $(stat -c %s "$work/boot/initrd.img-$kver") bytes in $(($(date +%s) - t0)) s"
+mkdir -p "$work/boot/grub"
+e2e_initramfs script "$work/boot/initrd.img-$kver"
 cp "$kernel" "$work/boot/vmlinuz-$kver"
 
-# The root filesystem: busybox and an init that prints what it finds and powers off. The
-# marker is random per run and lives only on the encrypted root, so seeing it on the
-# console proves that the guest decrypted the volume.
-marker="root-marker-$(openssl rand -hex 8)"
 root_uuid=$(cat /proc/sys/kernel/random/uuid)
-mkdir -p "$work/root"/{bin,sbin,dev,proc,sys,run,etc,tmp}
-cp "$busybox_bin" "$work/root/bin/busybox"
-echo "$marker" >"$work/root/etc/e2e-marker"
-cat >"$work/root/sbin/init" <<'EOF'
-#!/bin/busybox sh
-bb=/bin/busybox
-$bb mount -t proc proc /proc
-$bb mount -t sysfs sysfs /sys
-echo "e2e-init: $($bb cat /etc/e2e-marker) reached"
-for d in /sys/block/dm-*; do
-  [ -e "$d/dm/uuid" ] && echo "e2e-init: $($bb basename "$d") $($bb cat "$d/dm/name") $($bb cat "$d/dm/uuid")"
-done
-echo "e2e-init: root is $($bb awk '$2 == "/" { print $1 }' /proc/mounts | $bb tail -n 1)"
-$bb sync
-$bb poweroff -f
-EOF
-chmod 0755 "$work/root/sbin/init" "$work/root/bin/busybox"
+e2e_root "$work/root"
 
 # Kernel arguments, as the image's grub.cfg gives them. fde-image replaces that file with its
 # own straight-line grub.cfg, which keeps these arguments (and adds ima_rot=tpm). No
@@ -159,40 +91,7 @@ note "plain image: $(stat -c %s "$work/plain.qcow2") bytes (qcow2), root filesys
 
 # ---------------------------------------------------------------------------------------
 step "2. the verifier: TLS certificate, simulated device CA, fresh SQLite store on 127.0.0.1"
-# The guest reaches the verifier as 10.0.2.100 (QEMU guestfwd), the host as 127.0.0.1.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=e2e TLS CA" \
-  -keyout "$work/tls-ca.key" -out "$work/tls-ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fde-verifierd" \
-  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-openssl x509 -req -in "$work/server.csr" -CA "$work/tls-ca.pem" -CAkey "$work/tls-ca.key" -CAcreateserial \
-  -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server.crt" 2>/dev/null
-"$sim" device --out "$work/device" --type p521 >/dev/null
-head -c 32 /dev/urandom >"$work/kek"
-head -c 32 /dev/urandom >"$work/nonce-secret"
-# A free port for the daemon, chosen now because QEMU's forwarding names it at start.
-port=
-for _ in $(seq 50); do
-  candidate=$((20000 + RANDOM % 30000))
-  if ! ss -Htln "sport = :$candidate" | grep -q .; then port=$candidate; break; fi
-done
-[ -n "$port" ] || setup_error "no free TCP port on 127.0.0.1"
-printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" '[tls]' 'certificate = "server.crt"' \
-  'private_key = "server.key"' '[attestation]' 'trusted_roots = ["device/ca.pem"]' '[nonce]' \
-  'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' '[admin]' \
-  'socket = "admin.sock"' >"$work/verifier.toml"
-# The admin socket serves root only, unless one more uid is named (a developer's own runs).
-[ "$(id -u)" = 0 ] || echo "allowed_uid = $(id -u)" >>"$work/verifier.toml"
-start_verifier() {
-  rm -f "$work/ready"
-  "$daemon" --config "$work/verifier.toml" --ready-file "$work/ready" 2>>"$work/verifierd.log" &
-  daemon_pid=$!
-  for _ in $(seq 100); do [ -s "$work/ready" ] && return 0; sleep 0.1; done
-  cat "$work/verifierd.log" >&2
-  fail "fde-verifierd did not start"
-}
-adm() { "$admin" --socket "$work/admin.sock" "$@"; }
-start_verifier
-note "fde-verifierd is listening on $(cat "$work/ready")"
+e2e_verifier
 
 # ---------------------------------------------------------------------------------------
 step "3. fde-image build: encrypt the root, add the agent to the initramfs, write references and the bundle"

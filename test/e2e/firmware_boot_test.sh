@@ -36,21 +36,10 @@ done
 boot_timeout=${FDE_E2E_BOOT_TIMEOUT:-180}
 artifacts=${FDE_E2E_ARTIFACTS:-}
 
-setup_error() { echo "e2e-firmware: setup: $*" >&2; exit 2; }
-fail() { echo "e2e-firmware: FAILED: $*" >&2; exit 1; }
-step() { printf '\n== e2e-firmware: %s\n' "$*"; }
-note() { printf '   %s\n' "$*"; }
-
-[ -n "$build" ] || setup_error "--build DIR is required"
-[ -n "$agent" ] || setup_error "--agent PATH (static fde-agent with the sim platform) is required"
-fde_image=$build/image-builder/fde-image
-daemon=$build/verifier-daemon/fde-verifierd
-admin=$build/verifier-daemon/fde-admin
-sim=$build/verifier-daemon/fde-sim
-for b in "$fde_image" "$daemon" "$admin" "$sim" "$agent"; do
-  [ -x "$b" ] || setup_error "$b is missing (build first)"
-done
-"$agent" --version | grep -q sim || setup_error "$agent was built without the sim platform"
+# shellcheck source=test/e2e/e2e_lib.sh
+. "$here/e2e_lib.sh"
+e2e_messages e2e-firmware
+e2e_find_inputs
 for tool in qemu-system-x86_64 swtpm swtpm_setup dracut socat sgdisk mke2fs debugfs mkfs.vfat mcopy mtype \
   qemu-img openssl busybox cpio python3 ss; do
   command -v "$tool" >/dev/null || setup_error "$tool is not installed (scripts/install-deps.sh)"
@@ -62,24 +51,11 @@ nic_rom=/usr/lib/ipxe/qemu/efi-virtio.rom
 for f in "$ovmf_code" "$ovmf_vars" "$shim" "$grub_efi" "$efi_driver" "$nic_rom"; do
   [ -r "$f" ] || setup_error "$f is missing (ovmf, shim-signed, grub-efi-amd64-signed, refind)"
 done
-busybox_bin=$(command -v busybox)
-kver=$(ls /lib/modules | sort -V | tail -n 1)
-kernel=/boot/vmlinuz-$kver
-[ -n "$kver" ] && [ -r "$kernel" ] || setup_error "no Debian kernel in /boot (linux-image-amd64)"
-
 if [ -z "$work" ]; then work=$(mktemp -d /tmp/fde-e2e-fw.XXXXXX); else rm -rf "$work"; mkdir -p "$work"; fi
 work=$(cd "$work" && pwd)
-daemon_pid=
 cleanup() {
   stop_verifier
   if [ "$keep" = 1 ]; then echo "e2e-firmware: work directory kept: $work"; else rm -rf "$work"; fi
-}
-stop_verifier() {
-  if [ -n "$daemon_pid" ]; then
-    kill "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-  fi
 }
 trap cleanup EXIT
 umask 077
@@ -98,55 +74,16 @@ esp_mib=64 boot_mib=96 root_mib=40
 
 # ---------------------------------------------------------------------------------------
 step "1. a Debian-like GPT image: ESP (shim, grub, EFI/debian/grub.cfg), /boot (kernel $kver, systemd-flavour dracut initramfs), ext4 root"
-cp -a /usr/lib/dracut "$work/dracut"
-mkdir -p "$work/dracut/modules.d/90fde-agent"
-cp "$source_dir"/guest-agent/dracut/* "$work/dracut/modules.d/90fde-agent/"
-cat >"$work/dracut/modules.d/90kernel-network-modules/module-setup.sh" <<'EOF'
-#!/bin/bash
-# e2e test: the guest's only NIC is QEMU's virtio-net.
-check() { return 255; }
-depends() { return 0; }
-installkernel() { instmods virtio_net af_packet; }
-install() { return 0; }
-EOF
-mkdir -p "$work/dracut-conf.d" "$work/boot/grub"
-t0=$(date +%s)
-# The systemd flavour (openEuler's default): systemd runs the initramfs, dracut's hooks run
-# from its dracut-*.service units and the agent from fde-agent.service.
-FDE_AGENT_BINARY=/nonexistent FDE_AGENT_CONFIG=/nonexistent dracutbasedir="$work/dracut" \
-  dracut --force --no-hostonly --no-hostonly-cmdline --no-early-microcode --reproducible --gzip \
-  --conf /dev/null --confdir "$work/dracut-conf.d" --kver "$kver" \
-  --modules "bash systemd systemd-initrd dracut-systemd base udev-rules crypt dm systemd-networkd fde-agent" \
-  --omit "plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net network-legacy network-manager" \
-  --add-drivers "virtio_pci virtio_blk virtio_net ext4 dm_crypt qemu_fw_cfg" \
-  "$work/boot/initrd.img-$kver" >"$work/dracut.log" 2>&1 || { cat "$work/dracut.log" >&2; setup_error "dracut failed"; }
-note "dracut (systemd flavour): $(stat -c %s "$work/boot/initrd.img-$kver") bytes in $(($(date +%s) - t0)) s"
+mkdir -p "$work/boot/grub"
+e2e_initramfs systemd "$work/boot/initrd.img-$kver"
 cp "$kernel" "$work/boot/vmlinuz-$kver"
 
-marker="root-marker-$(openssl rand -hex 8)"
-mkdir -p "$work/root"/{bin,sbin,dev,proc,sys,run,etc,tmp}
-cp "$busybox_bin" "$work/root/bin/busybox"
-echo "$marker" >"$work/root/etc/e2e-marker"
-# systemd's switch-root refuses a root without os-release ("does not seem to be an OS tree").
-printf 'ID=fde-e2e\nNAME="fde e2e root"\n' >"$work/root/etc/os-release"
-cat >"$work/root/sbin/init" <<'EOF'
-#!/bin/busybox sh
-bb=/bin/busybox
-$bb mount -t proc proc /proc 2>/dev/null
-$bb mount -t sysfs sysfs /sys 2>/dev/null
-echo "e2e-init: $($bb cat /etc/e2e-marker) reached"
-for d in /sys/block/dm-*; do
-  [ -e "$d/dm/uuid" ] && echo "e2e-init: $($bb basename "$d") $($bb cat "$d/dm/name") $($bb cat "$d/dm/uuid")"
-done
-echo "e2e-init: root is $($bb awk '$2 == "/" { print $1 }' /proc/mounts | $bb tail -n 1)"
-$bb sync
-$bb poweroff -f
-EOF
-chmod 0755 "$work/root/sbin/init" "$work/root/bin/busybox"
+e2e_root "$work/root"
 
-# The boot configuration as fde-image is to own it: straight-line, no menu, locked. Until
-# fde-image writes it, the harness puts it on the input image; everything below boots what is
-# on the output image's ESP, whoever wrote it.
+# The input image's own boot configuration, on the ESP (EFI/debian, where Debian's signed grub
+# looks) and in /boot/grub. fde-image replaces both with its locked straight-line grub.cfg, and
+# takes the kernel arguments from here; everything below boots what is on the output image's
+# ESP, read back, never assumed.
 cmdline_args="root=UUID=$root_uuid ro console=ttyS0 ip=dhcp panic=-1 ima_rot=tpm"
 cat >"$work/grub.cfg" <<EOF
 set superusers=""
@@ -183,33 +120,7 @@ note "plain image: $(stat -c %s "$work/plain.qcow2") bytes (qcow2)"
 
 # ---------------------------------------------------------------------------------------
 step "2. the verifier: TLS certificate, simulated device CA, fresh SQLite store on 127.0.0.1"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=e2e TLS CA" \
-  -keyout "$work/tls-ca.key" -out "$work/tls-ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fde-verifierd" \
-  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-openssl x509 -req -in "$work/server.csr" -CA "$work/tls-ca.pem" -CAkey "$work/tls-ca.key" -CAcreateserial \
-  -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server.crt" 2>/dev/null
-"$sim" device --out "$work/device" --type p521 >/dev/null
-head -c 32 /dev/urandom >"$work/kek"
-head -c 32 /dev/urandom >"$work/nonce-secret"
-port=
-for _ in $(seq 50); do
-  candidate=$((20000 + RANDOM % 30000))
-  if ! ss -Htln "sport = :$candidate" | grep -q .; then port=$candidate; break; fi
-done
-[ -n "$port" ] || setup_error "no free TCP port on 127.0.0.1"
-printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" '[tls]' 'certificate = "server.crt"' \
-  'private_key = "server.key"' '[attestation]' 'trusted_roots = ["device/ca.pem"]' '[nonce]' \
-  'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' '[admin]' \
-  'socket = "admin.sock"' >"$work/verifier.toml"
-[ "$(id -u)" = 0 ] || echo "allowed_uid = $(id -u)" >>"$work/verifier.toml"
-rm -f "$work/ready"
-"$daemon" --config "$work/verifier.toml" --ready-file "$work/ready" 2>>"$work/verifierd.log" &
-daemon_pid=$!
-for _ in $(seq 100); do [ -s "$work/ready" ] && break; sleep 0.1; done
-[ -s "$work/ready" ] || { cat "$work/verifierd.log" >&2; fail "fde-verifierd did not start"; }
-adm() { "$admin" --socket "$work/admin.sock" "$@"; }
-note "fde-verifierd is listening on $(cat "$work/ready")"
+e2e_verifier
 
 # ---------------------------------------------------------------------------------------
 step "3. fde-image build (references from the image alone) and fde-admin enroll"

@@ -1,0 +1,148 @@
+# Shared by the end-to-end boot tests (boot_test.sh, firmware_boot_test.sh); sourced, not run.
+# Each piece expects the calling script's variables: work, build, agent, source_dir, kver and
+# the functions below it defines through e2e_messages.
+
+# e2e_messages PREFIX: setup_error (exit 2), fail (exit 1), step and note, all naming PREFIX.
+e2e_messages() {
+  e2e_prefix=$1
+  setup_error() { echo "$e2e_prefix: setup: $*" >&2; exit 2; }
+  fail() { echo "$e2e_prefix: FAILED: $*" >&2; exit 1; }
+  step() { printf '\n== %s: %s\n' "$e2e_prefix" "$*"; }
+  note() { printf '   %s\n' "$*"; }
+}
+
+# The project's binaries (fde_image, daemon, admin, sim) and the static sim agent; the
+# newest Debian kernel (kver, kernel) and a static busybox (busybox_bin).
+e2e_find_inputs() {
+  [ -n "$build" ] || setup_error "--build DIR is required"
+  [ -n "$agent" ] || setup_error "--agent PATH (static fde-agent with the sim platform) is required"
+  fde_image=$build/image-builder/fde-image
+  daemon=$build/verifier-daemon/fde-verifierd
+  admin=$build/verifier-daemon/fde-admin
+  sim=$build/verifier-daemon/fde-sim
+  for b in "$fde_image" "$daemon" "$admin" "$sim" "$agent"; do
+    [ -x "$b" ] || setup_error "$b is missing (build first)"
+  done
+  file -L "$agent" | grep -q 'statically linked' || setup_error "$agent is not a static binary"
+  "$agent" --version | grep -q sim || setup_error "$agent was built without the sim platform"
+  busybox_bin=$(command -v busybox) || setup_error "busybox is not installed (busybox-static)"
+  file -L "$busybox_bin" | grep -q 'statically linked' || setup_error "$busybox_bin is not static (busybox-static)"
+  kver=$(ls /lib/modules | sort -V | tail -n 1)
+  kernel=/boot/vmlinuz-$kver
+  [ -n "$kver" ] && [ -r "$kernel" ] || setup_error "no Debian kernel in /boot (linux-image-amd64)"
+}
+
+# e2e_initramfs FLAVOUR OUT: a dracut initramfs with our module, built from a private copy of
+# dracut's module tree (the build host's /usr/lib/dracut stays untouched). FLAVOUR is
+# "script" (dracut's own init) or "systemd" (openEuler's default: systemd runs the initramfs,
+# dracut's hooks run from its dracut-*.service units and the agent from fde-agent.service).
+# Only the NIC QEMU gives the guest (virtio_net) is taken instead of every wired network
+# driver: that halves the initramfs and its build time. No agent or configuration on this
+# "build host": fde-image adds them to the initramfs.
+e2e_initramfs() {
+  local flavour=$1 out=$2 modules omit t0
+  case "$flavour" in
+    script)
+      modules="bash base udev-rules crypt dm network-legacy fde-agent"
+      omit="systemd plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net" ;;
+    systemd)
+      # network-legacy brings up no route under systemd; systemd-networkd does.
+      modules="bash systemd systemd-initrd dracut-systemd base udev-rules crypt dm systemd-networkd fde-agent"
+      omit="plymouth kernel-modules i18n lvm mdraid dmraid multipath btrfs nvdimm qemu qemu-net network-legacy network-manager" ;;
+    *) setup_error "unknown dracut flavour $flavour" ;;
+  esac
+  rm -rf "$work/dracut"
+  cp -a /usr/lib/dracut "$work/dracut"
+  mkdir -p "$work/dracut/modules.d/90fde-agent" "$work/dracut-conf.d"
+  cp "$source_dir"/guest-agent/dracut/* "$work/dracut/modules.d/90fde-agent/"
+  cat >"$work/dracut/modules.d/90kernel-network-modules/module-setup.sh" <<'EOF'
+#!/bin/bash
+# e2e test: the guest's only NIC is QEMU's virtio-net.
+check() { return 255; }
+depends() { return 0; }
+installkernel() { instmods virtio_net af_packet; }
+install() { return 0; }
+EOF
+  t0=$(date +%s)
+  FDE_AGENT_BINARY=/nonexistent FDE_AGENT_CONFIG=/nonexistent dracutbasedir="$work/dracut" \
+    dracut --force --no-hostonly --no-hostonly-cmdline --no-early-microcode --reproducible --gzip \
+    --conf /dev/null --confdir "$work/dracut-conf.d" --kver "$kver" --modules "$modules" --omit "$omit" \
+    --add-drivers "virtio_pci virtio_blk virtio_net ext4 dm_crypt qemu_fw_cfg" \
+    "$out" >"$work/dracut.log" 2>&1 || { cat "$work/dracut.log" >&2; setup_error "dracut failed"; }
+  note "dracut ($flavour flavour): $(stat -c %s "$out") bytes in $(($(date +%s) - t0)) s"
+}
+
+# e2e_root DIR: the root filesystem's tree: busybox and an init that prints what it finds and
+# powers off. The marker (set here) is random per run and lives only on the encrypted root,
+# so seeing it on the console proves that the guest decrypted the volume.
+e2e_root() {
+  local root=$1
+  marker="root-marker-$(openssl rand -hex 8)"
+  mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,etc,tmp}
+  cp "$busybox_bin" "$root/bin/busybox"
+  echo "$marker" >"$root/etc/e2e-marker"
+  # systemd's switch-root refuses a root without os-release ("does not seem to be an OS tree").
+  printf 'ID=fde-e2e\nNAME="fde e2e root"\n' >"$root/etc/os-release"
+  cat >"$root/sbin/init" <<'EOF'
+#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc 2>/dev/null
+$bb mount -t sysfs sysfs /sys 2>/dev/null
+echo "e2e-init: $($bb cat /etc/e2e-marker) reached"
+for d in /sys/block/dm-*; do
+  [ -e "$d/dm/uuid" ] && echo "e2e-init: $($bb basename "$d") $($bb cat "$d/dm/name") $($bb cat "$d/dm/uuid")"
+done
+echo "e2e-init: root is $($bb awk '$2 == "/" { print $1 }' /proc/mounts | $bb tail -n 1)"
+$bb sync
+$bb poweroff -f
+EOF
+  chmod 0755 "$root/sbin/init" "$root/bin/busybox"
+}
+
+# The verifier with a fresh TLS CA, simulated device CA ($work/device), KEK, nonce secret and
+# SQLite store, on a free loopback port (port). The guest reaches it as 10.0.2.100 (QEMU
+# guestfwd), the host as 127.0.0.1. Defines start_verifier, stop_verifier and adm.
+e2e_verifier() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=e2e TLS CA" \
+    -keyout "$work/tls-ca.key" -out "$work/tls-ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fde-verifierd" \
+    -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+  openssl x509 -req -in "$work/server.csr" -CA "$work/tls-ca.pem" -CAkey "$work/tls-ca.key" -CAcreateserial \
+    -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server.crt" 2>/dev/null
+  "$sim" device --out "$work/device" --type p521 >/dev/null
+  head -c 32 /dev/urandom >"$work/kek"
+  head -c 32 /dev/urandom >"$work/nonce-secret"
+  # A free port, chosen now because QEMU's forwarding names it at start.
+  port=
+  for _ in $(seq 50); do
+    candidate=$((20000 + RANDOM % 30000))
+    if ! ss -Htln "sport = :$candidate" | grep -q .; then port=$candidate; break; fi
+  done
+  [ -n "$port" ] || setup_error "no free TCP port on 127.0.0.1"
+  printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" '[tls]' 'certificate = "server.crt"' \
+    'private_key = "server.key"' '[attestation]' 'trusted_roots = ["device/ca.pem"]' '[nonce]' \
+    'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' '[admin]' \
+    'socket = "admin.sock"' >"$work/verifier.toml"
+  # The admin socket serves root only, unless one more uid is named (a developer's own runs).
+  [ "$(id -u)" = 0 ] || echo "allowed_uid = $(id -u)" >>"$work/verifier.toml"
+  start_verifier
+  note "fde-verifierd is listening on $(cat "$work/ready")"
+}
+
+daemon_pid=
+start_verifier() {
+  rm -f "$work/ready"
+  "$daemon" --config "$work/verifier.toml" --ready-file "$work/ready" 2>>"$work/verifierd.log" &
+  daemon_pid=$!
+  for _ in $(seq 100); do [ -s "$work/ready" ] && return 0; sleep 0.1; done
+  cat "$work/verifierd.log" >&2
+  fail "fde-verifierd did not start"
+}
+stop_verifier() {
+  if [ -n "$daemon_pid" ]; then
+    kill "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+    daemon_pid=
+  fi
+}
+adm() { "$admin" --socket "$work/admin.sock" "$@"; }
