@@ -8,6 +8,8 @@ packages=(
   libboost-dev libboost-system-dev libcryptsetup-dev libsqlite3-dev libtomlplusplus-dev
   libext2fs-dev e2fsprogs qemu-utils gdisk cpio bc cryptsetup-bin openssl
   xxd file iproute2
+  # the man pages' lint (test/docs/man_pages_test.sh)
+  groff-base mandoc
   # the ESP test images and the Authenticode cross-check: real signed EFI binaries and two
   # independent tools that hash them
   dosfstools mtools osslsigncode pesign shim-signed grub-efi-amd64-signed
