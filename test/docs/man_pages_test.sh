@@ -6,7 +6,10 @@
 #  - every option a page describes (an option in a .TP tag) exists in the program's help;
 #  - fde-verifierd.toml(5) has every section and key of the daemon's TOML schema
 #    (verifier-daemon/config/config.cpp) and of the annotated packaging/fde-verifierd.toml,
-#    and describes no key that the schema lacks.
+#    and describes no key that the schema lacks;
+#  - fde-agent(8) has an entry for every key of the agent's configuration table
+#    (guest-agent/config/agent_config.cpp), names the ones only the file may set, and
+#    describes no other.
 # usage: man_pages_test.sh --source DIR --verifierd BIN --admin BIN --image BIN --agent BIN
 set -uo pipefail
 
@@ -108,6 +111,29 @@ for name in $schema $example; do
 done
 for name in $(grep -oE '^\.BR [a-z0-9_]+ " = ' "$toml_page" | cut -d' ' -f2); do
   grep -qxF "$name" <<<"$schema" || fail "fde-verifierd.toml.5: documents $name, which config.cpp's schema does not know"
+done
+
+# --- fde-agent(8): the configuration keys of guest-agent/config/agent_config.cpp ---
+agent_page="$man_dir/fde-agent.8"
+# The keys[] table: {"name", Key::name, file_only},
+agent_keys=$(grep -oE '^ *\{"[a-z0-9_]+", Key::[a-z0-9_]+, (true|false)\},' \
+               "$source_dir/guest-agent/config/agent_config.cpp" | tr -d ' {}"' | tr ',' ' ')
+[ "$(wc -l <<<"$agent_keys")" -ge 15 ] || fail "agent_config.cpp: expected 15 or more keys, found: $agent_keys"
+# The page's CONFIGURATION entries: .TP tags that are one word, up to the next .SS or .SH.
+agent_entries=$(awk '/^\.SH CONFIGURATION/ { on = 1; next } /^\.S[HS]/ { on = 0 }
+                     on && /^\.TP/ { tag = 1; next } on && tag { print; tag = 0 }' "$agent_page" |
+                  grep -oE '^\.B [a-z0-9_]+$' | cut -d' ' -f2)
+# The "Kernel arguments" subsection names the keys that only the file may set.
+kernel_section=$(awk '/^\.SS Kernel arguments/ { on = 1; next } /^\.S[HS]/ { on = 0 } on' "$agent_page")
+while read -r key _ file_only; do
+  grep -qxF "$key" <<<"$agent_entries" || fail "fde-agent.8: configuration key $key has no entry"
+  if [ "$file_only" = true ]; then
+    grep -qE "^\.BR? $(roff_re "$key")( ,)?$" <<<"$kernel_section" ||
+      fail "fde-agent.8: $key can only be set in the file, which \"Kernel arguments\" does not say"
+  fi
+done <<<"$agent_keys"
+for key in $agent_entries; do
+  grep -qE "^$key " <<<"$agent_keys" || fail "fde-agent.8: documents configuration key $key, which agent_config.cpp does not know"
 done
 
 if [ "$failures" -gt 0 ]; then
