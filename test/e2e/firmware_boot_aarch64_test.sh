@@ -90,7 +90,9 @@ kpkg=$(apt-cache depends linux-image-arm64:arm64 2>/dev/null | sed -n 's/^ *Depe
 fetch_deb() {  # fetch_deb PACKAGE GLOB: a .deb of PACKAGE:arm64 in the cache
   local pkg=$1 glob=$2
   if ! compgen -G "$cache/debs/$glob" >/dev/null; then
+    # Stale package lists name files the mirror no longer has: refresh them once and retry.
     (cd "$cache/debs" && apt-get download -q "$pkg:arm64" >/dev/null 2>"$work/apt.log") ||
+      { apt-get update -qq >/dev/null 2>&1 && (cd "$cache/debs" && apt-get download -q "$pkg:arm64" >/dev/null 2>"$work/apt.log"); } ||
       { cat "$work/apt.log" >&2; setup_error "apt-get download $pkg:arm64 failed (and nothing is cached)"; }
   fi
   ls -t "$cache"/debs/$glob | head -n 1
@@ -221,8 +223,7 @@ sed 's/^/   | /' "$work/esp-grub.cfg"
 # The LUKS2 volume, for the agent's --test-passphrase check of the released key.
 dd if="$work/encrypted.raw" of="$work/root.luks" bs=512 skip="$(first_sector 3)" \
   count=$(($(last_sector 3) - $(first_sector 3) + 1)) status=none
-luks_uuid=$(sed -n 's/.*"luks_uuid": *"\([^"]*\)".*/\1/p' "$work/reference.json" | head -n 1)
-[ -n "$luks_uuid" ] || fail "reference.json names no luks_uuid"
+luks_uuid=$(cryptsetup luksUUID "$work/root.luks") || fail "partition 3 of the output is not a LUKS volume"
 
 # boot NAME DISK [fw_vm.py options...]: one boot with a fresh VARS copy and a fresh swtpm, up
 # to the guest's wait; the log and PCRs land in $work/NAME.tpm-capture. Sets boot_seconds.
