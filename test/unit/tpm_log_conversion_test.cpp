@@ -1,12 +1,15 @@
 // The simulated TMM's conversion of a TPM-measured boot (common/sim/tpm_log_conversion.hpp),
-// on a real log: OVMF (Secure Boot) + Debian's shim and grub measuring into swtpm, captured in
-// the guest by test/e2e/firmware_boot_test.sh (test/data/firmware-boot/README.txt).
+// on real logs: OVMF (Secure Boot) + Debian's shim and grub measuring into swtpm, captured in
+// the guest by test/e2e/firmware_boot_test.sh, and AAVMF + an arm64-efi grub starting the
+// kernel through LoadImage, captured by test/e2e/firmware_boot_aarch64_test.sh
+// (test/data/firmware-boot/README.txt).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <string>
 
 #include "common/eventlog/event_log.hpp"
+#include "common/eventlog/event_types.hpp"
 #include "common/reference/boot_event_policy.hpp"
 #include "common/sim/tpm_log_conversion.hpp"
 #include "common/util/file.hpp"
@@ -17,14 +20,14 @@ namespace {
 
 const std::string data_dir = std::string(FDE_TEST_DATA) + "/firmware-boot";
 
-Bytes tpm_log() {
-  auto log = read_file(data_dir + "/tpm-event-log.bin", 1 << 20);
+Bytes tpm_log(const std::string& name = "tpm-event-log.bin") {
+  auto log = read_file(data_dir + "/" + name, 1 << 20);
   REQUIRE(log);
   return *log;
 }
 
-sim::PcrValues pcrs() {
-  auto text = read_file(data_dir + "/pcrs-sha256.txt", 1 << 16);
+sim::PcrValues pcrs(const std::string& name = "pcrs-sha256.txt") {
+  auto text = read_file(data_dir + "/" + name, 1 << 16);
   REQUIRE(text);
   sim::PcrValues out;
   std::string_view rest = as_text(*text);
@@ -251,4 +254,62 @@ TEST_CASE("the allow-list explains a real OVMF + shim + grub boot and nothing ad
   for (const auto& c : judge(extra))
     if (c.name == "reference.events") named = !c.passed && c.found.find("/extra.img") != std::string::npos;
   CHECK(named);
+}
+
+// The aarch64 boot (AAVMF, Secure Boot off; grub-mkimage arm64-efi with the tpm module;
+// Debian's arm64 kernel started through the firmware's LoadImage), judged with the reference
+// values fde-image computed for that image alone: the honest boot passes every check, and the
+// host's grub-menu edit that appended a second initrd is denied with the file named.
+TEST_CASE("the allow-list with fde-image's reference values explains a real AAVMF + arm64 grub boot, not its grub edit") {
+  auto json = read_file(data_dir + "/aarch64/reference-values.json", 1 << 20);
+  REQUIRE(json);
+  auto doc = reference::parse_reference_values(as_text(*json));
+  if (!doc) FAIL(doc.error().describe());
+  REQUIRE(doc->sets.size() == 1);
+  auto judge = [&](const std::string& boot) {
+    auto converted = sim::convert_tpm_log(tpm_log("aarch64/" + boot + "-tpm-event-log.bin"),
+                                          pcrs("aarch64/" + boot + "-pcrs-sha256.txt"));
+    if (!converted) FAIL(converted.error().describe());
+    auto log = eventlog::parse_event_log(converted->ccel_log);
+    REQUIRE(log);
+    reference::TokenMeasurements token;
+    token.rim = doc->firmware_rims.at(0);
+    token.rems = converted->rems;
+    return std::make_pair(*log, reference::evaluate_grub_set(*log, token, *doc, doc->sets[0]));
+  };
+
+  auto [log, checks] = judge("positive");
+  for (const auto& c : checks) {
+    INFO(c.name << ": " << c.found);
+    CHECK(c.passed);
+  }
+  // What makes this boot arm64's: the kernel is an EFI application in REM[1] (MR2) measured by
+  // the firmware at grub's `boot` (after every grub command and file), and the EFI stub's
+  // load-options tag (PCR 9) follows it in REM[2].
+  std::size_t kernel_application = 0, boot_command = 0, load_options = 0;
+  for (std::size_t i = 0; i < log.events.size(); ++i) {
+    const auto& e = log.events[i];
+    if (e.event_type == eventlog::ev_efi_boot_services_application &&
+        *e.digest_for(eventlog::tpm_alg_sha256) == doc->sets[0].grub.kernel_efi.at(0)) {
+      CHECK(e.mr_index == 2u);
+      kernel_application = i;
+    }
+    if (e.event_type == eventlog::ev_ipl && has_text(e, "grub_cmd: boot")) boot_command = i;
+    if (e.event_type == eventlog::ev_event_tag) {
+      CHECK(e.mr_index == 3u);
+      load_options = i;
+    }
+  }
+  CHECK(boot_command > 0);
+  CHECK(kernel_application > boot_command);
+  CHECK(load_options > kernel_application);
+
+  auto [edited_log, edited] = judge("grub-edit");
+  bool named = false, grub_cfg_failed = false;
+  for (const auto& c : edited) {
+    if (c.name == "reference.events") named = !c.passed && c.found.find("\"/extra.img\"") != std::string::npos;
+    if (c.name == "reference.grub_cfg") grub_cfg_failed = !c.passed;
+  }
+  CHECK(named);
+  CHECK(grub_cfg_failed);
 }
