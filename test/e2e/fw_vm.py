@@ -297,6 +297,8 @@ while q.poll() is None:
     time.sleep(0.2)
 q.wait()
 th.join(timeout=5)
+if a.capture and swtpm.poll() is None:
+    swtpm.terminate()  # without --terminate it would outlive QEMU (no capture, or a timeout)
 seconds = time.monotonic() - t0
 if swtpm.poll() is None:
     try:
