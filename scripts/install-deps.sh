@@ -19,7 +19,16 @@ packages=(
   # the end-to-end boot with real firmware (test/e2e/firmware_boot_test.sh): OVMF (Secure Boot
   # build), a software TPM, systemd for the systemd-flavour initramfs, rEFInd's EFI drivers
   ovmf swtpm swtpm-tools systemd refind
+  # its aarch64 half (test/e2e/firmware_boot_aarch64_test.sh): QEMU's virt machine with AAVMF,
+  # grub-mkimage for the arm64-efi grub, the static aarch64 agent run under qemu-user; the
+  # test downloads grub-efi-arm64-bin, the arm64 kernel and busybox-static as arm64 .debs
+  # (apt-get download, so dpkg must know arm64: added below)
+  qemu-system-arm qemu-efi-aarch64 grub-common qemu-user-static
 )
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  apt-get update -qq  # the arm64 package lists, for the test's apt-get download
+fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

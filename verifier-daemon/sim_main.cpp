@@ -235,6 +235,15 @@ int run_eventlog(const ParsedOptions& options) {
       return usage_error("--kernel-efi-digest must be " + std::to_string(crypto::digest_size(*alg)) + " bytes");
     boot.kernel_efi = sim::Measurement::of_digest(*alg, std::move(*digest));
   }
+  if (auto by = options.get("kernel-efi-by")) {
+    if (!boot.kernel_efi) return usage_error("--kernel-efi-by needs --kernel-efi-digest");
+    if (*by == "shim")
+      boot.kernel_efi_by = sim::KernelEfiMeasurer::shim;
+    else if (*by == "load-image")
+      boot.kernel_efi_by = sim::KernelEfiMeasurer::load_image;
+    else
+      return usage_error("--kernel-efi-by must be shim or load-image, not " + *by);
+  }
 
   auto builder = sim::build_grub_boot_log(boot, {*alg});
   if (!builder) return usage_error(builder.error());
@@ -302,11 +311,15 @@ const std::vector<Command>& commands() {
        "                 [--initramfs FILE|--initramfs-digest HEX] [--cmdline ARGS]\n"
        "                 [--grub-cfg-path P] [--kernel-path P] [--initramfs-path P]\n"
        "                 [--grub-cmd CMD]... [--script-from-grub-cfg] [--kernel-efi-digest HEX]\n"
+       "                 [--kernel-efi-by shim|load-image]\n"
        "                 [--hash-alg sha-256|sha-512] [--log-size BYTES] --out-log FILE [--out-ccel FILE]\n"
        "    Build the CCEL event log of a UEFI + grub boot and print REM[0..3], one hex line\n"
        "    each. --grub-digest is grub's Authenticode hash; --kernel is the decompressed kernel.\n"
        "    --script-from-grub-cfg measures the lines of a straight-line grub.cfg (what fde-image\n"
-       "    writes) as the commands, linux and initrd included, instead of --grub-cmd/--cmdline.\n",
+       "    writes) as the commands, linux and initrd included, instead of --grub-cmd/--cmdline.\n"
+       "    --kernel-efi-by: who logs the kernel as an EFI application: shim (x86_64 Secure Boot,\n"
+       "    after the kernel file; the default) or load-image (arm64 grub: the firmware's LoadImage\n"
+       "    at boot, then the kernel stub's load-options event).\n",
        {
            {"grub-digest", true, false, "HEX", "grub's Authenticode digest (required)"},
            {"grub-cfg", true, false, "FILE", "grub.cfg to measure"},
@@ -322,6 +335,7 @@ const std::vector<Command>& commands() {
            {"grub-cmd", true, true, "CMD", "a grub command run before 'linux'"},
            {"script-from-grub-cfg", false, false, "", "the commands are --grub-cfg's lines"},
            {"kernel-efi-digest", true, false, "HEX", "the kernel's Authenticode digest, logged as an EFI application"},
+           {"kernel-efi-by", true, false, "WHO", "shim (default) or load-image: where the kernel's EFI application event goes"},
            {"hash-alg", true, false, "ALG", "sha-256 (default) or sha-512"},
            {"log-size", true, false, "BYTES", "size of the log area"},
            {"out-log", true, false, "FILE", "where to write the log area (required)"},

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/eventlog/ccel.hpp"
+#include "common/eventlog/event_types.hpp"
 
 namespace fde::sim {
 
@@ -57,6 +58,26 @@ Bytes file_path_device_path(std::string_view path) {
   append_le16(node, 4);
   return node;
 }
+
+// A hardware MemoryMapped node (UEFI 10.3.2.3: type 1, subtype 3: memory type, start, end),
+// then the end node: how grub names a kernel image it hands to LoadImage from memory.
+Bytes memory_mapped_device_path(std::uint64_t start, std::uint64_t end) {
+  constexpr std::uint32_t efi_loader_data = 2;
+  Bytes node{0x01, 0x03};
+  append_le16(node, 24);
+  append_le32(node, efi_loader_data);
+  append_le64(node, start);
+  append_le64(node, end);
+  node.push_back(device_path_end);
+  node.push_back(device_path_end_entire);
+  append_le16(node, 4);
+  return node;
+}
+
+// Plausible placement of a kernel grub loaded; verifiers do not look at it.
+constexpr std::uint64_t kernel_image_address = 0x6ACF'5000;
+
+constexpr std::string_view stub_load_options_tag = "LOADED_IMAGE::LoadOptions";
 
 }  // namespace
 
@@ -170,6 +191,32 @@ void EventLogBuilder::add_kernel_cmdline(std::string_view cmdline) {
   (void)add_event(3, eventlog::ev_ipl, with_nul(description), measure(as_bytes(cmdline)));
 }
 
+Result<void> EventLogBuilder::add_loaded_kernel(const Measurement& authenticode, std::uint64_t size) {
+  Bytes device_path = memory_mapped_device_path(kernel_image_address, kernel_image_address + size - 1);
+  Bytes data;
+  append_le64(data, kernel_image_address);
+  append_le64(data, size);
+  append_le64(data, 0);
+  append_le64(data, device_path.size());
+  data.insert(data.end(), device_path.begin(), device_path.end());
+  return add_event(2, eventlog::ev_efi_boot_services_application, data, authenticode);
+}
+
+void EventLogBuilder::add_stub_load_options(std::string_view options) {
+  // TCG_PCClientTaggedEvent: taggedEventID, taggedEventDataSize, the tag's text with its NUL.
+  Bytes data;
+  append_le32(data, eventlog::linux_tag_load_options);
+  append_le32(data, static_cast<std::uint32_t>(stub_load_options_tag.size() + 1));
+  data.insert(data.end(), stub_load_options_tag.begin(), stub_load_options_tag.end());
+  data.push_back(0);
+  Bytes utf16;
+  for (unsigned char c : options) {
+    utf16.push_back(c);
+    utf16.push_back(0);
+  }
+  (void)add_event(3, eventlog::ev_event_tag, data, measure(utf16));
+}
+
 Result<std::array<Bytes, 4>> EventLogBuilder::rems(crypto::HashAlg alg) const {
   for (std::size_t i = 0; i < banks_.size(); ++i)
     if (banks_[i] == alg) return rems_[i];
@@ -240,6 +287,30 @@ std::vector<std::string> grub_boot_commands(const GrubBoot& boot) {
   return out;
 }
 
+namespace {
+
+// The kernel as an EFI application when shim verifies it: right after the kernel file.
+Result<void> add_kernel_efi_by_shim(EventLogBuilder& builder, const GrubBoot& boot) {
+  if (!boot.kernel_efi || boot.kernel_efi_by != KernelEfiMeasurer::shim) return {};
+  if (auto ok = builder.add_efi_boot_application(*boot.kernel_efi, ""); !ok)
+    return fail_with_context("kernel EFI application", ok.error());
+  return {};
+}
+
+// The kernel as an EFI application when grub hands it to LoadImage at `boot` (after every
+// grub event), then the kernel's EFI stub measuring the load options grub gave it.
+Result<void> add_kernel_efi_by_load_image(EventLogBuilder& builder, const GrubBoot& boot, std::string_view cmdline) {
+  if (!boot.kernel_efi || boot.kernel_efi_by != KernelEfiMeasurer::load_image) return {};
+  // The image's size is not known here; any plausible one (verifiers do not look at it).
+  constexpr std::uint64_t kernel_image_size = 0x01F7'0000;
+  if (auto ok = builder.add_loaded_kernel(*boot.kernel_efi, kernel_image_size); !ok)
+    return fail_with_context("kernel EFI application", ok.error());
+  builder.add_stub_load_options("BOOT_IMAGE=" + std::string(cmdline));
+  return {};
+}
+
+}  // namespace
+
 Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot, std::vector<crypto::HashAlg> banks) {
   EventLogBuilder builder(std::move(banks));
   // UEFI (CcaTcg2Dxe, the TDX mapping of section d.3): configuration and separators into
@@ -255,6 +326,7 @@ Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot, std::vector<cr
   if (auto ok = builder.add_grub_file(boot.grub_cfg_path, boot.grub_cfg); !ok)
     return fail_with_context("grub.cfg", ok.error());
   if (boot.script) {
+    std::string cmdline;
     for (const auto& command : *boot.script) {
       builder.add_grub_command(command);
       const auto space = command.find(' ');
@@ -263,14 +335,14 @@ Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot, std::vector<cr
       const std::string path = rest.substr(0, rest.find(' '));
       if (name == "linux" && !path.empty()) {
         if (auto ok = builder.add_grub_file(path, boot.kernel); !ok) return fail_with_context("kernel", ok.error());
-        if (boot.kernel_efi)
-          if (auto ok = builder.add_efi_boot_application(*boot.kernel_efi, ""); !ok)
-            return fail_with_context("kernel EFI application", ok.error());
+        if (auto ok = add_kernel_efi_by_shim(builder, boot); !ok) return tl::unexpected(ok.error());
         builder.add_kernel_cmdline(rest);
+        cmdline = rest;
       } else if (name == "initrd" && !path.empty() && !boot.initramfs.digests.empty()) {
         if (auto ok = builder.add_grub_file(path, boot.initramfs); !ok) return fail_with_context("initramfs", ok.error());
       }
     }
+    if (auto ok = add_kernel_efi_by_load_image(builder, boot, cmdline); !ok) return tl::unexpected(ok.error());
     return builder;
   }
   const std::vector<std::string> commands = grub_boot_commands(boot);
@@ -279,15 +351,14 @@ Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot, std::vector<cr
   std::string cmdline = grub_kernel_cmdline(boot);
   builder.add_grub_command(commands[before_linux]);
   if (auto ok = builder.add_grub_file(boot.kernel_path, boot.kernel); !ok) return fail_with_context("kernel", ok.error());
-  if (boot.kernel_efi)
-    if (auto ok = builder.add_efi_boot_application(*boot.kernel_efi, ""); !ok)
-      return fail_with_context("kernel EFI application", ok.error());
+  if (auto ok = add_kernel_efi_by_shim(builder, boot); !ok) return tl::unexpected(ok.error());
   builder.add_kernel_cmdline(cmdline);
   if (!boot.initramfs.digests.empty()) {
     builder.add_grub_command(commands[before_linux + 1]);
     if (auto ok = builder.add_grub_file(boot.initramfs_path, boot.initramfs); !ok)
       return fail_with_context("initramfs", ok.error());
   }
+  if (auto ok = add_kernel_efi_by_load_image(builder, boot, cmdline); !ok) return tl::unexpected(ok.error());
   return builder;
 }
 

@@ -73,6 +73,12 @@ class EventLogBuilder {
   // grub's kernel command line: EV_IPL into MR3, data "kernel_cmdline: <cmdline>\0". grub
   // measures the kernel path followed by the arguments ("/vmlinuz-6.6.0 root=... ro").
   void add_kernel_cmdline(std::string_view cmdline);
+  // The firmware's LoadImage of a kernel grub loaded into memory (arm64):
+  // EV_EFI_BOOT_SERVICES_APPLICATION into MR2 with a MemoryMapped device path.
+  Result<void> add_loaded_kernel(const Measurement& authenticode, std::uint64_t size);
+  // The Linux EFI stub's load options: EV_EVENT_TAG (LOADED_IMAGE::LoadOptions) into MR3,
+  // digest of `options` in UTF-16LE without NUL ("BOOT_IMAGE=/vmlinuz-6.6.0 root=...").
+  void add_stub_load_options(std::string_view options);
 
   // REM[0..3] after the records so far, for one of the banks.
   Result<std::array<Bytes, 4>> rems(crypto::HashAlg alg) const;
@@ -92,6 +98,18 @@ class EventLogBuilder {
 Bytes build_ccel(std::uint64_t log_area_size = default_log_area_size,
                  std::uint64_t log_area_address = default_log_area_address);
 
+// Who logs the kernel as an EFI application (GrubBoot::kernel_efi).
+enum class KernelEfiMeasurer {
+  // x86_64 under Secure Boot: shim verifying it for grub's `linux`, right after the kernel
+  // file event, with an empty device path.
+  shim,
+  // arm64 grub 2.06: the firmware's LoadImage when grub runs `boot`, after every grub event,
+  // with a memory-mapped device path; the kernel's EFI stub then measures the load options
+  // it was given (EV_EVENT_TAG into PCR 9 -> MR3, digest over UTF-16LE "BOOT_IMAGE=" + the
+  // measured kernel command line). Seen with AAVMF + an arm64-efi grub with the tpm module.
+  load_image,
+};
+
 // One grub boot as virtCCA's UEFI + grub measure it (the order grub-core does it in).
 struct GrubBoot {
   Measurement grub_authenticode;  // BOOTAA64.EFI's Authenticode hash (MR2)
@@ -108,9 +126,10 @@ struct GrubBoot {
   // paths are not used: the commands are measured in order, and the `linux` and `initrd`
   // commands are followed by their file events (paths from the commands).
   std::optional<std::vector<std::string>> script;
-  // The kernel's Authenticode digest: when set, an EFI application event follows the kernel
-  // file (shim verifying it under Secure Boot; arm64 grub starting it through LoadImage).
+  // The kernel's Authenticode digest: when set, the kernel is also logged as an EFI
+  // application, where `kernel_efi_by` says.
   std::optional<Measurement> kernel_efi;
+  KernelEfiMeasurer kernel_efi_by = KernelEfiMeasurer::shim;
 };
 
 // The measured kernel command line of a GrubBoot: "<kernel_path> <kernel_arguments>".
@@ -122,9 +141,11 @@ std::vector<std::string> grub_boot_commands(const GrubBoot& boot);
 
 // Records, in order: MR1 separator, MR2 "Calling EFI Application from Boot Option" and grub's
 // boot application, MR1 separator (ReadyToBoot), then in MR3 grub.cfg, each grub command,
-// "grub_cmd: linux <path> <args>", the kernel file, (the kernel as an EFI application in MR2,)
-// the kernel_cmdline, "grub_cmd: initrd <path>" and the initramfs file. With a script, its
-// commands in order, each `linux` and `initrd` followed by the same file events.
+// "grub_cmd: linux <path> <args>", the kernel file, (the kernel as an EFI application in MR2
+// when shim measures it,) the kernel_cmdline, "grub_cmd: initrd <path>" and the initramfs
+// file. With a script, its commands in order, each `linux` and `initrd` followed by the same
+// file events. With kernel_efi_by = load_image the kernel's EFI application (MR2) and the
+// stub's load options (MR3) come last.
 Result<EventLogBuilder> build_grub_boot_log(const GrubBoot& boot,
                                             std::vector<crypto::HashAlg> banks = {crypto::HashAlg::sha256});
 

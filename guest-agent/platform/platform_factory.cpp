@@ -29,7 +29,8 @@ Result<std::unique_ptr<Platform>> create_platform(const AgentConfig& config) {
 #ifdef FDE_AGENT_WITH_SIM
   std::unique_ptr<SimPlatform> platform;
   if (!config.sim_dir.empty()) {
-    auto loaded = SimPlatform::load(config.sim_dir, directory_inputs(config.sim_dir));
+    auto loaded = SimPlatform::load(config.sim_dir, directory_inputs(config.sim_dir),
+                                    directory_tpm_paths(config.sim_dir));
     if (!loaded) return fail_with_context("simulated platform", loaded.error());
     platform = std::move(*loaded);
   } else {

@@ -51,10 +51,10 @@ std::string trimmed_text(ByteView bytes) {
   return text;
 }
 
-// The console for the dump: written line by line (one write each), so other console output
-// can only come between lines. Falls back to stderr.
-void dump_lines(const std::vector<std::string>& lines) {
-  int fd = ::open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+// The console for the dump (empty: stderr): written line by line (one write each), so other
+// console output can only come between lines. Falls back to stderr.
+void dump_lines(const std::string& console, const std::vector<std::string>& lines) {
+  int fd = console.empty() ? -1 : ::open(console.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
   const int out = fd >= 0 ? fd : STDERR_FILENO;
   for (const auto& line : lines) {
     std::string text = line + "\n";
@@ -70,20 +70,20 @@ void dump_lines(const std::vector<std::string>& lines) {
 }
 
 // "fde-sim-dump: NAME begin SIZE SHA256", base64 lines of 76 characters, "... end".
-void dump_blob(const std::string& name, ByteView data) {
+void dump_blob(const std::string& console, const std::string& name, ByteView data) {
   std::vector<std::string> lines;
   const std::string prefix = "fde-sim-dump: " + name + " ";
   lines.push_back(prefix + "begin " + std::to_string(data.size()) + " " + hex_encode(crypto::sha256(data)));
   const std::string encoded = base64_encode(data);
   for (std::size_t i = 0; i < encoded.size(); i += 76) lines.push_back(prefix + "data " + encoded.substr(i, 76));
   lines.push_back(prefix + "end");
-  dump_lines(lines);
+  dump_lines(console, lines);
 }
 
 // The TMM's view of a TPM-measured boot (measurements = tpm).
 Result<sim::TmmMeasurements> read_tpm_measurements(const TpmPaths& paths, bool dump) {
   struct stat st {};
-  if (::stat(paths.event_log.c_str(), &st) != 0) {
+  if (!paths.securityfs.empty() && ::stat(paths.event_log.c_str(), &st) != 0) {
     // In an initramfs nobody may have mounted securityfs yet.
     if (::mount("securityfs", paths.securityfs.c_str(), "securityfs", 0, nullptr) != 0 && errno != EBUSY)
       return fail(Errc::io, "mount securityfs on " + paths.securityfs + ": " + std::strerror(errno));
@@ -104,12 +104,12 @@ Result<sim::TmmMeasurements> read_tpm_measurements(const TpmPaths& paths, bool d
     pcrs.emplace(pcr, std::move(*value));
   }
   if (dump) {
-    dump_blob("tpm-event-log", *log);
-    dump_blob("pcrs-sha256", as_bytes(pcr_text));
+    dump_blob(paths.dump_console, "tpm-event-log", *log);
+    dump_blob(paths.dump_console, "pcrs-sha256", as_bytes(pcr_text));
   }
   auto converted = sim::convert_tpm_log(*log, pcrs);
   if (!converted) return tl::unexpected(converted.error());
-  if (dump) dump_blob("ccel-event-log", converted->ccel_log);
+  if (dump) dump_blob(paths.dump_console, "ccel-event-log", converted->ccel_log);
   return converted;
 }
 
@@ -127,6 +127,15 @@ SimInputReader directory_inputs(const std::string& directory) {
   });
 }
 
+TpmPaths directory_tpm_paths(const std::string& directory) {
+  TpmPaths paths;
+  paths.securityfs.clear();
+  paths.event_log = (std::filesystem::path(directory) / "tpm-event-log").string();
+  paths.pcr_directory = (std::filesystem::path(directory) / "pcr-sha256").string();
+  paths.dump_console.clear();
+  return paths;
+}
+
 SimInputReader fw_cfg_inputs(const std::string& directory) {
   return file_reader([directory](std::string_view name) {
     return (std::filesystem::path(directory) / std::string(name) / "raw").string();
@@ -140,6 +149,7 @@ struct SimPlatform::Measurements {
   Bytes rpv = Bytes(token::rpv_size, 0);
   std::optional<BootEventLog> event_log;
   bool dump = false;
+  std::string dump_console;
 };
 
 Result<std::unique_ptr<SimPlatform>> SimPlatform::load(const std::string& source, const SimInputReader& read,
@@ -195,6 +205,7 @@ Result<std::unique_ptr<SimPlatform>> SimPlatform::load(const std::string& source
     if (measurements->hash_alg != crypto::HashAlg::sha256)
       return fail(Errc::invalid_argument, source + ": measurements = tpm needs hash-alg sha-256");
     measurements->dump = dump->has_value();
+    measurements->dump_console = tpm.dump_console;
     auto converted = read_tpm_measurements(tpm, measurements->dump);
     if (!converted) return fail_with_context(source + ": measurements = tpm", converted.error());
     Bytes ccel = sim::build_ccel(converted->ccel_log.size());
@@ -252,7 +263,7 @@ Result<Bytes> SimPlatform::attestation_token(ByteView challenge) {
   // The same check as for the device's output, so both platforms hand on only what passes it.
   if (auto framing = token::check_token_framing(issued->token); !framing)
     return fail_with_context("simulated token", framing.error());
-  if (measurements_->dump) dump_blob("token", issued->token);
+  if (measurements_->dump) dump_blob(measurements_->dump_console, "token", issued->token);
   return std::move(issued->token);
 }
 

@@ -30,12 +30,20 @@ namespace fde::agent {
 //              a test harness can keep them
 inline constexpr const char* fw_cfg_directory = "/sys/firmware/qemu_fw_cfg/by_name/opt/fde";
 
-// Where the TPM-measured boot is read from (measurements = tpm); tests point it elsewhere.
+// Where the TPM-measured boot is read from (measurements = tpm), and where the dump goes.
 struct TpmPaths {
-  std::string securityfs = "/sys/kernel/security";  // mounted here if the log is missing
+  std::string securityfs = "/sys/kernel/security";  // mounted here if the log is missing; empty: never
   std::string event_log = "/sys/kernel/security/tpm0/binary_bios_measurements";
   std::string pcr_directory = "/sys/class/tpm/tpm0/pcr-sha256";
+  std::string dump_console = "/dev/console";  // empty: standard error
 };
+
+// A directory of inputs (sim_dir) stands in for the guest's TPM too: the firmware's TPM log
+// as <directory>/tpm-event-log (what securityfs's binary_bios_measurements gives) and the
+// SHA-256 PCRs as <directory>/pcr-sha256/<n> (as sysfs gives them). Nothing is mounted, and
+// the dump goes to standard error. A test harness that captured a boot's log and PCRs from
+// outside the guest (QEMU's memory, the software TPM) runs the agent on them this way.
+TpmPaths directory_tpm_paths(const std::string& directory);
 
 // Reads one named input; Errc::not_found when it is absent.
 using SimInputReader = std::function<Result<Bytes>(std::string_view name)>;

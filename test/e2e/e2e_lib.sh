@@ -146,3 +146,55 @@ stop_verifier() {
   fi
 }
 adm() { "$admin" --socket "$work/admin.sock" "$@"; }
+
+# extract_dump LOG NAME FILE: cuts the "fde-sim-dump: NAME" blob (the agent's sim platform
+# with `dump`) out of a serial console or agent log into FILE; checks size and sha256.
+extract_dump() {
+  python3 - "$1" "$2" "$3" <<'EOF'
+import base64, hashlib, re, sys
+serial, name, out = sys.argv[1:]
+text = open(serial, 'rb').read().decode('latin-1')
+begin = [m for m in re.finditer(r'fde-sim-dump: %s begin (\d+) ([0-9a-f]{64})' % re.escape(name), text)]
+if not begin:
+    sys.exit('no dump of %s' % name)
+m = begin[-1]
+size, digest = int(m.group(1)), m.group(2)
+chunks = re.findall(r'fde-sim-dump: %s data ([A-Za-z0-9+/=]+)\r?$' % re.escape(name), text[m.end():].split('fde-sim-dump: %s end' % name)[0], re.M)
+data = base64.b64decode(''.join(chunks))
+if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+    sys.exit('%s: the dump does not match its size/sha256 (console interleaving?)' % name)
+open(out, 'wb').write(data)
+EOF
+}
+
+# e2e_artifacts ARCH SRC DESCRIPTION: FDE_E2E_ARTIFACTS (artifacts) receives SRC's files in
+# ARCH/ (x86_64 or aarch64), and one README.txt for both architectures.
+e2e_artifacts() {
+  local arch=$1 src=$2 what=$3
+  mkdir -p "$artifacts/$arch"
+  rm -f "$artifacts/$arch"/*
+  cp "$src"/* "$artifacts/$arch/"
+  echo "$what" >"$artifacts/$arch/BOOT.txt"
+  cat >"$artifacts/README.txt" <<'EOF'
+Artifacts of the positive boots of the real-firmware tests (test/e2e/firmware_boot_test.sh
+for x86_64/, firmware_boot_aarch64_test.sh for aarch64/; docs/firmware-boot-test.md). Each
+directory holds the same files; BOOT.txt names the firmware, grub and kernel of that boot.
+  tpm-event-log.bin   the firmware's raw TCG2 event log (PCR indices, SHA-1 and SHA-256 banks)
+                      x86_64: as the guest read it from
+                        /sys/kernel/security/tpm0/binary_bios_measurements
+                      aarch64: read from guest memory over QMP (the EFI tables the kernel
+                        names TPMEventLog and TPMFinalLog), rebuilt as the kernel would
+  tpm-event-log.txt   the same, decoded, with the host's replay against the PCRs
+  pcrs-sha256.txt     the TPM's SHA-256 PCRs, "N hex" lines
+                      x86_64: read in the guest (/sys/class/tpm/tpm0/pcr-sha256/N)
+                      aarch64: read from the swtpm after QEMU stopped (TPM2_PCR_Read)
+  ccel-event-log.bin  the CCEL log the simulated TMM made of it (MR indices, SHA-256 only),
+                      which the agent sent to the verifier
+  ccel-event-log.txt  the same, decoded, with its REM replay
+  token.cbor          the last attestation token the simulated TMM signed (REMs = the replay
+                      of the CCEL log)
+  reference-values.json  what fde-image computed from the image alone (--reference-out)
+  grub.cfg            the grub.cfg on the output image's ESP (what grub ran): x86_64
+                      EFI/debian/grub.cfg, aarch64 EFI/BOOT/grub.cfg
+EOF
+}

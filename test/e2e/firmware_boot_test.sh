@@ -11,7 +11,8 @@
 # usage: firmware_boot_test.sh --build DIR --agent STATIC_AGENT [--work DIR] [--scenarios "LIST"] [--keep]
 #   --scenarios  any of: positive grub-edit efi-driver (default: all three)
 # FDE_E2E_ARTIFACTS=DIR: the positive boot leaves the firmware's TPM event log, the PCRs, the
-# converted CCEL log, the reference values and the token in DIR (README.txt says which is which).
+# converted CCEL log, the reference values and the token in DIR/x86_64 (DIR/README.txt says
+# which is which; the aarch64 test fills DIR/aarch64 alike).
 # FDE_E2E_BOOT_TIMEOUT (default 180 s): hard limit per boot; QEMU and swtpm are killed.
 # Needs (scripts/install-deps.sh): ovmf, swtpm, swtpm-tools, shim-signed, grub-efi-amd64-signed,
 # refind, qemu-system-x86, dracut-core, dracut-network, systemd, linux-image-amd64, busybox-static,
@@ -198,25 +199,6 @@ expect_denied() {
   printf '   %s: denied (%s)\n' "$name" "$why"
 }
 
-# Cuts the "fde-sim-dump: NAME" blob out of a serial log into FILE; checks size and sha256.
-extract_dump() {
-  python3 - "$1" "$2" "$3" <<'EOF'
-import base64, hashlib, re, sys
-serial, name, out = sys.argv[1:]
-text = open(serial, 'rb').read().decode('latin-1')
-begin = [m for m in re.finditer(r'fde-sim-dump: %s begin (\d+) ([0-9a-f]{64})' % re.escape(name), text)]
-if not begin:
-    sys.exit('no dump of %s' % name)
-m = begin[-1]
-size, digest = int(m.group(1)), m.group(2)
-chunks = re.findall(r'fde-sim-dump: %s data ([A-Za-z0-9+/=]+)\r?$' % re.escape(name), text[m.end():].split('fde-sim-dump: %s end' % name)[0], re.M)
-data = base64.b64decode(''.join(chunks))
-if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-    sys.exit('%s: the dump does not match its size/sha256 (console interleaving?)' % name)
-open(out, 'wb').write(data)
-EOF
-}
-
 scenario_positive() {
   step "positive: OVMF -> shim -> grub -> kernel + systemd initramfs; the TMM converts the TPM log; unlock"
   cp "$work/dump-flag" "$work/fwcfg/dump"
@@ -236,24 +218,8 @@ scenario_positive() {
   sed 's/^/   | /' "$dir/tpm-event-log.txt"
   grep -q 'MISMATCH' "$dir/tpm-event-log.txt" && fail "positive: the host's replay of the TPM log differs from a PCR"
   if [ -n "$artifacts" ]; then
-    mkdir -p "$artifacts"
-    cp "$dir"/* "$artifacts/"
-    cat >"$artifacts/README.txt" <<EOF
-Artifacts of the positive boot of firmware_boot_test.sh (OVMF + swtpm + shim + grub, kernel $kver).
-The guest's simulated TMM printed the first four on the serial console (base64 with sha256,
-checked by the harness).
-  tpm-event-log.bin   the firmware's TCG2 event log as the guest read it from
-                      /sys/kernel/security/tpm0/binary_bios_measurements (PCR indices, SHA-1 and SHA-256)
-  tpm-event-log.txt   the same, decoded, with the host's replay against the PCRs
-  pcrs-sha256.txt     the TPM's SHA-256 PCRs read in the guest (/sys/class/tpm/tpm0/pcr-sha256/N): "N hex"
-  ccel-event-log.bin  the CCEL log the simulated TMM made of it (MR indices, SHA-256 only), which the
-                      agent sent to the verifier
-  ccel-event-log.txt  the same, decoded, with its REM replay
-  token.cbor          the last attestation token the simulated TMM signed (REMs = replay of the CCEL log)
-  reference-values.json  what fde-image computed from the image alone (--reference-out)
-  grub.cfg            EFI/debian/grub.cfg on the output image's ESP (what grub ran)
-EOF
-    note "artifacts written to $artifacts"
+    e2e_artifacts x86_64 "$dir" "OVMF $(dpkg-query -W -f='${Version}' ovmf) (Secure Boot) + swtpm + Debian's shim and grub, kernel $kver"
+    note "artifacts written to $artifacts/x86_64 (README: $artifacts/README.txt)"
   fi
   expect_unlocked positive
 }

@@ -37,6 +37,8 @@ def devpath(b):
             out.append('Acpi(%08x)' % struct.unpack_from('<I', body)[0])
         elif t == 1 and s == 1:
             out.append('Pci(0x%x,0x%x)' % (body[1], body[0]))
+        elif t == 1 and s == 3:
+            out.append('MemoryMapped(0x%x,0x%x,0x%x)' % struct.unpack_from('<IQQ', body))
         elif t == 4 and s == 6:
             out.append('FvFile(%s)' % uuid.UUID(bytes_le=bytes(body[:16])))
         elif t == 4 and s == 7:

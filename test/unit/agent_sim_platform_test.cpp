@@ -6,9 +6,11 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/eventlog/ccel.hpp"
 #include "common/sim/event_log_builder.hpp"
+#include "common/sim/tpm_log_conversion.hpp"
 #include "common/token/token.hpp"
 #include "common/util/file.hpp"
 #include "guest-agent/platform/ccel_source.hpp"
@@ -131,6 +133,53 @@ TEST_CASE("explicit REMs override the replay and must be four digests") {
   auto short_rems = SimPlatform::load(dir.path, directory_inputs(dir.path));
   REQUIRE_FALSE(short_rems);
   CHECK(short_rems.error().message.find("rems needs 4 lines") != std::string::npos);
+}
+
+// A real OVMF + shim + grub TPM log and its PCRs (test/data/firmware-boot) in a sim_dir, as
+// the aarch64 real-firmware test hands a log captured outside the guest to the agent.
+TEST_CASE("measurements = tpm from a directory: the agent converts the directory's TPM log as the TMM would") {
+  const std::string data = std::string(FDE_TEST_DATA) + "/firmware-boot";
+  auto log = read_file(data + "/tpm-event-log.bin", 1 << 20);
+  REQUIRE(log);
+  auto pcr_lines = read_file(data + "/pcrs-sha256.txt", 1 << 16);
+  REQUIRE(pcr_lines);
+  TempDir dir;
+  REQUIRE(device().save(dir.path));
+  dir.write("rim", rim_hex);
+  dir.write("measurements", "tpm\n");
+  dir.write("tpm-event-log", *log);
+  fs::create_directories(dir.path + "/pcr-sha256");
+  sim::PcrValues pcrs;
+  std::istringstream in{std::string(as_text(*pcr_lines))};
+  for (std::string index, value; in >> index >> value;) {
+    dir.write("pcr-sha256/" + index, value + "\n");
+    pcrs.emplace(static_cast<std::uint32_t>(std::stoul(index)), *sim::parse_pcr_text(as_bytes(value)));
+  }
+  auto expected = sim::convert_tpm_log(*log, pcrs);
+  REQUIRE(expected);
+
+  auto platform = SimPlatform::load(dir.path, directory_inputs(dir.path), directory_tpm_paths(dir.path));
+  if (!platform) FAIL(platform.error().describe());
+  auto token = token::parse_token(*(*platform)->attestation_token(Bytes(64, 3)));
+  REQUIRE(token);
+  CHECK(token->cvm.extensible_measurements == expected->rems);
+  auto sent = (*platform)->boot_event_log();
+  REQUIRE(sent);
+  REQUIRE(sent->has_value());
+  CHECK((*sent)->event_log == expected->ccel_log);
+
+  // One PCR that is not what the log replays to: the directory's log is refused.
+  std::string pcr4 = std::string(as_text(*read_file(dir.path + "/pcr-sha256/4", 100)));
+  pcr4[0] = pcr4[0] == '0' ? '1' : '0';
+  dir.write("pcr-sha256/4", pcr4);
+  auto refused = SimPlatform::load(dir.path, directory_inputs(dir.path), directory_tpm_paths(dir.path));
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("does not replay to PCR 4") != std::string::npos);
+  // No log in the directory: named, and nothing is mounted in its place.
+  fs::remove(dir.path + "/tpm-event-log");
+  auto missing = SimPlatform::load(dir.path, directory_inputs(dir.path), directory_tpm_paths(dir.path));
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message.find("tpm-event-log") != std::string::npos);
 }
 
 TEST_CASE("missing simulated inputs are named") {
