@@ -890,7 +890,7 @@ struct AdminFixture {
   std::string path = dir.path + "/admin.sock";
   std::atomic<int> calls{0};
   AdminHandler handler() {
-    return [this](const std::string& line) {
+    return [this](const AdminPeer&, const std::string& line) {
       calls.fetch_add(1);
       return R"({"ok":true,"result":{"echo_size":)" + std::to_string(line.size()) + "}}";
     };
