@@ -8,6 +8,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -579,14 +580,15 @@ TEST_CASE("an audit record whose reason or decision was edited is detected at it
 // would: `edit` changes record `from`, and every hash from there is recomputed (unkeyed, the
 // only hash such a person can compute) and relinked; `format` is what the rows then claim.
 static void rewrite_chain(Store& store, const std::string& path, std::int64_t from,
-                   const std::function<void(AuditRecord&)>& edit, int format) {
+                          const std::function<void(AuditRecord&)>& edit, int format,
+                          std::int64_t to = std::numeric_limits<std::int64_t>::max()) {
   auto records = store.query_audit(audit_query(10000));
   REQUIRE(records.has_value());
   std::reverse(records->begin(), records->end());
-  std::string sql = "DROP TRIGGER audit_no_update;";
+  std::string sql = "DROP TRIGGER IF EXISTS audit_no_update;";
   std::string previous = from == 1 ? std::string(64, '0') : (*records)[static_cast<std::size_t>(from - 2)].hash;
   for (auto& record : *records) {
-    if (record.sequence < from) continue;
+    if (record.sequence < from || record.sequence > to) continue;
     if (record.sequence == from) edit(record);
     record.previous_hash = previous;
     record.hash = audit_record_hash(record);
@@ -661,7 +663,7 @@ TEST_CASE("the newest records removed are found only against a head exported ear
   CHECK(matched->expected_head_matched);
 
   // An older head is still in a longer chain.
-  const AuditHead older{5, store->query_audit(audit_query(1, std::nullopt, std::nullopt, 4))->back().hash};
+  const AuditHead older{5, store->query_audit(audit_query(10000, std::nullopt, std::nullopt, 4))->back().hash};
   append_records(*store, 2);
   CHECK(store->verify_audit_chain(older)->expected_head_matched);
 
@@ -879,12 +881,12 @@ TEST_CASE("concurrent appends from four threads produce one intact chain") {
   std::set<std::int64_t> all;
   for (const auto& s : sequences) all.insert(s.begin(), s.end());
   CHECK(all.size() == threads * per_thread);
-  CHECK(*all.begin() == 1);
-  CHECK(*all.rbegin() == threads * per_thread);
+  CHECK(*all.begin() == 2);  // record 1 is the enrollment
+  CHECK(*all.rbegin() == threads * per_thread + 1);
   auto report = store->verify_audit_chain();
   REQUIRE(report.has_value());
   CHECK(report->intact);
-  CHECK(report->records == threads * per_thread);
+  CHECK(report->records == threads * per_thread + 1);
 }
 
 TEST_CASE("two store objects on one file, as two processes would have, keep one chain") {
@@ -1019,19 +1021,27 @@ TEST_CASE("releases racing revokes in threads: the chain never shows a release w
   std::atomic<int> failures{0};
   std::atomic<int> releases{0};
   std::atomic<int> withheld{0};
+  std::atomic<bool> toggled{false};
   std::thread toggler([&] {
-    for (int i = 0; i < 60; ++i)
+    // Ends active, so the releases after it succeed.
+    for (int i = 0; i < 40; ++i) {
       if (!store->set_status("img-a", i % 2 == 0 ? ImageStatus::revoked : ImageStatus::active, operator_actor))
         ++failures;
+      std::this_thread::yield();
+    }
+    toggled = true;
   });
   std::vector<std::thread> releasers;
   for (int t = 0; t < 2; ++t)
     releasers.emplace_back([&, t] {
-      for (int i = 0; i < 150; ++i) {
-        auto released = store->append_release(release_entry(t * 1000 + i));
+      // Until the toggling is over (bounded by it), then a few more.
+      for (int i = 0, after = 0; after < 5 && i < 100000; ++i) {
+        if (toggled) ++after;
+        auto released = store->append_release(release_entry(t * 100000 + i));
         if (!released) ++failures;
         else if (*released) ++releases;
         else ++withheld;
+        std::this_thread::yield();
       }
     });
   toggler.join();
@@ -1167,12 +1177,18 @@ TEST_CASE("a version 1 store is upgraded: its unkeyed records are kept and seale
     CHECK(again->verify_audit_chain()->intact);
   }
   SECTION("an unkeyed record edited after the upgrade breaks the seal, even with recomputed hashes") {
-    rewrite_chain(*store, path, 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed);
+    rewrite_chain(*store, path, 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
     auto broken = store->verify_audit_chain();
     REQUIRE(broken.has_value());
     CHECK_FALSE(broken->intact);
     // Records 3..6 recompute fine; the keyed seal's link to record 6 does not.
     CHECK(broken->first_bad_sequence == 7);
+    CHECK(broken->problem.find("previous_hash") != std::string::npos);
+  }
+  SECTION("the unkeyed records and the seal rewritten: the seal's MAC cannot be recomputed") {
+    rewrite_chain(*store, path, 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
+    rewrite_chain(*store, path, 7, [](AuditRecord&) {}, audit_format_keyed, 7);
+    CHECK(store->verify_audit_chain()->first_bad_sequence == 7);
   }
   SECTION("the keyed records dropped so the unkeyed ones pass as a version 1 store") {
     tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 6");
