@@ -415,6 +415,20 @@ TEST_CASE("fde-admin audit --head exports the head and --verify --expect-head fi
   CHECK(run.out.find("BROKEN at record 4") != std::string::npos);
   CHECK(run.out.find("records were removed from the end") != std::string::npos);
   CHECK(admin.log.find("event=audit_chain_broken") != std::string::npos);
+  // The truncated chain itself verifies, so --head still prints its (new, shorter) head...
+  run = admin.cli("audit", admin.socket_args({"--head"}));
+  CHECK(run.code == admin_exit_ok);
+  CHECK(run.out.rfind("3:", 0) == 0);
+  // ...but never one of a broken chain.
+  sqlite3* edit = nullptr;
+  REQUIRE(sqlite3_open(admin.dir.path("verifier.db").c_str(), &edit) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(edit, "DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'x' WHERE sequence = 2", nullptr,
+                       nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(edit);
+  run = admin.cli("audit", admin.socket_args({"--head"}));
+  CHECK(run.code == admin_exit_refused);
+  CHECK(run.out.empty());
+  CHECK(run.err.find("no head printed") != std::string::npos);
 
   // Usage errors are caught before the daemon is asked.
   CHECK(admin.cli("audit", admin.socket_args({"--verify", "--expect-head", "5:zz"})).code == admin_exit_usage);

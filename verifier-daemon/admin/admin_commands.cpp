@@ -527,6 +527,15 @@ int run_admin_command(const std::string& name, const std::vector<std::string>& a
     const Value* intact = json::find(*result, "intact");
     return intact != nullptr && intact->IsBool() && !intact->GetBool() ? admin_exit_refused : admin_exit_ok;
   }
+  if (options->has("head")) {
+    // A head is what gets kept elsewhere: never print one for a broken chain.
+    const Value* intact = json::find(*result, "intact");
+    if (intact == nullptr || !intact->IsBool() || !intact->GetBool()) {
+      err << "fde-admin audit: no head printed: the audit chain is BROKEN at record "
+          << text_of(*result, "first_bad_sequence") << ": " << text_of(*result, "problem") << "\n";
+      return admin_exit_refused;
+    }
+  }
   return print_result(command->name, *result, out, options->has("head"));
 }
 
