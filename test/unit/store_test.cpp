@@ -1,4 +1,5 @@
-// SQLite store tests: images and wrapped keys, the hash-chained audit log and tampering, file mode, concurrency.
+// SQLite store tests: images and wrapped keys, the MAC-chained audit log (admin changes, exported heads, the
+// revoke/release order, stores from before the chain was keyed) and tampering, file mode, concurrency.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>

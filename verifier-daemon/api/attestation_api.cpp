@@ -1,5 +1,5 @@
 // The attestation port's application, one request path readable in order (style.md):
-// parse -> decide -> read the key (the store's status is final) -> audit -> seal -> respond.
+// parse -> decide -> release and audit in one store transaction (the status it reads is final) -> seal -> respond.
 #include "verifier-daemon/api/attestation_api.hpp"
 
 #include <chrono>
