@@ -186,7 +186,8 @@ int run(const std::vector<std::string>& args) {
   AdminSocketLimits admin_limits;
   if (config->admin_allowed_uid) admin_limits.allowed_uid = static_cast<uid_t>(*config->admin_allowed_uid);
   auto admin_server = AdminSocketServer::create(
-      config->admin_socket, [&admin](const std::string& line) { return admin.handle(line); }, admin_limits);
+      config->admin_socket,
+      [&admin](const AdminPeer& peer, const std::string& line) { return admin.handle(peer, line); }, admin_limits);
   if (!admin_server) {
     logger.error("admin_socket_failed", {{"path", config->admin_socket}, {"error", admin_server.error().describe()}});
     return exit_runtime;

@@ -239,7 +239,7 @@ TEST_CASE("fde-admin explains a denial and verifies the audit chain then finds a
   auto intact = world.daemon.admin({"audit", "--verify"});
   INFO(intact.output);
   REQUIRE(intact.status == 0);
-  CHECK(intact.output.find("audit chain intact: 3 records") != std::string::npos);
+  CHECK(intact.output.find("audit chain intact: 4 records") != std::string::npos);
 
   // An attacker with write access to the database file: drop the append-only trigger and
   // rewrite the denial's reason.
@@ -272,6 +272,46 @@ TEST_CASE("fde-admin explains a denial and verifies the audit chain then finds a
   CHECK(broken.output.find("\"first_bad_sequence\": " + std::to_string(edited)) != std::string::npos);
 }
 
+TEST_CASE("fde-admin changes are chained with the caller's uid, and an exported head catches a truncated log",
+          "[daemon][integration][audit]") {
+  Enrolled world;
+  REQUIRE(world.daemon.admin({"revoke", image}).status == 0);
+  REQUIRE(world.daemon.admin({"reinstate", image}).status == 0);
+  expect_release(world);
+
+  // The uid the daemon read with SO_PEERCRED: this process's, as fde-admin ran as it.
+  const std::string who = "uid=" + std::to_string(::geteuid());
+  auto changes = world.daemon.admin({"--json", "audit", "--decision", "admin"});
+  INFO(changes.output);
+  REQUIRE(changes.status == 0);
+  for (const char* action : {"\"enroll\"", "\"revoke\"", "\"reinstate\""})
+    CHECK(changes.output.find(std::string("\"reason\": ") + action) != std::string::npos);
+  CHECK(changes.output.find("\"peer\": \"" + who + " pid=") != std::string::npos);
+
+  auto head = world.daemon.admin({"audit", "--head"});
+  INFO(head.output);
+  REQUIRE(head.status == 0);
+  REQUIRE(head.output.rfind("4:", 0) == 0);
+  const std::string exported = head.output.substr(0, head.output.find('\n'));
+  CHECK(world.daemon.admin({"audit", "--verify", "--expect-head", exported}).status == 0);
+
+  // Someone with write access to the database file removes the release and the reinstate.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open((world.daemon.root + "/verifier.db").c_str(), &db) == SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  const int rc = sqlite3_exec(db, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence >= 3;", nullptr,
+                              nullptr, nullptr);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+
+  CHECK(world.daemon.admin({"audit", "--verify"}).status == 0);  // a shorter chain is still well-formed
+  auto truncated = world.daemon.admin({"audit", "--verify", "--expect-head", exported});
+  INFO(truncated.output);
+  CHECK(truncated.status == 1);
+  CHECK(truncated.output.find("BROKEN at record 3") != std::string::npos);
+  CHECK(truncated.output.find("removed from the end") != std::string::npos);
+}
+
 // ---------------------------------------------------------------------------------------
 // The admin socket: who may use it, and where it may be created
 // ---------------------------------------------------------------------------------------
@@ -302,7 +342,7 @@ struct SocketDir {
 };
 
 verifier::AdminHandler echo_handler() {
-  return [](const std::string&) { return std::string(R"({"ok":true,"result":{}})"); };
+  return [](const verifier::AdminPeer&, const std::string&) { return std::string(R"({"ok":true,"result":{}})"); };
 }
 
 }  // namespace

@@ -890,7 +890,7 @@ struct AdminFixture {
   std::string path = dir.path + "/admin.sock";
   std::atomic<int> calls{0};
   AdminHandler handler() {
-    return [this](const std::string& line) {
+    return [this](const AdminPeer&, const std::string& line) {
       calls.fetch_add(1);
       return R"({"ok":true,"result":{"echo_size":)" + std::to_string(line.size()) + "}}";
     };
@@ -922,6 +922,22 @@ TEST_CASE("the admin socket answers one request line with the handler's line") {
   (*server)->stop();
 }
 
+TEST_CASE("the admin handler is told the peer's uid and pid as the kernel reports them (SO_PEERCRED)") {
+  AdminFixture fixture;
+  AdminPeer seen;
+  auto server = AdminSocketServer::create(fixture.path, [&](const AdminPeer& peer, const std::string&) {
+    seen = peer;
+    return std::string(R"({"ok":true,"result":{}})");
+  });
+  REQUIRE(server);
+  (*server)->start();
+  REQUIRE(admin_request(fixture.path, R"({"command":"list"})", 5000ms));
+  (*server)->stop();
+  CHECK(seen.uid == ::geteuid());
+  CHECK(seen.gid == ::getegid());
+  CHECK(seen.pid == ::getpid());
+}
+
 TEST_CASE("the admin socket serves at most max_clients at once and queues the others") {
   AdminFixture fixture;
   AdminSocketLimits limits;
@@ -930,7 +946,7 @@ TEST_CASE("the admin socket serves at most max_clients at once and queues the ot
   std::atomic<int> most{0};
   auto server = AdminSocketServer::create(
       fixture.path,
-      [&](const std::string&) {
+      [&](const AdminPeer&, const std::string&) {
         const int now = running.fetch_add(1) + 1;
         int seen = most.load();
         while (now > seen && !most.compare_exchange_weak(seen, now)) {

@@ -1,6 +1,7 @@
 // The admin socket protocol (api/admin_api.hpp) on a real SQLite store, the enrollment bundle
 // it imports, and the fde-admin commands that drive it (wired to the API in process).
 #include <rapidjson/document.h>
+#include <sqlite3.h>
 
 #include <sstream>
 
@@ -40,6 +41,8 @@ struct Admin {
   Logger logger{LogLevel::debug, [this](std::string_view line) { log.append(line); }};
   std::unique_ptr<AdminApi> api;
   SecretBytes disk_key = crypto::random_secret(32);
+  // Who the admin socket says is calling (SO_PEERCRED).
+  AdminPeer peer{1000, 1000, 4321};
 
   Admin() {
     auto kek = expect_ok(KeyEncryptionKey::from_bytes(crypto::random_bytes(KeyEncryptionKey::key_size)));
@@ -48,7 +51,7 @@ struct Admin {
   }
 
   rapidjson::Document call(const std::string& line) {
-    const std::string response = api->handle(line);
+    const std::string response = api->handle(peer, line);
     INFO("response: " << response);
     CHECK(response.find('\n') == std::string::npos);
     rapidjson::Document doc;
@@ -72,7 +75,7 @@ struct Admin {
     const int code = run_admin_command(command, args, out, err,
                                        [&](const std::string& socket, const std::string& line) -> Result<std::string> {
                                          sent_to.push_back(socket);
-                                         return api->handle(line);
+                                         return api->handle(peer, line);
                                        });
     for (const auto& socket : sent_to) CHECK(socket == dir.path("admin.sock"));
     return {code, out.str(), err.str()};
@@ -181,7 +184,7 @@ TEST_CASE("enroll, list and show: the image is stored and shown without its key"
   REQUIRE(list["result"]["images"].Size() == 1);
   CHECK(list["result"]["images"][0]["sets"].Size() == 2);
 
-  const std::string shown = admin.api->handle("{\"command\":\"show\",\"image_id\":\"sim-openeuler-fde\"}");
+  const std::string shown = admin.api->handle(admin.peer, "{\"command\":\"show\",\"image_id\":\"sim-openeuler-fde\"}");
   CHECK(shown.find("\"ok\":true") != std::string::npos);
   CHECK(shown.find("\"firmware_rims\"") != std::string::npos);
   CHECK(shown.find(base64_encode(admin.disk_key.view())) == std::string::npos);
@@ -267,28 +270,36 @@ TEST_CASE("revoke and reinstate change the status and say what it was") {
 
 TEST_CASE("audit queries filter by image and decision, verify-audit checks the chain, explain reads the checks") {
   Admin admin;
-  REQUIRE(ok(admin.enroll()));
+  REQUIRE(ok(admin.enroll()));  // record 1
   Verdict denied;
   denied.add_pass("request.nonce", "fresh", "fresh");
   denied.add_fail("reference.rim", "one of {aa}", "bb");
   Verdict released;
   released.add_pass("request.nonce", "fresh", "fresh");
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 3; ++i) {  // records 2 (deny), 3 (release), 4 (deny, another image)
     const bool release = i == 1;
     AuditEntry entry{i == 2 ? "other-image" : std::string(test_image_id), "192.0.2.1:1", "00", "{\"rim\":\"bb\"}",
                      release ? "release" : "deny", release ? released.summary() : denied.summary(),
                      checks_to_json(release ? released : denied)};
-    expect_ok(admin.store->append_audit(entry));
+    if (release)
+      REQUIRE(expect_ok(admin.store->append_release(entry)).has_value());
+    else
+      expect_ok(admin.store->append_audit(entry));
   }
   auto all = admin.call("{\"command\":\"audit\"}");
   REQUIRE(ok(all));
-  REQUIRE(all["result"]["records"].Size() == 3);
-  CHECK(all["result"]["records"][0]["sequence"].GetInt64() == 3);  // newest first
+  REQUIRE(all["result"]["records"].Size() == 4);
+  CHECK(all["result"]["records"][0]["sequence"].GetInt64() == 4);  // newest first
   CHECK(all["result"]["records"][0]["measurements"].IsObject());
+  CHECK(all["result"]["records"][0]["keyed"].GetBool());
   CHECK_FALSE(all["result"]["records"][0].HasMember("checks"));
-  CHECK(admin.call("{\"command\":\"audit\",\"image_id\":\"sim-openeuler-fde\"}")["result"]["records"].Size() == 2);
+  // The enrollment: what changed, instead of measurements.
+  CHECK(all["result"]["records"][3]["change"]["reference"].IsObject());
+  CHECK_FALSE(all["result"]["records"][3].HasMember("measurements"));
+  CHECK(admin.call("{\"command\":\"audit\",\"image_id\":\"sim-openeuler-fde\"}")["result"]["records"].Size() == 3);
   CHECK(admin.call("{\"command\":\"audit\",\"decision\":\"deny\"}")["result"]["records"].Size() == 2);
-  CHECK(admin.call("{\"command\":\"audit\",\"after_sequence\":2}")["result"]["records"].Size() == 1);
+  CHECK(admin.call("{\"command\":\"audit\",\"decision\":\"admin\"}")["result"]["records"].Size() == 1);
+  CHECK(admin.call("{\"command\":\"audit\",\"after_sequence\":3}")["result"]["records"].Size() == 1);
   CHECK(admin.call("{\"command\":\"audit\",\"limit\":1,\"checks\":true}")["result"]["records"][0]["checks"].IsArray());
   CHECK_FALSE(ok(admin.call("{\"command\":\"audit\",\"decision\":\"maybe\"}")));
   CHECK_FALSE(ok(admin.call("{\"command\":\"audit\",\"limit\":0}")));
@@ -296,18 +307,134 @@ TEST_CASE("audit queries filter by image and decision, verify-audit checks the c
   auto chain = admin.call("{\"command\":\"verify-audit\"}");
   REQUIRE(ok(chain));
   CHECK(chain["result"]["intact"].GetBool());
-  CHECK(chain["result"]["records"].GetInt64() == 3);
+  CHECK(chain["result"]["records"].GetInt64() == 4);
+  CHECK(std::string(chain["result"]["head"].GetString()).rfind("4:", 0) == 0);
+  CHECK(chain["result"]["expected_head"].IsNull());
 
   auto latest = admin.call("{\"command\":\"explain\",\"image_id\":\"sim-openeuler-fde\"}");
   REQUIRE(ok(latest));
-  CHECK(latest["result"]["record"]["sequence"].GetInt64() == 1);  // the latest denial, not the release
+  CHECK(latest["result"]["record"]["sequence"].GetInt64() == 2);  // the latest denial, not the release
   CHECK(std::string(latest["result"]["failed"][0].GetString()) == "reference.rim");
-  auto release = admin.call("{\"command\":\"explain\",\"sequence\":2}");
+  auto release = admin.call("{\"command\":\"explain\",\"sequence\":3}");
   REQUIRE(ok(release));
   CHECK(release["result"]["failed"].Size() == 0);
+  // An admin record is no decision: explain says so rather than "every check passed".
+  auto change = admin.call("{\"command\":\"explain\",\"sequence\":1}");
+  CHECK(error_of(change) == "invalid_argument");
+  CHECK(std::string(change["message"].GetString()).find("enroll by uid=1000") != std::string::npos);
   CHECK(error_of(admin.call("{\"command\":\"explain\",\"sequence\":99}")) == "not_found");
   CHECK(error_of(admin.call("{\"command\":\"explain\",\"image_id\":\"never-enrolled\"}")) == "not_found");
   CHECK(error_of(admin.call("{\"command\":\"explain\"}")) == "invalid_argument");
+}
+
+TEST_CASE("every admin command that changes state is in the audit chain with the caller's uid") {
+  Admin admin;
+  admin.peer = AdminPeer{4242, 4242, 999};
+  REQUIRE(ok(admin.enroll()));
+  auto set = sample_reference().sets.front();
+  set.name = "kernel-6.6.0-72";
+  reference::ReferenceValues one_set = sample_reference();
+  one_set.sets = {set};
+  rapidjson::Document parsed;
+  const std::string document = expect_ok(reference::serialize_reference_values(one_set));
+  parsed.Parse(document.c_str());
+  const std::string set_json = json::to_string(parsed["sets"][0]);
+  REQUIRE(ok(admin.call("{\"command\":\"add-reference\",\"image_id\":\"sim-openeuler-fde\",\"reference\":" + set_json + "}")));
+  REQUIRE(ok(admin.call("{\"command\":\"retire-reference\",\"image_id\":\"sim-openeuler-fde\",\"set\":\"kernel-6.6.0-72\"}")));
+  admin.peer = AdminPeer{0, 0, 1};
+  REQUIRE(ok(admin.call("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}")));
+  REQUIRE(ok(admin.call("{\"command\":\"reinstate\",\"image_id\":\"sim-openeuler-fde\"}")));
+  // Reading changes nothing and records nothing; a refused change records nothing either.
+  REQUIRE(ok(admin.call("{\"command\":\"list\"}")));
+  CHECK_FALSE(ok(admin.call("{\"command\":\"revoke\",\"image_id\":\"nope\"}")));
+
+  auto listed = admin.call("{\"command\":\"audit\",\"decision\":\"admin\"}");
+  REQUIRE(ok(listed));
+  const auto& records = listed["result"]["records"];
+  REQUIRE(records.Size() == 5);
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"reinstate", "uid=0 pid=1"}, {"revoke", "uid=0 pid=1"}, {"retire-reference", "uid=4242 pid=999"},
+      {"add-reference", "uid=4242 pid=999"}, {"enroll", "uid=4242 pid=999"}};
+  for (rapidjson::SizeType i = 0; i < records.Size(); ++i) {
+    INFO("record " << records[i]["sequence"].GetInt64());
+    CHECK(records[i]["sequence"].GetInt64() == 5 - static_cast<std::int64_t>(i));
+    CHECK(std::string(records[i]["reason"].GetString()) == expected[i].first);
+    CHECK(std::string(records[i]["peer"].GetString()) == expected[i].second);
+    CHECK(std::string(records[i]["image_id"].GetString()) == test_image_id);
+    CHECK(records[i]["change"]["uid"].GetInt64() == (i < 2 ? 0 : 4242));
+  }
+  CHECK(std::string(records[3]["change"]["added"][0].GetString()) == "kernel-6.6.0-72");
+  CHECK(std::string(records[2]["change"]["retired"][0].GetString()) == "kernel-6.6.0-72");
+  CHECK(std::string(records[1]["change"]["previous_status"].GetString()) == "active");
+  CHECK(std::string(records[1]["change"]["status"].GetString()) == "revoked");
+  CHECK(admin.log.find("event=admin_set_status image=sim-openeuler-fde status=revoked uid=0 pid=1 audit=4") !=
+        std::string::npos);
+  CHECK(expect_ok(admin.store->verify_audit_chain()).intact);
+
+  // fde-admin shows them in the listing.
+  auto run = admin.cli("audit", admin.socket_args({"--decision", "admin"}));
+  CHECK(run.code == admin_exit_ok);
+  CHECK(run.out.find("uid=0 pid=1") != std::string::npos);
+  CHECK(run.out.find("revoke") != std::string::npos);
+}
+
+TEST_CASE("fde-admin audit --head exports the head and --verify --expect-head finds records removed after it") {
+  Admin admin;
+  REQUIRE(ok(admin.enroll()));
+  Verdict denied;
+  denied.add_fail("reference.rim", "aa", "bb");
+  auto deny = [&] {
+    expect_ok(admin.store->append_audit(AuditEntry{std::string(test_image_id), "192.0.2.1:1", "00", "{}", "deny",
+                                                   denied.summary(), checks_to_json(denied)}));
+  };
+  for (int i = 0; i < 4; ++i) deny();
+  auto run = admin.cli("audit", admin.socket_args({"--head"}));
+  REQUIRE(run.code == admin_exit_ok);
+  REQUIRE(run.out.size() == 2 + 64 + 1);  // "5:", the hash, a newline
+  CHECK(run.out.rfind("5:", 0) == 0);
+  const std::string head = run.out.substr(0, run.out.size() - 1);
+
+  run = admin.cli("audit", admin.socket_args({"--verify", "--expect-head", head}));
+  CHECK(run.code == admin_exit_ok);
+  CHECK(run.out.find("the exported head " + head + " is in the chain, unchanged") != std::string::npos);
+  deny();
+  CHECK(admin.cli("audit", admin.socket_args({"--verify", "--expect-head", head})).code == admin_exit_ok);
+
+  // Someone with the database file drops the newest records.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(admin.dir.path("verifier.db").c_str(), &db) == SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  REQUIRE(sqlite3_exec(db, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence >= 4", nullptr, nullptr,
+                       nullptr) == SQLITE_OK);
+  sqlite3_close(db);
+
+  run = admin.cli("audit", admin.socket_args({"--verify"}));
+  CHECK(run.code == admin_exit_ok);  // what is left is a well-formed, shorter chain
+  run = admin.cli("audit", admin.socket_args({"--verify", "--expect-head", head}));
+  CHECK(run.code == admin_exit_refused);
+  CHECK(run.out.find("BROKEN at record 4") != std::string::npos);
+  CHECK(run.out.find("records were removed from the end") != std::string::npos);
+  CHECK(admin.log.find("event=audit_chain_broken") != std::string::npos);
+  // The truncated chain itself verifies, so --head still prints its (new, shorter) head...
+  run = admin.cli("audit", admin.socket_args({"--head"}));
+  CHECK(run.code == admin_exit_ok);
+  CHECK(run.out.rfind("3:", 0) == 0);
+  // ...but never one of a broken chain.
+  sqlite3* edit = nullptr;
+  REQUIRE(sqlite3_open(admin.dir.path("verifier.db").c_str(), &edit) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(edit, "DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'x' WHERE sequence = 2", nullptr,
+                       nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(edit);
+  run = admin.cli("audit", admin.socket_args({"--head"}));
+  CHECK(run.code == admin_exit_refused);
+  CHECK(run.out.empty());
+  CHECK(run.err.find("no head printed") != std::string::npos);
+
+  // Usage errors are caught before the daemon is asked.
+  CHECK(admin.cli("audit", admin.socket_args({"--verify", "--expect-head", "5:zz"})).code == admin_exit_usage);
+  CHECK(admin.cli("audit", admin.socket_args({"--expect-head", head})).code == admin_exit_usage);
+  CHECK(admin.cli("audit", admin.socket_args({"--head", "--image", "x"})).code == admin_exit_usage);
+  CHECK(error_of(admin.call("{\"command\":\"verify-audit\",\"expect_head\":\"x\"}")) == "invalid_argument");
 }
 
 TEST_CASE("malformed admin requests are refused with a stable error code and one line") {
@@ -383,7 +510,7 @@ TEST_CASE("fde-admin audit --verify and explain report what the daemon found") {
                                                  denied.summary(), checks_to_json(denied)}));
   auto run = admin.cli("audit", admin.socket_args({"--verify"}));
   CHECK(run.code == admin_exit_ok);
-  CHECK(run.out == "audit chain intact: 1 records\n");
+  CHECK(run.out.rfind("audit chain intact: 2 records; head 2:", 0) == 0);
 
   run = admin.cli("audit", admin.socket_args({"--decision", "deny"}));
   CHECK(run.code == admin_exit_ok);
@@ -397,7 +524,7 @@ TEST_CASE("fde-admin audit --verify and explain report what the daemon found") {
   CHECK(run.out.find('\x1b') == std::string::npos);
   CHECK(run.out.find("\\x1b[2J") != std::string::npos);
 
-  run = admin.cli("explain", admin.socket_args({"--sequence", "1"}));
+  run = admin.cli("explain", admin.socket_args({"--sequence", "2"}));
   CHECK(run.code == admin_exit_ok);
 
   CHECK(admin.cli("explain", admin.socket_args({})).code == admin_exit_usage);

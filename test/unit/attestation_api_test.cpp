@@ -3,6 +3,8 @@
 // is tested by the integration tests).
 #include <rapidjson/document.h>
 
+#include <algorithm>
+#include <functional>
 #include <mutex>
 
 #include "common/crypto/hash.hpp"
@@ -34,9 +36,12 @@ struct Verifier {
   AttestationApi api{policy, *open_store(), metrics, logger, [this] { return now; }};
   AdminApi admin{*store, logger};
   SecretBytes disk_key = crypto::random_secret(64);
+  // The operator at the admin socket.
+  AdminPeer operator_peer{0, 0, 4242};
 
+  // The enrollment is audit record 1; the decisions follow.
   Verifier() {
-    expect_ok(store->enroll(sample_image(), disk_key));
+    expect_ok(store->enroll(sample_image(), disk_key, AdminActor{0, 4242}));
   }
 
   Store* open_store() {
@@ -62,7 +67,20 @@ struct Verifier {
     return make_guest(policy->nonces(), now, options);
   }
 
-  std::vector<AuditRecord> audit() { return expect_ok(store->query_audit(AuditQuery{})); }
+  // The decisions (release and deny records), newest first; chain() has the admin records too.
+  std::vector<AuditRecord> audit() {
+    std::vector<AuditRecord> decisions;
+    for (auto& record : expect_ok(store->query_audit(AuditQuery{})))
+      if (record.entry.decision != "admin") decisions.push_back(std::move(record));
+    return decisions;
+  }
+  // Every record, oldest first.
+  std::vector<AuditRecord> chain() {
+    auto records = expect_ok(store->query_audit(AuditQuery{}));
+    std::reverse(records.begin(), records.end());
+    return records;
+  }
+  std::string admin_call(const std::string& line) { return admin.handle(operator_peer, line); }
 };
 
 std::string error_code(const HttpResponse& response) {
@@ -78,42 +96,68 @@ rapidjson::Document parse_json(const std::string& text) {
   return doc;
 }
 
-// The real store, with the operator's revoke landing at the worst moment: right after the
-// API has read the image as active (and so decides on an active image), before it reads the
-// key. Everything else is passed through.
-class RevokedAfterLookup final : public Store {
+// The real store with hooks at the moments a concurrent operator could act: right after the
+// API has read the image (and so decides on what it read), and just before or just after the
+// release's own transaction. Everything else is passed through.
+class HookedStore final : public Store {
  public:
-  explicit RevokedAfterLookup(Store& store) : store_(store) {}
-  Result<void> enroll(const ImageRecord& image, const SecretBytes& disk_key) override {
-    return store_.enroll(image, disk_key);
+  explicit HookedStore(Store& store) : store_(store) {}
+  Result<AuditRecord> enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) override {
+    return store_.enroll(image, disk_key, by);
   }
   Result<std::optional<ImageRecord>> find_image(std::string_view image_id) override {
     auto found = store_.find_image(image_id);
-    if (found && *found && (*found)->status == ImageStatus::active)
-      REQUIRE(store_.set_status(image_id, ImageStatus::revoked).has_value());
+    if (after_lookup) after_lookup();
     return found;
   }
   Result<std::vector<ImageRecord>> list_images() override { return store_.list_images(); }
-  Result<std::optional<SecretBytes>> disk_key(std::string_view image_id) override {
-    ++key_reads;
-    return store_.disk_key(image_id);
+  Result<std::optional<SecretBytes>> disk_key(std::string_view image_id) override { return store_.disk_key(image_id); }
+  Result<AuditRecord> update_reference(std::string_view image_id, const reference::ReferenceValues& reference,
+                                       const AdminActor& by) override {
+    return store_.update_reference(image_id, reference, by);
   }
-  Result<void> update_reference(std::string_view image_id, const reference::ReferenceValues& reference) override {
-    return store_.update_reference(image_id, reference);
+  Result<AuditRecord> set_status(std::string_view image_id, ImageStatus status, const AdminActor& by) override {
+    return store_.set_status(image_id, status, by);
   }
-  Result<void> set_status(std::string_view image_id, ImageStatus status) override {
-    return store_.set_status(image_id, status);
+  Result<std::optional<Release>> append_release(const AuditEntry& entry) override {
+    ++release_calls;
+    if (before_release) before_release();
+    auto released = store_.append_release(entry);
+    if (after_release) after_release();
+    return released;
   }
   Result<AuditRecord> append_audit(const AuditEntry& entry) override { return store_.append_audit(entry); }
   Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override { return store_.query_audit(query); }
-  Result<AuditChainReport> verify_audit_chain() override { return store_.verify_audit_chain(); }
+  Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) override {
+    return store_.verify_audit_chain(expected_head);
+  }
   Result<void> ping() override { return store_.ping(); }
 
-  int key_reads = 0;
+  std::function<void()> after_lookup;
+  std::function<void()> before_release;
+  std::function<void()> after_release;
+  int release_calls = 0;
 
  private:
   Store& store_;
 };
+
+// The operator's revoke, through the admin API as fde-admin sends it, run once.
+std::function<void()> revoke_once(Verifier& v) {
+  return [&v, done = false]() mutable {
+    if (done) return;
+    done = true;
+    auto revoked = parse_json(v.admin_call("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}"));
+    REQUIRE(revoked["ok"].GetBool());
+  };
+}
+
+std::vector<std::string> chain_summary(Verifier& v) {
+  std::vector<std::string> out;
+  for (const auto& record : v.chain())
+    out.push_back(record.entry.decision == "admin" ? record.entry.reason : record.entry.decision);
+  return out;
+}
 
 }  // namespace
 
@@ -170,7 +214,7 @@ TEST_CASE("the API denies a tampered boot with 403 attestation_failed, audits it
   CHECK(error_code(response) == "attestation_failed");
   // The guest learns the audit record number, not the reason.
   CHECK(response.body.find("reference.rim") == std::string::npos);
-  CHECK(response.body.find("audit record 1") != std::string::npos);
+  CHECK(response.body.find("audit record 2") != std::string::npos);
 
   const auto records = v.audit();
   REQUIRE(records.size() == 1);
@@ -183,12 +227,12 @@ TEST_CASE("the API denies a tampered boot with 403 attestation_failed, audits it
   CHECK(metrics.find("fde_releases_total 0\n") != std::string::npos);
 
   for (const std::string request : {"{\"command\":\"explain\",\"image_id\":\"sim-openeuler-fde\"}",
-                                    "{\"command\":\"explain\",\"sequence\":1}"}) {
-    auto explained = parse_json(v.admin.handle(request));
+                                    "{\"command\":\"explain\",\"sequence\":2}"}) {
+    auto explained = parse_json(v.admin_call(request));
     INFO(request);
     REQUIRE(explained["ok"].GetBool());
     const auto& result = explained["result"];
-    CHECK(result["record"]["sequence"].GetInt64() == 1);
+    CHECK(result["record"]["sequence"].GetInt64() == 2);
     REQUIRE(result["failed"].Size() >= 1);
     CHECK(std::string(result["failed"][0].GetString()) == "reference.rim");
     bool found = false;
@@ -230,14 +274,14 @@ TEST_CASE("every denial the guest can cause gets its coarse code and an audit re
     CHECK(v.audit()[0].entry.image_id == "never-enrolled");
   }
   SECTION("revoked image: 403 attestation_failed until reinstated") {
-    auto revoked = parse_json(v.admin.handle("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}"));
+    auto revoked = parse_json(v.admin_call("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}"));
     REQUIRE(revoked["ok"].GetBool());
     Guest guest = v.challenge_and_prepare();
     HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
     CHECK(response.status == 403);
     CHECK(v.audit().front().entry.reason.rfind("image.status:", 0) == 0);
 
-    REQUIRE(parse_json(v.admin.handle("{\"command\":\"reinstate\",\"image_id\":\"sim-openeuler-fde\"}"))["ok"].GetBool());
+    REQUIRE(parse_json(v.admin_call("{\"command\":\"reinstate\",\"image_id\":\"sim-openeuler-fde\"}"))["ok"].GetBool());
     guest = v.challenge_and_prepare();
     response = v.post("/v1/attest", protocol::serialize(guest.request));
     CHECK(response.status == 200);
@@ -332,17 +376,19 @@ TEST_CASE("a new policy applies to requests after set_policy (SIGHUP)") {
 
 TEST_CASE("an image revoked between the decision and the key read is denied like a revoked image, and audited") {
   Verifier v;
-  RevokedAfterLookup racing(*v.store);
+  HookedStore racing(*v.store);
+  racing.after_lookup = revoke_once(v);
   AttestationApi api{v.policy, racing, v.metrics, v.logger, [&v] { return v.now; }};
   const Guest guest = v.challenge_and_prepare();
   const HttpResponse response =
       api.handle(HttpRequest{"POST", "/v1/attest", "application/json", protocol::serialize(guest.request), "192.0.2.10:40002"});
   INFO(response.body << "\n" << v.log);
   // The decision saw an active image and passed every check; the key read said revoked.
-  CHECK(racing.key_reads == 1);
+  CHECK(racing.release_calls == 1);
   CHECK(response.status == 403);
   CHECK(error_code(response) == "attestation_failed");
-  CHECK(response.body.find("audit record 1") != std::string::npos);
+  CHECK(response.body.find("audit record 3") != std::string::npos);
+  CHECK(chain_summary(v) == std::vector<std::string>{"enroll", "revoke", "deny"});
   CHECK(response.body.find("sealed_key") == std::string::npos);
 
   const auto records = v.audit();
@@ -363,6 +409,46 @@ TEST_CASE("an image revoked between the decision and the key read is denied like
   const HttpResponse revoked = v.post("/v1/attest", protocol::serialize(again.request));
   CHECK(revoked.status == response.status);
   CHECK(error_code(revoked) == error_code(response));
+  CHECK(expect_ok(v.store->verify_audit_chain()).intact);
+}
+
+TEST_CASE("a revoke committed while an attestation is in flight is ordered before or after its release, never lost") {
+  Verifier v;
+  HookedStore racing(*v.store);
+  AttestationApi api{v.policy, racing, v.metrics, v.logger, [&v] { return v.now; }};
+  const Guest guest = v.challenge_and_prepare();
+  auto attest = [&] {
+    return api.handle(
+        HttpRequest{"POST", "/v1/attest", "application/json", protocol::serialize(guest.request), "192.0.2.10:40003"});
+  };
+
+  SECTION("the revoke commits after every check passed, just before the release is recorded: denied") {
+    racing.before_release = revoke_once(v);
+    const HttpResponse response = attest();
+    INFO(response.body << "\n" << v.log);
+    CHECK(response.status == 403);
+    CHECK(response.body.find("sealed_key") == std::string::npos);
+    CHECK(chain_summary(v) == std::vector<std::string>{"enroll", "revoke", "deny"});
+    CHECK(v.audit().front().entry.reason.rfind("image.status:", 0) == 0);
+    CHECK(v.metrics.render().find("fde_releases_total 0\n") != std::string::npos);
+  }
+  SECTION("the revoke commits just after the release is recorded: the release comes first in the chain") {
+    racing.after_release = revoke_once(v);
+    const HttpResponse response = attest();
+    INFO(response.body << "\n" << v.log);
+    CHECK(response.status == 200);
+    CHECK(chain_summary(v) == std::vector<std::string>{"enroll", "release", "revoke"});
+    // Everything after the revoke is denied.
+    const Guest later = v.challenge_and_prepare();
+    CHECK(v.post("/v1/attest", protocol::serialize(later.request)).status == 403);
+    CHECK(chain_summary(v) == std::vector<std::string>{"enroll", "release", "revoke", "deny"});
+  }
+  // Either way the revoke is in the chain with who made it, and the chain verifies.
+  const auto records = v.chain();
+  const auto revoke = std::find_if(records.begin(), records.end(),
+                                   [](const AuditRecord& r) { return r.entry.reason == "revoke"; });
+  REQUIRE(revoke != records.end());
+  CHECK(revoke->entry.peer == "uid=0 pid=4242");
   CHECK(expect_ok(v.store->verify_audit_chain()).intact);
 }
 

@@ -3,6 +3,7 @@
 
 #include "common/crypto/certificate.hpp"
 #include "common/crypto/hash.hpp"
+#include "common/crypto/mac.hpp"
 #include "common/crypto/signature.hpp"
 #include "common/util/file.hpp"
 
@@ -178,4 +179,23 @@ TEST_CASE("issued certificates chain, and a certificate from another CA does not
   auto other = *issue_certificate({.common_name = "test root", .is_ca = true}, other_key.public_key(), other_key, nullptr);
   std::vector<Certificate> wrong_roots{other};
   CHECK_FALSE(verify_chain(leaf, {}, wrong_roots).has_value());
+}
+
+TEST_CASE("HMAC-SHA-256 and HKDF-SHA-256 match the RFC 4231 and RFC 5869 vectors") {
+  auto mac = crypto::hmac_sha256(as_bytes("Jefe"), as_bytes("what do ya want for nothing?"));
+  REQUIRE(mac.has_value());
+  CHECK(hex_encode(*mac) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+
+  const Bytes ikm(22, 0x0b);
+  auto okm = crypto::hkdf_sha256(ikm, *hex_decode("000102030405060708090a0b0c"), *hex_decode("f0f1f2f3f4f5f6f7f8f9"), 42);
+  REQUIRE(okm.has_value());
+  CHECK(hex_encode(okm->view()) ==
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+  // Test case 3: no salt, no info.
+  auto unsalted = crypto::hkdf_sha256(ikm, {}, {}, 42);
+  REQUIRE(unsalted.has_value());
+  CHECK(hex_encode(unsalted->view()) ==
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8");
+  CHECK_FALSE(crypto::hkdf_sha256(ikm, {}, {}, 0).has_value());
+  CHECK_FALSE(crypto::hkdf_sha256(ikm, {}, {}, 255 * 32 + 1).has_value());
 }

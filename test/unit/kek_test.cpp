@@ -193,3 +193,19 @@ TEST_CASE("a KEK loads from the systemd credentials directory") {
   else
     ::unsetenv("CREDENTIALS_DIRECTORY");
 }
+
+TEST_CASE("keys derived from the KEK differ per label and from the KEK itself, and need a loaded KEK") {
+  auto kek = KeyEncryptionKey::from_bytes(Bytes(32, 0x42));
+  REQUIRE(kek.has_value());
+  auto audit = kek->derive_key("virtcca-fde/v1 audit chain MAC key");
+  auto other = kek->derive_key("virtcca-fde/v1 something else");
+  REQUIRE(audit.has_value());
+  REQUIRE(other.has_value());
+  CHECK(audit->size() == 32);
+  CHECK_FALSE(equal_constant_time(audit->view(), other->view()));
+  CHECK_FALSE(equal_constant_time(audit->view(), Bytes(32, 0x42)));
+  // Deterministic: the same KEK gives the same key after a restart.
+  CHECK(equal_constant_time(audit->view(), kek->derive_key("virtcca-fde/v1 audit chain MAC key")->view()));
+  CHECK_FALSE(kek->derive_key("").has_value());
+  CHECK_FALSE(KeyEncryptionKey().derive_key("label").has_value());
+}

@@ -1,4 +1,5 @@
-// SQLite store tests: images and wrapped keys, the hash-chained audit log and tampering, file mode, concurrency.
+// SQLite store tests: images and wrapped keys, the MAC-chained audit log (admin changes, exported heads, the
+// revoke/release order, stores from before the chain was keyed) and tampering, file mode, concurrency.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -7,12 +8,16 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <functional>
+#include <limits>
 #include <fstream>
 #include <iterator>
 #include <set>
 #include <thread>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <rapidjson/document.h>
 #include <sqlite3.h>
 
 #include "common/reference/reference_values.hpp"
@@ -79,15 +84,26 @@ std::string canonical(const reference::ReferenceValues& values) {
   return *json;
 }
 
+// The operator as the admin socket would name them.
+const AdminActor operator_actor{0, 4242};
+
+// A denial (append_audit takes nothing else); release_entry() for append_release.
 AuditEntry audit_entry(int i, const std::string& image_id = "img-a") {
   AuditEntry e;
   e.image_id = image_id;
   e.peer = "203.0.113.7:" + std::to_string(50000 + i);
   e.token_digest = std::string(64, 'a');
   e.measurements = R"({"rim":"00"})";
-  e.decision = i % 3 == 0 ? "deny" : "release";
-  e.reason = i % 3 == 0 ? "rim: not in the accepted set" : "all checks passed";
+  e.decision = "deny";
+  e.reason = i % 3 == 0 ? "rim: not in the accepted set" : "nonce: expired";
   e.checks = R"([{"name":"nonce","passed":true}])";
+  return e;
+}
+
+AuditEntry release_entry(int i, const std::string& image_id = "img-a") {
+  AuditEntry e = audit_entry(i, image_id);
+  e.decision = "release";
+  e.reason = "all checks passed";
   return e;
 }
 
@@ -148,6 +164,32 @@ std::string independent_hash(const AuditRecord& r) {
   return hex_encode(digest);
 }
 
+// The documented keyed encoding, also written out independently: HMAC-SHA-256 under
+// HKDF-SHA-256(KEK, info = label), over the label field and then the same fields.
+std::string independent_mac(const KeyEncryptionKey& kek, const AuditRecord& r) {
+  auto key = kek.derive_key("virtcca-fde/v1 audit chain MAC key");
+  REQUIRE(key.has_value());
+  std::string input;
+  auto field = [&](std::string_view bytes) {
+    for (int shift = 56; shift >= 0; shift -= 8) input.push_back(static_cast<char>((bytes.size() >> shift) & 0xff));
+    input.append(bytes);
+  };
+  field("virtcca-fde/v1 audit record");
+  field(r.previous_hash);
+  std::string sequence;
+  for (int shift = 56; shift >= 0; shift -= 8)
+    sequence.push_back(static_cast<char>((static_cast<std::uint64_t>(r.sequence) >> shift) & 0xff));
+  field(sequence);
+  for (const std::string* f : {&r.time, &r.entry.image_id, &r.entry.peer, &r.entry.token_digest, &r.entry.measurements,
+                               &r.entry.decision, &r.entry.reason, &r.entry.checks})
+    field(*f);
+  Bytes mac(32);
+  unsigned int length = 0;
+  REQUIRE(HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()), reinterpret_cast<const unsigned char*>(input.data()),
+               input.size(), mac.data(), &length) != nullptr);
+  return hex_encode(mac);
+}
+
 // AuditQuery with only the named filters set (designated initializers would warn about the rest).
 AuditQuery audit_query(std::size_t limit, std::optional<std::string> image_id = std::nullopt,
                        std::optional<std::string> decision = std::nullopt,
@@ -184,7 +226,7 @@ TEST_CASE("the audit record hash covers every field with length prefixes") {
   CHECK(changed([](AuditRecord& r) { r.entry.peer += "x"; }));
   CHECK(changed([](AuditRecord& r) { r.entry.token_digest += "x"; }));
   CHECK(changed([](AuditRecord& r) { r.entry.measurements += "x"; }));
-  CHECK(changed([](AuditRecord& r) { r.entry.decision = "deny"; }));
+  CHECK(changed([](AuditRecord& r) { r.entry.decision = "release"; }));
   CHECK(changed([](AuditRecord& r) { r.entry.reason += "x"; }));
   CHECK(changed([](AuditRecord& r) { r.entry.checks += "x"; }));
   // Moving bytes across a field boundary changes the hash.
@@ -200,8 +242,8 @@ TEST_CASE("an enrolled image is found, listed and its disk key unwraps to the sa
   TempDir dir;
   auto store = open_store(dir.file("fde.db"));
   REQUIRE(store->ping().has_value());
-  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2)).has_value());
-  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
+  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
 
   auto found = store->find_image("img-a");
   REQUIRE(found.has_value());
@@ -239,7 +281,7 @@ TEST_CASE("the database file never contains a raw disk key") {
   auto key = disk_key_for(9);
   {
     auto store = open_store(path);
-    REQUIRE(store->enroll(image_record("img-a"), key).has_value());
+    REQUIRE(store->enroll(image_record("img-a"), key, operator_actor).has_value());
     REQUIRE(store->disk_key("img-a").value_or(std::nullopt).has_value());
     // While open, the row may still be in the write-ahead log.
     for (const char* suffix : {"", "-wal", "-shm"}) {
@@ -263,8 +305,8 @@ TEST_CASE("the database file never contains a raw disk key") {
 TEST_CASE("enrolling an image twice is refused and keeps the first key") {
   TempDir dir;
   auto store = open_store(dir.file("fde.db"));
-  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
-  auto again = store->enroll(image_record("img-a"), disk_key_for(2));
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  auto again = store->enroll(image_record("img-a"), disk_key_for(2), operator_actor);
   REQUIRE_FALSE(again.has_value());
   CHECK(again.error().code == Errc::invalid_argument);
   CHECK(again.error().message.find("already enrolled") != std::string::npos);
@@ -278,31 +320,31 @@ TEST_CASE("enrolling an image twice is refused and keeps the first key") {
 TEST_CASE("enrollment refuses a bad image id, a bad key size or reference values for another image") {
   TempDir dir;
   auto store = open_store(dir.file("fde.db"));
-  CHECK(store->enroll(image_record("a/b"), disk_key_for(1)).error().code == Errc::invalid_argument);
-  CHECK(store->enroll(image_record(""), disk_key_for(1)).error().code == Errc::invalid_argument);
-  CHECK(store->enroll(image_record("img-a"), SecretBytes()).error().code == Errc::invalid_argument);
-  CHECK(store->enroll(image_record("img-a"), SecretBytes(65)).error().code == Errc::invalid_argument);
+  CHECK(store->enroll(image_record("a/b"), disk_key_for(1), operator_actor).error().code == Errc::invalid_argument);
+  CHECK(store->enroll(image_record(""), disk_key_for(1), operator_actor).error().code == Errc::invalid_argument);
+  CHECK(store->enroll(image_record("img-a"), SecretBytes(), operator_actor).error().code == Errc::invalid_argument);
+  CHECK(store->enroll(image_record("img-a"), SecretBytes(65), operator_actor).error().code == Errc::invalid_argument);
   ImageRecord mismatched = image_record("img-a");
   mismatched.reference.image_id = "img-b";
-  CHECK(store->enroll(mismatched, disk_key_for(1)).error().code == Errc::invalid_argument);
+  CHECK(store->enroll(mismatched, disk_key_for(1), operator_actor).error().code == Errc::invalid_argument);
   ImageRecord invalid = image_record("img-a");
   invalid.reference.sets.clear();
-  CHECK_FALSE(store->enroll(invalid, disk_key_for(1)).has_value());
+  CHECK_FALSE(store->enroll(invalid, disk_key_for(1), operator_actor).has_value());
   CHECK(store->list_images()->empty());
   // Reference values that name no image are fine.
   ImageRecord unnamed = image_record("img-a");
   unnamed.reference.image_id.reset();
-  CHECK(store->enroll(unnamed, SecretBytes::copy_of(Bytes(32, 1))).has_value());
+  CHECK(store->enroll(unnamed, SecretBytes::copy_of(Bytes(32, 1)), operator_actor).has_value());
 }
 
 TEST_CASE("reference values and status can be updated") {
   TempDir dir;
   auto store = open_store(dir.file("fde.db"));
-  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
 
   auto updated = example_reference("img-a");
   REQUIRE(reference::retire_reference_set(updated, "kernel-6.6.0-28").has_value());
-  REQUIRE(store->update_reference("img-a", updated).has_value());
+  REQUIRE(store->update_reference("img-a", updated, operator_actor).has_value());
   auto found = store->find_image("img-a");
   REQUIRE(found.has_value());
   REQUIRE(found->has_value());
@@ -310,15 +352,15 @@ TEST_CASE("reference values and status can be updated") {
   CHECK((*found)->reference.find_set("kernel-6.6.0-28") == nullptr);
   CHECK((*found)->updated_at >= (*found)->created_at);
 
-  REQUIRE(store->set_status("img-a", ImageStatus::revoked).has_value());
+  REQUIRE(store->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
   CHECK((*store->find_image("img-a"))->status == ImageStatus::revoked);
-  REQUIRE(store->set_status("img-a", ImageStatus::active).has_value());
+  REQUIRE(store->set_status("img-a", ImageStatus::active, operator_actor).has_value());
   CHECK((*store->find_image("img-a"))->status == ImageStatus::active);
 
-  CHECK(store->update_reference("img-x", example_reference("img-x")).error().code == Errc::not_found);
-  CHECK(store->set_status("img-x", ImageStatus::revoked).error().code == Errc::not_found);
+  CHECK(store->update_reference("img-x", example_reference("img-x"), operator_actor).error().code == Errc::not_found);
+  CHECK(store->set_status("img-x", ImageStatus::revoked, operator_actor).error().code == Errc::not_found);
   auto other = example_reference("img-b");
-  CHECK(store->update_reference("img-a", other).error().code == Errc::invalid_argument);
+  CHECK(store->update_reference("img-a", other, operator_actor).error().code == Errc::invalid_argument);
   // The disk key is untouched by either update.
   CHECK(equal_constant_time(store->disk_key("img-a")->value().view(), disk_key_for(1).view()));
 }
@@ -326,22 +368,22 @@ TEST_CASE("reference values and status can be updated") {
 TEST_CASE("the disk key of a revoked image is withheld by the store itself, whatever the caller read before") {
   TempDir dir;
   auto store = open_store(dir.file("fde.db"));
-  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
-  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2)).has_value());
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
   // A caller reads the image while it is active and decides to release...
   auto seen = store->find_image("img-a");
   REQUIRE(seen.has_value());
   REQUIRE(seen->has_value());
   REQUIRE((*seen)->status == ImageStatus::active);
   // ...the operator revokes it in the meantime...
-  REQUIRE(store->set_status("img-a", ImageStatus::revoked).has_value());
+  REQUIRE(store->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
   // ...and the key read, not the earlier look, decides: no key leaves the store.
   auto key = store->disk_key("img-a");
   REQUIRE(key.has_value());
   CHECK_FALSE(key->has_value());
   // Another image is not affected, and reinstating brings the same key back.
   CHECK(equal_constant_time(store->disk_key("img-b")->value().view(), disk_key_for(2).view()));
-  REQUIRE(store->set_status("img-a", ImageStatus::active).has_value());
+  REQUIRE(store->set_status("img-a", ImageStatus::active, operator_actor).has_value());
   CHECK(equal_constant_time(store->disk_key("img-a")->value().view(), disk_key_for(1).view()));
 }
 
@@ -349,11 +391,11 @@ TEST_CASE("a revoke committed by another process is seen by the next key read of
   TempDir dir;
   const std::string path = dir.file("fde.db");
   auto daemon = open_store(path);
-  REQUIRE(daemon->enroll(image_record("img-a"), disk_key_for(1)).has_value());
+  REQUIRE(daemon->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   REQUIRE(daemon->disk_key("img-a").value_or(std::nullopt).has_value());
   // A second connection (another fde-verifierd replica, or the file edited by hand) revokes.
   auto other = open_store(path);
-  REQUIRE(other->set_status("img-a", ImageStatus::revoked).has_value());
+  REQUIRE(other->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
   auto key = daemon->disk_key("img-a");
   REQUIRE(key.has_value());
   CHECK_FALSE(key->has_value());
@@ -374,50 +416,73 @@ TEST_CASE("an audit chain of many records links and verifies") {
   REQUIRE(empty.has_value());
   CHECK(empty->intact);
   CHECK(empty->records == 0);
+  CHECK(format_audit_head(empty->head) == "0:" + std::string(64, '0'));
 
-  std::vector<AuditRecord> appended;
+  // Records 1 and 2 are the enrollments; then 40 decisions, a denial every third.
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
+  std::vector<AuditRecord> appended = store->query_audit(audit_query(2)).value();
+  std::reverse(appended.begin(), appended.end());
   for (int i = 1; i <= 40; ++i) {
-    auto record = store->append_audit(audit_entry(i, i % 2 == 0 ? "img-a" : "img-b"));
-    REQUIRE(record.has_value());
-    appended.push_back(*record);
+    const std::string image = i % 2 == 0 ? "img-a" : "img-b";
+    if (i % 3 == 0) {
+      auto record = store->append_audit(audit_entry(i, image));
+      REQUIRE(record.has_value());
+      appended.push_back(*record);
+    } else {
+      auto released = store->append_release(release_entry(i, image));
+      REQUIRE(released.has_value());
+      REQUIRE(released->has_value());
+      CHECK(equal_constant_time((*released)->disk_key.view(), disk_key_for(i % 2 == 0 ? 1 : 2).view()));
+      appended.push_back((*released)->record);
+    }
   }
   CHECK(appended.front().sequence == 1);
   CHECK(appended.front().previous_hash == std::string(64, '0'));
+  const KeyEncryptionKey kek = test_kek();
   for (std::size_t i = 0; i < appended.size(); ++i) {
     CHECK(appended[i].sequence == static_cast<std::int64_t>(i + 1));
-    CHECK(appended[i].hash == audit_record_hash(appended[i]));
-    CHECK(appended[i].hash == independent_hash(appended[i]));
+    CHECK(appended[i].format == audit_format_keyed);
+    CHECK(appended[i].hash == independent_mac(kek, appended[i]));
+    // Not the unkeyed hash anyone could recompute.
+    CHECK(appended[i].hash != independent_hash(appended[i]));
     if (i > 0) CHECK(appended[i].previous_hash == appended[i - 1].hash);
   }
   auto report = store->verify_audit_chain();
   REQUIRE(report.has_value());
   CHECK(report->intact);
-  CHECK(report->records == 40);
+  CHECK(report->records == 42);
+  CHECK(report->unkeyed_records == 0);
   CHECK_FALSE(report->first_bad_sequence.has_value());
+  CHECK(report->head.sequence == 42);
+  CHECK(report->head.hash == appended.back().hash);
 
   auto newest = store->query_audit(audit_query(5));
   REQUIRE(newest.has_value());
   REQUIRE(newest->size() == 5);
-  CHECK((*newest)[0].sequence == 40);
-  CHECK((*newest)[4].sequence == 36);
-  CHECK((*newest)[0].hash == appended[39].hash);
-  CHECK((*newest)[0].entry.checks == appended[39].entry.checks);
+  CHECK((*newest)[0].sequence == 42);
+  CHECK((*newest)[4].sequence == 38);
+  CHECK((*newest)[0].hash == appended[41].hash);
+  CHECK((*newest)[0].entry.checks == appended[41].entry.checks);
 
   auto img_a = store->query_audit(audit_query(100, "img-a"));
   REQUIRE(img_a.has_value());
-  CHECK(img_a->size() == 20);
+  CHECK(img_a->size() == 21);
   CHECK(std::all_of(img_a->begin(), img_a->end(), [](const AuditRecord& r) { return r.entry.image_id == "img-a"; }));
   auto denials = store->query_audit(audit_query(100, std::nullopt, "deny"));
   REQUIRE(denials.has_value());
   CHECK(denials->size() == 13);
-  auto later = store->query_audit(audit_query(100, std::nullopt, std::nullopt, 35));
+  auto changes = store->query_audit(audit_query(100, std::nullopt, "admin"));
+  REQUIRE(changes.has_value());
+  CHECK(changes->size() == 2);
+  auto later = store->query_audit(audit_query(100, std::nullopt, std::nullopt, 37));
   REQUIRE(later.has_value());
   CHECK(later->size() == 5);
-  auto combined = store->query_audit(audit_query(2, "img-b", "deny", 20));
+  auto combined = store->query_audit(audit_query(2, "img-b", "deny", 22));
   REQUIRE(combined.has_value());
   REQUIRE(combined->size() == 2);
-  CHECK((*combined)[0].sequence == 39);
-  CHECK((*combined)[1].sequence == 33);
+  CHECK((*combined)[0].sequence == 41);
+  CHECK((*combined)[1].sequence == 35);
   // Values are bound, never spliced into SQL.
   auto injection = store->query_audit(audit_query(100, "x' OR '1'='1"));
   REQUIRE(injection.has_value());
@@ -444,13 +509,18 @@ TEST_CASE("audit text with NUL bytes, invalid UTF-8 or empty fields reads back b
   CHECK(store->verify_audit_chain()->intact);
 }
 
-TEST_CASE("an audit entry must say release or deny") {
+TEST_CASE("append_audit takes denials only: a release needs append_release, a change its own call") {
   TempDir dir;
   auto store = open_store(dir.file("fde.db"));
-  AuditEntry entry = audit_entry(1);
-  entry.decision = "maybe";
-  CHECK(store->append_audit(entry).error().code == Errc::invalid_argument);
-  CHECK(store->verify_audit_chain()->records == 0);
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  for (const char* decision : {"maybe", "release", "admin"}) {
+    AuditEntry entry = audit_entry(1);
+    entry.decision = decision;
+    INFO(decision);
+    CHECK(store->append_audit(entry).error().code == Errc::invalid_argument);
+  }
+  CHECK(store->append_release(audit_entry(1)).error().code == Errc::invalid_argument);
+  CHECK(store->verify_audit_chain()->records == 1);
 }
 
 TEST_CASE("audit records cannot be changed through SQL while the triggers stand") {
@@ -490,22 +560,154 @@ TEST_CASE("an audit record whose reason or decision was edited is detected at it
     tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET time = '2000-01-01T00:00:00Z' WHERE sequence = 1");
     CHECK(store->verify_audit_chain()->first_bad_sequence == 1);
   }
-  SECTION("an edit with a recomputed hash breaks the link to the next record") {
+  SECTION("an edit with a recomputed unkeyed hash is found at the record itself: its MAC fails") {
     auto records = store->query_audit(audit_query(100));
     REQUIRE(records.has_value());
     AuditRecord forged = *std::find_if(records->begin(), records->end(),
                                        [](const AuditRecord& r) { return r.sequence == 6; });
-    forged.entry.decision = "release";
     forged.entry.reason = "all checks passed";
     forged.hash = audit_record_hash(forged);
-    tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET decision = 'release', reason = 'all checks passed', "
+    tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'all checks passed', "
                  "hash = '" + forged.hash + "' WHERE sequence = 6");
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
-    CHECK(report->first_bad_sequence == 7);
-    CHECK(report->problem.find("previous_hash") != std::string::npos);
+    CHECK(report->first_bad_sequence == 6);
+    CHECK(report->problem.find("MAC") != std::string::npos);
   }
+}
+
+// Rewrites the chain from record `from` on as someone with the file but without the KEK
+// would: `edit` changes record `from`, and every hash from there is recomputed (unkeyed, the
+// only hash such a person can compute) and relinked; `format` is what the rows then claim.
+static void rewrite_chain(Store& store, const std::string& path, std::int64_t from,
+                          const std::function<void(AuditRecord&)>& edit, int format,
+                          std::int64_t to = std::numeric_limits<std::int64_t>::max()) {
+  auto records = store.query_audit(audit_query(10000));
+  REQUIRE(records.has_value());
+  std::reverse(records->begin(), records->end());
+  std::string sql = "DROP TRIGGER IF EXISTS audit_no_update;";
+  std::string previous = from == 1 ? std::string(64, '0') : (*records)[static_cast<std::size_t>(from - 2)].hash;
+  for (auto& record : *records) {
+    if (record.sequence < from || record.sequence > to) continue;
+    if (record.sequence == from) edit(record);
+    record.previous_hash = previous;
+    record.hash = audit_record_hash(record);
+    previous = record.hash;
+    sql += "UPDATE audit SET reason = '" + record.entry.reason + "', decision = '" + record.entry.decision +
+           "', previous_hash = '" + record.previous_hash + "', hash = '" + record.hash +
+           "', format = " + std::to_string(format) + " WHERE sequence = " + std::to_string(record.sequence) + ";";
+  }
+  tamper(path, sql);
+}
+
+TEST_CASE("a table rewritten with recomputed hashes does not verify: the records are MAC'd with a KEK-derived key") {
+  TempDir dir;
+  std::string path = dir.file("fde.db");
+  auto store = open_store(path);
+  append_records(*store, 12);
+  REQUIRE(store->verify_audit_chain()->intact);
+  auto whitewash = [](AuditRecord& r) { r.entry.reason = "nothing to see"; };
+
+  SECTION("from the middle, rows still claiming to be keyed") {
+    rewrite_chain(*store, path, 6, whitewash, audit_format_keyed);
+    auto report = store->verify_audit_chain();
+    REQUIRE(report.has_value());
+    CHECK_FALSE(report->intact);
+    CHECK(report->first_bad_sequence == 6);
+    CHECK(report->problem.find("MAC does not match") != std::string::npos);
+  }
+  SECTION("from the middle, rows claiming to be unkeyed records from before the upgrade") {
+    rewrite_chain(*store, path, 6, whitewash, audit_format_unkeyed);
+    auto report = store->verify_audit_chain();
+    REQUIRE(report.has_value());
+    CHECK_FALSE(report->intact);
+    CHECK(report->first_bad_sequence == 6);
+    CHECK(report->problem.find("unkeyed record after keyed") != std::string::npos);
+  }
+  SECTION("the whole table, passed off as an unkeyed store") {
+    rewrite_chain(*store, path, 1, whitewash, audit_format_unkeyed);
+    auto report = store->verify_audit_chain();
+    REQUIRE(report.has_value());
+    CHECK_FALSE(report->intact);
+    CHECK(report->first_bad_sequence == 13);
+    CHECK(report->problem.find("not followed by the schema upgrade's keyed record") != std::string::npos);
+  }
+  SECTION("the whole table, rows claiming to be keyed") {
+    rewrite_chain(*store, path, 1, whitewash, audit_format_keyed);
+    CHECK(store->verify_audit_chain()->first_bad_sequence == 1);
+  }
+}
+
+TEST_CASE("the store opened with another KEK finds no record authentic") {
+  TempDir dir;
+  std::string path = dir.file("fde.db");
+  { append_records(*open_store(path), 3); }
+  auto other = open_store(path, 0x77);
+  auto report = other->verify_audit_chain();
+  REQUIRE(report.has_value());
+  CHECK_FALSE(report->intact);
+  CHECK(report->first_bad_sequence == 1);
+  CHECK(report->problem.find("without this store's KEK") != std::string::npos);
+}
+
+TEST_CASE("the newest records removed are found only against a head exported earlier") {
+  TempDir dir;
+  std::string path = dir.file("fde.db");
+  auto store = open_store(path);
+  append_records(*store, 10);
+  const AuditHead exported = store->verify_audit_chain()->head;
+  CHECK(exported.sequence == 10);
+  auto matched = store->verify_audit_chain(exported);
+  REQUIRE(matched.has_value());
+  CHECK(matched->intact);
+  CHECK(matched->expected_head_matched);
+
+  // An older head is still in a longer chain.
+  const AuditHead older{5, store->query_audit(audit_query(10000, std::nullopt, std::nullopt, 4))->back().hash};
+  append_records(*store, 2);
+  CHECK(store->verify_audit_chain(older)->expected_head_matched);
+
+  SECTION("truncated: what is left is a well-formed chain, but the exported record is gone") {
+    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 7");
+    // Alone, a truncated chain cannot be told from a shorter one: this is what the head is for.
+    CHECK(store->verify_audit_chain()->intact);
+    auto report = store->verify_audit_chain(exported);
+    REQUIRE(report.has_value());
+    CHECK_FALSE(report->intact);
+    CHECK_FALSE(report->expected_head_matched);
+    CHECK(report->first_bad_sequence == 8);
+    CHECK(report->problem.find("records were removed from the end") != std::string::npos);
+    CHECK(report->head.sequence == 7);
+  }
+  SECTION("truncated and then grown again by the daemon: the exported record differs") {
+    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 7");
+    append_records(*store, 5);
+    CHECK(store->verify_audit_chain()->intact);
+    auto report = store->verify_audit_chain(exported);
+    REQUIRE(report.has_value());
+    CHECK_FALSE(report->intact);
+    CHECK(report->first_bad_sequence == 10);
+    CHECK(report->problem.find("differs from the exported head") != std::string::npos);
+  }
+  SECTION("a head that was never this chain's") {
+    AuditHead forged = exported;
+    forged.hash[0] = forged.hash[0] == '0' ? '1' : '0';
+    CHECK(store->verify_audit_chain(forged)->first_bad_sequence == 10);
+  }
+}
+
+TEST_CASE("an audit head is written and read as SEQ:HEX") {
+  const std::string hex(64, 'a');
+  auto head = parse_audit_head("17:" + hex);
+  REQUIRE(head.has_value());
+  CHECK(head->sequence == 17);
+  CHECK(head->hash == hex);
+  CHECK(format_audit_head(*head) == "17:" + hex);
+  CHECK(parse_audit_head("17:" + std::string(64, 'A'))->hash == hex);
+  for (const std::string& bad : std::vector<std::string>{"", "17", "17:", ":" + hex, "-1:" + hex, "1x:" + hex, "17:" + hex + "0",
+                                "17:" + std::string(63, 'a') + "g", "1234567890123456789:" + hex})
+    CHECK(parse_audit_head(bad).error().code == Errc::invalid_argument);
 }
 
 TEST_CASE("a deleted audit record is detected") {
@@ -546,8 +748,8 @@ TEST_CASE("reopening the database keeps images, keys and the audit chain") {
   std::string last_hash;
   {
     auto store = open_store(path);
-    REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
-    REQUIRE(store->set_status("img-a", ImageStatus::revoked).has_value());
+    REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+    REQUIRE(store->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
     append_records(*store, 7);
     last_hash = store->query_audit(audit_query(1))->front().hash;
   }
@@ -562,27 +764,33 @@ TEST_CASE("reopening the database keeps images, keys and the audit chain") {
     auto withheld = store->disk_key("img-a");
     REQUIRE(withheld.has_value());
     CHECK_FALSE(withheld->has_value());
-    REQUIRE(store->set_status("img-a", ImageStatus::active).has_value());
+    REQUIRE(store->set_status("img-a", ImageStatus::active, operator_actor).has_value());
     auto key = store->disk_key("img-a");
     REQUIRE(key.has_value());
     REQUIRE(key->has_value());
     CHECK(equal_constant_time((*key)->view(), disk_key_for(1).view()));
+    // The chain continues where it stopped: enroll, revoke, 7 denials, then the reinstate.
+    auto records = store->query_audit(audit_query(2));
+    REQUIRE(records->size() == 2);
+    CHECK(records->front().sequence == 10);
+    CHECK(records->front().entry.reason == "reinstate");
+    CHECK(records->front().previous_hash == last_hash);
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK(report->intact);
-    CHECK(report->records == 7);
-    // The chain continues where it stopped.
+    CHECK(report->records == 10);
     auto next = store->append_audit(audit_entry(8));
     REQUIRE(next.has_value());
-    CHECK(next->sequence == 8);
-    CHECK(next->previous_hash == last_hash);
+    CHECK(next->sequence == 11);
+    CHECK(next->previous_hash == records->front().hash);
     CHECK(store->verify_audit_chain()->intact);
   }
   {
-    // Another KEK opens the file but unwraps nothing.
+    // Another KEK opens the file but unwraps nothing, and cannot vouch for the chain.
     auto store = open_store(path, 0x77);
     CHECK(store->find_image("img-a")->has_value());
     CHECK(store->disk_key("img-a").error().code == Errc::verification_failed);
+    CHECK_FALSE(store->verify_audit_chain()->intact);
   }
 }
 
@@ -590,8 +798,8 @@ TEST_CASE("a wrapped key moved to another image's row does not unwrap") {
   TempDir dir;
   std::string path = dir.file("fde.db");
   auto store = open_store(path);
-  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
-  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2)).has_value());
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
   tamper(path, "UPDATE images SET wrapped_key = (SELECT wrapped_key FROM images WHERE id = 'img-a') WHERE id = 'img-b'");
   auto moved = store->disk_key("img-b");
   REQUIRE_FALSE(moved.has_value());
@@ -649,7 +857,7 @@ TEST_CASE("opening refuses a missing KEK, a directory and a newer schema") {
 TEST_CASE("concurrent appends from four threads produce one intact chain") {
   TempDir dir;
   auto store = open_store(dir.file("fde.db"));
-  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1)).has_value());
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   constexpr int threads = 4;
   constexpr int per_thread = 50;
   std::vector<std::vector<std::int64_t>> sequences(threads);
@@ -674,12 +882,12 @@ TEST_CASE("concurrent appends from four threads produce one intact chain") {
   std::set<std::int64_t> all;
   for (const auto& s : sequences) all.insert(s.begin(), s.end());
   CHECK(all.size() == threads * per_thread);
-  CHECK(*all.begin() == 1);
-  CHECK(*all.rbegin() == threads * per_thread);
+  CHECK(*all.begin() == 2);  // record 1 is the enrollment
+  CHECK(*all.rbegin() == threads * per_thread + 1);
   auto report = store->verify_audit_chain();
   REQUIRE(report.has_value());
   CHECK(report->intact);
-  CHECK(report->records == threads * per_thread);
+  CHECK(report->records == threads * per_thread + 1);
 }
 
 TEST_CASE("two store objects on one file, as two processes would have, keep one chain") {
@@ -703,4 +911,318 @@ TEST_CASE("two store objects on one file, as two processes would have, keep one 
   REQUIRE(report.has_value());
   CHECK(report->intact);
   CHECK(report->records == 120);
+}
+
+// ---------------------------------------------------------------------------------------
+// Administrative changes in the chain, and the revoke/release order
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+rapidjson::Document parse_change(const AuditRecord& record) {
+  rapidjson::Document doc;
+  doc.Parse(record.entry.measurements.c_str());
+  REQUIRE_FALSE(doc.HasParseError());
+  REQUIRE(doc.IsObject());
+  return doc;
+}
+
+}  // namespace
+
+TEST_CASE("every change to an image is an admin record in the chain: who, which action, what changed") {
+  TempDir dir;
+  auto store = open_store(dir.file("fde.db"));
+  const AdminActor alice{1001, 777};
+  auto enrolled = store->enroll(image_record("img-a"), disk_key_for(1), alice);
+  REQUIRE(enrolled.has_value());
+  CHECK(enrolled->sequence == 1);
+  CHECK(enrolled->entry.decision == "admin");
+  CHECK(enrolled->entry.reason == "enroll");
+  CHECK(enrolled->entry.image_id == "img-a");
+  CHECK(enrolled->entry.peer == "uid=1001 pid=777");
+  {
+    auto change = parse_change(*enrolled);
+    CHECK(change["uid"].GetInt64() == 1001);
+    CHECK(change["pid"].GetInt64() == 777);
+    CHECK(std::string(change["luks_uuid"].GetString()) == image_record("img-a").luks_uuid);
+    CHECK(change["reference"]["sets"].Size() == example_reference("img-a").sets.size());
+    // The key never enters the record, wrapped or not.
+    CHECK(enrolled->entry.measurements.find(hex_encode(disk_key_for(1).view())) == std::string::npos);
+  }
+
+  auto added_reference = example_reference("img-a");
+  auto extra = added_reference.sets.front();
+  extra.name = "kernel-added";
+  added_reference.sets.push_back(extra);
+  auto added = store->update_reference("img-a", added_reference, operator_actor);
+  REQUIRE(added.has_value());
+  CHECK(added->entry.reason == "add-reference");
+  CHECK(added->entry.peer == "uid=0 pid=4242");
+  {
+    auto change = parse_change(*added);
+    REQUIRE(change["added"].Size() == 1);
+    CHECK(std::string(change["added"][0].GetString()) == "kernel-added");
+    CHECK(change["retired"].Size() == 0);
+    // The content of what was added, not only its name.
+    bool found = false;
+    for (const auto& set : change["reference"]["sets"].GetArray())
+      found = found || std::string(set["name"].GetString()) == "kernel-added";
+    CHECK(found);
+  }
+  REQUIRE(reference::retire_reference_set(added_reference, "kernel-added").has_value());
+  auto retired = store->update_reference("img-a", added_reference, operator_actor);
+  REQUIRE(retired.has_value());
+  CHECK(retired->entry.reason == "retire-reference");
+  CHECK(std::string(parse_change(*retired)["retired"][0].GetString()) == "kernel-added");
+
+  auto revoked = store->set_status("img-a", ImageStatus::revoked, alice);
+  REQUIRE(revoked.has_value());
+  CHECK(revoked->entry.reason == "revoke");
+  CHECK(std::string(parse_change(*revoked)["previous_status"].GetString()) == "active");
+  CHECK(std::string(parse_change(*revoked)["status"].GetString()) == "revoked");
+  auto reinstated = store->set_status("img-a", ImageStatus::active, alice);
+  REQUIRE(reinstated.has_value());
+  CHECK(reinstated->entry.reason == "reinstate");
+  CHECK(reinstated->sequence == 5);
+
+  // A refused change leaves no record.
+  CHECK_FALSE(store->enroll(image_record("img-a"), disk_key_for(1), alice).has_value());
+  CHECK_FALSE(store->set_status("img-x", ImageStatus::revoked, alice).has_value());
+  auto report = store->verify_audit_chain();
+  CHECK(report->intact);
+  CHECK(report->records == 5);
+}
+
+TEST_CASE("a release is withheld by a revoke committed before it, and recorded before one committed after it") {
+  TempDir dir;
+  auto store = open_store(dir.file("fde.db"));
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+
+  auto released = store->append_release(release_entry(1));
+  REQUIRE(released.has_value());
+  REQUIRE(released->has_value());
+  CHECK((*released)->record.sequence == 2);
+  CHECK(equal_constant_time((*released)->disk_key.view(), disk_key_for(1).view()));
+  auto revoked = store->set_status("img-a", ImageStatus::revoked, operator_actor);
+  REQUIRE(revoked.has_value());
+  CHECK(revoked->sequence == 3);
+
+  // Revoked first: no key, and nothing written (the caller records the denial).
+  auto withheld = store->append_release(release_entry(2));
+  REQUIRE(withheld.has_value());
+  CHECK_FALSE(withheld->has_value());
+  CHECK(store->verify_audit_chain()->records == 3);
+  CHECK(store->append_release(release_entry(3, "img-unknown")).error().code == Errc::not_found);
+}
+
+TEST_CASE("releases racing revokes in threads: the chain never shows a release while the image is revoked") {
+  TempDir dir;
+  auto store = open_store(dir.file("fde.db"));
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  std::atomic<int> failures{0};
+  std::atomic<int> releases{0};
+  std::atomic<int> withheld{0};
+  std::atomic<bool> toggled{false};
+  std::thread toggler([&] {
+    // Ends active, so the releases after it succeed.
+    for (int i = 0; i < 40; ++i) {
+      if (!store->set_status("img-a", i % 2 == 0 ? ImageStatus::revoked : ImageStatus::active, operator_actor))
+        ++failures;
+      std::this_thread::yield();
+    }
+    toggled = true;
+  });
+  std::vector<std::thread> releasers;
+  for (int t = 0; t < 2; ++t)
+    releasers.emplace_back([&, t] {
+      // Until the toggling is over (bounded by it), then a few more.
+      for (int i = 0, after = 0; after < 5 && i < 100000; ++i) {
+        if (toggled) ++after;
+        auto released = store->append_release(release_entry(t * 100000 + i));
+        if (!released) ++failures;
+        else if (*released) ++releases;
+        else ++withheld;
+        std::this_thread::yield();
+      }
+    });
+  toggler.join();
+  for (auto& thread : releasers) thread.join();
+  CHECK(failures == 0);
+  INFO("releases " << releases << ", withheld " << withheld);
+  CHECK(releases > 0);
+
+  // Replay the chain: the status its admin records establish must be active at every release.
+  auto records = store->query_audit(audit_query(10000));
+  REQUIRE(records.has_value());
+  std::reverse(records->begin(), records->end());
+  std::string status = "active";
+  int seen_releases = 0;
+  for (const auto& record : *records) {
+    if (record.entry.reason == "revoke") status = "revoked";
+    if (record.entry.reason == "reinstate") status = "active";
+    if (record.entry.decision == "release") {
+      ++seen_releases;
+      INFO("release at record " << record.sequence);
+      CHECK(status == "active");
+    }
+  }
+  CHECK(seen_releases == releases);
+  CHECK(store->verify_audit_chain()->intact);
+}
+
+// ---------------------------------------------------------------------------------------
+// A store written before the chain was keyed (schema version 1)
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+// The schema as version 1 of the store created it, and records as it wrote them (unkeyed).
+void write_version_1_store(const std::string& path, int records) {
+  { std::ofstream create(path); }
+  REQUIRE(::chmod(path.c_str(), 0600) == 0);
+  tamper(path, R"sql(
+CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
+INSERT INTO schema_version (version) VALUES (1);
+CREATE TABLE images (
+  id TEXT PRIMARY KEY NOT NULL, luks_uuid TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('active', 'revoked')), wrapped_key BLOB NOT NULL,
+  reference_json TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+) STRICT;
+CREATE TABLE audit (
+  sequence INTEGER PRIMARY KEY CHECK (sequence > 0), time TEXT NOT NULL, image_id TEXT NOT NULL,
+  peer TEXT NOT NULL, token_digest TEXT NOT NULL, measurements TEXT NOT NULL, decision TEXT NOT NULL,
+  reason TEXT NOT NULL, checks TEXT NOT NULL, previous_hash TEXT NOT NULL, hash TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_image ON audit (image_id, sequence);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+)sql");
+  const Bytes wrapped = test_kek().wrap("img-a", disk_key_for(1));
+  std::string sql = "INSERT INTO images VALUES ('img-a', 'uuid-a', 'active', x'" + hex_encode(wrapped) + "', '" +
+                    canonical(example_reference("img-a")) + "', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z');";
+  std::string previous(64, '0');
+  for (int i = 1; i <= records; ++i) {
+    AuditRecord r;
+    r.sequence = i;
+    r.time = "2026-01-01T00:00:0" + std::to_string(i % 10) + "Z";
+    r.entry = i % 2 == 0 ? release_entry(i) : audit_entry(i);
+    r.previous_hash = previous;
+    r.hash = independent_hash(r);
+    previous = r.hash;
+    sql += "INSERT INTO audit VALUES (" + std::to_string(i) + ", '" + r.time + "', '" + r.entry.image_id + "', '" +
+           r.entry.peer + "', '" + r.entry.token_digest + "', '" + r.entry.measurements + "', '" + r.entry.decision +
+           "', '" + r.entry.reason + "', '" + r.entry.checks + "', '" + r.previous_hash + "', '" + r.hash + "');";
+  }
+  tamper(path, sql);
+}
+
+}  // namespace
+
+TEST_CASE("a version 1 store is upgraded: its unkeyed records are kept and sealed by the first keyed record") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  write_version_1_store(path, 6);
+  const std::string old_head = [&] {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* statement = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "SELECT hash FROM audit WHERE sequence = 6", -1, &statement, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(statement) == SQLITE_ROW);
+    std::string hash(reinterpret_cast<const char*>(sqlite3_column_text(statement, 0)));
+    sqlite3_finalize(statement);
+    sqlite3_close(db);
+    return hash;
+  }();
+
+  auto store = open_store(path);
+  auto records = store->query_audit(audit_query(100));
+  REQUIRE(records.has_value());
+  REQUIRE(records->size() == 7);
+  std::reverse(records->begin(), records->end());
+  for (int i = 0; i < 6; ++i) {
+    CHECK((*records)[static_cast<std::size_t>(i)].format == audit_format_unkeyed);
+    CHECK((*records)[static_cast<std::size_t>(i)].hash == independent_hash((*records)[static_cast<std::size_t>(i)]));
+  }
+  const AuditRecord& seal = (*records)[6];
+  CHECK(seal.sequence == 7);
+  CHECK(seal.format == audit_format_keyed);
+  CHECK(seal.entry.decision == "admin");
+  CHECK(seal.entry.reason == "seal-unkeyed-records");
+  CHECK(seal.previous_hash == old_head);
+  CHECK(seal.hash == independent_mac(test_kek(), seal));
+  auto change = parse_change(seal);
+  CHECK(change["unkeyed_records"].GetInt64() == 6);
+  CHECK(std::string(change["unkeyed_head"].GetString()) == old_head);
+  CHECK(std::string(change["unkeyed_chain"].GetString()) == "intact");
+
+  auto report = store->verify_audit_chain();
+  REQUIRE(report.has_value());
+  CHECK(report->intact);
+  CHECK(report->records == 7);
+  CHECK(report->unkeyed_records == 6);
+  // The image still releases, and the chain goes on keyed.
+  auto released = store->append_release(release_entry(8));
+  REQUIRE(released.has_value());
+  REQUIRE(released->has_value());
+  CHECK((*released)->record.sequence == 8);
+  CHECK((*released)->record.previous_hash == seal.hash);
+  CHECK(equal_constant_time((*released)->disk_key.view(), disk_key_for(1).view()));
+  CHECK(store->verify_audit_chain()->intact);
+
+  SECTION("reopening does not seal twice") {
+    store.reset();
+    auto again = open_store(path);
+    CHECK(again->verify_audit_chain()->records == 8);
+    CHECK(again->verify_audit_chain()->intact);
+  }
+  SECTION("an unkeyed record edited after the upgrade breaks the seal, even with recomputed hashes") {
+    rewrite_chain(*store, path, 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
+    auto broken = store->verify_audit_chain();
+    REQUIRE(broken.has_value());
+    CHECK_FALSE(broken->intact);
+    // Records 3..6 recompute fine; the keyed seal's link to record 6 does not.
+    CHECK(broken->first_bad_sequence == 7);
+    CHECK(broken->problem.find("previous_hash") != std::string::npos);
+  }
+  SECTION("the unkeyed records and the seal rewritten: the seal's MAC cannot be recomputed") {
+    rewrite_chain(*store, path, 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
+    rewrite_chain(*store, path, 7, [](AuditRecord&) {}, audit_format_keyed, 7);
+    CHECK(store->verify_audit_chain()->first_bad_sequence == 7);
+  }
+  SECTION("the keyed records dropped so the unkeyed ones pass as a version 1 store") {
+    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 6");
+    auto broken = store->verify_audit_chain();
+    REQUIRE(broken.has_value());
+    CHECK_FALSE(broken->intact);
+    CHECK(broken->first_bad_sequence == 7);
+  }
+}
+
+TEST_CASE("a version 1 store with no audit records is upgraded without a seal") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  write_version_1_store(path, 0);
+  auto store = open_store(path);
+  CHECK(store->verify_audit_chain()->records == 0);
+  REQUIRE(store->append_audit(audit_entry(1)).has_value());
+  auto report = store->verify_audit_chain();
+  CHECK(report->intact);
+  CHECK(report->unkeyed_records == 0);
+}
+
+TEST_CASE("a version 1 store whose chain was already broken is sealed as found, and still reported broken") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  write_version_1_store(path, 4);
+  tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'edited' WHERE sequence = 2");
+  auto store = open_store(path);
+  auto seal = store->query_audit(audit_query(1));
+  REQUIRE(seal->size() == 1);
+  CHECK(seal->front().entry.reason == "seal-unkeyed-records");
+  CHECK(parse_change(seal->front())["unkeyed_chain"].GetString() == std::string("record 2: hash does not match its contents"));
+  auto report = store->verify_audit_chain();
+  CHECK_FALSE(report->intact);
+  CHECK(report->first_bad_sequence == 2);
 }

@@ -16,6 +16,7 @@
 #include "common/util/file.hpp"
 #include "common/util/strict_json.hpp"
 #include "verifier-daemon/server/admin_socket.hpp"
+#include "verifier-daemon/store/store.hpp"
 
 namespace fde::verifier {
 
@@ -121,13 +122,16 @@ const std::vector<Command>& commands() {
        command_specs({{"set", true, false, "NAME", "the set to retire"}}), 1},
       {"revoke", "revoke IMAGE", "stop releasing the image's key", command_specs({}), 1},
       {"reinstate", "reinstate IMAGE", "release the image's key again", command_specs({}), 1},
-      {"audit", "audit [--image I] [--decision D] [--after N] [--limit N] [--verify]",
-       "list audit records (newest first), or verify the hash chain",
+      {"audit", "audit [--image I] [--decision D] [--after N] [--limit N] | --verify [--expect-head SEQ:HEX] | --head",
+       "list audit records (newest first), verify the chain, or print its head",
        command_specs({{"image", true, false, "IMAGE", "only this image"},
-                      {"decision", true, false, "D", "only \"release\" or \"deny\""},
+                      {"decision", true, false, "D", "only \"release\", \"deny\" or \"admin\" (changes)"},
                       {"after", true, false, "N", "only records after sequence N"},
                       {"limit", true, false, "N", "at most N records (default 50, at most 1000)"},
-                      {"verify", false, false, "", "recompute every record's hash and link instead"}}),
+                      {"verify", false, false, "", "have the daemon check every record's MAC (or hash) and link instead"},
+                      {"expect-head", true, false, "SEQ:HEX",
+                       "with --verify: a head printed earlier by --head must still be in the chain, unchanged"},
+                      {"head", false, false, "", "verify, then print the chain's head as SEQ:HEX to keep elsewhere"}}),
        0},
       {"explain", "explain IMAGE | explain --sequence N",
        "every check of the latest denial for IMAGE, or of audit record N",
@@ -233,9 +237,18 @@ Result<std::string> build_request(const Command& command, const ParsedOptions& o
     return request_with(name, {{"image_id", image}, {"set", *set}});
   }
   if (name == "audit") {
-    if (options.has("verify")) {
-      if (options.has("image") || options.has("decision") || options.has("after") || options.has("limit"))
-        return fail(Errc::invalid_argument, "--verify checks the whole chain; it takes no filters");
+    const bool filtered = options.has("image") || options.has("decision") || options.has("after") || options.has("limit");
+    if (options.has("expect-head") && !options.has("verify"))
+      return fail(Errc::invalid_argument, "--expect-head goes with --verify");
+    if (options.has("head") && (options.has("verify") || filtered))
+      return fail(Errc::invalid_argument, "--head verifies the whole chain itself; it takes no other option");
+    if (options.has("verify") || options.has("head")) {
+      if (filtered) return fail(Errc::invalid_argument, "--verify checks the whole chain; it takes no filters");
+      if (auto expected = options.get("expect-head")) {
+        // Checked here too, so a mistyped head is a usage error, not a refusal.
+        if (auto ok = parse_audit_head(*expected); !ok) return fail(Errc::invalid_argument, "--expect-head: " + ok.error().message);
+        return request_with("verify-audit", {{"expect_head", *expected}});
+      }
       return request_with("verify-audit", {});
     }
     std::string line = "{\"command\":\"audit\"";
@@ -244,7 +257,8 @@ Result<std::string> build_request(const Command& command, const ParsedOptions& o
       json::append_quoted(line, *v);
     }
     if (auto v = options.get("decision")) {
-      if (*v != "release" && *v != "deny") return fail(Errc::invalid_argument, "--decision is \"release\" or \"deny\"");
+      if (*v != "release" && *v != "deny" && *v != "admin")
+        return fail(Errc::invalid_argument, "--decision is \"release\", \"deny\" or \"admin\"");
       line += ",\"decision\":";
       json::append_quoted(line, *v);
     }
@@ -338,11 +352,21 @@ void print_audit(std::ostream& out, const Value& result) {
   print_table(out, {"SEQ", "TIME", "IMAGE", "PEER", "DECISION", "REASON"}, rows);
 }
 
-int print_verify_audit(std::ostream& out, const Value& result) {
+int print_verify_audit(std::ostream& out, const Value& result, bool head_only) {
   const Value* intact = json::find(result, "intact");
   const bool ok = intact != nullptr && intact->IsBool() && intact->GetBool();
+  if (ok && head_only) {
+    out << text_of(result, "head") << "\n";
+    return admin_exit_ok;
+  }
   if (ok) {
-    out << "audit chain intact: " << text_of(result, "records") << " records\n";
+    out << "audit chain intact: " << text_of(result, "records") << " records";
+    if (const std::string unkeyed = text_of(result, "unkeyed_records"); !unkeyed.empty() && unkeyed != "0")
+      out << " (the first " << unkeyed << " unkeyed, from before the upgrade, and sealed by it)";
+    out << "; head " << text_of(result, "head") << "\n";
+    const Value* matched = json::find(result, "expected_head_matched");
+    if (matched != nullptr && matched->IsBool() && matched->GetBool())
+      out << "the exported head " << text_of(result, "expected_head") << " is in the chain, unchanged\n";
     return admin_exit_ok;
   }
   out << "audit chain BROKEN at record " << text_of(result, "first_bad_sequence") << ": " << text_of(result, "problem")
@@ -379,7 +403,7 @@ void print_explain(std::ostream& out, const Value& result) {
   out << (failed.empty() ? "Every check passed.\n" : "Failed: " + failed + "\n");
 }
 
-int print_result(std::string_view command, const Value& result, std::ostream& out) {
+int print_result(std::string_view command, const Value& result, std::ostream& out, bool head_only) {
   if (command == "enroll") {
     print_image_line(out, "enrolled", result);
   } else if (command == "list") {
@@ -396,7 +420,7 @@ int print_result(std::string_view command, const Value& result, std::ostream& ou
     out << text_of(result, "image_id") << ": " << text_of(result, "status") << " (was "
         << text_of(result, "previous_status") << ")\n";
   } else if (command == "audit") {
-    if (json::find(result, "intact") != nullptr) return print_verify_audit(out, result);
+    if (json::find(result, "intact") != nullptr) return print_verify_audit(out, result, head_only);
     print_audit(out, result);
   } else if (command == "explain") {
     print_explain(out, result);
@@ -503,7 +527,16 @@ int run_admin_command(const std::string& name, const std::vector<std::string>& a
     const Value* intact = json::find(*result, "intact");
     return intact != nullptr && intact->IsBool() && !intact->GetBool() ? admin_exit_refused : admin_exit_ok;
   }
-  return print_result(command->name, *result, out);
+  if (options->has("head")) {
+    // A head is what gets kept elsewhere: never print one for a broken chain.
+    const Value* intact = json::find(*result, "intact");
+    if (intact == nullptr || !intact->IsBool() || !intact->GetBool()) {
+      err << "fde-admin audit: no head printed: the audit chain is BROKEN at record "
+          << text_of(*result, "first_bad_sequence") << ": " << text_of(*result, "problem") << "\n";
+      return admin_exit_refused;
+    }
+  }
+  return print_result(command->name, *result, out, options->has("head"));
 }
 
 }  // namespace fde::verifier

@@ -12,7 +12,6 @@
 #include "common/protocol/messages.hpp"
 #include "common/util/strict_json.hpp"
 #include "verifier-daemon/policy/verdict_json.hpp"
-#include "verifier-daemon/server/admin_socket.hpp"
 
 namespace fde::verifier {
 
@@ -60,8 +59,12 @@ void write_image_summary(Writer& w, const ImageRecord& image) {
   w.EndObject();
 }
 
+bool is_admin_record(const AuditRecord& record) { return record.entry.decision == "admin"; }
+
+// An admin record's measurements column holds what changed; it is shown as "change".
 void write_record(Writer& w, const AuditRecord& record, bool with_checks) {
   const AuditEntry& e = record.entry;
+  const bool admin = is_admin_record(record);
   w.StartObject();
   w.Key("sequence");
   w.Int64(record.sequence);
@@ -71,14 +74,16 @@ void write_record(Writer& w, const AuditRecord& record, bool with_checks) {
   write_key_text(w, "decision", e.decision);
   write_key_text(w, "reason", e.reason);
   write_key_text(w, "token_digest", e.token_digest);
-  w.Key("measurements");
+  w.Key(admin ? "change" : "measurements");
   write_embedded_json(w, e.measurements);
-  if (with_checks) {
+  if (with_checks && !admin) {
     w.Key("checks");
     write_embedded_json(w, e.checks);
   }
   write_key_text(w, "previous_hash", record.previous_hash);
   write_key_text(w, "hash", record.hash);
+  w.Key("keyed");
+  w.Bool(record.format == audit_format_keyed);
   w.EndObject();
 }
 
@@ -109,7 +114,8 @@ Result<ImageRecord> existing_image(Store& store, const std::string& image_id) {
 
 class Commands {
  public:
-  Commands(Store& store, Logger& logger) : store_(store), logger_(logger) {}
+  Commands(Store& store, Logger& logger, const AdminPeer& peer)
+      : store_(store), logger_(logger), actor_{static_cast<std::int64_t>(peer.uid), static_cast<std::int64_t>(peer.pid)} {}
 
   Result<void> run(std::string_view command, const Value& request, Writer& w) {
     if (command == "enroll") return enroll(request, w);
@@ -138,11 +144,12 @@ class Commands {
     image.status = ImageStatus::active;
     image.reference = bundle->reference;
     if (!image.reference.image_id) image.reference.image_id = image.image_id;
-    if (auto ok = store_.enroll(image, bundle->disk_key); !ok) return ok;
+    auto recorded = store_.enroll(image, bundle->disk_key, actor_);
     bundle->disk_key.wipe();
+    if (!recorded) return tl::unexpected(recorded.error());
     auto stored = existing_image(store_, image.image_id);
     if (!stored) return tl::unexpected(stored.error());
-    logger_.info("admin_enroll", {{"image", image.image_id}, {"luks_uuid", image.luks_uuid}});
+    log_change("admin_enroll", *recorded, image.image_id, {"luks_uuid", image.luks_uuid});
     write_image_summary(w, *stored);
     return {};
   }
@@ -251,10 +258,11 @@ class Commands {
       if (auto ok = reference::add_reference_set(updated, std::move(set)); !ok) return ok;
     }
     if (auto ok = reference::validate_reference_values(updated); !ok) return ok;
-    if (auto ok = store_.update_reference(*image_id, updated); !ok) return ok;
+    auto recorded = store_.update_reference(*image_id, updated, actor_);
+    if (!recorded) return tl::unexpected(recorded.error());
     std::string names;
     for (const auto& name : added) names += (names.empty() ? "" : ",") + name;
-    logger_.info("admin_add_reference", {{"image", *image_id}, {"sets", names}});
+    log_change("admin_add_reference", *recorded, *image_id, {"sets", names});
     w.StartObject();
     write_key_text(w, "image_id", *image_id);
     w.Key("added");
@@ -277,8 +285,9 @@ class Commands {
     if (!image) return tl::unexpected(image.error());
     reference::ReferenceValues updated = image->reference;
     if (auto ok = reference::retire_reference_set(updated, *set_name); !ok) return ok;
-    if (auto ok = store_.update_reference(*image_id, updated); !ok) return ok;
-    logger_.info("admin_retire_reference", {{"image", *image_id}, {"set", *set_name}});
+    auto recorded = store_.update_reference(*image_id, updated, actor_);
+    if (!recorded) return tl::unexpected(recorded.error());
+    log_change("admin_retire_reference", *recorded, *image_id, {"set", *set_name});
     w.StartObject();
     write_key_text(w, "image_id", *image_id);
     write_key_text(w, "retired", *set_name);
@@ -295,9 +304,10 @@ class Commands {
     auto image = existing_image(store_, *image_id);
     if (!image) return tl::unexpected(image.error());
     const ImageStatus previous = image->status;
-    if (previous != status)
-      if (auto ok = store_.set_status(*image_id, status); !ok) return ok;
-    logger_.info("admin_set_status", {{"image", *image_id}, {"status", image_status_name(status)}});
+    // Recorded even when nothing changes: the chain shows who asked, and when.
+    auto recorded = store_.set_status(*image_id, status, actor_);
+    if (!recorded) return tl::unexpected(recorded.error());
+    log_change("admin_set_status", *recorded, *image_id, {"status", image_status_name(status)});
     w.StartObject();
     write_key_text(w, "image_id", *image_id);
     write_key_text(w, "status", image_status_name(status));
@@ -318,8 +328,8 @@ class Commands {
     query.image_id = *image_id;
     auto decision = json::optional_string(request, "", "decision");
     if (!decision) return tl::unexpected(decision.error());
-    if (*decision && **decision != "release" && **decision != "deny")
-      return fail(Errc::invalid_argument, "decision must be \"release\" or \"deny\"");
+    if (*decision && **decision != "release" && **decision != "deny" && **decision != "admin")
+      return fail(Errc::invalid_argument, "decision must be \"release\", \"deny\" or \"admin\"");
     query.decision = *decision;
     auto after = json::optional_int(request, "", "after_sequence");
     if (!after) return tl::unexpected(after.error());
@@ -345,9 +355,18 @@ class Commands {
     return {};
   }
 
+  // The daemon verifies, because only it holds the KEK that the records' MACs need.
   Result<void> verify_audit(const Value& request, Writer& w) {
-    if (auto ok = json::check_members(request, "", {"command"}); !ok) return ok;
-    auto report = store_.verify_audit_chain();
+    if (auto ok = json::check_members(request, "", {"command", "expect_head"}); !ok) return ok;
+    auto expect_text = json::optional_string(request, "", "expect_head");
+    if (!expect_text) return tl::unexpected(expect_text.error());
+    std::optional<AuditHead> expected;
+    if (*expect_text) {
+      auto parsed = parse_audit_head(**expect_text);
+      if (!parsed) return fail(parsed.error().code, "expect_head: " + parsed.error().message);
+      expected = std::move(*parsed);
+    }
+    auto report = store_.verify_audit_chain(expected);
     if (!report) return tl::unexpected(report.error());
     if (!report->intact) logger_.error("audit_chain_broken", {{"problem", report->problem}});
     w.StartObject();
@@ -355,12 +374,22 @@ class Commands {
     w.Bool(report->intact);
     w.Key("records");
     w.Int64(report->records);
+    w.Key("unkeyed_records");
+    w.Int64(report->unkeyed_records);
     w.Key("first_bad_sequence");
     if (report->first_bad_sequence)
       w.Int64(*report->first_bad_sequence);
     else
       w.Null();
     write_key_text(w, "problem", report->problem);
+    write_key_text(w, "head", format_audit_head(report->head));
+    w.Key("expected_head");
+    if (expected)
+      write_text(w, format_audit_head(*expected));
+    else
+      w.Null();
+    w.Key("expected_head_matched");
+    w.Bool(report->expected_head_matched);
     w.EndObject();
     return {};
   }
@@ -407,6 +436,11 @@ class Commands {
       if (records->empty()) return fail(Errc::not_found, "no denial is recorded for image " + *image_id);
       record = std::move(records->front());
     }
+    if (is_admin_record(record))
+      return fail(Errc::invalid_argument, "audit record " + std::to_string(record.sequence) + " is an administrative "
+                                          "change (" + json::valid_utf8(record.entry.reason) + " by " +
+                                          json::valid_utf8(record.entry.peer) + "), not a decision; `fde-admin audit` "
+                                          "shows it");
     // The checks are the verdict the decision was made from; explain only re-reads them.
     auto verdict = checks_from_json(record.entry.checks);
     if (!verdict) return fail_with_context("audit record " + std::to_string(record.sequence), verdict.error());
@@ -434,8 +468,17 @@ class Commands {
     return {};
   }
 
+  // A change's log line also names who made it and the audit record that holds it.
+  void log_change(std::string_view event, const AuditRecord& record, std::string_view image, LogField detail) {
+    const std::string uid = std::to_string(actor_.uid);
+    const std::string pid = std::to_string(actor_.pid);
+    const std::string sequence = std::to_string(record.sequence);
+    logger_.info(event, {{"image", image}, detail, {"uid", uid}, {"pid", pid}, {"audit", sequence}});
+  }
+
   Store& store_;
   Logger& logger_;
+  const AdminActor actor_;
 };
 
 std::string error_line(const Error& error) {
@@ -449,7 +492,7 @@ std::string error_line(const Error& error) {
 
 }  // namespace
 
-std::string AdminApi::handle(const std::string& request_line) {
+std::string AdminApi::handle(const AdminPeer& peer, const std::string& request_line) {
   // A private copy parsed in place and wiped on return: an enroll request carries a key.
   SecretBytes buffer;
   rapidjson::Document request;
@@ -463,7 +506,7 @@ std::string AdminApi::handle(const std::string& request_line) {
 
   rapidjson::StringBuffer result;
   Writer writer(result);
-  Commands commands(store_, logger_);
+  Commands commands(store_, logger_, peer);
   auto ran = commands.run(*command, request, writer);
   if (!ran) {
     logger_.info("admin_refused", {{"command", json::valid_utf8(*command)}, {"error", ran.error().describe()}});

@@ -9,17 +9,19 @@
 //   {"command": "revoke" | "reinstate", "image_id": I}
 //   {"command": "audit", "image_id"?: I, "decision"?: "release"|"deny", "after_sequence"?: N,
 //    "limit"?: N, "checks"?: bool}
-//   {"command": "verify-audit"}
+//   {"command": "verify-audit", "expect_head"?: "SEQ:HEX"}
 //   {"command": "explain", "sequence": N} | {"command": "explain", "image_id": I}
 //
 //   -> {"ok": true, "result": {...}} | {"ok": false, "error": ERRC, "message": text}
 //
 // Error codes are fde::Errc names (invalid_argument, not_found, malformed, io, ...).
+// Every command that changes state is recorded in the audit chain with the peer's uid and pid.
 #pragma once
 
 #include <string>
 
 #include "verifier-daemon/log/logger.hpp"
+#include "verifier-daemon/server/admin_socket.hpp"
 #include "verifier-daemon/store/store.hpp"
 
 namespace fde::verifier {
@@ -33,8 +35,9 @@ class AdminApi {
   AdminApi(Store& store, Logger& logger) : store_(store), logger_(logger) {}
 
   // The AdminHandler. The request line may hold a disk key (enroll): it is parsed from a
-  // private copy that is wiped before this returns. Never throws.
-  std::string handle(const std::string& request_line);
+  // private copy that is wiped before this returns. `peer` (SO_PEERCRED) is who the audit
+  // records of any change name. Never throws.
+  std::string handle(const AdminPeer& peer, const std::string& request_line);
 
  private:
   Store& store_;

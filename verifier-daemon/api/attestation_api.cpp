@@ -1,5 +1,5 @@
 // The attestation port's application, one request path readable in order (style.md):
-// parse -> decide -> read the key (the store's status is final) -> audit -> seal -> respond.
+// parse -> decide -> release and audit in one store transaction (the status it reads is final) -> seal -> respond.
 #include "verifier-daemon/api/attestation_api.hpp"
 
 #include <chrono>
@@ -167,40 +167,48 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
   const auto policy_now = policy();
   Decision decision = policy_now->decider().decide(attest_request, *image, now_());
 
-  // 3. Read the key before anything is recorded as released. The store reads status and key
-  // from one row, so that read has the last word: an image revoked since find_image() above
-  // is denied here, never released on the strength of the earlier read.
+  // 3-4. Release or deny, and audit it before anything leaves: a key is never released
+  // without its record. A release is recorded in the store transaction that re-reads the
+  // image's status and unwraps the key, so a revoke is ordered against it in the audit chain:
+  // one committed before is seen here (denied, below), one committed later is chained after.
+  auto audit_entry = [&](bool release) {
+    AuditEntry entry;
+    entry.image_id = image_id;
+    entry.peer = request.peer;
+    entry.token_digest = token_digest;
+    entry.measurements = decision.measurements_json;
+    entry.decision = release ? "release" : "deny";
+    entry.reason = decision.verdict.summary();
+    entry.checks = checks_to_json(decision.verdict);
+    return entry;
+  };
   std::optional<SecretBytes> disk_key;
+  std::optional<AuditRecord> record;
   if (decision.evidence) {
-    auto read = store_.disk_key(image_id);
-    if (!read && read.error().code != Errc::not_found) {
-      logger_.error("release_failed", {{"image", image_id}, {"error", read.error().describe()}});
+    auto released = store_.append_release(audit_entry(true));
+    if (!released && released.error().code != Errc::not_found) {
+      logger_.error("release_failed", {{"image", image_id}, {"error", released.error().describe()}});
       return error_response(protocol::ErrorCode::unavailable, "the verifier cannot release the key; try again later");
     }
-    if (read && *read)
-      disk_key = std::move(**read);
-    else
-      deny_at_key_read(decision, read ? "revoked after the checks above" : "no longer enrolled");
+    if (released && *released) {
+      disk_key = std::move((*released)->disk_key);
+      record = std::move((*released)->record);
+    } else {
+      deny_at_key_read(decision, released ? "revoked after the checks above" : "no longer enrolled");
+    }
   }
   const Verdict& verdict = decision.verdict;
   const bool release = disk_key.has_value();
   const Check* failed = verdict.first_failure();
   const std::string reason = failed != nullptr ? failed->name : "";
-
-  // 4. Audit, before anything leaves: a key is never released without its record.
-  AuditEntry entry;
-  entry.image_id = image_id;
-  entry.peer = request.peer;
-  entry.token_digest = token_digest;
-  entry.measurements = decision.measurements_json;
-  entry.decision = release ? "release" : "deny";
-  entry.reason = verdict.summary();
-  entry.checks = checks_to_json(verdict);
-  auto record = store_.append_audit(entry);
-  if (!record) {
-    logger_.error("audit_failed", {{"image", image_id}, {"peer", request.peer}, {"decision", entry.decision},
-                                   {"error", record.error().describe()}});
-    return error_response(protocol::ErrorCode::unavailable, "the verifier cannot record the decision; try again later");
+  if (!release) {
+    auto denied = store_.append_audit(audit_entry(false));
+    if (!denied) {
+      logger_.error("audit_failed", {{"image", image_id}, {"peer", request.peer}, {"decision", "deny"},
+                                     {"error", denied.error().describe()}});
+      return error_response(protocol::ErrorCode::unavailable, "the verifier cannot record the decision; try again later");
+    }
+    record = std::move(*denied);
   }
   const std::string sequence = std::to_string(record->sequence);
 

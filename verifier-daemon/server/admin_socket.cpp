@@ -382,7 +382,7 @@ class AdminServer final : public AdminSocketServer {
     }
     std::string response;
     try {
-      response = handler_(request);
+      response = handler_(AdminPeer{peer.uid, peer.gid, peer.pid}, request);
     } catch (...) {
       response = error_line("internal", "the request failed unexpectedly");
     }

@@ -17,8 +17,16 @@
 
 namespace fde::verifier {
 
-// Takes one request line (without the newline) and returns one response line.
-using AdminHandler = std::function<std::string(const std::string& request_line)>;
+// The connected client as the kernel reports it (SO_PEERCRED, taken at connect time); the
+// handler records the uid with every change it makes.
+struct AdminPeer {
+  uid_t uid = static_cast<uid_t>(-1);
+  gid_t gid = static_cast<gid_t>(-1);
+  pid_t pid = 0;
+};
+
+// Takes the peer and one request line (without the newline) and returns one response line.
+using AdminHandler = std::function<std::string(const AdminPeer& peer, const std::string& request_line)>;
 
 constexpr std::size_t max_admin_request = 4 * 1024 * 1024;  // an enrollment bundle with references
 // The largest response line admin_request() accepts (audit listings can be long).

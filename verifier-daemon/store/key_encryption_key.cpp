@@ -14,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+#include "common/crypto/mac.hpp"
 #include "common/crypto/random.hpp"
 
 namespace fde::verifier {
@@ -167,6 +168,12 @@ Result<SecretBytes> KeyEncryptionKey::unwrap(std::string_view image_id, ByteView
                 "wrapped disk key does not unwrap for image " + std::string(image_id) +
                     " (wrong key-encryption key, a corrupted row, or a key copied from another image)");
   return plaintext;
+}
+
+Result<SecretBytes> KeyEncryptionKey::derive_key(std::string_view label) const {
+  if (!loaded()) return fail(Errc::invalid_argument, "key-encryption key: not loaded");
+  if (label.empty()) return fail(Errc::invalid_argument, "key-encryption key: a derived key needs a label");
+  return crypto::hkdf_sha256(key_.view(), {}, as_bytes(label), key_size);
 }
 
 }  // namespace fde::verifier

@@ -25,6 +25,10 @@ class KeyEncryptionKey {
   Bytes wrap(std::string_view image_id, const SecretBytes& disk_key) const;
   Result<SecretBytes> unwrap(std::string_view image_id, ByteView wrapped) const;
 
+  // A 32-byte key for another purpose, HKDF-SHA-256(KEK, info = label): each label gives an
+  // independent key, and none of them reveals the KEK (the audit chain's MAC key is one).
+  Result<SecretBytes> derive_key(std::string_view label) const;
+
   // False for a default-constructed (moved-from) object, which can wrap nothing.
   bool loaded() const { return key_.size() == key_size; }
 

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,9 +13,11 @@
 #include <mutex>
 #include <utility>
 
+#include <openssl/crypto.h>
 #include <sqlite3.h>
 
 #include "common/protocol/messages.hpp"
+#include "common/util/strict_json.hpp"
 #include "verifier-daemon/nonce/nonce_service.hpp"
 #include "verifier-daemon/store/store.hpp"
 
@@ -57,7 +60,14 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 )sql",
+    // Version 2: the chain is keyed. Existing records keep their unkeyed SHA-256 hashes as
+    // format 1; every record from here on is format 2 (HMAC under a KEK-derived key).
+    // migrate() then seals the format 1 records with one keyed record that links to them.
+    R"sql(
+ALTER TABLE audit ADD COLUMN format INTEGER NOT NULL DEFAULT 1 CHECK (format IN (1, 2));
+)sql",
 };
+constexpr int first_keyed_schema_version = 2;
 constexpr int latest_schema_version = static_cast<int>(std::size(migrations));
 
 constexpr int busy_timeout_ms = 5000;
@@ -140,9 +150,16 @@ class Query {
   int code_ = SQLITE_OK;
 };
 
+// What a walk along the chain found; verify_audit_chain() reports it, migrate() seals it.
+struct ChainWalk {
+  AuditChainReport report;
+  bool keyed_seen = false;
+};
+
 class SqliteStore final : public Store {
  public:
-  SqliteStore(sqlite3* db, KeyEncryptionKey kek) : db_(db), kek_(std::move(kek)) {}
+  SqliteStore(sqlite3* db, KeyEncryptionKey kek, SecretBytes audit_key)
+      : db_(db), kek_(std::move(kek)), audit_key_(std::move(audit_key)) {}
   ~SqliteStore() override {
     for (auto& [sql, statement] : statements_) sqlite3_finalize(statement);
     sqlite3_close_v2(db_);
@@ -153,15 +170,17 @@ class SqliteStore final : public Store {
   Result<void> configure();
   Result<void> migrate();
 
-  Result<void> enroll(const ImageRecord& image, const SecretBytes& disk_key) override;
+  Result<AuditRecord> enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) override;
   Result<std::optional<ImageRecord>> find_image(std::string_view image_id) override;
   Result<std::vector<ImageRecord>> list_images() override;
   Result<std::optional<SecretBytes>> disk_key(std::string_view image_id) override;
-  Result<void> update_reference(std::string_view image_id, const reference::ReferenceValues& reference) override;
-  Result<void> set_status(std::string_view image_id, ImageStatus status) override;
+  Result<AuditRecord> update_reference(std::string_view image_id, const reference::ReferenceValues& reference,
+                                       const AdminActor& by) override;
+  Result<AuditRecord> set_status(std::string_view image_id, ImageStatus status, const AdminActor& by) override;
+  Result<std::optional<Release>> append_release(const AuditEntry& entry) override;
   Result<AuditRecord> append_audit(const AuditEntry& entry) override;
   Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override;
-  Result<AuditChainReport> verify_audit_chain() override;
+  Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) override;
   Result<void> ping() override;
 
  private:
@@ -171,10 +190,15 @@ class SqliteStore final : public Store {
   Result<void> execute(const char* sql, std::string_view operation);
   Result<void> begin_immediate(std::string_view operation);
   void rollback();
+  // Inside a write transaction: links `entry` to the chain head and inserts it, MAC'd.
+  Result<AuditRecord> append_keyed(const AuditEntry& entry);
+  Result<ChainWalk> walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed);
+  Result<void> seal_unkeyed_records();
 
   std::mutex mutex_;
   sqlite3* db_;
   KeyEncryptionKey kek_;
+  SecretBytes audit_key_;  // HKDF(KEK, audit_mac_key_label); wiped with the store
   std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
 };
 
@@ -281,6 +305,10 @@ Result<void> SqliteStore::migrate() {
     if (sqlite3_exec(db_, migrations[v], nullptr, nullptr, nullptr) != SQLITE_OK)
       return sqlite_error(db_, "migrate to schema version " + std::to_string(v + 1));
   }
+  // A store written before the chain was keyed: its records stay as they are, and one keyed
+  // record seals them, in the same transaction as the upgrade (no window without a seal).
+  if (version > 0 && version < first_keyed_schema_version)
+    if (auto ok = seal_unkeyed_records(); !ok) return ok;
   auto q = query(has_row ? "UPDATE schema_version SET version = ?1" : "INSERT INTO schema_version (version) VALUES (?1)",
                  "write schema version");
   if (!q) return tl::unexpected(q.error());
@@ -316,34 +344,117 @@ Result<ImageRecord> read_image(const Query& row) {
   return image;
 }
 
-Result<void> SqliteStore::enroll(const ImageRecord& image, const SecretBytes& disk_key) {
+// The "what changed" member of an admin record: a JSON object built from values the store
+// wrote or read, with text quoted and embedded JSON (a reference document) as is.
+class ChangeJson {
+ public:
+  explicit ChangeJson(const AdminActor& by) {
+    number("uid", by.uid);
+    number("pid", by.pid);
+  }
+  ChangeJson& text(std::string_view name, std::string_view value) {
+    key(name);
+    json::append_quoted(out_, json::valid_utf8(value));
+    return *this;
+  }
+  ChangeJson& number(std::string_view name, std::int64_t value) {
+    key(name);
+    out_ += std::to_string(value);
+    return *this;
+  }
+  ChangeJson& names(std::string_view name, const std::vector<std::string>& values) {
+    key(name);
+    out_ += "[";
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) out_ += ",";
+      json::append_quoted(out_, json::valid_utf8(values[i]));
+    }
+    out_ += "]";
+    return *this;
+  }
+  ChangeJson& embedded(std::string_view name, std::string_view json_text) {
+    key(name);
+    out_ += json_text;
+    return *this;
+  }
+  std::string done() const { return out_ + "}"; }
+
+ private:
+  void key(std::string_view name) {
+    if (out_.size() > 1) out_ += ",";
+    json::append_quoted(out_, name);
+    out_ += ":";
+  }
+  std::string out_ = "{";
+};
+
+AuditEntry admin_entry(std::string_view image_id, const AdminActor& by, std::string_view action, std::string change) {
+  AuditEntry entry;
+  entry.image_id = std::string(image_id);
+  entry.peer = "uid=" + std::to_string(by.uid) + " pid=" + std::to_string(by.pid);
+  entry.measurements = std::move(change);
+  entry.decision = "admin";
+  entry.reason = std::string(action);
+  entry.checks = "[]";
+  return entry;
+}
+
+std::vector<std::string> set_names(const reference::ReferenceValues& reference) {
+  std::vector<std::string> names;
+  for (const auto& set : reference.sets) names.push_back(set.name);
+  return names;
+}
+
+// Names in `a` that are not in `b`.
+std::vector<std::string> names_missing_from(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  std::vector<std::string> out;
+  for (const auto& name : a)
+    if (std::find(b.begin(), b.end(), name) == b.end()) out.push_back(name);
+  return out;
+}
+
+Result<AuditRecord> SqliteStore::enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) {
   if (auto ok = protocol::validate_image_id(image.image_id); !ok)
     return fail(Errc::invalid_argument, "enroll: " + ok.error().message);
   if (disk_key.empty() || disk_key.size() > protocol::max_disk_key_size)
     return fail(Errc::invalid_argument, "enroll " + image.image_id + ": the disk key must be 1.." +
                                             std::to_string(protocol::max_disk_key_size) + " bytes");
-  if (auto ok = check_reference_image(image.image_id, image.reference); !ok) return ok;
+  if (auto ok = check_reference_image(image.image_id, image.reference); !ok) return tl::unexpected(ok.error());
   auto reference_json = reference::serialize_reference_values(image.reference);
   if (!reference_json) return fail_with_context("enroll " + image.image_id, reference_json.error());
   Bytes wrapped = kek_.wrap(image.image_id, disk_key);
   std::string now = now_text();
+  const std::string change = ChangeJson(by)
+                                 .text("luks_uuid", image.luks_uuid)
+                                 .text("status", image_status_name(image.status))
+                                 .embedded("reference", *reference_json)
+                                 .done();
 
   std::lock_guard lock(mutex_);
-  auto q = query("INSERT INTO images (id, luks_uuid, status, wrapped_key, reference_json, created_at, updated_at) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                 "enroll");
-  if (!q) return tl::unexpected(q.error());
-  q->bind(1, image.image_id)
-      .bind(2, image.luks_uuid)
-      .bind(3, image_status_name(image.status))
-      .bind(4, ByteView(wrapped))
-      .bind(5, *reference_json)
-      .bind(6, now)
-      .bind(7, now);
-  auto done = q->run();
-  if (!done && q->code() == SQLITE_CONSTRAINT_PRIMARYKEY)
-    return fail(Errc::invalid_argument, "image " + image.image_id + " is already enrolled");
-  return done;
+  if (auto ok = begin_immediate("enroll"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  {
+    auto q = query("INSERT INTO images (id, luks_uuid, status, wrapped_key, reference_json, created_at, updated_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                   "enroll");
+    if (!q) return tl::unexpected(q.error());
+    q->bind(1, image.image_id)
+        .bind(2, image.luks_uuid)
+        .bind(3, image_status_name(image.status))
+        .bind(4, ByteView(wrapped))
+        .bind(5, *reference_json)
+        .bind(6, now)
+        .bind(7, now);
+    auto done = q->run();
+    if (!done && q->code() == SQLITE_CONSTRAINT_PRIMARYKEY)
+      return fail(Errc::invalid_argument, "image " + image.image_id + " is already enrolled");
+    if (!done) return tl::unexpected(done.error());
+  }
+  auto record = append_keyed(admin_entry(image.image_id, by, audit_action::enroll, change));
+  if (!record) return record;
+  if (auto ok = execute("COMMIT", "enroll: commit"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  return record;
 }
 
 Result<std::optional<ImageRecord>> SqliteStore::find_image(std::string_view image_id) {
@@ -396,31 +507,80 @@ Result<std::optional<SecretBytes>> SqliteStore::disk_key(std::string_view image_
   return std::optional<SecretBytes>(std::move(*key));
 }
 
-Result<void> SqliteStore::update_reference(std::string_view image_id, const reference::ReferenceValues& reference) {
-  if (auto ok = check_reference_image(image_id, reference); !ok) return ok;
+Result<AuditRecord> SqliteStore::update_reference(std::string_view image_id,
+                                                  const reference::ReferenceValues& reference, const AdminActor& by) {
+  if (auto ok = check_reference_image(image_id, reference); !ok) return tl::unexpected(ok.error());
   auto reference_json = reference::serialize_reference_values(reference);
   if (!reference_json) return fail_with_context("update reference values of " + std::string(image_id), reference_json.error());
   std::string now = now_text();
   std::lock_guard lock(mutex_);
-  auto q = query("UPDATE images SET reference_json = ?2, updated_at = ?3 WHERE id = ?1", "update reference values");
-  if (!q) return tl::unexpected(q.error());
-  if (auto ok = q->bind(1, image_id).bind(2, *reference_json).bind(3, now).run(); !ok) return ok;
-  if (sqlite3_changes64(db_) == 0) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
-  return {};
+  if (auto ok = begin_immediate("update reference values"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  // The sets before the change, read in this transaction, so the record's added/retired
+  // names describe exactly this change.
+  std::vector<std::string> before;
+  {
+    auto q = query("SELECT reference_json FROM images WHERE id = ?1", "update reference values: read");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->bind(1, image_id).step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
+    auto previous = reference::parse_reference_values(q->text(0));
+    if (!previous) return fail_with_context("sqlite store: image " + std::string(image_id), previous.error());
+    before = set_names(*previous);
+  }
+  {
+    auto q = query("UPDATE images SET reference_json = ?2, updated_at = ?3 WHERE id = ?1", "update reference values");
+    if (!q) return tl::unexpected(q.error());
+    if (auto ok = q->bind(1, image_id).bind(2, *reference_json).bind(3, now).run(); !ok) return tl::unexpected(ok.error());
+  }
+  const std::vector<std::string> after = set_names(reference);
+  const auto added = names_missing_from(after, before);
+  const auto retired = names_missing_from(before, after);
+  const std::string_view action = retired.empty()  ? audit_action::add_reference
+                                  : added.empty() ? audit_action::retire_reference
+                                                  : audit_action::update_reference;
+  const std::string change =
+      ChangeJson(by).names("added", added).names("retired", retired).embedded("reference", *reference_json).done();
+  auto record = append_keyed(admin_entry(image_id, by, action, change));
+  if (!record) return record;
+  if (auto ok = execute("COMMIT", "update reference values: commit"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  return record;
 }
 
-Result<void> SqliteStore::set_status(std::string_view image_id, ImageStatus status) {
+Result<AuditRecord> SqliteStore::set_status(std::string_view image_id, ImageStatus status, const AdminActor& by) {
   std::string now = now_text();
   std::lock_guard lock(mutex_);
-  auto q = query("UPDATE images SET status = ?2, updated_at = ?3 WHERE id = ?1", "set image status");
-  if (!q) return tl::unexpected(q.error());
-  if (auto ok = q->bind(1, image_id).bind(2, image_status_name(status)).bind(3, now).run(); !ok) return ok;
-  if (sqlite3_changes64(db_) == 0) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
-  return {};
+  if (auto ok = begin_immediate("set image status"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  std::string previous;
+  {
+    auto q = query("SELECT status FROM images WHERE id = ?1", "set image status: read");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->bind(1, image_id).step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
+    previous = q->text(0);
+  }
+  {
+    auto q = query("UPDATE images SET status = ?2, updated_at = ?3 WHERE id = ?1", "set image status");
+    if (!q) return tl::unexpected(q.error());
+    if (auto ok = q->bind(1, image_id).bind(2, image_status_name(status)).bind(3, now).run(); !ok)
+      return tl::unexpected(ok.error());
+  }
+  const std::string change =
+      ChangeJson(by).text("previous_status", previous).text("status", image_status_name(status)).done();
+  const auto action = status == ImageStatus::revoked ? audit_action::revoke : audit_action::reinstate;
+  auto record = append_keyed(admin_entry(image_id, by, action, change));
+  if (!record) return record;
+  if (auto ok = execute("COMMIT", "set image status: commit"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  return record;
 }
 
 // Columns: sequence, time, image_id, peer, token_digest, measurements, decision, reason,
-// checks, previous_hash, hash.
+// checks, previous_hash, hash, format.
 AuditRecord read_audit(const Query& row) {
   AuditRecord record;
   record.sequence = row.integer(0);
@@ -434,18 +594,18 @@ AuditRecord read_audit(const Query& row) {
   record.entry.checks = row.text(8);
   record.previous_hash = row.text(9);
   record.hash = row.text(10);
+  record.format = static_cast<int>(row.integer(11));
   return record;
 }
 
-Result<AuditRecord> SqliteStore::append_audit(const AuditEntry& entry) {
-  // "release"/"deny" only, so that a query by decision can never miss a record.
-  if (entry.decision != "release" && entry.decision != "deny")
-    return fail(Errc::invalid_argument, "audit: decision must be \"release\" or \"deny\", not \"" + entry.decision + "\"");
+bool same_text_constant_time(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+Result<AuditRecord> SqliteStore::append_keyed(const AuditEntry& entry) {
   AuditRecord record;
   record.entry = entry;
-  std::lock_guard lock(mutex_);
-  if (auto ok = begin_immediate("append audit"); !ok) return tl::unexpected(ok.error());
-  Transaction transaction([this] { rollback(); });
+  record.format = audit_format_keyed;
   {
     auto q = query("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1", "append audit: read chain head");
     if (!q) return tl::unexpected(q.error());
@@ -456,35 +616,77 @@ Result<AuditRecord> SqliteStore::append_audit(const AuditEntry& entry) {
   }
   // Taken inside the write lock, so times never go backwards along the chain on one host.
   record.time = now_text();
-  record.hash = audit_record_hash(record);
-  {
-    auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
-                   "checks, previous_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                   "append audit");
-    if (!q) return tl::unexpected(q.error());
-    q->bind(1, record.sequence)
-        .bind(2, record.time)
-        .bind(3, entry.image_id)
-        .bind(4, entry.peer)
-        .bind(5, entry.token_digest)
-        .bind(6, entry.measurements)
-        .bind(7, entry.decision)
-        .bind(8, entry.reason)
-        .bind(9, entry.checks)
-        .bind(10, record.previous_hash)
-        .bind(11, record.hash);
-    if (auto ok = q->run(); !ok) return tl::unexpected(ok.error());
-  }
+  auto mac = audit_record_mac(audit_key_, record);
+  if (!mac) return tl::unexpected(mac.error());
+  record.hash = std::move(*mac);
+  auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
+                 "checks, previous_hash, hash, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 "append audit");
+  if (!q) return tl::unexpected(q.error());
+  q->bind(1, record.sequence)
+      .bind(2, record.time)
+      .bind(3, entry.image_id)
+      .bind(4, entry.peer)
+      .bind(5, entry.token_digest)
+      .bind(6, entry.measurements)
+      .bind(7, entry.decision)
+      .bind(8, entry.reason)
+      .bind(9, entry.checks)
+      .bind(10, record.previous_hash)
+      .bind(11, record.hash)
+      .bind(12, std::int64_t{record.format});
+  if (auto ok = q->run(); !ok) return tl::unexpected(ok.error());
+  return record;
+}
+
+Result<AuditRecord> SqliteStore::append_audit(const AuditEntry& entry) {
+  // Denials only: a release must come with its status re-check (append_release), an admin
+  // record with its change, so neither can be written on its own.
+  if (entry.decision != "deny")
+    return fail(Errc::invalid_argument, "audit: append_audit records denials, not \"" + entry.decision + "\"");
+  std::lock_guard lock(mutex_);
+  if (auto ok = begin_immediate("append audit"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  auto record = append_keyed(entry);
+  if (!record) return record;
   if (auto ok = execute("COMMIT", "append audit: commit"); !ok) return tl::unexpected(ok.error());
   transaction.committed();
   return record;
+}
+
+Result<std::optional<Release>> SqliteStore::append_release(const AuditEntry& entry) {
+  if (entry.decision != "release")
+    return fail(Errc::invalid_argument, "audit: append_release records releases, not \"" + entry.decision + "\"");
+  std::lock_guard lock(mutex_);
+  // The write lock is taken before the status is read: a revoke (also a write transaction)
+  // commits either before this read, and is seen, or after this commit, and is chained after.
+  if (auto ok = begin_immediate("release"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  Bytes wrapped;
+  {
+    auto q = query("SELECT status, wrapped_key FROM images WHERE id = ?1", "release: read disk key");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->bind(1, entry.image_id).step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return fail(Errc::not_found, "image " + entry.image_id + " is not enrolled");
+    if (image_status_from_name(q->text(0)) != ImageStatus::active) return std::optional<Release>{};
+    wrapped = q->blob(1);
+  }
+  // Unwrapped before the record is written: a key that does not unwrap leaves no release record.
+  auto key = kek_.unwrap(entry.image_id, wrapped);
+  if (!key) return tl::unexpected(key.error());
+  auto record = append_keyed(entry);
+  if (!record) return tl::unexpected(record.error());
+  if (auto ok = execute("COMMIT", "release: commit"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  return std::optional<Release>(Release{std::move(*record), std::move(*key)});
 }
 
 Result<std::vector<AuditRecord>> SqliteStore::query_audit(const AuditQuery& filter) {
   std::lock_guard lock(mutex_);
   // One fixed statement; an unset filter is bound as NULL and matches everything.
   auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
-                 "previous_hash, hash FROM audit WHERE (?1 IS NULL OR image_id = ?1) AND "
+                 "previous_hash, hash, format FROM audit WHERE (?1 IS NULL OR image_id = ?1) AND "
                  "(?2 IS NULL OR decision = ?2) AND (?3 IS NULL OR sequence > ?3) ORDER BY sequence DESC LIMIT ?4",
                  "query audit");
   if (!q) return tl::unexpected(q.error());
@@ -502,14 +704,18 @@ Result<std::vector<AuditRecord>> SqliteStore::query_audit(const AuditQuery& filt
   return records;
 }
 
-Result<AuditChainReport> SqliteStore::verify_audit_chain() {
-  std::lock_guard lock(mutex_);
+// Oldest first: every link, every hash or MAC; unkeyed (format 1) records only at the start
+// and, once the store is keyed, sealed by the upgrade's record right after them; then the
+// expected head. Only the first problem is reported; records keep being counted.
+Result<ChainWalk> SqliteStore::walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed) {
   // One SELECT reads one consistent snapshot of the table, even with writers in other processes.
   auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
-                 "previous_hash, hash FROM audit ORDER BY sequence ASC",
+                 "previous_hash, hash, format FROM audit ORDER BY sequence ASC",
                  "verify audit chain");
   if (!q) return tl::unexpected(q.error());
-  AuditChainReport report;
+  ChainWalk walk;
+  AuditChainReport& report = walk.report;
+  report.head = AuditHead{0, genesis_hash};
   std::int64_t expected_sequence = 1;
   std::string expected_previous = genesis_hash;
   auto bad = [&](std::int64_t sequence, std::string problem) {
@@ -522,6 +728,7 @@ Result<AuditChainReport> SqliteStore::verify_audit_chain() {
     if (!row) return tl::unexpected(row.error());
     if (!*row) break;
     ++report.records;
+    report.head = AuditHead{q->integer(0), q->text(10)};
     if (report.first_bad_sequence) continue;  // only the first break is reported; keep counting
     AuditRecord record = read_audit(*q);
     if (record.sequence != expected_sequence) {
@@ -533,14 +740,78 @@ Result<AuditChainReport> SqliteStore::verify_audit_chain() {
       bad(record.sequence, expected_sequence == 1 ? "the first record does not start from the genesis hash"
                                                   : "previous_hash does not match the hash of record " +
                                                         std::to_string(expected_sequence - 1));
-    } else if (audit_record_hash(record) != record.hash) {
-      bad(record.sequence, "hash does not match its contents");
+    } else if (record.format == audit_format_unkeyed) {
+      if (walk.keyed_seen)
+        bad(record.sequence, "an unkeyed record after keyed ones (records are keyed since the schema upgrade)");
+      else if (audit_record_hash(record) != record.hash)
+        bad(record.sequence, "hash does not match its contents");
+      else
+        ++report.unkeyed_records;
+    } else if (record.format == audit_format_keyed) {
+      auto mac = audit_record_mac(audit_key_, record);
+      if (!mac) return tl::unexpected(mac.error());
+      if (!same_text_constant_time(*mac, record.hash))
+        bad(record.sequence, "MAC does not match its contents (edited, or written without this store's KEK)");
+      else if (!walk.keyed_seen && report.unkeyed_records > 0 &&
+               (record.entry.decision != "admin" || record.entry.reason != audit_action::seal_unkeyed))
+        bad(record.sequence, "the unkeyed records before it are not sealed by the schema upgrade's record");
+      walk.keyed_seen = true;
+    } else {
+      bad(record.sequence, "unknown record format " + std::to_string(record.format));
+    }
+    if (expected_head && record.sequence == expected_head->sequence) {
+      if (!same_text_constant_time(record.hash, expected_head->hash))
+        bad(record.sequence, "differs from the exported head " + format_audit_head(*expected_head) +
+                                 " (the chain was rewritten from here or earlier)");
+      else
+        report.expected_head_matched = true;
     }
     expected_sequence = record.sequence + 1;
     expected_previous = record.hash;
   }
+  // Unkeyed records with no keyed record at all: a keyed store always seals them on upgrade,
+  // so keyed records were removed (or turned into unkeyed ones).
+  if (require_sealed && report.unkeyed_records > 0 && !walk.keyed_seen)
+    bad(report.unkeyed_records + 1, "missing: the unkeyed records 1.." + std::to_string(report.unkeyed_records) +
+                                        " are not followed by the schema upgrade's keyed record");
+  if (expected_head && !report.first_bad_sequence && !report.expected_head_matched) {
+    if (expected_head->sequence == 0 && expected_head->hash == genesis_hash)
+      report.expected_head_matched = true;
+    else if (expected_head->sequence > report.head.sequence)
+      bad(report.head.sequence + 1, "missing: the chain ends at record " + std::to_string(report.head.sequence) +
+                                        ", but the exported head " + format_audit_head(*expected_head) +
+                                        " names a later record (records were removed from the end)");
+    else
+      bad(expected_head->sequence, "differs from the exported head " + format_audit_head(*expected_head));
+  }
   report.intact = !report.first_bad_sequence.has_value();
-  return report;
+  return walk;
+}
+
+Result<AuditChainReport> SqliteStore::verify_audit_chain(const std::optional<AuditHead>& expected_head) {
+  std::lock_guard lock(mutex_);
+  auto walk = walk_chain(expected_head, true);
+  if (!walk) return tl::unexpected(walk.error());
+  return std::move(walk->report);
+}
+
+// Runs inside migrate()'s transaction, right after the format column was added: every
+// existing record is format 1. Their chain is checked as it stands and one keyed record is
+// appended after them, linked to the last one's hash: from now on, changing any of them
+// breaks that record's link, and only a holder of the KEK can make a new one.
+Result<void> SqliteStore::seal_unkeyed_records() {
+  auto walk = walk_chain(std::nullopt, false);
+  if (!walk) return tl::unexpected(walk.error());
+  const AuditChainReport& found = walk->report;
+  if (found.records == 0) return {};
+  AdminActor self{static_cast<std::int64_t>(::getuid()), static_cast<std::int64_t>(::getpid())};
+  ChangeJson change(self);
+  change.number("unkeyed_records", found.records)
+      .text("unkeyed_head", found.head.hash)
+      .text("unkeyed_chain", found.intact ? "intact" : found.problem);
+  auto record = append_keyed(admin_entry("", self, audit_action::seal_unkeyed, change.done()));
+  if (!record) return tl::unexpected(record.error());
+  return {};
 }
 
 Result<void> SqliteStore::ping() {
@@ -590,7 +861,12 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEnc
     sqlite3_close_v2(db);
     return fail(Errc::io, "sqlite store: " + path + ": " + message);
   }
-  auto store = std::make_unique<SqliteStore>(db, std::move(kek));
+  auto audit_key = kek.derive_key(audit_mac_key_label);
+  if (!audit_key) {
+    sqlite3_close_v2(db);
+    return fail_with_context("sqlite store: audit MAC key", audit_key.error());
+  }
+  auto store = std::make_unique<SqliteStore>(db, std::move(kek), std::move(*audit_key));
   if (auto ok = store->configure(); !ok) return fail_with_context(path, ok.error());
   if (auto ok = store->migrate(); !ok) return fail_with_context(path, ok.error());
   return std::unique_ptr<Store>(std::move(store));

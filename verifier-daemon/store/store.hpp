@@ -1,5 +1,6 @@
 // Verifier state behind one interface (design.md section 4): images with their wrapped disk
-// keys, reference values and status, and the hash-chained append-only audit log.
+// keys, reference values and status, and the append-only audit log, chained and MAC'd with a
+// key derived from the KEK (audit_hash.cpp has the format).
 #pragma once
 
 #include <cstdint>
@@ -29,24 +30,58 @@ struct ImageRecord {
   std::string updated_at;
 };
 
-// One release or denial, as the policy step produced it.
+// One release or denial, as the policy step produced it. Administrative changes are
+// recorded by the store itself, in the same shape (decision "admin"; see AdminActor).
 struct AuditEntry {
   std::string image_id;      // as requested (may be unknown)
-  std::string peer;          // "203.0.113.7:53122"
+  std::string peer;          // "203.0.113.7:53122"; for admin records "uid=0 pid=4242"
   std::string token_digest;  // hex SHA-256 of the token bytes ("" if none)
-  std::string measurements;  // JSON object: RIM, REMs, RPV, matched set
-  std::string decision;      // "release" or "deny"
-  std::string reason;        // the verdict summary (first failed check)
-  std::string checks;        // JSON array of the verdict's checks
+  std::string measurements;  // JSON object: RIM, REMs, RPV, matched set; for admin records what changed
+  std::string decision;      // "release", "deny", or "admin" for an administrative change
+  std::string reason;        // the verdict summary (first failed check); for admin records the action
+  std::string checks;        // JSON array of the verdict's checks ("[]" for admin records)
 };
+
+// How a record's `hash` is computed: format 1 records are the unkeyed SHA-256 records of
+// stores written before the chain was keyed (schema version 1); every record written since
+// is format 2, an HMAC-SHA-256 under a key derived from the KEK (audit_hash.cpp).
+constexpr int audit_format_unkeyed = 1;
+constexpr int audit_format_keyed = 2;
 
 struct AuditRecord {
   std::int64_t sequence = 0;  // 1, 2, 3, ...
   std::string time;           // RFC 3339, set by the store
   AuditEntry entry;
-  std::string previous_hash;  // hex; 64 zeros for the first record
-  std::string hash;           // hex SHA-256 over previous_hash and every field above
+  std::string previous_hash;  // hex; the previous record's hash, 64 zeros for the first record
+  std::string hash;           // hex; SHA-256 (format 1) or HMAC-SHA-256 (format 2) over every field above
+  int format = audit_format_keyed;
 };
+
+// The administrative actions the store records, as AuditEntry::reason of an "admin" record.
+namespace audit_action {
+constexpr std::string_view enroll = "enroll";
+constexpr std::string_view add_reference = "add-reference";
+constexpr std::string_view retire_reference = "retire-reference";
+constexpr std::string_view update_reference = "update-reference";  // sets both added and retired
+constexpr std::string_view revoke = "revoke";
+constexpr std::string_view reinstate = "reinstate";
+// Written once by the schema upgrade: seals the unkeyed records of an older store.
+constexpr std::string_view seal_unkeyed = "seal-unkeyed-records";
+}  // namespace audit_action
+
+// Who made an administrative change, as the admin socket's SO_PEERCRED reported the peer.
+struct AdminActor {
+  std::int64_t uid = -1;
+  std::int64_t pid = 0;
+};
+
+// The newest record of a chain as an operator keeps it outside the database, "SEQ:HEX".
+struct AuditHead {
+  std::int64_t sequence = 0;  // 0 with the genesis hash for an empty chain
+  std::string hash;           // 64 lowercase hex digits
+};
+std::string format_audit_head(const AuditHead& head);
+Result<AuditHead> parse_audit_head(std::string_view text);
 
 struct AuditQuery {
   std::optional<std::string> image_id;
@@ -58,33 +93,59 @@ struct AuditQuery {
 struct AuditChainReport {
   bool intact = false;
   std::int64_t records = 0;
+  std::int64_t unkeyed_records = 0;  // format 1 records at the start (sealed by the upgrade)
   std::optional<std::int64_t> first_bad_sequence;
-  std::string problem;  // "record 17: hash does not match its contents"
+  std::string problem;  // "record 17: MAC does not match its contents"
+  AuditHead head;       // the newest record (as found, even when the chain is broken)
+  bool expected_head_matched = false;  // an expected head was given and the chain holds it
 };
 
-// The canonical hash of a record (previous_hash || fields with length prefixes), shared by
-// every backend so chains are comparable.
+// The canonical unkeyed hash of a format 1 record (previous_hash || fields with length
+// prefixes), as stores before schema version 2 wrote it.
 std::string audit_record_hash(const AuditRecord& record);
+// The keyed MAC of a format 2 record: HMAC-SHA-256 under `key` over the same fields, with a
+// domain label in front. `key` comes from KeyEncryptionKey::derive_key(audit_mac_key_label).
+Result<std::string> audit_record_mac(const SecretBytes& key, const AuditRecord& record);
+constexpr std::string_view audit_mac_key_label = "virtcca-fde/v1 audit chain MAC key";
+
+// What append_release() hands back: the release's record and the image's unwrapped key.
+struct Release {
+  AuditRecord record;
+  SecretBytes disk_key;
+};
 
 class Store {
  public:
   virtual ~Store() = default;
+  // Each change below writes its "admin" audit record (who, what changed) in the same
+  // transaction as the change itself, and returns that record: no change without its record.
   // Fails with Errc::invalid_argument if the image exists. The key is wrapped with the KEK.
-  virtual Result<void> enroll(const ImageRecord& image, const SecretBytes& disk_key) = 0;
+  virtual Result<AuditRecord> enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) = 0;
   virtual Result<std::optional<ImageRecord>> find_image(std::string_view image_id) = 0;
   virtual Result<std::vector<ImageRecord>> list_images() = 0;
-  // Unwraps the disk key of an image that is active at this moment. Status and key are read
-  // from one row in one statement, so this read, not an earlier find_image(), is what decides
-  // whether a key may leave: an image revoked after the caller's checks yields nullopt.
+  // Unwraps the disk key of an image that is active at this moment (status and key from one
+  // row). For inspection; the release path uses append_release(), which also records.
   // Errc::not_found for an unknown image.
   virtual Result<std::optional<SecretBytes>> disk_key(std::string_view image_id) = 0;
-  virtual Result<void> update_reference(std::string_view image_id, const reference::ReferenceValues& reference) = 0;
-  virtual Result<void> set_status(std::string_view image_id, ImageStatus status) = 0;
-  // Appends atomically: reads the last hash and writes the new record in one transaction.
+  virtual Result<AuditRecord> update_reference(std::string_view image_id, const reference::ReferenceValues& reference,
+                                               const AdminActor& by) = 0;
+  virtual Result<AuditRecord> set_status(std::string_view image_id, ImageStatus status, const AdminActor& by) = 0;
+  // The release path's last step, in one write transaction: re-reads the image's status, and
+  // only if it is active unwraps the key and appends `entry` (decision "release"). So a revoke
+  // is ordered against every release in the chain: committed first, the release is withheld
+  // (nullopt, nothing written; the caller records a denial); committed later, its record
+  // follows the release's. Errc::not_found if the image is no longer enrolled.
+  virtual Result<std::optional<Release>> append_release(const AuditEntry& entry) = 0;
+  // Appends a denial atomically: reads the chain head and writes the new record in one
+  // transaction. Only "deny": a release is recorded by append_release(), an admin change by
+  // the change itself.
   virtual Result<AuditRecord> append_audit(const AuditEntry& entry) = 0;
   virtual Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) = 0;
-  // Recomputes every record's hash and link, oldest first.
-  virtual Result<AuditChainReport> verify_audit_chain() = 0;
+  // Recomputes every record's hash or MAC and link, oldest first; with `expected_head`
+  // (exported earlier), also that the chain still holds that record unchanged, so records
+  // removed from the end are found too.
+  virtual Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) = 0;
+  Result<AuditChainReport> verify_audit_chain() { return verify_audit_chain(std::nullopt); }
   // Cheap liveness probe for /readyz.
   virtual Result<void> ping() = 0;
 };
