@@ -104,7 +104,7 @@ for command in $commands; do
   expect "fde-admin $command --" "$("$admin" "$command" --help | table_options)" \
     "$(complete_line fde-admin fde-admin --json "$command" --)"
 done
-expect "fde-admin audit --decision" "release deny" \
+expect "fde-admin audit --decision" "release deny admin" \
   "$(complete_line fde-admin fde-admin audit --decision "")"
 expect "fde-admin enroll --bundle FILE" "$work/file1" "$(complete_line fde-admin fde-admin enroll --bundle "$work/fi")"
 
