@@ -254,6 +254,8 @@ database = "verifier.db"
 kek_file = "kek"
 [admin]
 socket = "admin.sock"
+[operator]
+listen = "127.0.0.1:0"
 [log]
 level = "debug"
 )");
@@ -300,7 +302,9 @@ level = "debug"
     while (std::chrono::steady_clock::now() < deadline) {
       std::string ready = read_text(root + "/ready");
       if (!ready.empty() && ready.back() == '\n') {
-        verifier_port = static_cast<std::uint16_t>(std::stoi(ready.substr(ready.rfind(':') + 1)));
+        // The first line is the attestation port; the operator listener's line follows.
+        const std::string first = ready.substr(0, ready.find('\n'));
+        verifier_port = static_cast<std::uint16_t>(std::stoi(first.substr(first.rfind(':') + 1)));
         return;
       }
       std::this_thread::sleep_for(50ms);
