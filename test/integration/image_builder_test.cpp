@@ -648,8 +648,8 @@ TEST_CASE("the shell check reads names as the kernel and systemd do, and knows t
   // '-' and '_' are one character to the kernel and to systemd; quotes are stripped.
   for (const std::string hostile :
        {"systemd.debug-shell", "systemd.debug-shell=1", "systemd.debug_shell=tty1", "rd.systemd.debug_shell",
-        "rd.systemd.debug-shell=yes", "rd-break", "\"init=/bin/sh\"", "systemd.unit=emergency.target",
-        "rd.systemd.unit=rescue.target", "systemd-unit=rescue.target", "systemd.wants=debug-shell.service",
+        "rd.systemd.debug-shell=yes", "systemd.debug-shell=on", "\"init=/bin/sh\"", "systemd.unit=emergency.target",
+        "rd.systemd.unit=rescue.target", "systemd.wants=debug-shell.service",
         "rd.systemd.wants=debug-shell.service", "systemd.mask=fde-agent.service", "rdbreak",
         // Runlevel words the kernel hands to init; systemd starts rescue or emergency mode.
         "emergency", "rescue", "single", "s", "S", "1", "-s", "-b", "rd.emergency", "rd.rescue",

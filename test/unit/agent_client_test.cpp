@@ -5,6 +5,7 @@
 
 #include <deque>
 
+#include "common/protocol/messages.hpp"
 #include "guest-agent/client/attestation_client.hpp"
 
 using namespace fde;
@@ -64,7 +65,7 @@ TEST_CASE("the verifier's rate limit (429) is a reason to try again later, not a
 
 TEST_CASE("a denial, for an unknown or an enrolled image alike, ends the attempts") {
   const auto denied = attempt_with(
-      {403, R"({"error":"attestation_failed","message":"attestation failed; the verifier's operator can see why (fde-admin explain with this image id)"})"});
+      {403, R"x({"error":"attestation_failed","message":"attestation failed; the verifier's operator can see why (fde-admin explain with this image id)"})x"});
   CHECK(denied.status == AttemptStatus::denied);
   CHECK(denied.message.find("HTTP 403 attestation_failed") == 0);
   // An older verifier's distinct answer for an unknown image is still a denial.
