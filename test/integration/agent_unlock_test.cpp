@@ -565,12 +565,13 @@ TEST_CASE("a denial applies the configured failure policy at once", "[agent][int
     CHECK(world.run_agent() == 4);
     CHECK(world.agent_lines_containing("falling back to the LUKS passphrase prompt") == 1);
   }
-  SECTION("an unknown image id is refused too") {
+  SECTION("an unknown image id is refused too, with the answer any denial gets") {
     settings.sim_dir.clear();
     settings.image = "not-enrolled";
     world.write_agent_config(settings);
     CHECK(world.run_agent() == 3);
-    CHECK(world.agent_lines_containing("unknown_image") == 1);
+    CHECK(world.agent_lines_containing("refused: attest: HTTP 403 attestation_failed") == 1);
+    CHECK(world.agent_lines_containing("unknown_image") == 0);
   }
   CHECK(world.daemon_log().find("decision=release") == std::string::npos);
   check_no_file_holds_the_key(world);
