@@ -76,17 +76,19 @@ int connect_loopback(std::uint16_t port) {
   return fd;
 }
 
-// One plain-HTTP GET to the operator listener on loopback; the whole response as text.
-std::string operator_get(const Daemon& daemon, const std::string& target) {
+// One plain-HTTP exchange with the operator listener on loopback; the whole response as text.
+std::string operator_exchange(const Daemon& daemon, const std::string& request) {
   REQUIRE(daemon.operator_port != 0);
   const int fd = connect_loopback(daemon.operator_port);
-  const std::string request = "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
   std::string response;
   char buffer[4096];
   for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;) response.append(buffer, static_cast<std::size_t>(n));
   ::close(fd);
   return response;
+}
+std::string operator_get(const Daemon& daemon, const std::string& target) {
+  return operator_exchange(daemon, "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
 }
 
 }  // namespace
@@ -108,6 +110,12 @@ TEST_CASE("health, readiness and metrics are on the operator listener, not on th
   const std::string metrics = operator_get(world.daemon, "/metrics");
   CHECK(metrics.find("fde_releases_total 1\n") != std::string::npos);
   CHECK(metrics.find("fde_transport_connections_accepted_total") != std::string::npos);
+  // GET only, and no body.
+  CHECK(operator_exchange(world.daemon, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .rfind("HTTP/1.1 405 ", 0) == 0);
+  CHECK(operator_exchange(world.daemon, "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .rfind("HTTP/1.1 413 ", 0) == 0);
+  CHECK(operator_get(world.daemon, "/v1/attest").rfind("HTTP/1.1 404 ", 0) == 0);
   // On the attestation port, which the hosts reach, none of them exists.
   for (const char* path : {"/healthz", "/readyz", "/metrics"}) {
     CAPTURE(path);
