@@ -20,8 +20,10 @@
 #include "common/util/file.hpp"
 #include "verifier-daemon/api/admin_api.hpp"
 #include "verifier-daemon/api/attestation_api.hpp"
+#include "verifier-daemon/api/operator_api.hpp"
 #include "verifier-daemon/server/admin_socket.hpp"
 #include "verifier-daemon/server/https_server.hpp"
+#include "verifier-daemon/server/operator_server.hpp"
 #include "verifier-daemon/service/runtime.hpp"
 #include "verifier-daemon/service/sd_notify.hpp"
 
@@ -171,7 +173,10 @@ int run(const std::vector<std::string>& args) {
   }
 
   Metrics metrics;
-  AttestationApi api(std::move(*policy), **store, metrics, logger);
+  AttestationOptions attestation_options;
+  attestation_options.rate_limit = config->attest_rate_limit;
+  AttestationApi api(std::move(*policy), **store, metrics, logger, [] { return Clock::now(); }, attestation_options);
+  OperatorApi operator_api(**store, metrics, logger);
   AdminApi admin(**store, logger);
 
   auto server = HttpsServer::create(
@@ -183,6 +188,16 @@ int run(const std::vector<std::string>& args) {
   }
   HttpsServer& https = **server;
   metrics.set_transport_stats([&https] { return https.stats(); });
+  std::unique_ptr<OperatorServer> operator_server;
+  if (config->operator_enabled) {
+    auto created = OperatorServer::create(config->operator_listen,
+                                          [&operator_api](const HttpRequest& request) { return operator_api.handle(request); });
+    if (!created) {
+      logger.error("listen_failed", {{"error", created.error().describe()}});
+      return exit_runtime;
+    }
+    operator_server = std::move(*created);
+  }
   AdminSocketLimits admin_limits;
   if (config->admin_allowed_uid) admin_limits.allowed_uid = static_cast<uid_t>(*config->admin_allowed_uid);
   auto admin_server = AdminSocketServer::create(
@@ -193,6 +208,7 @@ int run(const std::vector<std::string>& args) {
     return exit_runtime;
   }
   https.start();
+  if (operator_server) operator_server->start();
   (*admin_server)->start();
 
   // The addresses actually bound (port 0 resolved), for the operator and for tests.
@@ -204,10 +220,24 @@ int run(const std::vector<std::string>& args) {
     addresses += (addresses.empty() ? "" : ", ") + address;
     ready_lines += address + "\n";
   }
-  std::cout << "listening on " << addresses << " (admin socket " << config->admin_socket << ")" << std::endl;
+  // The operator listener's line comes last and is marked, so that a reader that wants the
+  // attestation port can take the first line.
+  std::string operator_address = "off";
+  if (operator_server) {
+    operator_address = format_listen_address({config->operator_listen.host, operator_server->bound_port()});
+    ready_lines += "operator " + operator_address + "\n";
+  }
+  std::cout << "listening on " << addresses << " (operator " << operator_address << ", admin socket "
+            << config->admin_socket << ")" << std::endl;
   const std::string admin_users =
       config->admin_allowed_uid ? "root, uid " + std::to_string(*config->admin_allowed_uid) : std::string("root");
-  logger.info("started", {{"version", FDE_VERSION}, {"listen", addresses}, {"admin_socket", config->admin_socket},
+  const std::string rate_limit =
+      config->attest_rate_limit.per_minute == 0
+          ? std::string("off")
+          : std::to_string(config->attest_rate_limit.per_minute) + "/min burst " +
+                std::to_string(config->attest_rate_limit.burst);
+  logger.info("started", {{"version", FDE_VERSION}, {"listen", addresses}, {"operator", operator_address},
+                          {"attest_rate_limit", rate_limit}, {"admin_socket", config->admin_socket},
                           {"admin_users", admin_users}, {"database", config->database}});
   if (auto path = options->get("ready-file"))
     if (auto written = write_file_atomic(*path, as_bytes(ready_lines), 0644); !written)
@@ -222,6 +252,7 @@ int run(const std::vector<std::string>& args) {
 
   (void)notifier.stopping();
   (*admin_server)->stop();
+  if (operator_server) operator_server->stop();
   https.stop();
   logger.info("stopped", {});
   return exit_clean;

@@ -65,24 +65,77 @@ std::vector<std::string> split_words(std::string_view line) {
 // Kernel arguments that hand the console a shell, or run something other than the image's
 // init, in the initramfs or the booted system. The host owns the console, so a reference
 // set that allowed them would release the key to a boot that gives the host the open volume.
-constexpr std::array<std::string_view, 9> shell_arguments = {
-    "rd.break", "rd.shell", "rdshell", "init", "rdinit", "rd.systemd.unit", "systemd.unit", "systemd.debug_shell",
-    "rd.emergency"};
+// Names are compared after normalise_argument_name(): the kernel's parameter parser and
+// systemd's command-line reader both treat '-' and '_' in a name alike, so
+// "systemd.debug-shell" is "systemd.debug_shell".
+//
+//  - dracut: rd.break (any value), rd.shell / rdshell (unless off), rd.emergency (unless
+//    an action that ends the boot), rdbreak (the old spelling);
+//  - the kernel: init=, rdinit= (another first program);
+//  - systemd: the unit to start (systemd.unit=, rd.systemd.unit=), the debug shell on tty9
+//    (systemd.debug_shell, rd.systemd.debug_shell, unless off), units pulled in or masked
+//    (systemd.wants=, systemd.mask=, and their rd. forms: debug-shell.service, or masking
+//    the agent's checks), systemd.run=;
+//  - runlevel words the kernel passes on to init, which systemd maps to rescue.target or
+//    emergency.target (a root shell on the console): emergency, rescue, single, s, S, 1, -s,
+//    -b, and in the initramfs rd.emergency, rd.rescue.
+constexpr std::array<std::string_view, 25> shell_arguments = {
+    "rd.break",  "rdbreak",   "rd.shell",        "rdshell",           "rd.emergency",
+    "rd.rescue", "init",      "rdinit",          "systemd.unit",      "rd.systemd.unit",
+    "systemd.debug_shell",    "rd.systemd.debug_shell",               "systemd.wants",
+    "rd.systemd.wants",       "systemd.mask",    "rd.systemd.mask",   "systemd.run",
+    "emergency", "rescue",    "single",          "s",                 "S",
+    "1",         "-s",        "-b"};
+
+// '-' and '_' are the same character in a parameter name (the kernel's parameq(),
+// systemd's proc_cmdline_key_streq()); quotes are dropped (the kernel strips the quotes
+// around an argument or its value, so "init=/bin/sh" in quotes is still init=).
+std::string normalise_argument_name(std::string_view name) {
+  std::string out;
+  out.reserve(name.size());
+  for (char c : name) {
+    if (c == '"') continue;
+    out.push_back(c == '-' ? '_' : c);
+  }
+  return out;
+}
+
+bool is_shell_argument(std::string_view name) {
+  const std::string normalised = normalise_argument_name(name);
+  return std::any_of(shell_arguments.begin(), shell_arguments.end(),
+                     [&](std::string_view listed) { return normalise_argument_name(listed) == normalised; });
+}
+
+// Values that switch an argument off, as the program that reads it parses them: dracut's
+// getargbool takes 0, no and off; systemd's parse_boolean also n, false and f.
+bool is_safe_value(std::string_view normalised_name, std::string_view value) {
+  if (normalised_name == "rd.shell" || normalised_name == "rdshell")
+    return value == "0" || value == "no" || value == "off";
+  if (normalised_name == "systemd.debug_shell" || normalised_name == "rd.systemd.debug_shell")
+    return value == "0" || value == "no" || value == "n" || value == "off" || value == "false" || value == "f";
+  // dracut's action when the boot fails: these end the boot instead of opening a shell.
+  if (normalised_name == "rd.emergency") return value == "poweroff" || value == "halt" || value == "reboot";
+  return false;
+}
 
 }  // namespace
 
 Result<void> check_kernel_cmdline(std::string_view cmdline) {
   std::size_t pos = 0;
   while (pos < cmdline.size()) {
-    const std::size_t end = std::min(cmdline.find(' ', pos), cmdline.size());
+    // The kernel splits its command line at any white space.
+    const std::size_t found = cmdline.find_first_of(" \t\n\r\v\f", pos);
+    const std::size_t end = std::min(found, cmdline.size());
     const std::string_view word = cmdline.substr(pos, end - pos);
     pos = end + 1;
-    const std::string_view name = word.substr(0, word.find('='));
-    const std::string_view value = name.size() < word.size() ? word.substr(name.size() + 1) : std::string_view{};
-    if (std::find(shell_arguments.begin(), shell_arguments.end(), name) == shell_arguments.end()) continue;
-    // rd.shell=0 and rd.emergency=poweroff (what the agent's files set) are safe values.
-    if (name == "rd.shell" && (value == "0" || value == "no")) continue;
-    if (name == "rd.emergency" && (value == "poweroff" || value == "halt" || value == "reboot")) continue;
+    if (word.empty()) continue;
+    const std::size_t equals = word.find('=');
+    const std::string_view name = word.substr(0, equals);
+    const bool has_value = equals != std::string_view::npos;
+    if (!is_shell_argument(name)) continue;
+    std::string value = has_value ? std::string(word.substr(equals + 1)) : std::string();
+    value.erase(std::remove(value.begin(), value.end(), '"'), value.end());
+    if (has_value && is_safe_value(normalise_argument_name(name), value)) continue;
     return fail(Errc::invalid_argument, "the kernel command line has '" + std::string(word) +
                                             "', which gives the host's console a shell or another init once the "
                                             "volume is open; remove it from grub.cfg (or --kernel-cmdline)");

@@ -73,7 +73,9 @@ Result<Bytes> measure_kernel(ByteView kernel);
 Result<std::optional<Bytes>> decompress_kernel(ByteView kernel);
 
 // Refuses a kernel command line with an argument that gives the console (the host's) a shell
-// or another init: rd.break, rd.shell (other than =0), init=, rdinit=, systemd.unit=, ...
+// or another init: rd.break, rd.shell (unless off), init=, rdinit=, systemd.unit=,
+// systemd.debug_shell, runlevel words (emergency, rescue, single, s, S, 1, -s, -b), ...;
+// names match with '-' and '_' alike, as the kernel and systemd read them.
 Result<void> check_kernel_cmdline(std::string_view cmdline);
 
 // The kernel arguments fde-image writes: `arguments` with single spaces, checked by

@@ -121,12 +121,12 @@ e2e_verifier() {
   [ -n "$port" ] || setup_error "no free TCP port on 127.0.0.1"
   printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" '[tls]' 'certificate = "server.crt"' \
     'private_key = "server.key"' '[attestation]' 'trusted_roots = ["device/ca.pem"]' '[nonce]' \
-    'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' '[admin]' \
-    'socket = "admin.sock"' >"$work/verifier.toml"
+    'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' \
+    '[operator]' 'listen = "127.0.0.1:0"' '[admin]' 'socket = "admin.sock"' >"$work/verifier.toml"
   # The admin socket serves root only, unless one more uid is named (a developer's own runs).
   [ "$(id -u)" = 0 ] || echo "allowed_uid = $(id -u)" >>"$work/verifier.toml"
   start_verifier
-  note "fde-verifierd is listening on $(cat "$work/ready")"
+  note "fde-verifierd is listening on $(tr '\n' ' ' <"$work/ready")"
 }
 
 daemon_pid=

@@ -254,6 +254,8 @@ database = "verifier.db"
 kek_file = "kek"
 [admin]
 socket = "admin.sock"
+[operator]
+listen = "127.0.0.1:0"
 [log]
 level = "debug"
 )");
@@ -300,7 +302,9 @@ level = "debug"
     while (std::chrono::steady_clock::now() < deadline) {
       std::string ready = read_text(root + "/ready");
       if (!ready.empty() && ready.back() == '\n') {
-        verifier_port = static_cast<std::uint16_t>(std::stoi(ready.substr(ready.rfind(':') + 1)));
+        // The first line is the attestation port; the operator listener's line follows.
+        const std::string first = ready.substr(0, ready.find('\n'));
+        verifier_port = static_cast<std::uint16_t>(std::stoi(first.substr(first.rfind(':') + 1)));
         return;
       }
       std::this_thread::sleep_for(50ms);
@@ -561,12 +565,13 @@ TEST_CASE("a denial applies the configured failure policy at once", "[agent][int
     CHECK(world.run_agent() == 4);
     CHECK(world.agent_lines_containing("falling back to the LUKS passphrase prompt") == 1);
   }
-  SECTION("an unknown image id is refused too") {
+  SECTION("an unknown image id is refused too, with the answer any denial gets") {
     settings.sim_dir.clear();
     settings.image = "not-enrolled";
     world.write_agent_config(settings);
     CHECK(world.run_agent() == 3);
-    CHECK(world.agent_lines_containing("unknown_image") == 1);
+    CHECK(world.agent_lines_containing("refused: attest: HTTP 403 attestation_failed") == 1);
+    CHECK(world.agent_lines_containing("unknown_image") == 0);
   }
   CHECK(world.daemon_log().find("decision=release") == std::string::npos);
   check_no_file_holds_the_key(world);

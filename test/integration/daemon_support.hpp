@@ -188,7 +188,25 @@ struct DaemonOptions {
   // admin.allowed_uid. Unset: root only, except that a test run by a non-root developer
   // names its own uid, since nobody else could then use the socket.
   std::optional<uid_t> admin_allowed_uid = {};
+  // rate_limit.attest_per_minute / attest_burst (unset: the daemon's defaults). Every client
+  // of a test is 127.0.0.1, one address: a load test turns the limit off (0).
+  std::optional<unsigned> attest_per_minute = {};
+  std::optional<unsigned> attest_burst = {};
 };
+
+// The lines of a ready file: the attestation port's addresses, then "operator HOST:PORT"
+// when the operator listener is on. The port of the first line of `prefix` (empty: the first
+// attestation address), or 0.
+inline std::uint16_t port_from_ready_file(const std::string& text, std::string_view prefix = {}) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    const bool is_operator = line.rfind("operator ", 0) == 0;
+    if (prefix.empty() ? is_operator : line.rfind(prefix, 0) != 0) continue;
+    return static_cast<std::uint16_t>(std::stoi(line.substr(line.rfind(':') + 1)));
+  }
+  return 0;
+}
 
 // One daemon's world under a fresh temporary directory.
 class Daemon {
@@ -216,6 +234,7 @@ class Daemon {
                    std::to_string(options.nonce_lifetime_seconds) +
                    "\n[store]\ndatabase = \"verifier.db\"\nkek_file = \"kek\"\n"
                    "[admin]\nsocket = \"admin.sock\"\n" + admin_allowed_uid_line(options) +
+                   "[operator]\nlisten = \"127.0.0.1:0\"\n" + rate_limit_lines(options) +
                    "[log]\nlevel = \"info\"\n");
     if (options.run_as) hand_over(*options.run_as);
   }
@@ -238,7 +257,8 @@ class Daemon {
     while (std::chrono::steady_clock::now() < deadline) {
       std::string ready = read_text(root + "/ready");
       if (!ready.empty() && ready.back() == '\n') {
-        port = static_cast<std::uint16_t>(std::stoi(ready.substr(ready.rfind(':') + 1)));
+        port = port_from_ready_file(ready);
+        operator_port = port_from_ready_file(ready, "operator ");
         return;
       }
       if (!process_->running()) break;
@@ -297,10 +317,17 @@ class Daemon {
 
   std::string root;
   std::string ca_pem;
-  std::uint16_t port = 0;
+  std::uint16_t port = 0;           // the attestation port (HTTPS)
+  std::uint16_t operator_port = 0;  // the operator listener (plain HTTP: health, metrics)
   std::optional<sim::SimDevice> device;
 
  private:
+  static std::string rate_limit_lines(const DaemonOptions& options) {
+    std::string lines;
+    if (options.attest_per_minute) lines += "attest_per_minute = " + std::to_string(*options.attest_per_minute) + "\n";
+    if (options.attest_burst) lines += "attest_burst = " + std::to_string(*options.attest_burst) + "\n";
+    return lines.empty() ? lines : "[rate_limit]\n" + lines;
+  }
   static std::string admin_allowed_uid_line(const DaemonOptions& options) {
     std::optional<uid_t> uid = options.admin_allowed_uid;
     if (!uid && ::geteuid() != 0) uid = ::geteuid();

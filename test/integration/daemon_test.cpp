@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -75,15 +76,103 @@ int connect_loopback(std::uint16_t port) {
   return fd;
 }
 
+// One plain-HTTP exchange with the operator listener on loopback; the whole response as text.
+std::string operator_exchange(const Daemon& daemon, const std::string& request) {
+  REQUIRE(daemon.operator_port != 0);
+  const int fd = connect_loopback(daemon.operator_port);
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+  std::string response;
+  char buffer[4096];
+  for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;) response.append(buffer, static_cast<std::size_t>(n));
+  ::close(fd);
+  return response;
+}
+std::string operator_get(const Daemon& daemon, const std::string& target) {
+  return operator_exchange(daemon, "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+}
+
 }  // namespace
 
 TEST_CASE("the daemon releases the enrolled key to a simulated full token of the reference grub boot",
           "[daemon][integration]") {
   Enrolled world;
   expect_release(world);
-  auto health = protocol::https_get(world.daemon.endpoint(), "/healthz", world.daemon.client_options());
-  REQUIRE(health);
-  CHECK(health->status == 200);
+}
+
+TEST_CASE("health, readiness and metrics are on the operator listener, not on the attestation port",
+          "[daemon][integration]") {
+  Enrolled world;
+  expect_release(world);
+  const std::string health = operator_get(world.daemon, "/healthz");
+  CHECK(health.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(health.find("\r\n\r\nok\n") != std::string::npos);
+  CHECK(operator_get(world.daemon, "/readyz").find("\r\n\r\nready\n") != std::string::npos);
+  const std::string metrics = operator_get(world.daemon, "/metrics");
+  CHECK(metrics.find("fde_releases_total 1\n") != std::string::npos);
+  CHECK(metrics.find("fde_transport_connections_accepted_total") != std::string::npos);
+  // GET only, and no body.
+  CHECK(operator_exchange(world.daemon, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .rfind("HTTP/1.1 405 ", 0) == 0);
+  CHECK(operator_exchange(world.daemon, "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .rfind("HTTP/1.1 413 ", 0) == 0);
+  CHECK(operator_get(world.daemon, "/v1/attest").rfind("HTTP/1.1 404 ", 0) == 0);
+  // On the attestation port, which the hosts reach, none of them exists.
+  for (const char* path : {"/healthz", "/readyz", "/metrics"}) {
+    CAPTURE(path);
+    auto result = protocol::https_get(world.daemon.endpoint(), path, world.daemon.client_options());
+    REQUIRE(result);
+    CHECK(result->status == 404);
+    CHECK(result->body.find("fde_") == std::string::npos);
+  }
+}
+
+TEST_CASE("a flood of forged-nonce requests does not grow the database", "[daemon][integration]") {
+  Enrolled world({.attest_per_minute = 0});
+  expect_release(world);
+  auto size_of = [&](const char* name) {
+    std::error_code ec;
+    const auto size = fs::file_size(world.daemon.root + "/" + name, ec);
+    return ec ? std::uintmax_t{0} : size;
+  };
+  const std::uintmax_t before = size_of("verifier.db") + size_of("verifier.db-wal");
+  auto audit_count = [&] {
+    auto listed = world.daemon.admin({"audit", "--limit", "1000"});
+    REQUIRE(listed.status == 0);
+    return std::count(listed.output.begin(), listed.output.end(), '\n');
+  };
+  const auto records_before = audit_count();
+
+  // A genuine exchange with the nonce's MAC broken, then a flood of cheap forged requests.
+  auto genuine = attest(world.daemon, {.image_id = image, .flip_nonce = true});
+  REQUIRE(genuine.attest);
+  CHECK(genuine.attest->status == 400);
+  protocol::ChallengeRequest challenge{image};
+  auto issued = need(protocol::https_post_json(world.daemon.endpoint(), "/v1/challenge", protocol::serialize(challenge),
+                                               world.daemon.client_options()),
+                     "challenge");
+  auto nonce = need(protocol::parse_challenge_response(issued.body), "challenge response").nonce;
+  nonce[10] ^= 0x40;
+  protocol::AttestRequest request;
+  request.image_id = image;
+  request.nonce = nonce;
+  request.ephemeral_public = Bytes(protocol::ephemeral_public_size, 7);
+  request.token = Bytes(4000, 0xd9);
+  request.device_cert = Bytes(1500, 0x30);
+  const std::string body = protocol::serialize(request);
+  constexpr int flood = 200;
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < flood; ++i) {
+    auto result = need(protocol::https_post_json(world.daemon.endpoint(), "/v1/attest", body,
+                                                 world.daemon.client_options()),
+                       "forged attest");
+    if (result.status != 400) FAIL("request " << i << ": " << result.status << " " << result.body);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  WARN(flood << " forged-nonce requests (one TLS connection each) in " << seconds << " s");
+  CHECK(audit_count() == records_before);
+  CHECK(size_of("verifier.db") + size_of("verifier.db-wal") == before);
+  CHECK(operator_get(world.daemon, "/metrics").find("fde_attest_refused_total{reason=\"nonce_forged\"} " +
+                                                    std::to_string(flood + 1) + "\n") != std::string::npos);
 }
 
 TEST_CASE("the daemon denies evidence that does not match (coarse error codes)", "[daemon][integration]") {
@@ -109,18 +198,15 @@ TEST_CASE("the daemon denies evidence that does not match (coarse error codes)",
     CHECK(exchange.attest->status < 500);
     CHECK_FALSE(exchange.key);
   }
-  SECTION("an unknown image") {
-    auto exchange = attest(world.daemon, {.image_id = "never-enrolled"});
-    INFO(exchange.challenge.body);
-    if (exchange.attest) {
-      CHECK(exchange.attest->status == 404);
-      CHECK(error_code(*exchange.attest) == "unknown_image");
-      CHECK(exchange.attest->body.find("never-enrolled") == std::string::npos);  // not echoed back
-    } else {
-      CHECK(exchange.challenge.status == 404);
-      CHECK(error_code(exchange.challenge) == "unknown_image");
-    }
-    CHECK_FALSE(exchange.key);
+  SECTION("an unknown image: the same answer as a denied enrolled one") {
+    auto unknown = attest(world.daemon, {.image_id = "never-enrolled"});
+    auto denied = attest(world.daemon, {.image_id = image, .rim = crypto::sha256(as_bytes("other firmware"))});
+    REQUIRE(unknown.attest);
+    REQUIRE(denied.attest);
+    CHECK(unknown.attest->status == 403);
+    CHECK(unknown.attest->body == denied.attest->body);
+    CHECK(unknown.attest->body.find("never-enrolled") == std::string::npos);  // not echoed back
+    CHECK_FALSE(unknown.key);
   }
   SECTION("a revoked image, until it is reinstated") {
     auto revoked = world.daemon.admin({"revoke", image});

@@ -643,6 +643,34 @@ TEST_CASE("kernel command lines that give the host's console a shell are refused
   }
 }
 
+TEST_CASE("the shell check reads names as the kernel and systemd do, and knows the runlevel words", "[cmdline]") {
+  const std::string base = "/vmlinuz-6.1.0 root=UUID=0b4e ro console=ttyS0";
+  // '-' and '_' are one character to the kernel and to systemd; quotes are stripped.
+  for (const std::string hostile :
+       {"systemd.debug-shell", "systemd.debug-shell=1", "systemd.debug_shell=tty1", "rd.systemd.debug_shell",
+        "rd.systemd.debug-shell=yes", "systemd.debug-shell=on", "\"init=/bin/sh\"", "systemd.unit=emergency.target",
+        "rd.systemd.unit=rescue.target", "systemd.wants=debug-shell.service",
+        "rd.systemd.wants=debug-shell.service", "systemd.mask=fde-agent.service", "rdbreak",
+        // Runlevel words the kernel hands to init; systemd starts rescue or emergency mode.
+        "emergency", "rescue", "single", "s", "S", "1", "-s", "-b", "rd.emergency", "rd.rescue",
+        // Values that do not switch the shell off.
+        "rd.shell=false", "rd.shell=yes", "systemd.debug_shell=yes", "rd.emergency=shell"}) {
+    CAPTURE(hostile);
+    const auto refused = check_kernel_cmdline(base + " " + hostile);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().message.find("'" + hostile + "'") != std::string::npos);
+  }
+  // A tab separates arguments as a space does.
+  CHECK_FALSE(check_kernel_cmdline(base + "\tsingle"));
+  // Off values, and names that only look alike, pass.
+  for (const std::string fine : {"rd.shell=off", "systemd.debug_shell=0", "systemd.debug-shell=false",
+                                 "rd.systemd.debug_shell=no", "rd.emergency=halt", "single_user_mode=0", "s390",
+                                 "10", "quiet", "systemd.show_status=1", "rd.luks=0"}) {
+    CAPTURE(fine);
+    CHECK(check_kernel_cmdline(base + " " + fine));
+  }
+}
+
 namespace {
 
 // The SDK's layout: an MBR table, partition 1 a FAT /boot that the firmware reads too

@@ -133,6 +133,10 @@ class TestServer {
             response.body.assign(100 * 1024, 'x');
             return response;
           }
+          if (request.target == "/limited") {
+            response.status = 429;
+            response.headers.emplace_back("Retry-After", "7");
+          }
           response.body = R"({"method":")" + request.method + R"(","target":")" + request.target + R"(","size":)" +
                           std::to_string(request.body.size()) + R"(,"peer":")" + request.peer + R"("})";
           std::lock_guard lock(mutex_);
@@ -581,6 +585,19 @@ TEST_CASE("a handler that throws yields a 500 and the connection and server go o
   REQUIRE(next);
   CHECK(next->status == 200);
   CHECK(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 0; }));
+}
+
+TEST_CASE("header fields the handler adds (Retry-After) reach the client") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  TestServer server(pki.files, test_limits());
+  RawClient raw("127.0.0.1", server.port());
+  REQUIRE(raw.handshake());
+  REQUIRE(raw.send(get_request("/limited")));
+  auto response = raw.read_response();
+  REQUIRE(response);
+  CHECK(response->status == 429);
+  CHECK(response->head.find("\r\nRetry-After: 7\r\n") != std::string::npos);
 }
 
 TEST_CASE("a slow client that sends half a header and stalls is disconnected after request_timeout") {

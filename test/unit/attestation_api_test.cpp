@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <filesystem>
 #include <mutex>
 
 #include "common/crypto/hash.hpp"
@@ -12,6 +13,7 @@
 #include "test/unit/verifier_fixture.hpp"
 #include "verifier-daemon/api/admin_api.hpp"
 #include "verifier-daemon/api/attestation_api.hpp"
+#include "verifier-daemon/api/operator_api.hpp"
 #include "verifier-daemon/policy/verdict_json.hpp"
 
 using namespace fde;
@@ -20,8 +22,15 @@ using namespace fde::verifier;
 
 namespace {
 
-// One verifier: store, policy, metrics, a log captured in memory, a clock the test moves.
+// One verifier: store, policy, metrics, a log captured in memory, clocks the test moves. The
+// rate limit is the daemon's default unless a test names another.
 struct Verifier {
+  explicit Verifier(RateLimit rate_limit = {})
+      : api{policy, *open_store(), metrics, logger, [this] { return now; }, options_with(rate_limit)} {
+    // The enrollment is audit record 1; the decisions follow.
+    expect_ok(store->enroll(sample_image(), disk_key, AdminActor{0, 4242}));
+  }
+
   TempDir dir;
   std::unique_ptr<Store> store;
   std::shared_ptr<const VerificationPolicy> policy = make_policy();
@@ -33,15 +42,19 @@ struct Verifier {
                   log.append(line);
                 }};
   Clock::time_point now = Clock::now();
-  AttestationApi api{policy, *open_store(), metrics, logger, [this] { return now; }};
+  std::chrono::steady_clock::time_point steady = std::chrono::steady_clock::now();
+  AttestationApi api;
+  OperatorApi operator_api{*store, metrics, logger};
   AdminApi admin{*store, logger};
   SecretBytes disk_key = crypto::random_secret(64);
   // The operator at the admin socket.
   AdminPeer operator_peer{0, 0, 4242};
 
-  // The enrollment is audit record 1; the decisions follow.
-  Verifier() {
-    expect_ok(store->enroll(sample_image(), disk_key, AdminActor{0, 4242}));
+  AttestationOptions options_with(RateLimit rate_limit) {
+    AttestationOptions options;
+    options.rate_limit = rate_limit;
+    options.steady_now = [this] { return steady; };
+    return options;
   }
 
   Store* open_store() {
@@ -53,7 +66,25 @@ struct Verifier {
   HttpResponse post(const std::string& target, const std::string& body) {
     return api.handle(HttpRequest{"POST", target, "application/json", body, "192.0.2.10:40000"});
   }
+  HttpResponse post_from(const std::string& peer, const std::string& body) {
+    return api.handle(HttpRequest{"POST", "/v1/attest", "application/json", body, peer});
+  }
   HttpResponse get(const std::string& target) { return api.handle(HttpRequest{"GET", target, "", "", "192.0.2.10:40001"}); }
+  // The operator listener's application (health, readiness, metrics).
+  HttpResponse operator_get(const std::string& target) {
+    return operator_api.handle(HttpRequest{"GET", target, "", "", "127.0.0.1:40002"});
+  }
+  std::string metrics_text() { return operator_get("/metrics").body; }
+  // The database and its write-ahead log, in bytes.
+  std::uintmax_t database_bytes() {
+    std::uintmax_t total = 0;
+    for (const char* name : {"verifier.db", "verifier.db-wal"}) {
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(dir.path(name), ec);
+      if (!ec) total += size;
+    }
+    return total;
+  }
 
   // The protocol as the agent runs it: challenge over HTTP, then the attest request.
   Guest challenge_and_prepare(GuestOptions options = {}) {
@@ -190,7 +221,7 @@ TEST_CASE("the API releases the key to a genuine guest, which opens it, and audi
     CHECK(v.log.find(base64_encode(sealed.sealed_key)) == std::string::npos);
   }
   SECTION("metrics count the release and the requests") {
-    const HttpResponse metrics = v.get("/metrics");
+    const HttpResponse metrics = v.operator_get("/metrics");
     CHECK(metrics.status == 200);
     CHECK(metrics.content_type.rfind("text/plain; version=0.0.4", 0) == 0);
     CHECK(metrics.body.find("fde_releases_total 1\n") != std::string::npos);
@@ -199,8 +230,9 @@ TEST_CASE("the API releases the key to a genuine guest, which opens it, and audi
     CHECK(metrics.body.find("fde_request_duration_seconds_bucket{endpoint=\"/v1/attest\",le=\"+Inf\"} 1\n") !=
           std::string::npos);
     CHECK(metrics.body.find("# TYPE fde_request_duration_seconds histogram\n") != std::string::npos);
-    // The /metrics request itself is in flight while it renders.
-    CHECK(metrics.body.find("fde_requests_in_flight 1\n") != std::string::npos);
+    // The operator listener's own requests are not attestation requests.
+    CHECK(metrics.body.find("fde_requests_in_flight 0\n") != std::string::npos);
+    CHECK(metrics.body.find("/metrics") == std::string::npos);
   }
 }
 
@@ -212,9 +244,10 @@ TEST_CASE("the API denies a tampered boot with 403 attestation_failed, audits it
   const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
   CHECK(response.status == 403);
   CHECK(error_code(response) == "attestation_failed");
-  // The guest learns the audit record number, not the reason.
+  // The guest learns neither the reason nor the audit sequence (how many decisions were made).
   CHECK(response.body.find("reference.rim") == std::string::npos);
-  CHECK(response.body.find("audit record 2") != std::string::npos);
+  CHECK(response.body.find("audit record") == std::string::npos);
+  CHECK(response.body.find('1') == std::string::npos);
 
   const auto records = v.audit();
   REQUIRE(records.size() == 1);
@@ -222,7 +255,7 @@ TEST_CASE("the API denies a tampered boot with 403 attestation_failed, audits it
   CHECK(records[0].entry.reason.rfind("reference.rim:", 0) == 0);
   CHECK(v.log.find("decision=deny reason=reference.rim") != std::string::npos);
 
-  const auto metrics = v.get("/metrics").body;
+  const auto metrics = v.metrics_text();
   CHECK(metrics.find("fde_denials_total{reason=\"reference.rim\"} 1\n") != std::string::npos);
   CHECK(metrics.find("fde_releases_total 0\n") != std::string::npos);
 
@@ -246,7 +279,7 @@ TEST_CASE("the API denies a tampered boot with 403 attestation_failed, audits it
   }
 }
 
-TEST_CASE("every denial the guest can cause gets its coarse code and an audit record") {
+TEST_CASE("a nonce that is not valid is refused before any check: coarse code, counted, logged, never audited") {
   Verifier v;
   SECTION("expired nonce: 410 expired_nonce") {
     const Guest guest = v.challenge_and_prepare();
@@ -254,6 +287,7 @@ TEST_CASE("every denial the guest can cause gets its coarse code and an audit re
     const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
     CHECK(response.status == 410);
     CHECK(error_code(response) == "expired_nonce");
+    CHECK(v.metrics_text().find("fde_attest_refused_total{reason=\"nonce_expired\"} 1\n") != std::string::npos);
   }
   SECTION("forged nonce: 400 bad_request") {
     GuestOptions options;
@@ -262,34 +296,150 @@ TEST_CASE("every denial the guest can cause gets its coarse code and an audit re
     const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
     CHECK(response.status == 400);
     CHECK(error_code(response) == "bad_request");
+    CHECK(v.metrics_text().find("fde_attest_refused_total{reason=\"nonce_forged\"} 1\n") != std::string::npos);
   }
-  SECTION("unknown image: 404 unknown_image") {
+  SECTION("a nonce issued for another image: 400 bad_request") {
     GuestOptions options;
-    options.image_id = "never-enrolled";
+    options.nonce_image_id = "some-other-image";
     const Guest guest = v.challenge_and_prepare(options);
     const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
-    CHECK(response.status == 404);
-    CHECK(error_code(response) == "unknown_image");
-    REQUIRE(v.audit().size() == 1);
-    CHECK(v.audit()[0].entry.image_id == "never-enrolled");
+    CHECK(response.status == 400);
+    CHECK(error_code(response) == "bad_request");
   }
-  SECTION("revoked image: 403 attestation_failed until reinstated") {
-    auto revoked = parse_json(v.admin_call("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}"));
-    REQUIRE(revoked["ok"].GetBool());
-    Guest guest = v.challenge_and_prepare();
-    HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
-    CHECK(response.status == 403);
-    CHECK(v.audit().front().entry.reason.rfind("image.status:", 0) == 0);
+  CHECK(v.audit().empty());
+  CHECK(v.log.find("event=attest_refused reason=nonce_") != std::string::npos);
+  // No decision was made: no check ran, nothing was denied.
+  CHECK(v.log.find("event=attest ") == std::string::npos);
+  CHECK(v.metrics_text().find("fde_denials_total{") == std::string::npos);
+}
 
-    REQUIRE(parse_json(v.admin_call("{\"command\":\"reinstate\",\"image_id\":\"sim-openeuler-fde\"}"))["ok"].GetBool());
-    guest = v.challenge_and_prepare();
-    response = v.post("/v1/attest", protocol::serialize(guest.request));
-    CHECK(response.status == 200);
-    REQUIRE(v.audit().size() == 2);
+TEST_CASE("a flood of forged nonces does not grow the database") {
+  // Rate limit off: this is about what one request costs, whoever sends it.
+  Verifier v(RateLimit{0, 1});
+  // One honest release first, so the store has its pages and a WAL to compare against.
+  const Guest honest = v.challenge_and_prepare();
+  REQUIRE(v.post("/v1/attest", protocol::serialize(honest.request)).status == 200);
+  const std::size_t records_before = v.audit().size();
+  const std::uintmax_t bytes_before = v.database_bytes();
+  REQUIRE(bytes_before > 0);
+
+  // A genuine token and event log under a nonce whose MAC is wrong: the expensive checks
+  // would pass, so only the nonce can stop the request early.
+  GuestOptions options;
+  options.tamper_nonce = [](Bytes& nonce) { nonce[50] ^= 0x01; };
+  const Guest forged = v.challenge_and_prepare(options);
+  const std::string body = protocol::serialize(forged.request);
+  constexpr int flood = 2000;
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < flood; ++i) {
+    const HttpResponse response = v.post("/v1/attest", body);
+    if (response.status != 400) FAIL("request " << i << ": " << response.status << " " << response.body);
   }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  WARN(flood << " forged-nonce requests in " << seconds << " s");
+
+  CHECK(v.audit().size() == records_before);
+  CHECK(v.database_bytes() == bytes_before);
+  CHECK(v.metrics_text().find("fde_attest_refused_total{reason=\"nonce_forged\"} " + std::to_string(flood) + "\n") !=
+        std::string::npos);
+  // The log has one line for the first refusal; the rest wait for the next interval.
+  std::size_t lines = 0;
+  for (std::size_t at = v.log.find("event=attest_refused"); at != std::string::npos;
+       at = v.log.find("event=attest_refused", at + 1))
+    ++lines;
+  CHECK(lines == 1);
+  // The next line, an interval later, says how many were held back.
+  v.steady += std::chrono::seconds(11);
+  CHECK(v.post("/v1/attest", body).status == 400);
+  CHECK(v.log.find("reason=nonce_forged peer=192.0.2.10:40000 detail=forged suppressed=" +
+                   std::to_string(flood - 1)) != std::string::npos);
+  CHECK(expect_ok(v.store->verify_audit_chain()).intact);
+}
+
+TEST_CASE("a nonce buys one decision: a replay is refused cheaply and not audited again") {
+  Verifier v;
+  GuestOptions options;
+  options.rim = crypto::sha256(as_bytes("firmware someone else built"));
+  const Guest guest = v.challenge_and_prepare(options);
+  const std::string body = protocol::serialize(guest.request);
+  CHECK(v.post("/v1/attest", body).status == 403);
+  REQUIRE(v.audit().size() == 1);
+  for (int i = 0; i < 20; ++i) {
+    const HttpResponse replay = v.post("/v1/attest", body);
+    CHECK(replay.status == 410);
+    CHECK(error_code(replay) == "expired_nonce");
+  }
+  CHECK(v.audit().size() == 1);
+  CHECK(v.metrics_text().find("fde_attest_refused_total{reason=\"nonce_replayed\"} 20\n") != std::string::npos);
+
+  SECTION("a released nonce cannot be used again either") {
+    const Guest good = v.challenge_and_prepare();
+    const std::string good_body = protocol::serialize(good.request);
+    CHECK(v.post("/v1/attest", good_body).status == 200);
+    CHECK(v.post("/v1/attest", good_body).status == 410);
+    CHECK(v.audit().size() == 2);
+  }
+}
+
+TEST_CASE("attest requests are rate limited per source address, with 429 and Retry-After") {
+  Verifier v(RateLimit{60, 3});  // one a second, three at once
+  const std::string body = "{}";  // refused after the rate check; malformed costs no audit
+  for (int i = 0; i < 3; ++i) CHECK(v.post_from("198.51.100.7:1000", body).status == 400);
+  HttpResponse limited = v.post_from("198.51.100.7:1001", body);
+  CHECK(limited.status == 429);
+  CHECK(error_code(limited) == "unavailable");
+  REQUIRE(limited.headers.size() == 1);
+  CHECK(limited.headers[0].first == "Retry-After");
+  CHECK(limited.headers[0].second == "1");
+  // Another address has its own bucket; the limited one gets a token back after a second.
+  CHECK(v.post_from("198.51.100.8:1000", body).status == 400);
+  v.steady += std::chrono::seconds(1);
+  CHECK(v.post_from("198.51.100.7:1002", body).status == 400);
+  CHECK(v.post_from("198.51.100.7:1003", body).status == 429);
+  // IPv6 peers share a bucket per /64.
+  for (int i = 0; i < 3; ++i) CHECK(v.post_from("[2001:db8:1:2::" + std::to_string(i + 1) + "]:443", body).status == 400);
+  CHECK(v.post_from("[2001:db8:1:2:ffff::9]:443", body).status == 429);
+  CHECK(v.post_from("[2001:db8:1:3::1]:443", body).status == 400);
+  // Challenges are cheap and not limited.
+  for (int i = 0; i < 10; ++i)
+    CHECK(v.api.handle(HttpRequest{"POST", "/v1/challenge", "application/json", "{\"image_id\":\"x\"}",
+                                   "198.51.100.7:1004"})
+              .status == 200);
+  CHECK(v.metrics_text().find("fde_attest_refused_total{reason=\"rate_limited\"} 3\n") != std::string::npos);
+  CHECK(v.audit().empty());
+}
+
+TEST_CASE("an unknown image and a denied one get the same answer; the audit keeps the difference") {
+  Verifier v;
+  auto answer = [&](const std::string& image_id) {
+    GuestOptions options;
+    options.image_id = image_id;
+    options.rim = crypto::sha256(as_bytes("firmware someone else built"));
+    const Guest guest = v.challenge_and_prepare(options);
+    return v.post("/v1/attest", protocol::serialize(guest.request));
+  };
+  const HttpResponse enrolled = answer(std::string(test_image_id));
+  const HttpResponse unknown = answer("never-enrolled");
+  auto revoked_answer = [&] {
+    REQUIRE(parse_json(v.admin_call("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}"))["ok"].GetBool());
+    const Guest guest = v.challenge_and_prepare();
+    return v.post("/v1/attest", protocol::serialize(guest.request));
+  };
+  const HttpResponse revoked = revoked_answer();
+  for (const HttpResponse* response : {&enrolled, &unknown, &revoked}) {
+    CHECK(response->status == 403);
+    CHECK(response->content_type == enrolled.content_type);
+    CHECK(response->body == enrolled.body);
+  }
+  CHECK(error_code(unknown) == "attestation_failed");
+  CHECK(unknown.body.find("never-enrolled") == std::string::npos);
+
   const auto records = v.audit();
-  REQUIRE_FALSE(records.empty());
-  CHECK(records.front().entry.decision == (records.size() == 2 ? "release" : "deny"));
+  REQUIRE(records.size() == 3);
+  CHECK(records[0].entry.reason.rfind("image.status:", 0) == 0);
+  CHECK(records[1].entry.image_id == "never-enrolled");
+  CHECK(records[1].entry.reason.rfind("request.image:", 0) == 0);
+  CHECK(records[2].entry.reason.rfind("reference.rim:", 0) == 0);
   CHECK(expect_ok(v.store->verify_audit_chain()).intact);
 }
 
@@ -332,22 +482,36 @@ TEST_CASE("oversized bodies are refused before parsing") {
   CHECK(v.post("/v1/challenge", std::string(protocol::max_challenge_body + 1, ' ')).status == 400);
 }
 
-TEST_CASE("routing: wrong methods get 405, unknown paths 404, health and readiness answer") {
+TEST_CASE("routing: wrong methods get 405, unknown paths 404; health, readiness and metrics are not on this port") {
   Verifier v;
   CHECK(v.get("/v1/attest").status == 405);
   CHECK(v.get("/v1/challenge").status == 405);
-  CHECK(v.post("/healthz", "").status == 405);
   CHECK(v.get("/nope").status == 404);
   CHECK(v.get("/v1/attest/").status == 404);
   CHECK(error_code(v.get("/nope")) == "bad_request");
   CHECK(v.api.handle(HttpRequest{"POST", "/v1/challenge", "text/plain", "{\"image_id\":\"x\"}", "p"}).status == 415);
+  for (const char* path : {"/healthz", "/readyz", "/metrics"}) {
+    CAPTURE(path);
+    CHECK(v.get(path).status == 404);
+    CHECK(v.post(path, "").status == 404);
+  }
+  CHECK(v.metrics_text().find("fde_requests_total{endpoint=\"other\",code=\"404\"} 9\n") != std::string::npos);
+}
 
-  const HttpResponse health = v.get("/healthz");
+TEST_CASE("the operator API answers health, readiness and metrics") {
+  Verifier v;
+  const HttpResponse health = v.operator_get("/healthz");
   CHECK(health.status == 200);
   CHECK(health.body == "ok\n");
-  const HttpResponse ready = v.get("/readyz");
+  const HttpResponse ready = v.operator_get("/readyz");
   CHECK(ready.status == 200);
-  CHECK(v.get("/metrics").body.find("fde_requests_total{endpoint=\"other\",code=\"404\"} 3\n") != std::string::npos);
+  CHECK(ready.body == "ready\n");
+  const HttpResponse metrics = v.operator_get("/metrics");
+  CHECK(metrics.status == 200);
+  CHECK(metrics.content_type.rfind("text/plain; version=0.0.4", 0) == 0);
+  CHECK(metrics.body.find("# TYPE fde_attest_refused_total counter\n") != std::string::npos);
+  CHECK(v.operator_get("/v1/attest").status == 404);
+  CHECK(v.operator_api.handle(HttpRequest{"POST", "/metrics", "", "", "127.0.0.1:1"}).status == 405);
 }
 
 TEST_CASE("a challenge does not reveal whether an image is enrolled") {
@@ -368,10 +532,13 @@ TEST_CASE("a new policy applies to requests after set_policy (SIGHUP)") {
   v.api.set_policy(make_policy({.roots = {foreign_device().ca_certificate()}}));
   const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
   CHECK(response.status == 400);  // the old nonce no longer authenticates
+  CHECK(v.audit().empty());       // and buys no checks
+  // A nonce of the new secret runs the checks under the new roots.
+  const Guest again = v.challenge_and_prepare();
+  CHECK(v.post("/v1/attest", protocol::serialize(again.request)).status == 403);
   const auto records = v.audit();
   REQUIRE(records.size() == 1);
   CHECK(has_check(expect_ok(checks_from_json(records[0].entry.checks)), "device.chain", false));
-  CHECK(records[0].entry.reason.rfind("request.nonce:", 0) == 0);
 }
 
 TEST_CASE("an image revoked between the decision and the key read is denied like a revoked image, and audited") {
@@ -387,7 +554,7 @@ TEST_CASE("an image revoked between the decision and the key read is denied like
   CHECK(racing.release_calls == 1);
   CHECK(response.status == 403);
   CHECK(error_code(response) == "attestation_failed");
-  CHECK(response.body.find("audit record 3") != std::string::npos);
+  CHECK(response.body.find("audit record") == std::string::npos);
   CHECK(chain_summary(v) == std::vector<std::string>{"enroll", "revoke", "deny"});
   CHECK(response.body.find("sealed_key") == std::string::npos);
 
@@ -408,7 +575,7 @@ TEST_CASE("an image revoked between the decision and the key read is denied like
   const Guest again = v.challenge_and_prepare();
   const HttpResponse revoked = v.post("/v1/attest", protocol::serialize(again.request));
   CHECK(revoked.status == response.status);
-  CHECK(error_code(revoked) == error_code(response));
+  CHECK(revoked.body == response.body);
   CHECK(expect_ok(v.store->verify_audit_chain()).intact);
 }
 
@@ -452,16 +619,20 @@ TEST_CASE("a revoke committed while an attestation is in flight is ordered befor
   CHECK(expect_ok(v.store->verify_audit_chain()).intact);
 }
 
-TEST_CASE("the unknown_image answer does not echo the requested image id back") {
+
+TEST_CASE("a revoked image is denied with 403 until reinstated, and both changes are in the chain") {
   Verifier v;
-  GuestOptions options;
-  options.image_id = "probe-7f3a-never-enrolled";
-  const Guest guest = v.challenge_and_prepare(options);
-  const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
-  CHECK(response.status == 404);
-  CHECK(error_code(response) == "unknown_image");
-  CHECK(response.body.find("probe-7f3a") == std::string::npos);
-  // The operator still sees which id was asked for.
-  REQUIRE(v.audit().size() == 1);
-  CHECK(v.audit()[0].entry.image_id == "probe-7f3a-never-enrolled");
+  auto revoked = parse_json(v.admin_call("{\"command\":\"revoke\",\"image_id\":\"sim-openeuler-fde\"}"));
+  REQUIRE(revoked["ok"].GetBool());
+  Guest guest = v.challenge_and_prepare();
+  HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+  CHECK(response.status == 403);
+  CHECK(v.audit().front().entry.reason.rfind("image.status:", 0) == 0);
+
+  REQUIRE(parse_json(v.admin_call("{\"command\":\"reinstate\",\"image_id\":\"sim-openeuler-fde\"}"))["ok"].GetBool());
+  guest = v.challenge_and_prepare();
+  response = v.post("/v1/attest", protocol::serialize(guest.request));
+  CHECK(response.status == 200);
+  REQUIRE(v.audit().size() == 2);
+  CHECK(chain_summary(v) == std::vector<std::string>{"enroll", "revoke", "deny", "reinstate", "release"});
 }

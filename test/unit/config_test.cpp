@@ -332,6 +332,41 @@ TEST_CASE("sd_notify messages reach a path socket and an abstract one") {
   CHECK_FALSE(disabled.watchdog_interval());
 }
 
+TEST_CASE("the operator listener and the attest rate limit: defaults, keys and flags") {
+  const Config defaults;
+  CHECK(defaults.operator_enabled);
+  CHECK(defaults.operator_listen.host == "127.0.0.1");
+  CHECK(defaults.operator_listen.port == 9180);
+  CHECK(defaults.attest_rate_limit.per_minute == 60);
+  CHECK(defaults.attest_rate_limit.burst == 30);
+
+  auto config = expect_ok(parse("[operator]\nlisten = \"[::1]:0\"\n[rate_limit]\nattest_per_minute = 0\nattest_burst = 5\n"));
+  CHECK(config.operator_enabled);
+  CHECK(config.operator_listen.host == "::1");
+  CHECK(config.operator_listen.port == 0);
+  CHECK(config.attest_rate_limit.per_minute == 0);
+  CHECK(config.attest_rate_limit.burst == 5);
+  CHECK_FALSE(expect_ok(parse("[operator]\nenabled = false\n")).operator_enabled);
+  CHECK(error_of("[operator]\nlisten = \"localhost\"\n").find("operator.listen: expected HOST:PORT") != std::string::npos);
+  CHECK(error_of("[rate_limit]\nattest_burst = 0\n").find("rate_limit.attest_burst: must be 1..") != std::string::npos);
+  CHECK(error_of("[rate_limit]\nattest_per_minute = -1\n").find("rate_limit.attest_per_minute: must be 0..") !=
+        std::string::npos);
+
+  Config flagged;
+  expect_ok(apply_command_line(flagged, flags({"--operator-listen", "127.0.0.1:0"})));
+  CHECK(flagged.operator_enabled);
+  CHECK(flagged.operator_listen.port == 0);
+  expect_ok(apply_command_line(flagged, flags({"--operator-listen", "off"})));
+  CHECK_FALSE(flagged.operator_enabled);
+  CHECK_FALSE(apply_command_line(flagged, flags({"--operator-listen", "nowhere"})));
+
+  // Neither can change under a running daemon: a reload names them for a restart.
+  Config changed = defaults;
+  changed.operator_listen.port = 9181;
+  changed.attest_rate_limit.burst = 10;
+  CHECK(settings_needing_restart(defaults, changed) == std::vector<std::string>{"operator", "rate_limit"});
+}
+
 // --- log and metrics ---
 
 TEST_CASE("log lines are logfmt, one line per event whatever the values hold") {
@@ -377,4 +412,8 @@ TEST_CASE("metrics render counters, a cumulative histogram and transport gauges"
   CHECK(text.find("fde_transport_connections_accepted_total 7\n") != std::string::npos);
   CHECK(text.find("fde_transport_connections_open 2\n") != std::string::npos);
   CHECK(Metrics::endpoint_label("/v1/attest?x=1") == "other");
+  // Only the attestation port's paths are labels of their own.
+  CHECK(Metrics::endpoint_label("/metrics") == "other");
+  metrics.refused("nonce_forged");
+  CHECK(metrics.render().find("fde_attest_refused_total{reason=\"nonce_forged\"} 1\n") != std::string::npos);
 }

@@ -216,13 +216,13 @@ TEST_CASE("a revoked image is denied at image.status after every other check pas
   CHECK(failed_checks(decision.verdict) == std::vector<std::string>{"image.status"});
 }
 
-TEST_CASE("an unknown image is denied at request.image and the guest is told unknown_image") {
+TEST_CASE("an unknown image is denied at request.image and the guest is told attestation_failed, as for any denial") {
   auto policy = make_policy();
   const auto now = Clock::now();
   GuestOptions options;
   options.image_id = "never-enrolled";
   const Decision decision = decide(*policy, make_guest(policy->nonces(), now, options), std::nullopt, now);
-  require_denied(decision, "request.image", protocol::ErrorCode::unknown_image);
+  require_denied(decision, "request.image", protocol::ErrorCode::attestation_failed);
   CHECK(has_check(decision.verdict, "reference.values", false));
   CHECK(has_check(decision.verdict, "image.status", false));
   // The token itself is still judged for the operator.

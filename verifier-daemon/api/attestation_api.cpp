@@ -1,5 +1,6 @@
 // The attestation port's application, one request path readable in order (style.md):
-// parse -> decide -> release and audit in one store transaction (the status it reads is final) -> seal -> respond.
+// rate limit -> parse -> nonce -> decide -> release and audit in one store transaction (the
+// status it reads is final) -> seal -> respond.
 #include "verifier-daemon/api/attestation_api.hpp"
 
 #include <chrono>
@@ -12,8 +13,6 @@ namespace fde::verifier {
 namespace {
 
 constexpr std::string_view json_type = "application/json";
-constexpr std::string_view text_type = "text/plain; charset=utf-8";
-constexpr std::string_view metrics_type = "text/plain; version=0.0.4; charset=utf-8";
 
 HttpResponse error_response(unsigned status, protocol::ErrorCode code, std::string message) {
   protocol::ErrorResponse body;
@@ -26,25 +25,32 @@ HttpResponse error_response(protocol::ErrorCode code, std::string message) {
   return error_response(http_status_for(code), code, std::move(message));
 }
 
-HttpResponse text_response(unsigned status, std::string body) {
-  return HttpResponse{status, std::string(text_type), std::move(body)};
-}
-
 bool is_json(const std::string& content_type) {
   // "application/json" with or without parameters; an absent type is tolerated.
   return content_type.empty() || content_type.rfind(json_type, 0) == 0;
 }
 
-// What the guest is told about a denial: the coarse code, and the audit sequence so the VM's
-// owner can quote it to the operator, who runs `fde-admin explain --sequence N`. Fixed texts:
-// nothing the caller sent is echoed back (the audit record keeps the requested image id).
-std::string denial_message(protocol::ErrorCode code, std::int64_t sequence) {
+// What the guest is told about a denial: the coarse code and a fixed text. Nothing the
+// caller sent is echoed back, and nothing tells an unknown image from an enrolled one that
+// was denied, or says how many decisions the verifier has made: the audit record, the log
+// line and `fde-admin explain IMAGE` keep the detail for the operator.
+std::string denial_message(protocol::ErrorCode code) {
   switch (code) {
     case protocol::ErrorCode::expired_nonce: return "the nonce has expired; request a new challenge";
     case protocol::ErrorCode::bad_request: return "the nonce was not issued by this verifier for this image";
-    case protocol::ErrorCode::unknown_image: return "the requested image is not enrolled here";
-    default: return "attestation failed; the operator can see why in audit record " + std::to_string(sequence);
+    default: return "attestation failed; the verifier's operator can see why (fde-admin explain with this image id)";
   }
+}
+
+// A nonce check that failed, as the refusal's reason (a metrics label) and the guest's answer.
+std::string_view nonce_refusal_reason(NonceStatus status) {
+  switch (status) {
+    case NonceStatus::malformed: return "nonce_malformed";
+    case NonceStatus::forged: return "nonce_forged";
+    case NonceStatus::expired: return "nonce_expired";
+    case NonceStatus::valid: break;
+  }
+  return "nonce_malformed";
 }
 
 // The key read found the image no longer active (revoked after find_image): the request is
@@ -70,8 +76,15 @@ unsigned http_status_for(protocol::ErrorCode code) {
 }
 
 AttestationApi::AttestationApi(std::shared_ptr<const VerificationPolicy> policy, Store& store, Metrics& metrics,
-                               Logger& logger, TimeSource now)
-    : policy_(std::move(policy)), store_(store), metrics_(metrics), logger_(logger), now_(std::move(now)) {}
+                               Logger& logger, TimeSource now, AttestationOptions options)
+    : policy_(std::move(policy)),
+      store_(store),
+      metrics_(metrics),
+      logger_(logger),
+      now_(std::move(now)),
+      options_(std::move(options)),
+      rate_limiter_(options_.rate_limit),
+      refusal_log_(options_.refusal_log_interval) {}
 
 void AttestationApi::set_policy(std::shared_ptr<const VerificationPolicy> policy) {
   std::lock_guard lock(policy_mutex_);
@@ -104,8 +117,7 @@ HttpResponse AttestationApi::route(const HttpRequest& request) {
     std::string_view path;
     std::string_view method;
   };
-  static constexpr Route routes[] = {{"/v1/challenge", "POST"}, {"/v1/attest", "POST"}, {"/healthz", "GET"},
-                                     {"/readyz", "GET"},        {"/metrics", "GET"}};
+  static constexpr Route routes[] = {{"/v1/challenge", "POST"}, {"/v1/attest", "POST"}};
   for (const Route& known : routes) {
     if (request.target != known.path) continue;
     if (request.method != known.method)
@@ -114,10 +126,7 @@ HttpResponse AttestationApi::route(const HttpRequest& request) {
     if (known.method == "POST" && !is_json(request.content_type))
       return error_response(415, protocol::ErrorCode::bad_request, "the body must be application/json");
     if (known.path == "/v1/challenge") return challenge(request);
-    if (known.path == "/v1/attest") return attest(request);
-    if (known.path == "/healthz") return text_response(200, "ok\n");
-    if (known.path == "/readyz") return ready();
-    return HttpResponse{200, std::string(metrics_type), metrics_.render()};
+    return attest(request);
   }
   return error_response(404, protocol::ErrorCode::bad_request, "no such endpoint");
 }
@@ -128,7 +137,10 @@ HttpResponse AttestationApi::route(const HttpRequest& request) {
 HttpResponse AttestationApi::challenge(const HttpRequest& request) {
   auto parsed = protocol::parse_challenge_request(request.body);
   if (!parsed) {
-    logger_.info("challenge_refused", {{"peer", request.peer}, {"error", parsed.error().describe()}});
+    if (auto suppressed = refusal_log_.admit("challenge_malformed", options_.steady_now()))
+      logger_.info("challenge_refused", {{"peer", request.peer},
+                                         {"error", parsed.error().describe()},
+                                         {"suppressed", std::to_string(*suppressed)}});
     return error_response(protocol::ErrorCode::bad_request, parsed.error().message);
   }
   if (auto valid = protocol::validate_image_id(parsed->image_id); !valid)
@@ -141,6 +153,16 @@ HttpResponse AttestationApi::challenge(const HttpRequest& request) {
   return HttpResponse{200, std::string(json_type), protocol::serialize(response)};
 }
 
+void AttestationApi::note_refusal(std::string_view event, std::string_view reason, const HttpRequest& request,
+                                  std::string_view detail) {
+  metrics_.refused(reason);
+  if (auto suppressed = refusal_log_.admit(reason, options_.steady_now()))
+    logger_.info(event, {{"reason", reason},
+                         {"peer", request.peer},
+                         {"detail", detail},
+                         {"suppressed", std::to_string(*suppressed)}});
+}
+
 HttpResponse AttestationApi::attest(const HttpRequest& request) {
   const auto started = std::chrono::steady_clock::now();
   auto elapsed_ms = [&] {
@@ -148,26 +170,53 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count());
   };
 
+  // 0. The peer's rate, before the body is even parsed.
+  if (auto wait = rate_limiter_.admit(request.peer, options_.steady_now())) {
+    note_refusal("attest_refused", "rate_limited", request, "over the per-address rate limit");
+    HttpResponse response = error_response(429, protocol::ErrorCode::unavailable,
+                                           "too many attestation requests from this address; retry later");
+    response.headers.emplace_back("Retry-After", std::to_string(wait->count()));
+    return response;
+  }
+
   // 1. Parse: strict, sizes checked before decoding (protocol/messages).
   auto parsed = protocol::parse_attest_request(request.body);
   if (!parsed) {
-    logger_.info("attest_refused", {{"peer", request.peer}, {"error", parsed.error().describe()}});
+    note_refusal("attest_refused", "malformed", request, parsed.error().describe());
     return error_response(protocol::ErrorCode::bad_request, parsed.error().message);
   }
   const protocol::AttestRequest& attest_request = *parsed;
   const std::string& image_id = attest_request.image_id;
+
+  // 2. The nonce (one MAC), before any token, certificate or database work: only a nonce
+  // this verifier issued for this image, unexpired and not used before, buys the checks and
+  // an audit record. Anyone can send the others, as often as the rate limit lets them.
+  const auto policy_now = policy();
+  const Clock::time_point now = now_();
+  const NonceStatus nonce = policy_now->nonces().check(attest_request.nonce, image_id, now);
+  if (nonce != NonceStatus::valid) {
+    note_refusal("attest_refused", nonce_refusal_reason(nonce), request, nonce_status_name(nonce));
+    const auto code =
+        nonce == NonceStatus::expired ? protocol::ErrorCode::expired_nonce : protocol::ErrorCode::bad_request;
+    return error_response(code, denial_message(code));
+  }
+  // One attestation per nonce. The first use was audited, whatever its outcome; a replay
+  // could only repeat it (the key is sealed to the ephemeral key the token binds).
+  if (!used_nonces_.first_use(attest_request.nonce, NonceService::expires_at(attest_request.nonce), now)) {
+    note_refusal("attest_refused", "nonce_replayed", request, "the nonce was used by an earlier request");
+    return error_response(protocol::ErrorCode::expired_nonce, "the nonce has been used; request a new challenge");
+  }
   const std::string token_digest = hex_encode(crypto::sha256(attest_request.token));
 
-  // 2. Decide: every check of design.md section 5, as data.
+  // 3. Decide: every check of design.md section 5, as data.
   auto image = store_.find_image(image_id);
   if (!image) {
     logger_.error("store_failed", {{"operation", "find_image"}, {"image", image_id}, {"error", image.error().describe()}});
     return error_response(protocol::ErrorCode::unavailable, "the verifier cannot read its state; try again later");
   }
-  const auto policy_now = policy();
-  Decision decision = policy_now->decider().decide(attest_request, *image, now_());
+  Decision decision = policy_now->decider().decide(attest_request, *image, now);
 
-  // 3-4. Release or deny, and audit it before anything leaves: a key is never released
+  // 4-5. Release or deny, and audit it before anything leaves: a key is never released
   // without its record. A release is recorded in the store transaction that re-reads the
   // image's status and unwraps the key, so a revoke is ordered against it in the audit chain:
   // one committed before is seen here (denied, below), one committed later is chained after.
@@ -224,10 +273,10 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
                             {"audit", sequence},
                             {"token_sha256", token_digest},
                             {"ms", elapsed_ms()}});
-    return error_response(decision.guest_error, denial_message(decision.guest_error, record->sequence));
+    return error_response(decision.guest_error, denial_message(decision.guest_error));
   }
 
-  // 5. Seal the key to the VM's ephemeral key; the plaintext key is wiped at once.
+  // 6. Seal the key to the VM's ephemeral key; the plaintext key is wiped at once.
   auto sealed = release_key(*decision.evidence, *disk_key);
   disk_key->wipe();
   if (!sealed) {
@@ -235,7 +284,7 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
     return error_response(protocol::ErrorCode::unavailable, "the verifier cannot release the key; try again later");
   }
 
-  // 6. Respond.
+  // 7. Respond.
   metrics_.released();
   logger_.info("attest", {{"image", image_id},
                           {"peer", request.peer},
@@ -245,14 +294,6 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
                           {"token_sha256", token_digest},
                           {"ms", elapsed_ms()}});
   return HttpResponse{200, std::string(json_type), protocol::serialize(*sealed)};
-}
-
-HttpResponse AttestationApi::ready() {
-  if (auto alive = store_.ping(); !alive) {
-    logger_.warning("not_ready", {{"error", alive.error().describe()}});
-    return error_response(protocol::ErrorCode::unavailable, "the verifier's store is not available");
-  }
-  return text_response(200, "ready\n");
 }
 
 }  // namespace fde::verifier

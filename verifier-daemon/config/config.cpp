@@ -188,6 +188,42 @@ const std::map<std::string, Section, std::less<>>& schema() {
               return {};
             }},
        }},
+      {"operator",
+       {
+           {"enabled",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.boolean(n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.operator_enabled = *v;
+              return {};
+            }},
+           {"listen",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.text(n, p);
+              if (!v) return tl::unexpected(v.error());
+              auto address = parse_listen_address(*v);
+              if (!address) return r.error_at(n, p, address.error().message);
+              c.operator_listen = *address;
+              return {};
+            }},
+       }},
+      {"rate_limit",
+       {
+           {"attest_per_minute",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, 0, 1'000'000);
+              if (!v) return tl::unexpected(v.error());
+              c.attest_rate_limit.per_minute = static_cast<unsigned>(*v);
+              return {};
+            }},
+           {"attest_burst",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, 1, 1'000'000);
+              if (!v) return tl::unexpected(v.error());
+              c.attest_rate_limit.burst = static_cast<unsigned>(*v);
+              return {};
+            }},
+       }},
       {"tls",
        {
            {"certificate",
@@ -416,7 +452,7 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& sourc
     const auto section = schema().find(section_name);
     if (section == schema().end())
       return reader.error_at(section_key.source(), section_name,
-                             "unknown section (known: server, tls, attestation, nonce, store, admin, log)");
+                             "unknown section (known: server, operator, rate_limit, tls, attestation, nonce, store, admin, log)");
     const toml::table* table = section_node.as_table();
     if (table == nullptr)
       return reader.error_at(section_node, section_name, "expected a table ([" + section_name + "]), found " +
@@ -452,6 +488,8 @@ const std::vector<OptionSpec>& daemon_option_specs() {
   static const std::vector<OptionSpec> specs{
       {"config", true, false, "FILE", "the TOML configuration (default: none, built-in defaults)"},
       {"listen", true, true, "HOST:PORT", "replaces server.listen; port 0 picks a free port"},
+      {"operator-listen", true, false, "HOST:PORT|off",
+       "replaces operator.listen (plain HTTP: /healthz, /readyz, /metrics); off disables it"},
       {"tls-cert", true, false, "PEM", "replaces tls.certificate (server certificate chain)"},
       {"tls-key", true, false, "PEM", "replaces tls.private_key"},
       {"roots", true, true, "PEM", "replaces attestation.trusted_roots"},
@@ -495,6 +533,16 @@ Result<void> apply_command_line(Config& config, const ParsedOptions& options) {
       listen.push_back(*address);
     }
     config.listen = std::move(listen);
+  }
+  if (auto v = options.get("operator-listen")) {
+    if (*v == "off") {
+      config.operator_enabled = false;
+    } else {
+      auto address = parse_listen_address(*v);
+      if (!address) return fail_with_context("--operator-listen", address.error());
+      config.operator_enabled = true;
+      config.operator_listen = *address;
+    }
   }
   if (auto v = options.get("tls-cert")) config.tls.certificate_chain = *v;
   if (auto v = options.get("tls-key")) config.tls.private_key = *v;

@@ -14,6 +14,7 @@
 #include "common/util/command_line.hpp"
 #include "common/util/error.hpp"
 #include "verifier-daemon/config/secret_file.hpp"
+#include "verifier-daemon/limits/peer_rate_limiter.hpp"
 #include "verifier-daemon/log/logger.hpp"
 #include "verifier-daemon/server/https_server.hpp"
 
@@ -23,6 +24,11 @@ struct Config {
   // [server]
   std::vector<ListenAddress> listen{{"0.0.0.0", 8443}};
   ServerLimits limits;
+  // [operator]: plain HTTP for /healthz, /readyz, /metrics
+  bool operator_enabled = true;
+  ListenAddress operator_listen{"127.0.0.1", 9180};
+  // [rate_limit]: per source address (IPv6: per /64)
+  RateLimit attest_rate_limit;
   // [tls]
   TlsFiles tls{"/etc/fde-verifier/tls/server.crt", "/etc/fde-verifier/tls/server.key"};
   // [attestation]

@@ -94,4 +94,16 @@ void Logger::log(LogLevel level, std::string_view event, std::initializer_list<L
   sink_(line);
 }
 
+std::optional<std::uint64_t> LogThrottle::admit(std::string_view kind, SteadyClock::time_point now) {
+  std::lock_guard lock(mutex_);
+  auto [it, inserted] = kinds_.try_emplace(std::string(kind));
+  Kind& state = it->second;
+  if (!inserted && now - state.last_line < interval_) {
+    ++state.suppressed;
+    return std::nullopt;
+  }
+  state.last_line = now;
+  return std::exchange(state.suppressed, 0);
+}
+
 }  // namespace fde::verifier

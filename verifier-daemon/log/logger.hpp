@@ -5,12 +5,15 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 namespace fde::verifier {
@@ -48,6 +51,27 @@ class Logger {
   bool syslog_prefixes_ = false;
   Sink sink_;
   std::mutex mutex_;
+};
+
+// For events an unauthenticated client can cause at will (refused requests): at most one
+// line per kind and interval, so a flood costs the journal a line every few seconds, not one
+// per request. admit() says whether to write a line now and, if so, how many of that kind
+// were held back since the last line (the line carries that count as suppressed=N). Kinds
+// are a fixed vocabulary chosen by the caller, never request text. Thread-safe.
+class LogThrottle {
+ public:
+  using SteadyClock = std::chrono::steady_clock;
+  explicit LogThrottle(std::chrono::milliseconds interval = std::chrono::seconds(10)) : interval_(interval) {}
+  std::optional<std::uint64_t> admit(std::string_view kind, SteadyClock::time_point now);
+
+ private:
+  struct Kind {
+    SteadyClock::time_point last_line;
+    std::uint64_t suppressed = 0;
+  };
+  std::chrono::milliseconds interval_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Kind> kinds_;
 };
 
 // One logfmt value: bare if it is a plain token, else quoted with \" \\ \n \t \xNN escapes.

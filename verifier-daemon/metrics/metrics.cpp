@@ -45,7 +45,7 @@ void sample(std::string& out, std::string_view name, std::string_view labels, st
 }  // namespace
 
 std::string_view Metrics::endpoint_label(std::string_view target) {
-  for (std::string_view known : {"/v1/challenge", "/v1/attest", "/healthz", "/readyz", "/metrics"})
+  for (std::string_view known : {"/v1/challenge", "/v1/attest"})
     if (target == known) return known;
   return "other";
 }
@@ -80,6 +80,11 @@ void Metrics::denied(std::string_view reason) {
   ++denials_[std::string(reason)];
 }
 
+void Metrics::refused(std::string_view reason) {
+  std::lock_guard lock(mutex_);
+  ++refusals_[std::string(reason)];
+}
+
 void Metrics::set_transport_stats(std::function<TransportStats()> source) {
   std::lock_guard lock(mutex_);
   transport_ = std::move(source);
@@ -104,6 +109,11 @@ std::string Metrics::render() const {
     header(out, "fde_denials_total", "counter", "Attestation requests denied, by the first failed check.");
     for (const auto& [reason, count] : denials_)
       sample(out, "fde_denials_total", "reason=\"" + label_value(reason) + "\"", std::to_string(count));
+
+    header(out, "fde_attest_refused_total", "counter",
+           "Attest requests refused before any check, without an audit record, by reason.");
+    for (const auto& [reason, count] : refusals_)
+      sample(out, "fde_attest_refused_total", "reason=\"" + label_value(reason) + "\"", std::to_string(count));
 
     header(out, "fde_request_duration_seconds", "histogram", "Time from request to response, by endpoint.");
     for (const auto& [endpoint, histogram] : durations_) {

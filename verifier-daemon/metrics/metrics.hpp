@@ -1,5 +1,6 @@
-// Counters and a latency histogram for GET /metrics, in the Prometheus text exposition
-// format (version 0.0.4). Thread-safe: handlers on the blocking pool update it concurrently.
+// Counters and a latency histogram for GET /metrics (served on the operator listener, never
+// on the attestation port), in the Prometheus text exposition format (version 0.0.4).
+// Thread-safe: handlers on the blocking pool update it concurrently.
 #pragma once
 
 #include <array>
@@ -22,7 +23,8 @@ class Metrics {
   static constexpr std::array<double, 12> latency_buckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                              0.05,   0.1,   0.25,   0.5,   1.0,  5.0};
 
-  // Endpoint labels are the known paths or "other", so a scanner cannot grow the label set.
+  // Endpoint labels are the attestation port's two paths or "other", so a scanner cannot
+  // grow the label set.
   static std::string_view endpoint_label(std::string_view target);
 
   void request_started();
@@ -30,6 +32,9 @@ class Metrics {
   void released();
   // `reason` is the first failed check's name (a fixed vocabulary).
   void denied(std::string_view reason);
+  // An attest request answered without a decision and without an audit record (rate limited,
+  // malformed, a nonce that is not valid or already used). `reason` is a fixed word.
+  void refused(std::string_view reason);
 
   // Where transport counters come from (set once, before the server starts).
   void set_transport_stats(std::function<TransportStats()> source);
@@ -46,6 +51,7 @@ class Metrics {
   std::map<std::pair<std::string, unsigned>, std::uint64_t> requests_;
   std::map<std::string, Histogram> durations_;
   std::map<std::string, std::uint64_t> denials_;
+  std::map<std::string, std::uint64_t> refusals_;
   std::uint64_t releases_ = 0;
   std::int64_t in_flight_ = 0;
   std::function<TransportStats()> transport_;

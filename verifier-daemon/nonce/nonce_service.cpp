@@ -3,6 +3,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 
@@ -43,6 +44,13 @@ Mac compute_mac(const SecretBytes& secret, ByteView head, std::string_view image
       length != mac_size)
     std::abort();
   return mac;
+}
+
+// The big-endian expiry after the version byte; `nonce` has the full size.
+std::uint64_t expiry_field(ByteView nonce) {
+  std::uint64_t expires = 0;
+  for (std::size_t i = 0; i < expiry_size; ++i) expires = (expires << 8) | nonce[version_size + i];
+  return expires;
 }
 
 std::int64_t seconds_since_epoch(Clock::time_point time) {
@@ -105,11 +113,19 @@ NonceStatus NonceService::check(ByteView nonce, std::string_view image_id, Clock
   // The MAC is checked before the expiry so that "expired" is only ever said about nonces we
   // issued: the expiry field of a forged nonce means nothing.
   if (!authentic) return NonceStatus::forged;
-  std::uint64_t expires = 0;
-  for (std::size_t i = 0; i < expiry_size; ++i) expires = (expires << 8) | nonce[version_size + i];
+  const std::uint64_t expires = expiry_field(nonce);
   std::int64_t current = seconds_since_epoch(now);
   if (current < 0 || static_cast<std::uint64_t>(current) >= expires) return NonceStatus::expired;
   return NonceStatus::valid;
+}
+
+Clock::time_point NonceService::expires_at(ByteView nonce) {
+  if (nonce.size() != protocol::nonce_size) return Clock::time_point{};
+  const std::uint64_t expires = expiry_field(nonce);
+  // issue() never writes more than the clock can hold; clamp a hand-made value.
+  const auto max_seconds = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(Clock::time_point::max().time_since_epoch()).count());
+  return Clock::time_point(std::chrono::seconds(static_cast<std::int64_t>(std::min(expires, max_seconds))));
 }
 
 std::string format_rfc3339(Clock::time_point time) {

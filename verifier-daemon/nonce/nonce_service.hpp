@@ -34,6 +34,9 @@ class NonceService {
   };
   Issued issue(std::string_view image_id, Clock::time_point now) const;
   NonceStatus check(ByteView nonce, std::string_view image_id, Clock::time_point now) const;
+  // The expiry a well-formed nonce carries. It means something only for a nonce check()
+  // found valid (or expired): the expiry field of a forged nonce is the sender's choice.
+  static Clock::time_point expires_at(ByteView nonce);
   std::chrono::seconds lifetime() const { return lifetime_; }
 
  private:

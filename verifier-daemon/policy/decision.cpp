@@ -213,12 +213,13 @@ std::string measurements_json(const token::Token* token, bool token_verified, co
 }
 
 // The coarse reason the guest is told (design.md section 3), from the first failed check.
+// An image that is not enrolled is denied like any other failed check: a distinct answer
+// would let anyone with a free nonce test which image ids are enrolled here.
 protocol::ErrorCode guest_error_for(const Verdict& verdict, NonceStatus nonce) {
   const Check* failed = verdict.first_failure();
   if (failed == nullptr) return protocol::ErrorCode::attestation_failed;
   if (failed->name == "request.nonce")
     return nonce == NonceStatus::expired ? protocol::ErrorCode::expired_nonce : protocol::ErrorCode::bad_request;
-  if (failed->name == "request.image") return protocol::ErrorCode::unknown_image;
   return protocol::ErrorCode::attestation_failed;
 }
 

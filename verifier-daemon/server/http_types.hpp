@@ -4,6 +4,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace fde::verifier {
 
@@ -19,6 +21,8 @@ struct HttpResponse {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // Further header fields, as the application's own fixed names ("Retry-After").
+  std::vector<std::pair<std::string, std::string>> headers = {};
 };
 
 // Called on the server's blocking pool (ServerLimits::blocking_threads threads), so up to

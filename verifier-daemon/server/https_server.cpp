@@ -538,6 +538,7 @@ class Server final : public HttpsServer {
       const bool bodiless = answer.status == 204 || answer.status == 304;
       if (!answer.content_type.empty() && !bodiless) response.set(http::field::content_type, answer.content_type);
       response.set(http::field::cache_control, "no-store");
+      for (const auto& [name, value] : answer.headers) response.set(name, value);
       if (!bodiless) response.body() = std::move(answer.body);
       response.keep_alive(keep_alive);
       response.prepare_payload();

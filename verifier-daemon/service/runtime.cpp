@@ -93,6 +93,12 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
     return true;
   };
   if (!same_listen(running.listen, loaded.listen)) changed.push_back("server.listen");
+  if (running.operator_enabled != loaded.operator_enabled ||
+      (running.operator_enabled && !same_listen({running.operator_listen}, {loaded.operator_listen})))
+    changed.push_back("operator");
+  if (running.attest_rate_limit.per_minute != loaded.attest_rate_limit.per_minute ||
+      running.attest_rate_limit.burst != loaded.attest_rate_limit.burst)
+    changed.push_back("rate_limit");
   const ServerLimits& a = running.limits;
   const ServerLimits& b = loaded.limits;
   if (a.max_connections != b.max_connections || a.handshake_timeout != b.handshake_timeout ||

@@ -28,8 +28,9 @@ Result<KeyEncryptionKey> load_kek(const Config& config);
 // with a bad pair keeps the old one).
 Result<void> check_tls_files(const TlsFiles& tls);
 
-// Settings a SIGHUP cannot apply (listen addresses, database, KEK, admin socket, limits),
-// named for the "restart needed" warning; empty if none changed.
+// Settings a SIGHUP cannot apply (listen addresses, the operator listener, database, KEK,
+// admin socket, limits, the rate limit), named for the "restart needed" warning; empty if
+// none changed.
 std::vector<std::string> settings_needing_restart(const Config& running, const Config& loaded);
 
 }  // namespace fde::verifier
