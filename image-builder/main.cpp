@@ -27,8 +27,8 @@ const std::vector<OptionSpec> common_specs = {
 
 std::vector<OptionSpec> build_specs() {
   std::vector<OptionSpec> specs = {
-      {"input", true, false, "IN.qcow2", "the bootable CVM image to encrypt (not modified)"},
-      {"output", true, false, "OUT.qcow2", "the encrypted image to write (must not exist)"},
+      {"input", true, false, "IN.qcow2", "the bootable CVM image to encrypt (not modified; no backing or data file)"},
+      {"output", true, false, "OUT.qcow2", "the encrypted image to write (neither it nor OUT.qcow2.partial may exist)"},
       {"output-format", true, false, "FORMAT", "qcow2 (default) or raw"},
       {"image-id", true, false, "ID", "the image's name at the verifier"},
       {"verifier", true, true, "URL", "https:// URL of a verifier, tried in the order given"},

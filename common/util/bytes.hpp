@@ -46,6 +46,14 @@ inline std::uint32_t load_le32(const std::uint8_t* p) {
 inline std::uint64_t load_le64(const std::uint8_t* p) {
   return static_cast<std::uint64_t>(load_le32(p)) | (static_cast<std::uint64_t>(load_le32(p + 4)) << 32);
 }
+// Big-endian readers (qcow2's header); callers check bounds first.
+inline std::uint32_t load_be32(const std::uint8_t* p) {
+  return (static_cast<std::uint32_t>(p[0]) << 24) | (static_cast<std::uint32_t>(p[1]) << 16) |
+         (static_cast<std::uint32_t>(p[2]) << 8) | static_cast<std::uint32_t>(p[3]);
+}
+inline std::uint64_t load_be64(const std::uint8_t* p) {
+  return (static_cast<std::uint64_t>(load_be32(p)) << 32) | load_be32(p + 4);
+}
 void append_le16(Bytes& out, std::uint16_t value);
 void append_le32(Bytes& out, std::uint32_t value);
 void append_le64(Bytes& out, std::uint64_t value);

@@ -22,7 +22,9 @@
 #include "image-builder/build/secret_file.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/subprocess.hpp"
+#include "image-builder/disk/qcow2_header.hpp"
 #include "image-builder/disk/raw_file.hpp"
+#include "image-builder/disk/staged_files.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
 #include "image-builder/fs/fat_filesystem.hpp"
 #include "image-builder/initramfs/agent_runtime_files.hpp"
@@ -64,34 +66,6 @@ class WorkDir {
   std::string path_;
 };
 
-// Files that become visible only on success; removed when the build fails.
-class Staging {
- public:
-  ~Staging() {
-    for (const auto& [partial, final_path] : files_) ::unlink(partial.c_str());
-  }
-  std::string add(const std::string& final_path) {
-    files_.emplace_back(final_path + ".partial", final_path);
-    return files_.back().first;
-  }
-  // link() refuses to replace an existing file, so a racing writer is not clobbered.
-  Result<void> publish() {
-    std::vector<std::string> done;
-    for (const auto& [partial, final_path] : files_) {
-      if (::link(partial.c_str(), final_path.c_str()) != 0) {
-        const int err = errno;
-        for (const auto& path : done) ::unlink(path.c_str());
-        return fail(Errc::io, "cannot create " + final_path + ": " + std::strerror(err));
-      }
-      done.push_back(final_path);
-    }
-    return {};
-  }
-
- private:
-  std::vector<std::pair<std::string, std::string>> files_;
-};
-
 std::string directory_of(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
   return parent.empty() ? "." : parent.string();
@@ -102,33 +76,66 @@ bool path_exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-struct RawInput {
+// The image as given, opened once; a qcow2 one has passed check_self_contained.
+struct OpenedImage {
   RawFile file;
-  std::string path;
+  ImageFormat format = ImageFormat::raw;
 };
 
-Result<RawInput> open_raw(const std::string& image, std::optional<ImageFormat> format, const WorkDir& work,
-                          Progress& progress, bool require_qcow2) {
-  auto detected = detect_image_format(image);
+Result<OpenedImage> open_image(const std::string& image, std::optional<ImageFormat> format, bool require_qcow2) {
+  auto file = RawFile::open(image, RawFile::Mode::read_only);
+  if (!file) return tl::unexpected(file.error());
+  auto detected = detect_image_format(*file);
   if (!detected) return tl::unexpected(detected.error());
-  const ImageFormat actual = format.value_or(*detected);
   if (require_qcow2 && !format && *detected != ImageFormat::qcow2)
     return fail(Errc::invalid_argument,
                 image + " is not a qcow2 image (no qcow2 magic); pass --input-format raw for a raw disk image");
   if (format && *format == ImageFormat::qcow2 && *detected != ImageFormat::qcow2)
     return fail(Errc::invalid_argument, image + " is not a qcow2 image");
-  RawInput input;
-  input.path = image;
-  if (actual == ImageFormat::qcow2) {
-    input.path = work.file("input.raw");
-    progress.note("converting " + image + " to raw (qemu-img)");
-    if (auto ok = convert_image(image, ImageFormat::qcow2, input.path, ImageFormat::raw); !ok)
-      return tl::unexpected(ok.error());
+  OpenedImage opened;
+  opened.format = format.value_or(*detected);
+  if (opened.format == ImageFormat::qcow2) {
+    auto header = read_qcow2_header(*file);
+    if (!header) return tl::unexpected(header.error());
+    if (auto ok = check_self_contained(*header, image); !ok) return tl::unexpected(ok.error());
   }
-  auto file = RawFile::open(input.path, RawFile::Mode::read_only);
-  if (!file) return tl::unexpected(file.error());
-  input.file = std::move(*file);
+  opened.file = std::move(*file);
+  return opened;
+}
+
+// The raw disk everything reads: the image itself, or its conversion in the work directory.
+// `path` names the open file by descriptor (RawFile::fd_path), so the libraries that open by
+// name read the very file checked here.
+struct RawInput {
+  RawFile file;
+  std::string path;
+};
+
+Result<RawInput> to_raw(OpenedImage image, const std::string& name, const WorkDir& work, Progress& progress) {
+  RawInput input;
+  if (image.format == ImageFormat::raw) {
+    input.file = std::move(image.file);
+  } else {
+    auto converted = RawFile::create(work.file("input.raw"), 0600);
+    if (!converted) return tl::unexpected(converted.error());
+    progress.note("converting " + name + " to raw (qemu-img)");
+    if (auto ok = convert_image(image.file, ImageFormat::qcow2, *converted, ImageFormat::raw); !ok)
+      return tl::unexpected(ok.error());
+    // The header again: an image that changed while qemu-img read it is not used.
+    auto header = read_qcow2_header(image.file);
+    if (!header) return tl::unexpected(header.error());
+    if (auto ok = check_self_contained(*header, name); !ok) return fail_with_context("after the conversion", ok.error());
+    input.file = std::move(*converted);
+  }
+  input.path = input.file.fd_path();
   return input;
+}
+
+Result<RawInput> open_raw(const std::string& image, std::optional<ImageFormat> format, const WorkDir& work,
+                          Progress& progress) {
+  auto opened = open_image(image, format, false);
+  if (!opened) return tl::unexpected(opened.error());
+  return to_raw(std::move(*opened), image, work, progress);
 }
 
 bool is_root_type(const Guid& type) { return type == gpt_type::root_x86_64 || type == gpt_type::root_aarch64; }
@@ -501,9 +508,20 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   BuildReport report;
   auto work = WorkDir::create(options.work_dir.value_or(directory_of(options.output)));
   if (!work) return tl::unexpected(work.error());
-  Staging staging;
 
-  auto input = open_raw(options.input, options.input_format, *work, progress, true);
+  // The input (a qcow2 one with neither backing nor data file), then every output file, new,
+  // before any heavy work.
+  auto image = open_image(options.input, options.input_format, true);
+  if (!image) return tl::unexpected(image.error());
+  StagedFiles staging;
+  auto bundle_file = staging.create(options.bundle_path, 0600);
+  if (!bundle_file) return tl::unexpected(bundle_file.error());
+  auto reference_file = staging.create(options.reference_path, 0644);
+  if (!reference_file) return tl::unexpected(reference_file.error());
+  auto image_file = staging.create(options.output, 0644);
+  if (!image_file) return tl::unexpected(image_file.error());
+
+  auto input = to_raw(std::move(*image), options.input, *work, progress);
   if (!input) return tl::unexpected(input.error());
   auto input_size = input->file.size();
   if (!input_size) return tl::unexpected(input_size.error());
@@ -574,10 +592,17 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   }
   for (const auto& e : extents) report.encrypted_bytes += e.length;
 
-  const std::string output_raw =
-      options.output_format == ImageFormat::raw ? staging.add(options.output) : work->file("output.raw");
-  auto output = RawFile::open(output_raw, RawFile::Mode::create_new);
-  if (!output) return tl::unexpected(output.error());
+  // The raw output: the output file itself, or a work file that becomes the qcow2 at the end.
+  // It stays open; the libraries below reopen it by its descriptor's name.
+  RawFile work_output;
+  RawFile* output = *image_file;
+  if (options.output_format == ImageFormat::qcow2) {
+    auto created = RawFile::create(work->file("output.raw"), 0600);
+    if (!created) return tl::unexpected(created.error());
+    work_output = std::move(*created);
+    output = &work_output;
+  }
+  const std::string output_raw = output->fd_path();
   if (auto ok = output->resize(output_size); !ok) return tl::unexpected(ok.error());
 
   // Everything but the root partition is copied as it is (sparse), then the table rewritten.
@@ -649,7 +674,6 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   }
   progress.end();
   if (auto ok = output->sync(); !ok) return tl::unexpected(ok.error());
-  output->close();
 
   // The boot files: grub.cfg everywhere grub may read it, our archive appended to the
   // booted kernel's initramfs.
@@ -733,18 +757,12 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   auto bundle = protocol::serialize_enrollment_bundle(
       protocol::EnrollmentBundle{options.image_id, luks_info->uuid, machine_key.clone(), values});
   if (!bundle) return tl::unexpected(bundle.error());
-  if (auto ok = write_secret_file(staging.add(options.bundle_path), *bundle); !ok) return tl::unexpected(ok.error());
-  const std::string reference_partial = staging.add(options.reference_path);
-  if (auto ok = write_file_atomic(reference_partial,
-                                  ByteView(reinterpret_cast<const std::uint8_t*>(reference_json->data()),
-                                           reference_json->size()),
-                                  0644);
-      !ok)
-    return tl::unexpected(ok.error());
+  if (auto ok = write_secret_file(**bundle_file, *bundle); !ok) return tl::unexpected(ok.error());
+  if (auto ok = (*reference_file)->write_at(0, as_bytes(*reference_json)); !ok) return tl::unexpected(ok.error());
 
   if (options.output_format == ImageFormat::qcow2) {
     progress.note("writing " + options.output + " (qemu-img convert -O qcow2)");
-    if (auto ok = convert_image(output_raw, ImageFormat::raw, staging.add(options.output), ImageFormat::qcow2); !ok)
+    if (auto ok = convert_image(*output, ImageFormat::raw, **image_file, ImageFormat::qcow2); !ok)
       return tl::unexpected(ok.error());
   }
   if (cancel_requested()) return fail(Errc::io, "interrupted");
@@ -756,7 +774,7 @@ Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) 
   Progress quiet(nullptr);
   auto work = WorkDir::create(request.work_dir.value_or(directory_of(request.image)));
   if (!work) return tl::unexpected(work.error());
-  auto input = open_raw(request.image, request.format, *work, quiet, false);
+  auto input = open_raw(request.image, request.format, *work, quiet);
   if (!input) return tl::unexpected(input.error());
   auto table = read_partition_table(input->file);
   if (!table) return fail_with_context(request.image, table.error());
@@ -791,7 +809,7 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
   Progress quiet(nullptr);
   auto work = WorkDir::create(work_dir.value_or(directory_of(path)));
   if (!work) return tl::unexpected(work.error());
-  auto input = open_raw(path, format, *work, quiet, false);
+  auto input = open_raw(path, format, *work, quiet);
   if (!input) return tl::unexpected(input.error());
   auto table = read_partition_table(input->file);
   if (!table) return fail_with_context(path, table.error());

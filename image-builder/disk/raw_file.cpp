@@ -39,15 +39,9 @@ void RawFile::close() {
 }
 
 Result<RawFile> RawFile::open(const std::string& path, Mode mode) {
-  int flags = O_CLOEXEC;
-  switch (mode) {
-    case Mode::read_only: flags |= O_RDONLY; break;
-    case Mode::read_write: flags |= O_RDWR; break;
-    case Mode::create_new: flags |= O_RDWR | O_CREAT | O_EXCL; break;
-  }
-  const int fd = ::open(path.c_str(), flags, 0600);
+  if (mode == Mode::create_new) return create(path, 0600);
+  const int fd = ::open(path.c_str(), O_CLOEXEC | (mode == Mode::read_only ? O_RDONLY : O_RDWR));
   if (fd < 0) {
-    if (errno == EEXIST) return fail(Errc::invalid_argument, path + " already exists");
     if (errno == ENOENT) return fail(Errc::not_found, path + ": no such file");
     return io_error("cannot open", path, errno);
   }
@@ -61,6 +55,31 @@ Result<RawFile> RawFile::open(const std::string& path, Mode mode) {
   }
   return file;
 }
+
+Result<RawFile> RawFile::create(const std::string& path, mode_t permissions) {
+  // O_EXCL: an existing name (a file, or a symlink wherever it points) is an error, never
+  // written through; O_NOFOLLOW says the same for the last component on its own.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST || errno == ELOOP)
+      return fail(Errc::invalid_argument, path + " already exists (fde-image writes only files it creates; remove it)");
+    if (errno == ENOENT) return fail(Errc::not_found, path + ": no such directory");
+    return io_error("cannot create", path, errno);
+  }
+  RawFile file;
+  file.fd_ = fd;
+  file.path_ = path;
+  // Exactly `permissions`, whatever the umask.
+  if (::fchmod(fd, permissions) != 0) {
+    const int err = errno;
+    file.close();
+    ::unlink(path.c_str());
+    return io_error("cannot set the mode of", path, err);
+  }
+  return file;
+}
+
+std::string RawFile::fd_path() const { return "/proc/self/fd/" + std::to_string(fd_); }
 
 Result<std::uint64_t> RawFile::size() const {
   struct stat st {};

@@ -2,6 +2,8 @@
 // images (the builder works on raw images; qcow2 goes through qemu-img, see qemu_img.hpp).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <span>
 #include <string>
@@ -21,11 +23,17 @@ class RawFile {
   RawFile(RawFile&& other) noexcept;
   RawFile& operator=(RawFile&& other) noexcept;
 
-  // create_new refuses an existing path (O_EXCL) and creates it with mode 0600.
+  // create_new is create(path, 0600).
   static Result<RawFile> open(const std::string& path, Mode mode);
+  // A new file (O_CREAT|O_EXCL|O_NOFOLLOW: an existing name, a planted symlink included, is
+  // an error) with exactly `permissions`.
+  static Result<RawFile> create(const std::string& path, mode_t permissions);
 
   const std::string& path() const { return path_; }
   int fd() const { return fd_; }
+  // "/proc/self/fd/N": a name for this open file that no rename or symlink can redirect,
+  // for libraries that open by name and for a child that inherits the descriptor.
+  std::string fd_path() const;
   Result<std::uint64_t> size() const;
   Result<void> resize(std::uint64_t size);
   Result<void> read_at(std::uint64_t offset, std::span<std::uint8_t> out) const;

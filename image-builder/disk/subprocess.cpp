@@ -10,8 +10,10 @@
 
 namespace fde::image {
 
-Result<ProcessResult> run_process(const std::vector<std::string>& argv) {
+Result<ProcessResult> run_process(const std::vector<std::string>& argv, std::span<const int> inherited_fds) {
   if (argv.empty()) return fail(Errc::invalid_argument, "run_process: empty command");
+  for (int fd : inherited_fds)
+    if (fd <= 2) return fail(Errc::internal, "run_process: descriptor " + std::to_string(fd) + " cannot be passed on");
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return fail(Errc::io, std::string("pipe: ") + std::strerror(errno));
   int error_pipe[2];  // tells the parent that exec failed, and why
@@ -30,6 +32,8 @@ Result<ProcessResult> run_process(const std::vector<std::string>& argv) {
     ::dup2(fds[1], 2);
     const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
+    // Every descriptor is close-on-exec; these stay open, at the same numbers.
+    for (int fd : inherited_fds) ::fcntl(fd, F_SETFD, 0);
     ::execvp(args[0], args.data());
     const int err = errno;
     [[maybe_unused]] auto n = ::write(error_pipe[1], &err, sizeof err);

@@ -1,6 +1,7 @@
 // Runs a helper program (qemu-img, e2fsck in tests) with an argument vector, no shell.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@ struct ProcessResult {
 };
 
 // Finds `argv[0]` on PATH; fails with Errc::not_found when the program is not installed.
-Result<ProcessResult> run_process(const std::vector<std::string>& argv);
+// `inherited_fds` (each above 2) stay open in the child at the same numbers, so that it can
+// be handed "/proc/self/fd/N" instead of a file name.
+Result<ProcessResult> run_process(const std::vector<std::string>& argv, std::span<const int> inherited_fds = {});
 
 }  // namespace fde::image

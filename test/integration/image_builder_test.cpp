@@ -305,6 +305,200 @@ TEST_CASE("an interrupted run removes its partial output", "[image]") {
   CHECK(no_output_left(f, "out.qcow2"));
 }
 
+namespace {
+
+constexpr const char* admin_marker = "ADMIN-PRIVATE-KEY-MARKER";
+
+// Runs a bash script in the fixture's directory (the script may hold any quotes).
+int run_script(const Fixture& f, const std::string& script) {
+  const std::string file = f.path("step.sh");
+  std::ofstream(file) << "set -e\ncd '" << f.dir << "'\n" << script << "\n";
+  const int status = std::system(("bash " + file + " >/dev/null 2>&1").c_str());
+  ::unlink(file.c_str());
+  return status;
+}
+
+bool holds(const Bytes& data, std::string_view text) {
+  return std::search(data.begin(), data.end(), text.begin(), text.end()) != data.end();
+}
+
+// Whether any output of a build at `output` (qcow2 read as the guest sees it) holds `text`.
+bool outputs_hold(const Fixture& f, const std::string& output, std::string_view text) {
+  bool found = false;
+  for (const auto& path : {output + ".enrollment.json", output + ".reference.json"})
+    if (fsys::exists(path)) found = found || holds(read_all(path), text);
+  if (fsys::exists(output)) {
+    const std::string raw = f.path("seen.raw");
+    REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + output + " " + raw) == 0);
+    found = found || holds(read_all(raw), text);
+    ::unlink(raw.c_str());
+  }
+  return found;
+}
+
+// Progress lines of a build, so a test can tell whether the heavy work started.
+struct ProgressLog {
+  std::FILE* file = std::tmpfile();
+  Progress progress{file};
+  ~ProgressLog() { std::fclose(file); }
+  std::string text() {
+    std::fflush(file);
+    std::rewind(file);
+    std::string out;
+    char buffer[4096];
+    for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, file)) > 0;) out.append(buffer, n);
+    return out;
+  }
+};
+
+// Changes the working directory for one test (relative names are what a protocol prefix needs).
+struct WorkingDirectory {
+  fsys::path saved = fsys::current_path();
+  explicit WorkingDirectory(const std::string& dir) { fsys::current_path(dir); }
+  ~WorkingDirectory() { fsys::current_path(saved); }
+};
+
+}  // namespace
+
+TEST_CASE("a qcow2 input that reads another file of this machine is refused before any work and none of that "
+          "file reaches an output",
+          "[image][hostile]") {
+  Fixture f;
+  REQUIRE(run_script(f, "yes ADMIN-PRIVATE-KEY-MARKER | head -c 2M > adminkey\n"
+                        "mkdir adminhome && cp adminkey adminhome/id_ed25519\n"
+                        "cp in.qcow2 evil.qcow2") == 0);
+  std::string refusal;
+  SECTION("a raw backing file") {
+    REQUIRE(run_script(f, "qemu-img rebase -u -F raw -b \"$PWD/adminkey\" evil.qcow2") == 0);
+    refusal = "has a backing file (\"" + f.path("adminkey") + "\")";
+  }
+  SECTION("a directory as backing file (fat:DIR, vvfat)") {
+    REQUIRE(run_script(f, "qemu-img rebase -u -F vvfat -b \"fat:$PWD/adminhome\" evil.qcow2") == 0);
+    refusal = "has a backing file (\"fat:" + f.path("adminhome") + "\")";
+  }
+  SECTION("a json: backing file") {
+    REQUIRE(run_script(f, "qemu-img rebase -u -F raw -b "
+                          "\"json:{\\\"driver\\\":\\\"raw\\\",\\\"file\\\":{\\\"driver\\\":\\\"file\\\","
+                          "\\\"filename\\\":\\\"$PWD/adminkey\\\"}}\" evil.qcow2") == 0);
+    refusal = "has a backing file (\"json:{";
+  }
+  SECTION("an external data file") {
+    // Written through qemu-img, so the data file holds the disk with the key in the gap
+    // before partition 1, and the image's tables point there.
+    REQUIRE(run_script(f, "rm evil.qcow2 && cp disk.raw source.raw\n"
+                          "dd if=adminkey of=source.raw bs=64k seek=4 count=4 conv=notrunc\n"
+                          "qemu-img create -f qcow2 -o data_file=\"$PWD/data.raw\" evil.qcow2 160M\n"
+                          "qemu-img convert -n -f raw -O qcow2 source.raw evil.qcow2\nrm source.raw") == 0);
+    refusal = "has an external data file (\"" + f.path("data.raw") + "\")";
+  }
+  auto options = f.options("out.qcow2");
+  options.input = f.path("evil.qcow2");
+  ProgressLog log;
+  auto report = build_image(options, log.progress);
+  CHECK_FALSE(outputs_hold(f, options.output, admin_marker));
+  REQUIRE_FALSE(report);
+  CHECK(report.error().message.find(refusal) != std::string::npos);
+  CHECK(log.text().find("converting") == std::string::npos);
+  CHECK(no_output_left(f, "out.qcow2"));
+
+  // inspect and measure read the image the same way.
+  auto inspected = inspect_image(options.input, std::nullopt, std::nullopt);
+  CHECK_FALSE(inspected);
+  if (!inspected) CHECK(inspected.error().message.find(refusal) != std::string::npos);
+  MeasureRequest measure;
+  measure.image = options.input;
+  measure.grub_efi_digests = options.grub_efi_digests;
+  measure.firmware_rims = options.firmware_rims;
+  auto measured = measure_image(measure);
+  CHECK_FALSE(measured);
+  if (!measured) CHECK(measured.error().message.find(refusal) != std::string::npos);
+}
+
+TEST_CASE("file names with a qemu protocol prefix (fat:, nbd:, json:) are plain files", "[image][hostile]") {
+  Fixture f;
+  const std::string json_name = R"(json:{"driver":"raw","file":{"driver":"file","filename":"adminkey"}})";
+  REQUIRE(run_script(f, "mkdir fat:in nbd:out && cp in.qcow2 fat:in/in.qcow2\n"
+                        "yes ADMIN-PRIVATE-KEY-MARKER | head -c 2M > adminkey\n"
+                        "cp in.qcow2 '" + json_name + "'") == 0);
+  WorkingDirectory here(f.dir);
+  auto options = f.options("out.qcow2");
+  options.input = "fat:in/in.qcow2";
+  options.output = "nbd:out/out.qcow2";
+  options.bundle_path = options.output + ".enrollment.json";
+  options.reference_path = options.output + ".reference.json";
+  Progress quiet(nullptr);
+  auto report = build_image(options, quiet);
+  REQUIRE(report);
+  CHECK(report->root_partition == 2);
+  auto inspected = inspect_image(options.output, std::nullopt, std::nullopt);
+  REQUIRE(inspected);
+  CHECK(inspected->find("LUKS2 " + report->luks_uuid) != std::string::npos);
+
+  // The json: name is a file holding the fixture's image, not a description of another file.
+  auto listed = inspect_image(json_name, std::nullopt, std::string("nbd:out"));
+  REQUIRE(listed);
+  CHECK(listed->find("partition 2: start") != std::string::npos);
+  MeasureRequest measure;
+  measure.image = options.output;
+  measure.grub_efi_digests = options.grub_efi_digests;
+  measure.firmware_rims = options.firmware_rims;
+  CHECK(measure_image(measure));
+}
+
+TEST_CASE("a name planted where an output is staged is neither written through nor removed, and the build stops "
+          "before any work",
+          "[image][hostile]") {
+  Fixture f;
+  std::ofstream(f.path("victim")) << "precious";
+  auto options = f.options("out.qcow2");
+  std::string planted;
+  std::string target = f.path("victim");
+  bool symlink = true;
+  SECTION("a symlink at the image's .partial") { planted = options.output + ".partial"; }
+  SECTION("a dangling symlink at the image's .partial") {
+    planted = options.output + ".partial";
+    target = f.path("created-elsewhere");
+  }
+  SECTION("a symlink at the enrollment bundle's .partial") { planted = options.bundle_path + ".partial"; }
+  SECTION("a symlink at the reference values' .partial") { planted = options.reference_path + ".partial"; }
+  SECTION("a symlink at a raw image's .partial") {
+    options = f.options("out.raw");
+    options.output_format = ImageFormat::raw;
+    planted = options.output + ".partial";
+  }
+  SECTION("a file at the reference values' .partial") {
+    planted = options.reference_path + ".partial";
+    symlink = false;
+  }
+  if (symlink)
+    REQUIRE(::symlink(target.c_str(), planted.c_str()) == 0);
+  else
+    std::ofstream(planted) << "mine";
+  ProgressLog log;
+  auto report = build_image(options, log.progress);
+
+  const Bytes victim = read_all(f.path("victim"));
+  CHECK(std::string(victim.begin(), victim.end()) == "precious");
+  CHECK_FALSE(fsys::exists(f.path("created-elsewhere")));
+  struct stat st {};
+  REQUIRE(::lstat(planted.c_str(), &st) == 0);  // still there: not ours to remove
+  if (symlink) {
+    CHECK(S_ISLNK(st.st_mode));
+  } else {
+    const Bytes kept = read_all(planted);
+    CHECK(std::string(kept.begin(), kept.end()) == "mine");
+  }
+  CHECK_FALSE(report);
+  if (!report) CHECK(report.error().message.find(planted + " already exists") != std::string::npos);
+  CHECK(log.text().find("converting") == std::string::npos);
+  for (const auto& path : {options.output, options.bundle_path, options.reference_path}) {
+    CHECK_FALSE(fsys::exists(fsys::symlink_status(path)));
+    ::unlink(path.c_str());
+  }
+  ::unlink(planted.c_str());
+  CHECK(no_output_left(f, "out."));
+}
+
 TEST_CASE("the appended archive holds the dracut runtime files byte for byte and no directory entry for /lib",
           "[image]") {
   Fixture f;
