@@ -410,7 +410,9 @@ $bb mount -t proc proc /proc 2>/dev/null
 $bb mount -t sysfs sysfs /sys 2>/dev/null
 echo "e2e-init: $($bb cat /etc/e2e-marker) reached"
 # The host's code, in a CVM whose boot measured exactly as enrolled, asks for the disk key
-# (the agent copied from the initramfs will do); once it has it, the point is made.
+# (the agent copied from the initramfs will do); once it has it, the point is made. The root
+# is mounted read-only: the agent's output goes to a tmpfs.
+$bb mount -t tmpfs tmpfs /tmp
 /usr/sbin/fde-agent --config /etc/fde/agent.conf --test-passphrase >/tmp/agent.log 2>&1 &
 i=0
 while [ $i -lt 60 ] && ! $bb grep -q 'key released' /tmp/agent.log; do $bb sleep 1; i=$((i + 1)); done
