@@ -7,7 +7,8 @@
 // error; 3 gave up, failure policy poweroff (the hook powers the VM off), or, whatever the
 // policy, a mapping of the volume is open that the agent could not verify (or close); 4 gave
 // up, failure policy passphrase (the hook runs the normal LUKS passphrase prompt). With
-// policy "wait" the agent does not give up.
+// policy "wait" the agent does not give up. --check-mapping: 0 the open mapping is the
+// enrolled volume, 3 it is not (or cannot be read), 2 configuration error.
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include "guest-agent/flow/boot_services.hpp"
 #include "guest-agent/flow/unlock_flow.hpp"
 #include "guest-agent/platform/platform_factory.hpp"
+#include "guest-agent/unlock/dm_table.hpp"
 #include "guest-agent/unlock/volume_unlocker.hpp"
 
 namespace {
@@ -53,6 +55,8 @@ const std::vector<OptionSpec>& option_specs() {
        "private directory for the checked copy of the LUKS2 header (default /run/fde-agent/luks-header)"},
       {"check-config", false, false, "", "validate the configuration, print it and exit"},
       {"resolve-volume", false, false, "", "print 'DEVICE MAPPER-NAME' of the volume and exit"},
+      {"check-mapping", false, false, "",
+       "exit 0 only if the open mapping of the volume is the enrolled one (UUID, cipher, volume key)"},
       {"version", false, false, "", "print the version and exit"},
       {"help", false, false, "", "show this help"},
   };
@@ -97,6 +101,24 @@ int exit_for(FailurePolicy policy) { return policy == FailurePolicy::passphrase 
 std::string version_text() {
   return std::string("fde-agent ") + FDE_VERSION + " (platforms: tsi" + (sim_platform_available() ? ", sim" : "") +
          "; " + OPENSSL_VERSION_TEXT + ")";
+}
+
+// --check-mapping (the pre-pivot hook, fde-unlock --verify-root): whichever program opened
+// /dev/mapper/<luks_name> (the agent, or the passphrase prompt), the kernel's table must show
+// the enrolled volume: its LUKS2 UUID, luks_cipher and a volume key with volume_key_check.
+int check_mapping(const AgentConfig& config) {
+  const std::string mapped = "/dev/mapper/" + config.mapper_name();
+  auto mapping = read_crypt_mapping(config.mapper_name());
+  auto checked = mapping.and_then([&](const CryptMapping& found) {
+    return check_luks2_mapping(found, config.luks_uuid, config.luks_cipher, config.volume_key_check);
+  });
+  if (!checked) {
+    std::cerr << "fde-agent: " << mapped << " is not the enrolled volume: " << checked.error().message << "\n";
+    return exit_poweroff;
+  }
+  std::cerr << "fde-agent: " << mapped << " is LUKS2 volume " << config.luks_uuid << " with cipher " << mapping->cipher
+            << " and the enrolled volume key\n";
+  return exit_unlocked;
 }
 
 int run(const std::vector<std::string>& args) {
@@ -154,6 +176,8 @@ int run(const std::vector<std::string>& args) {
     return exit_unlocked;
   }
 
+  if (options->has("check-mapping")) return check_mapping(*config);
+
   UuidDeviceLocator locator(config->luks_uuid, config->mapper_name(), explicit_device);
   if (options->has("resolve-volume")) {
     auto device = locator.locate();
@@ -200,6 +224,7 @@ int run(const std::vector<std::string>& args) {
         unlock_options.test_only = test_only;
         unlock_options.expected_cipher = config->luks_cipher;
         unlock_options.header_directory = header_directory;
+        unlock_options.volume_key_check = config->volume_key_check;
         return std::make_unique<CryptsetupUnlocker>(std::move(unlock_options));
       },
       {},

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <limits>
 
+#include "common/crypto/key_check.hpp"
 #include "common/protocol/messages.hpp"
 #include "common/util/file.hpp"
 
@@ -80,6 +81,7 @@ bool absolute_path(std::string_view path) { return !path.empty() && path.front()
 enum class Key {
   image_id, verifier, ca_file, server_name, luks_uuid, luks_name, luks_cipher, platform, sim_dir, failure_policy,
   network_timeout, device_timeout, attempt_timeout, overall_timeout, backoff_initial, backoff_max, cryptsetup,
+  released_key_check, volume_key_check,
 };
 struct KeyInfo {
   std::string_view name;
@@ -106,6 +108,10 @@ constexpr KeyInfo keys[] = {
     {"backoff_initial", Key::backoff_initial, false},
     {"backoff_max", Key::backoff_max, false},
     {"cryptsetup", Key::cryptsetup, true},
+    // What the released key and the opened volume's key must hash to: from a kernel argument
+    // they would be the host's choice, and a host-made volume would pass.
+    {"released_key_check", Key::released_key_check, true},
+    {"volume_key_check", Key::volume_key_check, true},
 };
 
 const KeyInfo* find_key(std::string_view name) {
@@ -279,6 +285,13 @@ Result<void> apply_setting(AgentConfig& config, std::string_view key, std::strin
     case Key::overall_timeout: return duration(config.overall_timeout);
     case Key::backoff_initial: return duration(config.backoff_initial);
     case Key::backoff_max: return duration(config.backoff_max);
+    case Key::released_key_check:
+    case Key::volume_key_check: {
+      auto check = crypto::parse_key_check(value);
+      if (!check) return bad(origin, key, check.error().message);
+      (info->key == Key::released_key_check ? config.released_key_check : config.volume_key_check) = std::move(*check);
+      return {};
+    }
   }
   return {};
 }
@@ -358,6 +371,14 @@ Result<void> validate_config(const AgentConfig& config) {
   if (config.ca_file.empty())
     return fail(Errc::invalid_argument, "ca_file is not set (set 'ca_file = /etc/fde/verifier-ca.pem' in the configuration file)");
   if (config.luks_uuid.empty()) return missing("luks_uuid", "UUID of the LUKS2 volume");
+  // Fail closed: without them a host-made volume could not be told from the enrolled one.
+  auto missing_check = [](std::string_view key) {
+    return fail(Errc::invalid_argument,
+                std::string(key) + " is not set: fde-image build writes it into the configuration (an image built "
+                                   "before key check values existed must be built again; docs/fde-agent.md)");
+  };
+  if (config.released_key_check.empty()) return missing_check("released_key_check");
+  if (config.volume_key_check.empty()) return missing_check("volume_key_check");
   if (config.attempt_timeout > config.overall_timeout)
     return fail(Errc::invalid_argument, "attempt_timeout (" + format_duration(config.attempt_timeout) +
                                             ") is longer than overall_timeout (" +

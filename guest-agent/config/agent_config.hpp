@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/util/bytes.hpp"
 #include "common/util/error.hpp"
 
 namespace fde::agent {
@@ -50,6 +51,10 @@ struct AgentConfig {
   Milliseconds backoff_initial{std::chrono::seconds(1)};
   Milliseconds backoff_max{std::chrono::seconds(30)};
   std::string cryptsetup;  // empty: the first of /usr/sbin, /sbin, /usr/bin, /bin
+  // Check values (common/crypto/key_check.hpp) of the key the verifier releases and of the
+  // LUKS volume key, written by fde-image; required, file only.
+  Bytes released_key_check;
+  Bytes volume_key_check;
 
   std::string mapper_name() const { return luks_name.empty() ? "luks-" + luks_uuid : luks_name; }
 };
@@ -60,7 +65,7 @@ inline constexpr std::string_view kernel_argument_prefix = "rd.fde.";
 
 // Applies one setting. `origin` prefixes errors ("/etc/fde/agent.conf:7",
 // "kernel argument rd.fde.verifier"). `from_kernel` refuses the settings that must come from
-// the measured file only (ca_file, cryptsetup, luks_cipher).
+// the measured file only (ca_file, cryptsetup, luks_cipher, released_key_check, volume_key_check).
 Result<void> apply_setting(AgentConfig& config, std::string_view key, std::string_view value,
                            const std::string& origin, bool from_kernel);
 

@@ -1,14 +1,16 @@
 #!/bin/sh
 # Runs fde-agent once and does what its exit status asks (docs/fde-agent.md):
-#   0 unlocked; 4 fall back to the normal LUKS passphrase prompt (failure policy
-#   "passphrase"); anything else (3: policy "poweroff", 2: configuration error, 1: internal
+#   0 unlocked; 4 fall back to a LUKS passphrase prompt (failure policy "passphrase");
+#   anything else (3: policy "poweroff", 2: configuration error, 1: internal
 #   error) powers the VM off, so a failure never continues the boot without the volume.
 # Used by fde-agent.service (systemd initramfs) and fde-agent-settled.sh (script initramfs;
 # in a systemd initramfs dracut's initqueue may run that hook too: only one instance runs,
 # the other waits for its result).
 #
 # fde-unlock --verify-root DIR: powers the VM off unless the filesystem mounted at DIR is
-# the agent's dm-crypt mapping (fde-verify-root.sh, a pre-pivot hook).
+# the volume's dm-crypt mapping and the kernel's table of that mapping holds the enrolled
+# volume key (fde-agent --check-mapping), whichever path opened it (fde-verify-root.sh, a
+# pre-pivot hook).
 
 # Fixed paths, deliberately not taken from the environment: unknown key=value kernel
 # arguments end up in init's environment, and this script must not run what they name.
@@ -16,11 +18,13 @@ state=/run/fde-agent
 agent=/usr/sbin/fde-agent
 config=/etc/fde/agent.conf
 systemd_run_dir=/run/systemd/system
-cryptroot_ask=/sbin/cryptroot-ask
 sysrq_trigger=/proc/sysrq-trigger
+console=/dev/console
 mountinfo=/proc/self/mountinfo
 sys_block=/sys/class/block
-systemd_cryptsetup_tools="/usr/lib/systemd/systemd-cryptsetup /lib/systemd/systemd-cryptsetup /usr/bin/systemd-cryptsetup"
+ask_password_tools="/usr/bin/systemd-ask-password /bin/systemd-ask-password"
+# At most this many passphrases are tried before the VM powers off.
+passphrase_tries=3
 
 power_off() {
     echo "fde-agent: powering off" >&2
@@ -52,6 +56,12 @@ resolve_volume() {
     volume_device=$1 volume_name=$2
 }
 
+# The passphrase prompt of failure policy "passphrase". cryptsetup opens the volume with
+# --disable-keyring, so that the volume key is in the kernel's table, where the pre-pivot
+# check compares it with volume_key_check (a key left in the kernel keyring cannot be read
+# back, and the check refuses it). Under systemd the passphrase is asked for through
+# systemd-ask-password (its console agent shows the prompt) and piped to cryptsetup, which
+# reads it up to the newline; without systemd cryptsetup asks on the console itself.
 passphrase_prompt() {
     if ! resolve_volume; then
         echo "fde-agent: cannot find the LUKS volume for the passphrase prompt" >&2
@@ -59,19 +69,29 @@ passphrase_prompt() {
     fi
     set -- "$volume_device" "$volume_name"
     echo "fde-agent: asking for the LUKS passphrase of $1" >&2
+    ask=
     if [ -d "$systemd_run_dir" ]; then
-        for tool in $systemd_cryptsetup_tools; do
-            [ -x "$tool" ] && exec "$tool" attach "$2" "$1" none
+        for tool in $ask_password_tools; do
+            [ -x "$tool" ] && ask=$tool && break
         done
-    elif [ -x "$cryptroot_ask" ]; then
-        "$cryptroot_ask" "$1" "$2"
-        return
     fi
-    cryptsetup open "$1" "$2" </dev/console >/dev/console 2>&1
+    try=0
+    while [ "$try" -lt "$passphrase_tries" ]; do
+        try=$((try + 1))
+        if [ -n "$ask" ]; then
+            "$ask" --timeout=0 "Passphrase for $1:" |
+                cryptsetup open --type luks2 --disable-keyring --disable-external-tokens "$1" "$2" && return 0
+        else
+            cryptsetup open --type luks2 --disable-keyring --disable-external-tokens --tries 1 "$1" "$2" \
+                <>"$console" >&0 2>&0 && return 0
+        fi
+    done
+    return 1
 }
 
 # verify_root DIR: the device mounted at DIR (the last mount there) must be the dm device
-# named after the volume, and a dm-crypt one.
+# named after the volume, a dm-crypt one, and the agent must find the enrolled volume key in
+# its table.
 verify_root() {
     root=$1 devno=
     if ! resolve_volume; then
@@ -87,6 +107,10 @@ verify_root() {
         if [ "$(cat "$dm/dm/name")" = "$name" ] && [ "$(cat "$dm/dev")" = "$devno" ]; then
             case "$(cat "$dm/dm/uuid")" in
                 CRYPT-LUKS2-*)
+                    if ! "$agent" --config "$config" --check-mapping; then
+                        echo "fde-agent: the root filesystem at $root is not the enrolled volume" >&2
+                        power_off_now
+                    fi
                     echo "fde-agent: the root filesystem at $root is the unlocked volume $name" >&2
                     return 0
                     ;;

@@ -98,7 +98,9 @@ install() {
     inst_hook pre-pivot 10 "$moddir/fde-verify-root.sh"
 
     if dracut_module_included "systemd"; then
-        inst_multiple -o "$systemdutildir/systemd-cryptsetup"
+        # The passphrase prompt (failure policy "passphrase") asks through systemd's password
+        # agents; dracut's crypt module installs the console agent.
+        inst_multiple -o systemd-ask-password
         inst_simple "$moddir/fde-agent.service" "$systemdsystemunitdir/fde-agent.service"
         mkdir -p "${initdir}${systemdsystemunitdir}/initrd.target.wants"
         ln_r "$systemdsystemunitdir/fde-agent.service" "$systemdsystemunitdir/initrd.target.wants/fde-agent.service"

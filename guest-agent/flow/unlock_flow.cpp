@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "common/crypto/key_check.hpp"
+
 namespace fde::agent {
 
 namespace {
@@ -106,14 +108,17 @@ FlowResult run_unlock_flow(const AgentConfig& config, FlowServices& services) {
     // volume the host may have made. Accepted only as what this agent would have opened.
     auto mapping = services.device.existing_mapping();
     auto checked = mapping.and_then(
-        [&](const CryptMapping& found) { return check_luks2_mapping(found, config.luks_uuid, config.luks_cipher); });
+        [&](const CryptMapping& found) {
+          return check_luks2_mapping(found, config.luks_uuid, config.luks_cipher, config.volume_key_check);
+        });
     if (!checked) {
       services.status.line("/dev/mapper/" + mapper + " already exists, but " + checked.error().message + "; " +
                            unverified_consequence);
       return FlowResult::fatal_poweroff;
     }
     services.status.line("/dev/mapper/" + mapper + " already exists and is LUKS2 volume " + config.luks_uuid +
-                         " with cipher " + mapping->cipher + ": the volume is unlocked; nothing to do");
+                         " with cipher " + mapping->cipher +
+                         " and the enrolled volume key: the volume is unlocked; nothing to do");
     return FlowResult::already_unlocked;
   }
   auto device = wait_for_device(config, services, start + config.device_timeout);
@@ -138,6 +143,21 @@ FlowResult run_unlock_flow(const AgentConfig& config, FlowServices& services) {
     const std::string tried = "attempt " + std::to_string(planned->number) + " " + verifier.text + ": ";
     AttemptResult result = services.attempt(verifier, planned->deadline);
 
+    if (result.status == AttemptStatus::released &&
+        !crypto::key_matches_check(crypto::KeyCheckKind::released_key, result.key.view(), config.released_key_check)) {
+      // Not the key fde-image enrolled for this image: a verifier that is not ours (one
+      // mis-issued TLS certificate) could seal a key of its choosing that opens a volume it
+      // made. It never reaches cryptsetup.
+      result.key.wipe();
+      result.status = AttemptStatus::denied;
+      result.step = "key check";
+      result.message = "the released key does not match released_key_check in the measured configuration (not the "
+                       "key enrolled for this image); it was discarded";
+      if (!forever) {
+        services.status.line(tried + "refused: " + result.message + "; " + policy_consequence(config.failure_policy));
+        return give_up(config.failure_policy);
+      }
+    }
     if (result.status == AttemptStatus::released) {
       services.status.line(tried + "key released; unlocking with " + unlocker->describe());
       auto unlocked = unlocker->unlock(result.key);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/crypto/key_check.hpp"
 #include "common/util/secret_bytes.hpp"
 
 namespace fde::agent {
@@ -20,6 +21,16 @@ namespace {
 
 // A crypt table is one line of a few hundred bytes; 16 KiB leaves room for many targets.
 constexpr std::size_t table_buffer_size = 16 * 1024;
+
+// dm-crypt keys are at most a few hundred bytes (aes-xts with 512 bits: 64).
+constexpr std::size_t max_table_key_size = 1024;
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 
 // Wipes the ioctl buffer (it can hold the volume key in hex) on every path.
 struct WipedBuffer {
@@ -30,16 +41,39 @@ struct WipedBuffer {
 
 }  // namespace
 
-Result<std::string> crypt_cipher_from_table(unsigned target_count, std::string_view target_type,
-                                            std::string_view params) {
+Result<CryptMapping> crypt_mapping_from_table(unsigned target_count, std::string_view target_type,
+                                              std::string_view params) {
   if (target_count != 1)
     return fail(Errc::unsupported, "it has " + std::to_string(target_count) + " targets, expected one crypt target");
   if (target_type != "crypt")
     return fail(Errc::unsupported, "its target is of type '" + std::string(target_type) + "', expected 'crypt'");
-  const std::size_t end = params.find(' ');
-  std::string_view cipher = params.substr(0, end);
-  if (cipher.empty()) return fail(Errc::malformed, "its crypt table has no cipher");
-  return std::string(cipher);
+  const std::size_t cipher_end = params.find(' ');
+  CryptMapping mapping;
+  mapping.cipher = std::string(params.substr(0, cipher_end));
+  if (mapping.cipher.empty()) return fail(Errc::malformed, "its crypt table has no cipher");
+  std::string_view key;
+  if (cipher_end != std::string_view::npos) {
+    key = params.substr(cipher_end + 1);
+    key = key.substr(0, key.find(' '));
+  }
+  if (key.empty() || key == "-") return mapping;  // no key (dm-crypt's "-" for an empty key)
+  if (key.front() == ':') {
+    mapping.key = MappedKey::in_keyring;
+    mapping.keyring_key = std::string(key);
+    return mapping;
+  }
+  // The key in hex, decoded only into memory that is wiped.
+  if (key.size() % 2 != 0 || key.size() > 2 * max_table_key_size)
+    return fail(Errc::malformed, "its crypt table's key field is not a key in hex");
+  SecretBytes raw(key.size() / 2);
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const int high = hex_digit(key[2 * i]), low = hex_digit(key[2 * i + 1]);
+    if (high < 0 || low < 0) return fail(Errc::malformed, "its crypt table's key field is not a key in hex");
+    raw.data()[i] = static_cast<std::uint8_t>((high << 4) | low);
+  }
+  mapping.key = MappedKey::in_table;
+  mapping.volume_key_check = crypto::key_check_value(crypto::KeyCheckKind::volume_key, raw.view());
+  return mapping;
 }
 
 Result<CryptMapping> read_crypt_mapping(const std::string& name, const std::string& control) {
@@ -79,20 +113,33 @@ Result<CryptMapping> read_crypt_mapping(const std::string& name, const std::stri
     if (length == room) return fail(Errc::malformed, "the kernel's table of " + name + " is not terminated");
     params = std::string_view(text, length);
   }
-  auto cipher = crypt_cipher_from_table(io->target_count, target_type, params);
-  if (!cipher) return fail_with_context("/dev/mapper/" + name, cipher.error());
+  auto mapping = crypt_mapping_from_table(io->target_count, target_type, params);
+  if (!mapping) return fail_with_context("/dev/mapper/" + name, mapping.error());
   // The kernel writes the mapping's name and UUID back into the header it answers with.
-  return CryptMapping{std::move(*cipher), std::string(io->uuid, strnlen(io->uuid, sizeof io->uuid))};
+  mapping->dm_uuid = std::string(io->uuid, strnlen(io->uuid, sizeof io->uuid));
+  return mapping;
 }
 
-Result<std::string> read_mapping_cipher(const std::string& name, const std::string& control) {
-  auto mapping = read_crypt_mapping(name, control);
-  if (!mapping) return tl::unexpected(mapping.error());
-  return std::move(mapping->cipher);
+Result<void> check_mapped_key(const CryptMapping& mapping, ByteView volume_key_check) {
+  switch (mapping.key) {
+    case MappedKey::none: return fail(Errc::verification_failed, "its table holds no volume key");
+    case MappedKey::in_keyring:
+      return fail(Errc::verification_failed,
+                  "its volume key is in the kernel keyring (" + mapping.keyring_key +
+                      "), not in its table, so it cannot be compared with volume_key_check (fde-agent and "
+                      "fde-unlock open the volume with --disable-keyring: something else opened it)");
+    case MappedKey::in_table: break;
+  }
+  if (volume_key_check.size() != crypto::key_check_size ||
+      !equal_constant_time(mapping.volume_key_check, volume_key_check))
+    return fail(Errc::verification_failed,
+                "its volume key does not match volume_key_check: it is not the enrolled volume (a volume made by "
+                "someone else, with the same UUID?)");
+  return {};
 }
 
 Result<void> check_luks2_mapping(const CryptMapping& mapping, std::string_view luks_uuid,
-                                 std::string_view expected_cipher) {
+                                 std::string_view expected_cipher, ByteView volume_key_check) {
   // cryptsetup names a LUKS2 mapping "CRYPT-LUKS2-" + the header's UUID without dashes + "-"
   // + the mapping name (lib/libdevmapper.c, dm_prepare_uuid); the UUID keeps the header's case.
   constexpr std::string_view luks2_prefix = "CRYPT-LUKS2-";
@@ -109,7 +156,7 @@ Result<void> check_luks2_mapping(const CryptMapping& mapping, std::string_view l
   if (mapping.cipher != expected_cipher)
     return fail(Errc::verification_failed, "it uses '" + mapping.cipher + "', expected '" +
                                                std::string(expected_cipher) + "' (luks_cipher)");
-  return {};
+  return check_mapped_key(mapping, volume_key_check);
 }
 
 }  // namespace fde::agent

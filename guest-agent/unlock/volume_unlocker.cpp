@@ -33,8 +33,8 @@ std::string describe_open_status(int status) {
 }  // namespace
 
 CryptsetupUnlocker::CryptsetupUnlocker(CryptsetupOptions options) : options_(std::move(options)) {
-  if (!options_.mapping_cipher)
-    options_.mapping_cipher = [](const std::string& name) { return read_mapping_cipher(name); };
+  if (!options_.read_mapping)
+    options_.read_mapping = [](const std::string& name) { return read_crypt_mapping(name); };
 }
 
 std::vector<std::string> CryptsetupUnlocker::dump_arguments(const std::string& header_copy) const {
@@ -47,8 +47,10 @@ std::vector<std::string> CryptsetupUnlocker::dump_arguments(const std::string& h
 std::vector<std::string> CryptsetupUnlocker::open_arguments(const std::string& header_copy) const {
   std::vector<std::string> args{options_.cryptsetup, "open"};
   if (options_.test_only) args.push_back("--test-passphrase");
-  args.insert(args.end(), {"--type", "luks2", "--header", header_copy, "--disable-external-tokens", "--key-file=-",
-                           options_.device});
+  // --disable-keyring: the volume key goes into the kernel's table, where it can be compared
+  // with volume_key_check (a key in the keyring cannot be read back).
+  args.insert(args.end(), {"--type", "luks2", "--header", header_copy, "--disable-external-tokens",
+                           "--disable-keyring", "--key-file=-", options_.device});
   if (!options_.test_only) args.push_back(options_.mapper_name);
   return args;
 }
@@ -99,12 +101,17 @@ Result<void> CryptsetupUnlocker::unlock(const SecretBytes& key) {
 }
 
 Result<void> CryptsetupUnlocker::confirm_mapping() {
-  auto cipher = options_.mapping_cipher(options_.mapper_name);
-  if (cipher && *cipher == options_.expected_cipher) return {};
-  const std::string problem = cipher ? "/dev/mapper/" + options_.mapper_name + " uses '" + *cipher + "', expected '" +
-                                           options_.expected_cipher + "'"
-                                     : "cannot confirm the cipher of /dev/mapper/" + options_.mapper_name + ": " +
-                                           cipher.error().message;
+  const std::string mapped = "/dev/mapper/" + options_.mapper_name;
+  auto mapping = options_.read_mapping(options_.mapper_name);
+  std::string problem;
+  if (!mapping)
+    problem = "cannot confirm " + mapped + ": " + mapping.error().message;
+  else if (mapping->cipher != options_.expected_cipher)
+    problem = mapped + " uses '" + mapping->cipher + "', expected '" + options_.expected_cipher + "'";
+  else if (auto key = check_mapped_key(*mapping, options_.volume_key_check); !key)
+    problem = mapped + ": " + key.error().message;
+  else
+    return {};
   auto closed = run_program({options_.cryptsetup, "close", options_.mapper_name}, {nullptr, max_close_output});
   const bool was_closed = closed && closed->succeeded();
   unverified_mapping_open_ = !was_closed;

@@ -3,8 +3,11 @@
 // cipher in any keyslot or segment, exactly one data segment with the configured cipher;
 // unlock/luks2_header.hpp), then `cryptsetup open --header COPY --key-file=- DEVICE NAME`
 // gets the key on its stdin through a pipe, so cryptsetup uses exactly the checked bytes.
-// After the open, the kernel's table of the mapping must show the configured cipher, or the
-// mapping is closed again (and if even that fails, unverified_mapping_open() says so). The key is never in a file, an argument or the environment.
+// cryptsetup is told to put the volume key into the table (--disable-keyring), so that after
+// the open the kernel's table of the mapping can be checked: it must show the configured
+// cipher and a volume key with the configured check value, or the mapping is closed again
+// (and if even that fails, unverified_mapping_open() says so). The key is never in a file, an
+// argument or the environment.
 // Debian has no static libcryptsetup, so the static agent runs the initramfs's cryptsetup
 // rather than linking the library.
 #pragma once
@@ -15,6 +18,7 @@
 
 #include "common/util/error.hpp"
 #include "common/util/secret_bytes.hpp"
+#include "guest-agent/unlock/dm_table.hpp"
 
 namespace fde::agent {
 
@@ -47,8 +51,11 @@ struct CryptsetupOptions {
   std::string expected_cipher = default_luks_cipher;
   // Private directory for the header copy (tmpfs in the initramfs).
   std::string header_directory = default_header_directory;
-  // The opened mapping's cipher; by default from the kernel (unlock/dm_table.hpp).
-  std::function<Result<std::string>(const std::string& mapper_name)> mapping_cipher;
+  // The check value (common/crypto/key_check.hpp) the volume key in the opened mapping's
+  // table must have (volume_key_check). Not used with test_only.
+  Bytes volume_key_check;
+  // The opened mapping as the kernel shows it; by default read_crypt_mapping (unlock/dm_table.hpp).
+  std::function<Result<CryptMapping>(const std::string& mapper_name)> read_mapping;
 };
 
 class CryptsetupUnlocker final : public VolumeUnlocker {

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "common/crypto/key_check.hpp"
 #include "common/crypto/random.hpp"
 #include "common/util/file.hpp"
 #include "image-builder/build/boot_files.hpp"
@@ -350,14 +351,55 @@ Result<BootPlan> plan_boot(const BuildOptions& options, const GptTable& table, c
   return plan;
 }
 
-std::string agent_config_text(const BuildOptions& options, const std::string& luks_uuid) {
+// What the agent's configuration says about the volume fde-image made: its LUKS2 UUID and
+// the check values (common/crypto/key_check.hpp, in hex) of the machine key the verifier
+// releases and of the volume key.
+struct VolumeFacts {
+  std::string luks_uuid;
+  std::string released_key_check;
+  std::string volume_key_check;
+};
+
+// Placeholders of the right shape, for the trial archive built before the keys exist.
+VolumeFacts placeholder_facts() {
+  return {"00000000-0000-0000-0000-000000000000", std::string(2 * crypto::key_check_size, '0'),
+          std::string(2 * crypto::key_check_size, '0')};
+}
+
+std::string key_check_lines(const VolumeFacts& facts) {
+  return "# check values of the released key and of the LUKS volume key (docs/fde-agent.md)\n"
+         "released_key_check = " +
+         facts.released_key_check + "\nvolume_key_check = " + facts.volume_key_check + "\n";
+}
+
+std::string agent_config_text(const BuildOptions& options, const VolumeFacts& facts) {
   std::string text = "# fde-agent configuration, written by fde-image (measured as part of the initramfs)\n";
   text += "image_id = " + options.image_id + "\n";
   for (const auto& url : options.verifiers) text += "verifier = " + url + "\n";
   text += "ca_file = /etc/fde/verifier-ca.pem\n";  // key names: docs/fde-agent.md
-  text += "luks_uuid = " + luks_uuid + "\n";
+  text += "luks_uuid = " + facts.luks_uuid + "\n";
   if (options.agent_platform == AgentPlatform::sim) text += "platform = sim\n";
-  return text;
+  return text + key_check_lines(facts);
+}
+
+// --agent-config FILE with fde-image's check values appended. The file must not set them
+// itself: only fde-image knows the keys, and the agent refuses a repeated key.
+Result<Bytes> supplied_agent_config(const std::string& path, const VolumeFacts& facts) {
+  auto loaded = read_file(path, max_small_file);
+  if (!loaded) return fail_with_context("--agent-config", loaded.error());
+  std::string text(loaded->begin(), loaded->end());
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    const auto start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line[start] == '#') continue;
+    const std::string key = line.substr(start, line.find_first_of(" \t=", start) - start);
+    if (key == "released_key_check" || key == "volume_key_check")
+      return fail(Errc::invalid_argument, "--agent-config " + path + ": sets " + key +
+                                              ", which fde-image writes itself (it alone knows the keys)");
+  }
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  text += key_check_lines(facts);
+  return Bytes(text.begin(), text.end());
 }
 
 // The files of --initramfs-overlay DIR at the same paths, in sorted order (reproducible
@@ -393,7 +435,7 @@ Result<void> add_overlay(CpioWriter& cpio, const std::string& overlay) {
   return {};
 }
 
-Result<Bytes> build_initramfs_addition(const BuildOptions& options, const std::string& luks_uuid) {
+Result<Bytes> build_initramfs_addition(const BuildOptions& options, const VolumeFacts& facts) {
   CpioWriter cpio;
   if (options.agent) {
     auto agent = read_file(*options.agent, max_agent_size);
@@ -405,11 +447,11 @@ Result<Bytes> build_initramfs_addition(const BuildOptions& options, const std::s
   }
   Bytes config;
   if (options.agent_config) {
-    auto loaded = read_file(*options.agent_config, max_small_file);
-    if (!loaded) return fail_with_context("--agent-config", loaded.error());
-    config = std::move(*loaded);
+    auto supplied = supplied_agent_config(*options.agent_config, facts);
+    if (!supplied) return tl::unexpected(supplied.error());
+    config = std::move(*supplied);
   } else {
-    const std::string text = agent_config_text(options, luks_uuid);
+    const std::string text = agent_config_text(options, facts);
     config.assign(text.begin(), text.end());
   }
   if (auto ok = cpio.add_file("/etc/fde/agent.conf", config, 0644); !ok) return tl::unexpected(ok.error());
@@ -453,7 +495,7 @@ Result<void> check_options(const BuildOptions& options) {
     return fail(Errc::malformed, "--verifier-ca " + options.verifier_ca + ": no PEM certificate");
   // The archive as it will be but for the LUKS UUID, so that a refused overlay or an
   // unreadable agent fails now rather than after the encryption.
-  if (auto trial = build_initramfs_addition(options, "00000000-0000-0000-0000-000000000000"); !trial)
+  if (auto trial = build_initramfs_addition(options, placeholder_facts()); !trial)
     return tl::unexpected(trial.error());
   return {};
 }
@@ -678,7 +720,13 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   // The boot files: grub.cfg everywhere grub may read it, our archive appended to the
   // booted kernel's initramfs.
   progress.note("writing grub.cfg (kernel " + plan->kernel.version + ") and adding the agent to the initramfs");
-  auto addition = build_initramfs_addition(options, luks_info->uuid);
+  // The keys' check values go into the measured agent configuration; the keys do not.
+  const VolumeFacts facts{
+      luks_info->uuid,
+      hex_encode(crypto::key_check_value(crypto::KeyCheckKind::released_key, machine_key.view())),
+      hex_encode(crypto::key_check_value(crypto::KeyCheckKind::volume_key, volume_key.view())),
+  };
+  auto addition = build_initramfs_addition(options, facts);
   if (!addition) return tl::unexpected(addition.error());
   const ByteView cfg_text = as_bytes(plan->config.text);
   const std::string where_boot = "partition " + std::to_string(boot.index) + ": ";

@@ -10,7 +10,8 @@
 # usage: boot_test.sh --build DIR --agent STATIC_AGENT [--work DIR] [--scenarios "LIST"] [--keep]
 #   --build      a build tree with fde-image, fde-verifierd, fde-admin and fde-sim
 #   --agent      the static fde-agent built with the sim platform (FDE_WITH_SIM=ON)
-#   --scenarios  any of: positive tampered late revoked hostile-disk shadow-root (default: all)
+#   --scenarios  any of: positive tampered late revoked hostile-disk shadow-root host-volume
+#                (default: all)
 #   --work       work directory (default: a new one under /tmp, removed at the end)
 #   --keep       keep the work directory
 # Needs (scripts/install-deps.sh): qemu-system-x86_64, dracut-core and dracut-network,
@@ -23,7 +24,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source_dir=$(cd "$here/../.." && pwd)
 build= agent= work= keep=0
-scenarios="positive tampered late revoked hostile-disk shadow-root"
+scenarios="positive tampered late revoked hostile-disk shadow-root host-volume"
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$(cd "$2" && pwd); shift 2 ;;
@@ -78,15 +79,19 @@ menuentry 'Debian (e2e)' {
 EOF
 chmod -R go+rX "$work/boot" "$work/root"
 
-# GPT: a 72 MiB boot partition and a 40 MiB root partition, made without root privileges.
+# make_plain_image ROOT OUT.qcow2: GPT with a 72 MiB boot partition ($work/boot) and a 40 MiB
+# ext4 root partition (ROOT, filesystem UUID root_uuid), made without root privileges.
 boot_mib=72 root_mib=40
-truncate -s $((1 + boot_mib + root_mib + 1))M "$work/disk.raw"
-sgdisk -n1:2048:+${boot_mib}M -t1:8300 -c1:boot -n2:0:+${root_mib}M -t2:8300 -c2:root "$work/disk.raw" >/dev/null
-mke2fs -q -t ext4 -L boot -d "$work/boot" -E offset=$((1 << 20)) "$work/disk.raw" ${boot_mib}M
-mke2fs -q -t ext4 -b 4096 -L root -U "$root_uuid" -d "$work/root" -E offset=$(((1 + boot_mib) << 20)) \
-  "$work/disk.raw" ${root_mib}M
-qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/plain.qcow2"
-rm -f "$work/disk.raw"
+make_plain_image() {
+  truncate -s $((1 + boot_mib + root_mib + 1))M "$work/disk.raw"
+  sgdisk -n1:2048:+${boot_mib}M -t1:8300 -c1:boot -n2:0:+${root_mib}M -t2:8300 -c2:root "$work/disk.raw" >/dev/null
+  mke2fs -q -t ext4 -L boot -d "$work/boot" -E offset=$((1 << 20)) "$work/disk.raw" ${boot_mib}M
+  mke2fs -q -t ext4 -b 4096 -L root -U "$root_uuid" -d "$1" -E offset=$(((1 + boot_mib) << 20)) \
+    "$work/disk.raw" ${root_mib}M
+  qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$2"
+  rm -f "$work/disk.raw"
+}
+make_plain_image "$work/root" "$work/plain.qcow2"
 note "plain image: $(stat -c %s "$work/plain.qcow2") bytes (qcow2), root filesystem UUID $root_uuid"
 
 # ---------------------------------------------------------------------------------------
@@ -136,16 +141,16 @@ kernel_efi=$(pesign -h -i "$work/vmlinuz-$kver.booted" 2>/dev/null | sed -n 's/^
 [ ${#kernel_efi} = 64 ] || setup_error "pesign could not hash $kernel"
 grep -q "$kernel_efi" "$work/reference.json" || fail "the reference values lack the kernel's Authenticode digest"
 
-# play_firmware INITRAMFS: the measurements of a boot of this kernel, INITRAMFS and command
+# play_firmware INITRAMFS [GRUB_CFG]: the measurements of a boot of this kernel, INITRAMFS and command
 # line, as fw_cfg entries under opt/fde/ (the agent's sim provider reads them). grub runs the
 # lines of fde-image's grub.cfg one by one; shim logs the kernel it verifies.
 play_firmware() {
-  local initramfs=$1 dir=$work/fwcfg
+  local initramfs=$1 grub_cfg=${2:-$work/grub.cfg.booted} dir=$work/fwcfg
   rm -rf "$dir"
   mkdir -p "$dir"
   cp "$work/device/ca.pem" "$work/device/device-cert.pem" "$work/device/device-key.pem" "$dir/"
   echo "$rim" >"$dir/rim"
-  "$sim" eventlog --grub-digest "$grub_digest" --grub-cfg "$work/grub.cfg.booted" --grub-cfg-path /grub/grub.cfg \
+  "$sim" eventlog --grub-digest "$grub_digest" --grub-cfg "$grub_cfg" --grub-cfg-path /grub/grub.cfg \
     --script-from-grub-cfg --kernel "$work/vmlinuz-$kver.booted" --kernel-efi-digest "$kernel_efi" \
     --initramfs "$initramfs" --out-log "$dir/event-log" >/dev/null
 }
@@ -155,22 +160,32 @@ play_firmware() {
 # restrict=on (no route out of the guest) plus one forward: a connection to 10.0.2.100:PORT
 # starts a socat that connects to the daemon on 127.0.0.1:PORT (its error messages must not
 # reach the guest's socket: QEMU runs the command without a shell, hence -lf /dev/null). Sets boot_seconds and unlock_seconds (empty if the
-# agent never unlocked).
+# agent never unlocked). With boot_typing=1 the console also takes input: whatever is written
+# to $work/NAME.pipe.in reaches the guest's ttyS0 (a QEMU pipe chardev).
 boot() {
   local name=$1 initramfs=$2 disk=${3:-file=$work/encrypted.qcow2,format=qcow2} serial=$work/$1.serial
-  local fw_args=() extra_disk=() f start now
+  local fw_args=() extra_disk=() f start now serial_args=(-serial "file:$serial") reader=
   # A second disk, for the shadow-root scenario.
   [ -n "${4:-}" ] && extra_disk=(-drive "$4,if=virtio,snapshot=on")
   for f in "$work/fwcfg"/*; do fw_args+=(-fw_cfg "name=opt/fde/$(basename "$f"),file=$f"); done
   : >"$serial"
+  if [ "${boot_typing:-0}" = 1 ]; then
+    rm -f "$work/$name.pipe.in" "$work/$name.pipe.out"
+    mkfifo "$work/$name.pipe.in" "$work/$name.pipe.out"
+    serial_args=(-chardev "pipe,id=console0,path=$work/$name.pipe" -serial chardev:console0)
+  fi
   start=$(date +%s.%N)
   qemu-system-x86_64 -M q35 -m 768 -smp 1 -display none -no-reboot -monitor none \
-    -serial "file:$serial" \
+    "${serial_args[@]}" \
     -kernel "$work/vmlinuz-$kver.booted" -initrd "$initramfs" -append "$boot_args" \
     -drive "$disk,if=virtio,snapshot=on" "${extra_disk[@]}" \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:$port-cmd:socat -lf /dev/null - TCP:127.0.0.1:$port" \
     -device virtio-net-pci,netdev=n0 "${fw_args[@]}" >"$work/$name.qemu.log" 2>&1 &
   qemu_pid=$!
+  if [ "${boot_typing:-0}" = 1 ]; then
+    cat "$work/$name.pipe.out" >>"$serial" &
+    reader=$!
+  fi
   unlock_seconds=
   while kill -0 "$qemu_pid" 2>/dev/null; do
     now=$(date +%s.%N)
@@ -190,6 +205,7 @@ boot() {
   done
   wait "$qemu_pid" 2>/dev/null || true
   qemu_pid=
+  [ -z "$reader" ] || wait "$reader" 2>/dev/null || true
   boot_seconds=$(echo "$(date +%s.%N) - $start" | bc)
   if [ -z "$unlock_seconds" ] && grep -q 'fde-agent: unlocked' "$serial"; then unlock_seconds=$boot_seconds; fi
   grep -E '^fde-agent:|^e2e-init:' "$serial" | sed 's/^/   | /' || true
@@ -329,11 +345,129 @@ scenario_shadow_root() {
   fi
 }
 
+# extract_appended FILE PATH OUT: PATH's content in the uncompressed archive fde-image appended
+# to the initramfs FILE (the last newc entry of that name).
+extract_appended() {
+  python3 - "$@" <<'EOF'
+import sys
+data = open(sys.argv[1], 'rb').read()
+name = sys.argv[2].lstrip('/').encode() + b'\0'
+at = data.rfind(name) - 110
+if at < 0 or data[at:at + 6] != b'070701':
+    sys.exit('no newc entry ' + sys.argv[2])
+size, name_size = int(data[at + 54:at + 62], 16), int(data[at + 94:at + 102], 16)
+start = (at + 110 + name_size + 3) & ~3
+open(sys.argv[3], 'wb').write(data[start:start + size])
+EOF
+}
+
+# The host-made volume behind the passphrase fallback, set up and played like a host would.
+host_volume_tick() {
+  local serial=$work/host-volume.serial prompts
+  # The host withheld the verifier only until the agent gave up; its own root will need it.
+  if [ -z "$daemon_pid" ] && grep -q 'fde-agent: asking for the LUKS passphrase' "$serial"; then start_verifier; fi
+  # The host types its passphrase at each prompt (a moment after it appears: cryptsetup
+  # flushes the console's input once it has printed the prompt).
+  prompts=$(grep -c 'Enter passphrase' "$serial" || true)
+  [ "$prompts" -gt "$hv_typed" ] || return 0
+  if [ -z "$hv_prompt_seen" ]; then hv_prompt_seen=$2; return 0; fi
+  [ "$(echo "$2 - $hv_prompt_seen >= 1.5" | bc)" = 1 ] || return 0
+  printf '%s\n' "$host_passphrase" >"$work/host-volume.pipe.in"
+  hv_typed=$prompts hv_prompt_seen=
+}
+
+scenario_host_volume() {
+  step "host volume: failure policy passphrase; the host withholds the verifier, presents its own LUKS2 volume with the genuine UUID and types its own passphrase"
+  # The image of an operator who chose the passphrase fallback (in the measured grub.cfg).
+  local pass_args="$cmdline_args rd.fde.failure_policy=passphrase rd.fde.overall_timeout=8s rd.fde.attempt_timeout=4s"
+  "$fde_image" build --quiet --input "$work/plain.qcow2" --output "$work/pass.qcow2" --image-id e2e-pass \
+    --verifier "https://10.0.2.100:$port" --verifier-ca "$work/tls-ca.pem" --agent "$agent" --agent-platform sim \
+    --rim "$rim" --grub-efi-digest "$grub_digest" --kernel-cmdline "$pass_args" --bundle "$work/pass-bundle.json" \
+    --reference-out "$work/pass-reference.json"
+  local pass_uuid
+  pass_uuid=$(sed -n 's/.*"luks_uuid": *"\([^"]*\)".*/\1/p' "$work/pass-bundle.json")
+  adm enroll --bundle "$work/pass-bundle.json" >/dev/null
+  rm -f "$work/pass-bundle.json"
+  qemu-img convert -O raw "$work/pass.qcow2" "$work/pass.raw"
+  dd if="$work/pass.raw" of="$work/pass-boot.ext4" bs=1M skip=1 count=$boot_mib status=none
+  rm -f "$work/pass.raw" "$work/pass.qcow2"
+  debugfs -R "dump /initrd.img-$kver $work/pass-initrd.booted" "$work/pass-boot.ext4" >/dev/null 2>&1
+  debugfs -R "dump /grub/grub.cfg $work/pass-grub.cfg.booted" "$work/pass-boot.ext4" >/dev/null 2>&1
+  [ -s "$work/pass-initrd.booted" ] && [ -s "$work/pass-grub.cfg.booted" ] || fail "host-volume: no boot files in the image"
+
+  # The host's volume: its own root (whose init asks the verifier for the disk key), made with
+  # the vendor's fde-image, a keyslot for the host's passphrase, then the genuine LUKS UUID.
+  # Everything it copies from the image is public: the agent, its configuration, the CA.
+  make_host_root "$work/hv-root"
+  mkdir -p "$work/hv-root/usr/sbin" "$work/hv-root/etc/fde"
+  cp "$agent" "$work/hv-root/usr/sbin/fde-agent"
+  extract_appended "$work/pass-initrd.booted" /etc/fde/agent.conf "$work/hv-root/etc/fde/agent.conf"
+  cp "$work/tls-ca.pem" "$work/hv-root/etc/fde/verifier-ca.pem"
+  cat >"$work/hv-root/sbin/init" <<'EOF'
+#!/bin/busybox sh
+bb=/bin/busybox
+$bb mount -t proc proc /proc 2>/dev/null
+$bb mount -t sysfs sysfs /sys 2>/dev/null
+echo "e2e-init: $($bb cat /etc/e2e-marker) reached"
+# The host's code, in a CVM whose boot measured exactly as enrolled, asks for the disk key
+# (the agent copied from the initramfs will do); once it has it, the point is made. The root
+# is mounted read-only: the agent's output goes to a tmpfs.
+$bb mount -t tmpfs tmpfs /tmp
+/usr/sbin/fde-agent --config /etc/fde/agent.conf --test-passphrase >/tmp/agent.log 2>&1 &
+i=0
+while [ $i -lt 60 ] && ! $bb grep -q 'key released' /tmp/agent.log; do $bb sleep 1; i=$((i + 1)); done
+$bb cat /tmp/agent.log
+$bb sync
+$bb poweroff -f
+EOF
+  chmod 0755 "$work/hv-root/sbin/init" "$work/hv-root/usr/sbin/fde-agent"
+  make_plain_image "$work/hv-root" "$work/hv-plain.qcow2"
+  "$fde_image" build --quiet --input "$work/hv-plain.qcow2" --output "$work/hv.raw" --output-format raw \
+    --image-id host-made --verifier https://10.0.2.100:1 --verifier-ca "$work/tls-ca.pem" --agent-platform sim \
+    --rim "$rim" --grub-efi-digest "$grub_digest" --bundle "$work/hv-bundle.json" --reference-out "$work/hv-reference.json"
+  host_passphrase="host-passphrase-$(openssl rand -hex 4)"
+  printf '%s' "$host_passphrase" >"$work/hv-passphrase"
+  sed -n 's/.*"disk_key": *"\([^"]*\)".*/\1/p' "$work/hv-bundle.json" | base64 -d >"$work/hv-machine.key"
+  local start
+  start=$(sgdisk -i 2 "$work/hv.raw" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
+  [ -n "$start" ] || fail "host-volume: no partition 2"
+  dd if="$work/hv.raw" of="$work/hv-part.raw" bs=512 skip="$start" count=$(((root_mib + 16) << 11)) status=none
+  cryptsetup luksAddKey --batch-mode --disable-locks --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+    --key-file "$work/hv-machine.key" "$work/hv-part.raw" "$work/hv-passphrase"
+  cryptsetup luksUUID --batch-mode --disable-locks --uuid "$pass_uuid" "$work/hv-part.raw"
+  dd if="$work/hv-part.raw" of="$work/hv.raw" bs=512 seek="$start" conv=notrunc status=none
+  rm -f "$work/hv-part.raw" "$work/hv-machine.key" "$work/hv-plain.qcow2"
+
+  stop_verifier
+  play_firmware "$work/pass-initrd.booted" "$work/pass-grub.cfg.booted"
+  local genuine_args=$boot_args
+  boot_args=$(sed -n "s|^linux /vmlinuz-$kver ||p" "$work/pass-grub.cfg.booted")
+  hv_typed=0 hv_prompt_seen=
+  boot_typing=1 on_boot_tick=host_volume_tick boot host-volume "$work/pass-initrd.booted" "file=$work/hv.raw,format=raw"
+  boot_args=$genuine_args
+  [ -n "$daemon_pid" ] || start_verifier
+  rm -f "$work/hv.raw"
+  local serial=$work/host-volume.serial
+  grep -q 'fde-agent: asking for the LUKS passphrase' "$serial" ||
+    { tail -n 60 "$serial" >&2; fail "host-volume: the agent did not fall back to the passphrase prompt"; }
+  [ "$hv_typed" -gt 0 ] || { tail -n 60 "$serial" >&2; fail "host-volume: no passphrase prompt appeared"; }
+  adm audit --image e2e-pass >"$work/host-volume.audit"
+  sed 's/^/   | /' "$work/host-volume.audit"
+  grep -q 'host-controlled-root' "$serial" && fail "host-volume: the host's root filesystem ran"
+  # Columns: SEQ TIME IMAGE PEER DECISION REASON.
+  awk '$5 == "release"' "$work/host-volume.audit" | grep -q . && fail "host-volume: the verifier released the key of e2e-pass"
+  grep -q "fde-agent: /dev/mapper/luks-$pass_uuid is not the enrolled volume: its volume key does not match volume_key_check" \
+    "$serial" || { tail -n 60 "$serial" >&2; fail "host-volume: the pre-pivot check did not refuse the host's volume"; }
+  printf '   host-volume: the host passphrase opened its volume; the pre-pivot check powered off after %.1f s; no key released\n' \
+    "$boot_seconds"
+}
+
 for s in $scenarios; do
   case "$s" in
     positive | tampered | late | revoked) "scenario_$s" ;;
     hostile-disk) scenario_hostile_disk ;;
     shadow-root) scenario_shadow_root ;;
+    host-volume) scenario_host_volume ;;
     *) setup_error "unknown scenario $s" ;;
   esac
 done

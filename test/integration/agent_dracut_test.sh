@@ -132,26 +132,33 @@ expect "unit: fails closed" grep -q "^FailureAction=poweroff$" "$unit"
 # ---- fde-unlock.sh ---------------------------------------------------------------------
 # A copy with its fixed paths pointed into $work; stubs on PATH record what they are asked.
 mkdir -p "$work/bin"
-for tool in poweroff systemctl cryptsetup; do
+for tool in poweroff systemctl; do
   printf '#!/bin/sh\necho "%s $*" >> "%s/actions"\n' "$tool" "$work" > "$work/bin/$tool"
 done
+# cryptsetup records its arguments and what it read on stdin, and exits with prompt-exit.
+cat > "$work/bin/cryptsetup" <<EOF
+#!/bin/sh
+echo "cryptsetup \$*" >> "$work/actions"
+[ -t 0 ] || { read -r line; echo "stdin \$line" >> "$work/actions"; }
+exit \$(cat "$work/prompt-exit")
+EOF
 # The endless wait after a failed power-off ends the test run instead.
 printf '#!/bin/sh\necho "sleep $*" >> "%s/actions"\nkill -TERM $PPID\n' "$work" > "$work/bin/sleep"
 cat > "$work/agent-stub" <<EOF
 #!/bin/sh
 echo "agent \$*" >> "$work/actions"
-case "\$*" in *--resolve-volume*) echo "/dev/vdz2 luks-test"; exit 0 ;; esac
+case "\$*" in
+  *--resolve-volume*) echo "/dev/vdz2 luks-test"; exit 0 ;;
+  *--check-mapping*) exit \$(cat "$work/check-exit") ;;
+esac
 exit \$(cat "$work/agent-exit")
 EOF
-printf '#!/bin/sh\necho "cryptroot-ask $*" >> "%s/actions"\nexit "$(cat %s/prompt-exit)"\n' "$work" "$work" \
-  > "$work/cryptroot-ask"
-printf '#!/bin/sh\necho "systemd-cryptsetup $*" >> "%s/actions"\n' "$work" > "$work/systemd-cryptsetup"
-chmod 0755 "$work"/bin/* "$work/agent-stub" "$work/cryptroot-ask" "$work/systemd-cryptsetup"
+printf '#!/bin/sh\necho "ask-password $*" >> "%s/actions"\necho host-typed-passphrase\n' "$work" > "$work/ask-password"
+chmod 0755 "$work"/bin/* "$work/agent-stub" "$work/ask-password"
 sed -e "s|^state=.*|state=$work/state|" -e "s|^agent=.*|agent=$work/agent-stub|" \
     -e "s|^systemd_run_dir=.*|systemd_run_dir=$work/systemd-run|" \
-    -e "s|^cryptroot_ask=.*|cryptroot_ask=$work/cryptroot-ask|" \
-    -e "s|^sysrq_trigger=.*|sysrq_trigger=$work/sysrq|" \
-    -e "s|^systemd_cryptsetup_tools=.*|systemd_cryptsetup_tools=$work/systemd-cryptsetup|" \
+    -e "s|^sysrq_trigger=.*|sysrq_trigger=$work/sysrq|" -e "s|^console=.*|console=$work/console|" \
+    -e "s|^ask_password_tools=.*|ask_password_tools=\"/nonexistent $work/ask-password\"|" \
     -e "s|^mountinfo=.*|mountinfo=$work/mountinfo|" -e "s|^sys_block=.*|sys_block=$work/sys-block|" \
     "$module_dir/fde-unlock.sh" > "$work/fde-unlock"
 chmod 0755 "$work/fde-unlock"
@@ -191,15 +198,24 @@ for code in 1 2 5; do
   expect "exit $code: powers off too" grep -q "^systemctl --no-block poweroff$" "$work/actions"
 done
 
+# The prompt opens with the volume key in the kernel's table (--disable-keyring), where the
+# pre-pivot check can compare it with volume_key_check.
+open_args="open --type luks2 --disable-keyring --disable-external-tokens"
+echo "typed-on-the-console" > "$work/console"
 unlock 4 script 0
-expect "exit 4 (script): dracut's passphrase prompt for the resolved volume" \
-  grep -qx "cryptroot-ask /dev/vdz2 luks-test" "$work/actions"
+expect "exit 4 (script): cryptsetup asks for the resolved volume, key in the table" \
+  grep -qx "cryptsetup $open_args --tries 1 /dev/vdz2 luks-test" "$work/actions"
+expect "exit 4 (script): cryptsetup reads the console" grep -qx "stdin typed-on-the-console" "$work/actions"
 expect "exit 4 (script): done once the prompt unlocked it" done_marked
 unlock 4 script 1
-expect "exit 4 (script): a failed prompt powers off" grep -qx "poweroff -f" "$work/actions"
-unlock 4 systemd
-expect "exit 4 (systemd): systemd-cryptsetup asks" \
-  grep -qx "systemd-cryptsetup attach luks-test /dev/vdz2 none" "$work/actions"
+expect "exit 4 (script): three tries" test "$(grep -c "^cryptsetup $open_args" "$work/actions")" = 3
+expect "exit 4 (script): failed tries power off" grep -qx "poweroff -f" "$work/actions"
+unlock 4 systemd 0
+expect "exit 4 (systemd): systemd-ask-password asks" grep -qx "ask-password --timeout=0 Passphrase for /dev/vdz2:" "$work/actions"
+expect "exit 4 (systemd): its answer goes to cryptsetup on stdin, key in the table" \
+  grep -qx "cryptsetup $open_args /dev/vdz2 luks-test" "$work/actions"
+expect "exit 4 (systemd): the passphrase is read from the pipe" grep -qx "stdin host-typed-passphrase" "$work/actions"
+expect "exit 4 (systemd): done" done_marked
 
 # Two instances (unit and initqueue hook of a systemd initramfs): the second waits for the
 # first's result instead of running a second agent.
@@ -214,8 +230,9 @@ expect "a second instance waits and does not run the agent" actions_are ""
 expect "a second instance exits 0 once the first is done" status_is 0
 
 # --verify-root: the filesystem at /sysroot must be the agent's dm-crypt mapping.
-verify_root() {  # verify_root DEVNO-AT-SYSROOT DM-NAME DM-UUID
+verify_root() {  # verify_root DEVNO-AT-SYSROOT DM-NAME DM-UUID [CHECK-MAPPING-EXIT]
   rm -rf "$work/sys-block" "$work/actions" "$work/sysrq"
+  echo "${4:-0}" > "$work/check-exit"
   mkdir -p "$work/sys-block/dm-0/dm"
   echo "254:0" > "$work/sys-block/dm-0/dev"
   echo "$2" > "$work/sys-block/dm-0/dm/name"
@@ -226,7 +243,10 @@ verify_root() {  # verify_root DEVNO-AT-SYSROOT DM-NAME DM-UUID
 }
 verify_root 254:0 luks-test CRYPT-LUKS2-0123-luks-test
 expect "verify-root: the agent's mapping passes" status_is 0
+expect "verify-root: the agent checks the mapping's key" grep -qx "agent --config /etc/fde/agent.conf --check-mapping" "$work/actions"
 expect "verify-root: nothing is powered off" lacks "$work/actions" "poweroff"
+verify_root 254:0 luks-test CRYPT-LUKS2-0123-luks-test 3
+expect "verify-root: a mapping without the enrolled volume key powers off at once" grep -qx "poweroff -f" "$work/actions"
 verify_root 253:16 luks-test CRYPT-LUKS2-0123-luks-test
 expect "verify-root: another device at /sysroot powers off at once" grep -qx "poweroff -f" "$work/actions"
 verify_root 254:0 other CRYPT-LUKS2-0123-other

@@ -31,6 +31,7 @@
 #include "common/crypto/certificate.hpp"
 #include "common/crypto/hash.hpp"
 #include "common/crypto/keys.hpp"
+#include "common/crypto/key_check.hpp"
 #include "common/crypto/random.hpp"
 #include "common/sim/sim_device.hpp"
 #include "common/util/file.hpp"
@@ -217,6 +218,21 @@ bool key_opens_keyslot(const std::string& image, const SecretBytes& key) {
   return opens;
 }
 
+// The volume key of a LUKS2 image, as libcryptsetup decrypts it with `key` from a keyslot.
+SecretBytes volume_key_of(const std::string& image, const SecretBytes& key) {
+  struct crypt_device* cd = nullptr;
+  REQUIRE(crypt_init(&cd, image.c_str()) == 0);
+  SecretBytes volume_key(64);
+  std::size_t size = volume_key.size();
+  const bool read = crypt_load(cd, CRYPT_LUKS2, nullptr) == 0 &&
+                    crypt_volume_key_get(cd, CRYPT_ANY_SLOT, reinterpret_cast<char*>(volume_key.data()), &size,
+                                         reinterpret_cast<const char*>(key.data()), key.size()) >= 0;
+  crypt_free(cd);
+  REQUIRE(read);
+  REQUIRE(size == volume_key.size());
+  return volume_key;
+}
+
 // One test's world: a root directory with the simulated device, the verifier's TLS, secrets
 // and database, the LUKS2 image, the enrolled key and the agent's configuration.
 class World {
@@ -262,6 +278,10 @@ level = "debug"
 
     disk_key = crypto::random_secret(32);
     luks_uuid = format_luks(root + "/disk.luks", disk_key);
+    // The check values fde-image would write for this volume.
+    released_key_check = hex_encode(crypto::key_check_value(crypto::KeyCheckKind::released_key, disk_key.view()));
+    volume_key_check = hex_encode(
+        crypto::key_check_value(crypto::KeyCheckKind::volume_key, volume_key_of(root + "/disk.luks", disk_key).view()));
     write_agent_config({});
   }
   ~World() {
@@ -346,6 +366,7 @@ level = "debug"
     std::string sim_dir;  // empty: sim
     std::string overall_timeout = "20s";
     std::string attempt_timeout = "5s";
+    bool key_checks = true;  // false: a configuration written before check values existed
   };
   void write_agent_config(const Settings& settings) {
     std::string text = "# written by agent_unlock_test\nimage_id = " + settings.image + "\n";
@@ -359,6 +380,8 @@ level = "debug"
     text += "network_timeout = 2s\ndevice_timeout = 2s\n";
     text += "attempt_timeout = " + settings.attempt_timeout + "\noverall_timeout = " + settings.overall_timeout + "\n";
     text += "backoff_initial = 200ms\nbackoff_max = 1s\n";
+    if (settings.key_checks)
+      text += "released_key_check = " + released_key_check + "\nvolume_key_check = " + volume_key_check + "\n";
     write_text(root + "/agent.conf", text);
   }
 
@@ -390,6 +413,8 @@ level = "debug"
   std::string rim_hex;
   std::string luks_uuid;
   SecretBytes disk_key;
+  std::string released_key_check;  // hex, of disk_key
+  std::string volume_key_check;    // hex, of disk.luks's volume key
   std::uint16_t verifier_port = 0;
   std::unique_ptr<Process> daemon;
 };
@@ -593,6 +618,44 @@ TEST_CASE("a released key that does not open the volume is not accepted", "[agen
             "unlock failed: the released key opens no keyslot of the volume (cryptsetup exit 2); failure policy "
             "'poweroff'") == 1);
   check_no_file_holds_the_key(world);
+}
+
+TEST_CASE("a released key that does not match released_key_check never reaches cryptsetup, even one that opens the volume",
+          "[agent][integration]") {
+  // A verifier that is not ours (a mis-issued TLS certificate) seals a key of its choosing,
+  // one that opens a volume it made with the genuine UUID. Here: the verifier releases the
+  // enrolled key, which opens the volume, but the measured configuration names another.
+  World world;
+  world.start_daemon();
+  world.enroll();
+  world.released_key_check = hex_encode(crypto::key_check_value(crypto::KeyCheckKind::released_key, Bytes(32, 9)));
+  for (const char* policy : {"poweroff", "passphrase"}) {
+    World::Settings settings;
+    settings.failure_policy = policy;
+    world.write_agent_config(settings);
+    const int status = world.run_agent();
+    INFO(world.agent_log());
+    CHECK(status == (std::string(policy) == "poweroff" ? 3 : 4));
+    CHECK(world.agent_lines_containing("refused: the released key does not match released_key_check in the measured "
+                                       "configuration (not the key enrolled for this image); it was discarded; failure "
+                                       "policy '" + std::string(policy) + "'") == 1);
+    CHECK(world.agent_lines_containing("unlocking with") == 0);
+    CHECK_FALSE(fs::exists(world.header_directory()));  // not even the header was looked at
+  }
+  check_no_file_holds_the_key(world);
+}
+
+TEST_CASE("a configuration without key check values is refused before any attestation", "[agent][integration]") {
+  World world;
+  world.start_daemon();
+  world.enroll();
+  World::Settings settings;
+  settings.key_checks = false;
+  world.write_agent_config(settings);
+  CHECK(world.run_agent() == 2);
+  INFO(world.agent_log());
+  CHECK(world.agent_log().find("released_key_check is not set: fde-image build writes it into the configuration") !=
+        std::string::npos);
 }
 
 TEST_CASE("a mapping the agent cannot verify or close powers the VM off under every failure policy",

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/crypto/key_check.hpp"
 #include "common/crypto/hash.hpp"
 #include "image-builder/build/boot_files.hpp"
 #include "image-builder/build/image_builder.hpp"
@@ -184,6 +185,25 @@ TEST_CASE("an encrypted image opens with the bundle's key and decrypts to the in
   REQUIRE(crypt_volume_key_get(cd, CRYPT_ANY_SLOT, reinterpret_cast<char*>(volume_key.data()), &volume_key_size, key,
                                disk_key->size()) >= 0);
   crypt_free(cd);
+
+  // The measured agent configuration carries the check values of both keys, not the keys.
+  {
+    const Bytes initramfs = booted_initramfs(f.path("out.raw"));
+    const auto entries = list_appended_cpio(initramfs);
+    const auto conf = std::find_if(entries.begin(), entries.end(),
+                                   [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; });
+    REQUIRE(conf != entries.end());
+    const std::string text(as_text(cpio_entry_content(initramfs, *conf)));
+    INFO(text);
+    CHECK(text.find("\nreleased_key_check = " +
+                    hex_encode(crypto::key_check_value(crypto::KeyCheckKind::released_key, *disk_key)) + "\n") !=
+          std::string::npos);
+    CHECK(text.find("\nvolume_key_check = " +
+                    hex_encode(crypto::key_check_value(crypto::KeyCheckKind::volume_key, volume_key)) + "\n") !=
+          std::string::npos);
+    CHECK(text.find(hex_encode(*disk_key)) == std::string::npos);
+    CHECK(text.find(hex_encode(volume_key)) == std::string::npos);
+  }
 
   // Decrypt the whole data segment and compare every used block with the input.
   Bytes part = read_all(f.path("part.img"));
@@ -574,6 +594,35 @@ TEST_CASE("the appended archive holds the dracut runtime files byte for byte and
       CHECK((e.path == "/lib/dracut/hooks/initqueue/settled/40-fde-agent-settled.sh" ||
              e.path == "/lib/dracut/hooks/initqueue/finished/40-fde-agent-finished.sh" ||
              e.path == "/lib/dracut/hooks/pre-pivot/10-fde-verify-root.sh"));
+  }
+}
+
+TEST_CASE("--agent-config gets fde-image's key check values appended and may not set them itself", "[image]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  auto options = f.options("out.raw");
+  options.output_format = ImageFormat::raw;
+  options.agent_config = f.path("agent.conf");
+  SECTION("appended") {
+    std::ofstream(f.path("agent.conf")) << "image_id = test-image\nfailure_policy = wait";  // no final newline
+    REQUIRE(build_image(options, quiet));
+    const Bytes initramfs = booted_initramfs(f.path("out.raw"));
+    const auto entries = list_appended_cpio(initramfs);
+    const auto conf = std::find_if(entries.begin(), entries.end(),
+                                   [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; });
+    REQUIRE(conf != entries.end());
+    const std::string text(as_text(cpio_entry_content(initramfs, *conf)));
+    CHECK(text.rfind("image_id = test-image\nfailure_policy = wait\n# check values", 0) == 0);
+    CHECK(text.find("\nreleased_key_check = ") != std::string::npos);
+    CHECK(text.find("\nvolume_key_check = ") != std::string::npos);
+  }
+  SECTION("refused when the file sets one") {
+    std::ofstream(f.path("agent.conf")) << "image_id = test-image\n  volume_key_check = " << std::string(64, 'a') << "\n";
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message == "--agent-config " + f.path("agent.conf") +
+                                        ": sets volume_key_check, which fde-image writes itself (it alone knows the keys)");
+    CHECK(no_output_left(f, "out.raw"));
   }
 }
 

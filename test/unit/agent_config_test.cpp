@@ -25,6 +25,8 @@ failure_policy = passphrase
 attempt_timeout = 20s
 overall_timeout = 5m
 backoff_initial = 500ms
+released_key_check = 307b48afff2c389d47cf4f7f62b6be38ccbc1327389dca805741f27d3ebcc68c
+volume_key_check = B5450757154F17899517CFC07828F3E2EEC652535323381A1BD16B34F8AB0581
 )";
 
 AgentConfig parsed(std::string_view text) {
@@ -187,6 +189,44 @@ TEST_CASE("the trust anchor and the cryptsetup program cannot be changed from th
         "kernel argument rd.fde.ca_file: ca_file: can only be set in the configuration file inside the initramfs");
   CHECK_FALSE(apply_kernel_command_line(config, "rd.fde.cryptsetup=/tmp/evil"));
   CHECK(config.ca_file == "/etc/fde/verifier-ca.pem");
+}
+
+TEST_CASE("the key check values are required, come only from the configuration file and are 32 bytes in hex") {
+  AgentConfig config = parsed(complete_file);
+  CHECK(hex_encode(config.released_key_check) == "307b48afff2c389d47cf4f7f62b6be38ccbc1327389dca805741f27d3ebcc68c");
+  CHECK(hex_encode(config.volume_key_check) == "b5450757154f17899517cfc07828f3e2eec652535323381a1bd16b34f8ab0581");
+  CHECK(validate_config(config));
+  SECTION("not from the kernel command line: the host would choose them") {
+    for (const char* key : {"released_key_check", "volume_key_check"}) {
+      auto changed = apply_kernel_command_line(config, std::string("rd.fde.") + key + "=" + std::string(64, 'a'));
+      REQUIRE_FALSE(changed);
+      CHECK(changed.error().message == std::string("kernel argument rd.fde.") + key + ": " + key +
+                                           ": can only be set in the configuration file inside the initramfs");
+    }
+    CHECK(hex_encode(config.volume_key_check) == "b5450757154f17899517cfc07828f3e2eec652535323381a1bd16b34f8ab0581");
+  }
+  SECTION("missing: an image built before the check values existed is refused, not booted without them") {
+    for (const char* key : {"released_key_check", "volume_key_check"}) {
+      std::string text = complete_file;
+      const std::size_t at = text.find(std::string(key) + " = ");
+      text.erase(at, text.find('\n', at) - at + 1);
+      AgentConfig without = parsed(text);
+      auto result = validate_config(without);
+      REQUIRE_FALSE(result);
+      CHECK(result.error().message == std::string(key) +
+                                          " is not set: fde-image build writes it into the configuration (an image "
+                                          "built before key check values existed must be built again; "
+                                          "docs/fde-agent.md)");
+    }
+  }
+  SECTION("malformed") {
+    CHECK(error_of("volume_key_check = abc\n") ==
+          "agent.conf:1: volume_key_check: expected 64 hex digits (SHA-256), found 3 characters");
+    CHECK(error_of("released_key_check = " + std::string(63, 'a') + "g\n") ==
+          "agent.conf:1: released_key_check: expected 64 hex digits (SHA-256)");
+    CHECK(error_of("volume_key_check = " + std::string(64, 'a') + "\nvolume_key_check = " + std::string(64, 'b') + "\n")
+              .find("volume_key_check") != std::string::npos);
+  }
 }
 
 TEST_CASE("the expected LUKS cipher defaults to aes-xts-plain64 and comes only from the configuration file") {

@@ -4,6 +4,7 @@
 #include <deque>
 #include <sstream>
 
+#include "common/crypto/key_check.hpp"
 #include "guest-agent/flow/unlock_flow.hpp"
 
 using namespace fde;
@@ -11,6 +12,16 @@ using namespace fde::agent;
 using namespace std::chrono_literals;
 
 namespace {
+
+// The volume key of the enrolled volume, and the kernel's view of its mapping.
+Bytes genuine_volume_key() { return Bytes(64, 0x77); }
+CryptMapping genuine_mapping() {
+  CryptMapping mapping{"aes-xts-plain64",
+                       "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"};
+  mapping.key = MappedKey::in_table;
+  mapping.volume_key_check = crypto::key_check_value(crypto::KeyCheckKind::volume_key, genuine_volume_key());
+  return mapping;
+}
 
 struct FakeClock final : Clock {
   TimePoint current = TimePoint() + 1000h;
@@ -30,8 +41,7 @@ struct FakeDevice final : DeviceLocator {
   TimePoint appears_at;
   bool unlocked_already = false;
   // What the kernel says about the mapping that already exists.
-  Result<CryptMapping> mapping =
-      CryptMapping{"aes-xts-plain64", "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"};
+  Result<CryptMapping> mapping = genuine_mapping();
   FakeDevice(FakeClock& c, TimePoint at) : clock(c), appears_at(at) {}
   Result<std::string> locate() override {
     if (clock.current < appears_at) return fail(Errc::not_found, "no block device holds it");
@@ -76,7 +86,8 @@ struct Harness {
   Bytes unlocked_with;
   bool unlock_succeeds = true;
   bool unlock_leaves_mapping_open = false;
-  Bytes key = Bytes(32, 0x5a);
+  Bytes key = Bytes(32, 0x5a);  // the enrolled machine key, released by default
+  std::deque<Bytes> released_keys;  // what the next releases carry instead; empty: key
 
   Harness() {
     config.image_id = "web-01";
@@ -87,6 +98,8 @@ struct Harness {
     config.overall_timeout = 60s;
     config.backoff_initial = 1s;
     config.backoff_max = 8s;
+    config.released_key_check = crypto::key_check_value(crypto::KeyCheckKind::released_key, key);
+    config.volume_key_check = crypto::key_check_value(crypto::KeyCheckKind::volume_key, genuine_volume_key());
   }
 
   FlowResult run() {
@@ -107,7 +120,10 @@ struct Harness {
           result.message = result.status == AttemptStatus::retry ? "cannot connect: connection refused"
                                                                  : "HTTP 403 attestation_failed";
           if (result.status == AttemptStatus::fatal) result.message = "/dev/tsi does not exist";
-          if (result.status == AttemptStatus::released) result.key = SecretBytes::copy_of(key);
+          if (result.status == AttemptStatus::released) {
+            result.key = SecretBytes::copy_of(released_keys.empty() ? key : released_keys.front());
+            if (!released_keys.empty()) released_keys.pop_front();
+          }
           clock.current = std::min(deadline, clock.current + duration);
           return result;
         },
@@ -248,7 +264,7 @@ TEST_CASE("an already unlocked volume needs nothing once the kernel shows it is 
   CHECK(h.run() == FlowResult::already_unlocked);
   CHECK(h.tried.empty());
   CHECK(h.lines_containing("already exists and is LUKS2 volume 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0 with cipher "
-                           "aes-xts-plain64: the volume is unlocked; nothing to do") == 1);
+                           "aes-xts-plain64 and the enrolled volume key: the volume is unlocked; nothing to do") == 1);
 }
 
 TEST_CASE("an already open mapping that is not the configured volume powers off whatever the failure policy") {
@@ -272,6 +288,17 @@ TEST_CASE("an already open mapping that is not the configured volume powers off 
               .find("already exists, but its device-mapper UUID is 'CRYPT-LUKS2-11111111222233334444555555555555-x'") !=
           std::string::npos);
     CHECK(run_with(CryptMapping{"aes-xts-plain64", "CRYPT-PLAIN-x"}).find("its device-mapper UUID is 'CRYPT-PLAIN-x'") !=
+          std::string::npos);
+    // A volume the host made with the genuine UUID and cipher (opened before the agent, e.g.
+    // by a passphrase prompt): only its key tells it apart.
+    CryptMapping host_volume = genuine_mapping();
+    host_volume.volume_key_check = crypto::key_check_value(crypto::KeyCheckKind::volume_key, Bytes(64, 0x66));
+    CHECK(run_with(host_volume).find("already exists, but its volume key does not match volume_key_check") !=
+          std::string::npos);
+    CryptMapping in_keyring = genuine_mapping();
+    in_keyring.key = MappedKey::in_keyring;
+    in_keyring.keyring_key = ":64:logon:cryptsetup:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0-d0";
+    CHECK(run_with(in_keyring).find("its volume key is in the kernel keyring (:64:logon:cryptsetup:") !=
           std::string::npos);
     CHECK(run_with(fail(Errc::unsupported, "/dev/mapper/x: its target is of type 'linear', expected 'crypt'"))
               .find("already exists, but /dev/mapper/x: its target is of type 'linear'") != std::string::npos);
@@ -299,6 +326,40 @@ TEST_CASE("a released key that does not open the volume applies the failure poli
   h.script = {AttemptStatus::released};
   CHECK(h.run() == FlowResult::give_up_poweroff);
   CHECK(h.lines_containing("unlock failed: the released key opens no keyslot of the volume") == 1);
+}
+
+TEST_CASE("a released key that does not match released_key_check never reaches cryptsetup") {
+  // A verifier that is not ours (behind a mis-issued TLS certificate) seals a key of its
+  // choosing, one that opens a volume it made with the genuine UUID.
+  const Bytes chosen(32, 0x42);
+  for (auto policy : {FailurePolicy::poweroff, FailurePolicy::passphrase}) {
+    INFO(failure_policy_name(policy));
+    Harness h;
+    h.config.failure_policy = policy;
+    h.released_keys = {chosen};
+    h.script = {AttemptStatus::released};
+    CHECK(h.run() == (policy == FailurePolicy::poweroff ? FlowResult::give_up_poweroff : FlowResult::give_up_passphrase));
+    CHECK(h.unlocked_with.empty());  // the unlocker never saw it
+    CHECK(h.lines_containing("attempt 1 https://127.0.0.1:8443: refused: the released key does not match "
+                             "released_key_check in the measured configuration") == 1);
+    CHECK(h.console.str().find(hex_encode(chosen)) == std::string::npos);
+  }
+  SECTION("with failure policy wait the agent keeps asking, and the enrolled key then unlocks") {
+    Harness h;
+    h.config.failure_policy = FailurePolicy::wait;
+    h.released_keys = {chosen};
+    h.script = {AttemptStatus::released, AttemptStatus::released};
+    CHECK(h.run() == FlowResult::unlocked);
+    CHECK(h.unlocked_with == h.key);
+    CHECK(h.lines_containing("refused: key check: the released key does not match released_key_check") == 1);
+  }
+  SECTION("a configuration without a check value matches no key") {
+    Harness h;
+    h.config.released_key_check.clear();
+    h.script = {AttemptStatus::released};
+    CHECK(h.run() == FlowResult::give_up_poweroff);
+    CHECK(h.unlocked_with.empty());
+  }
 }
 
 TEST_CASE("status lines never contain the key") {

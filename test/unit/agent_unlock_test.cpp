@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/crypto/key_check.hpp"
 #include "common/util/file.hpp"
 #include "guest-agent/flow/unlock_flow.hpp"
 #include "guest-agent/unlock/dm_table.hpp"
@@ -164,6 +165,16 @@ struct FakeCryptsetup {
     return text.str();
   }
 };
+
+// The enrolled volume key of these tests, and the kernel's view of a mapping of it.
+Bytes test_volume_key() { return Bytes(64, 0x77); }
+Bytes test_volume_key_check() { return crypto::key_check_value(crypto::KeyCheckKind::volume_key, test_volume_key()); }
+CryptMapping mapped_table(const std::string& cipher, const Bytes& volume_key = test_volume_key()) {
+  CryptMapping mapping{cipher, "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-x"};
+  mapping.key = MappedKey::in_table;
+  mapping.volume_key_check = crypto::key_check_value(crypto::KeyCheckKind::volume_key, volume_key);
+  return mapping;
+}
 
 }  // namespace
 
@@ -438,16 +449,27 @@ TEST_CASE("a keyslot or digest whose hash is empty, missing or null is refused")
 
 TEST_CASE("an already open mapping passes only as a LUKS2 mapping of the configured volume and cipher") {
   const std::string luks_uuid = "0F1E2D3C-4b5a-6978-8796-a5b4c3d2e1f0";
-  CryptMapping mapping{"aes-xts-plain64", "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-x"};
-  CHECK(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64"));
+  CryptMapping mapping = mapped_table("aes-xts-plain64");
+  CHECK(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64", test_volume_key_check()));
   SECTION("another cipher") {
     mapping.cipher = "cipher_null-ecb";
-    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64")) ==
+    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64", test_volume_key_check())) ==
           "it uses 'cipher_null-ecb', expected 'aes-xts-plain64' (luks_cipher)");
+  }
+  SECTION("another volume key: a volume made with the genuine UUID and cipher by someone else") {
+    mapping.volume_key_check = crypto::key_check_value(crypto::KeyCheckKind::volume_key, Bytes(64, 0x66));
+    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64", test_volume_key_check())).find(
+              "its volume key does not match volume_key_check") == 0);
+  }
+  SECTION("a key in the kernel keyring") {
+    mapping.key = MappedKey::in_keyring;
+    mapping.keyring_key = ":64:logon:cryptsetup:x-d0";
+    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64", test_volume_key_check())).find(
+              "its volume key is in the kernel keyring") == 0);
   }
   SECTION("another volume's UUID") {
     mapping.dm_uuid = "CRYPT-LUKS2-11111111222233334444555555555555-luks-x";
-    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64")) ==
+    CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64", test_volume_key_check())) ==
           "its device-mapper UUID is 'CRYPT-LUKS2-11111111222233334444555555555555-luks-x', not "
           "CRYPT-LUKS2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-<name>: it is not a LUKS2 mapping of volume " + luks_uuid);
   }
@@ -457,18 +479,69 @@ TEST_CASE("an already open mapping passes only as a LUKS2 mapping of the configu
                                 "crypt-luks2-0f1e2d3c4b5a69788796a5b4c3d2e1f0-luks-x"}) {
       mapping.dm_uuid = dm_uuid;
       INFO(dm_uuid);
-      CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64")).find("its device-mapper UUID is") == 0);
+      CHECK(error_of(check_luks2_mapping(mapping, luks_uuid, "aes-xts-plain64", test_volume_key_check())).find("its device-mapper UUID is") == 0);
     }
   }
 }
 
 TEST_CASE("the kernel's table of the mapping must be a single crypt target") {
-  CHECK(*crypt_cipher_from_table(1, "crypt", "aes-xts-plain64 :64:logon:cryptsetup:x-d0 0 7:0 32768 1 sector_size:4096") ==
-        "aes-xts-plain64");
-  CHECK(error_of(crypt_cipher_from_table(2, "crypt", "aes-xts-plain64 0 0 7:0 0")) ==
+  auto keyring = crypt_mapping_from_table(1, "crypt", "aes-xts-plain64 :64:logon:cryptsetup:x-d0 0 7:0 32768 1 sector_size:4096");
+  REQUIRE(keyring);
+  CHECK(keyring->cipher == "aes-xts-plain64");
+  CHECK(error_of(crypt_mapping_from_table(2, "crypt", "aes-xts-plain64 0 0 7:0 0")) ==
         "it has 2 targets, expected one crypt target");
-  CHECK(error_of(crypt_cipher_from_table(1, "linear", "7:0 0")) == "its target is of type 'linear', expected 'crypt'");
-  CHECK(error_of(crypt_cipher_from_table(0, "", "")) == "it has 0 targets, expected one crypt target");
+  CHECK(error_of(crypt_mapping_from_table(1, "linear", "7:0 0")) == "its target is of type 'linear', expected 'crypt'");
+  CHECK(error_of(crypt_mapping_from_table(0, "", "")) == "it has 0 targets, expected one crypt target");
+}
+
+TEST_CASE("the key field of a crypt table: a key in hex yields its check value, a keyring reference its name") {
+  Bytes key(64);
+  for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>(i * 7 + 3);
+  SECTION("hex, either case") {
+    for (const std::string& hex : {hex_encode(key), [&] {
+           std::string upper = hex_encode(key);
+           for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+           return upper;
+         }()}) {
+      auto mapping = crypt_mapping_from_table(1, "crypt", "aes-xts-plain64 " + hex + " 0 252:2 32768 1 sector_size:4096");
+      REQUIRE(mapping);
+      CHECK(mapping->key == MappedKey::in_table);
+      CHECK(mapping->volume_key_check == crypto::key_check_value(crypto::KeyCheckKind::volume_key, key));
+      CHECK(mapping->keyring_key.empty());
+      CHECK(check_mapped_key(*mapping, crypto::key_check_value(crypto::KeyCheckKind::volume_key, key)));
+    }
+  }
+  SECTION("a keyring reference: the key cannot be compared") {
+    auto mapping = crypt_mapping_from_table(1, "crypt", "aes-xts-plain64 :64:logon:cryptsetup:0f1e-d0 0 252:2 32768");
+    REQUIRE(mapping);
+    CHECK(mapping->key == MappedKey::in_keyring);
+    CHECK(mapping->keyring_key == ":64:logon:cryptsetup:0f1e-d0");
+    CHECK(mapping->volume_key_check.empty());
+    CHECK(error_of(check_mapped_key(*mapping, test_volume_key_check())).find(
+              "its volume key is in the kernel keyring (:64:logon:cryptsetup:0f1e-d0), not in its table") == 0);
+  }
+  SECTION("no key") {
+    for (const char* params : {"cipher_null-ecb - 0 252:2 0", "aes-xts-plain64"}) {
+      auto mapping = crypt_mapping_from_table(1, "crypt", params);
+      REQUIRE(mapping);
+      CHECK(mapping->key == MappedKey::none);
+      CHECK(error_of(check_mapped_key(*mapping, test_volume_key_check())) == "its table holds no volume key");
+    }
+  }
+  SECTION("not a key in hex") {
+    for (const std::string& field : {std::string("abc"), std::string("zz") + hex_encode(key).substr(2),
+                                     std::string(4096, 'a')}) {
+      CHECK(error_of(crypt_mapping_from_table(1, "crypt", "aes-xts-plain64 " + field + " 0 252:2 0")) ==
+            "its crypt table's key field is not a key in hex");
+    }
+  }
+  SECTION("another key does not match, nor does an empty check value") {
+    auto mapping = crypt_mapping_from_table(1, "crypt", "aes-xts-plain64 " + hex_encode(key) + " 0 252:2 0");
+    REQUIRE(mapping);
+    CHECK(error_of(check_mapped_key(*mapping, test_volume_key_check())).find(
+              "its volume key does not match volume_key_check: it is not the enrolled volume") == 0);
+    CHECK_FALSE(check_mapped_key(*mapping, Bytes{}));
+  }
 }
 
 TEST_CASE("a helper program's output is captured up to a limit and a secret reaches its stdin") {
@@ -525,15 +598,16 @@ TEST_CASE("the key reaches cryptsetup's stdin byte for byte, with --header namin
   options.device = device;
   options.mapper_name = "luks-x";
   options.header_directory = directory;
+  options.volume_key_check = test_volume_key_check();
   std::vector<std::string> mapped;
-  options.mapping_cipher = [&mapped](const std::string& name) -> Result<std::string> {
+  options.read_mapping = [&mapped](const std::string& name) -> Result<CryptMapping> {
     mapped.push_back(name);
-    return std::string("aes-xts-plain64");
+    return mapped_table("aes-xts-plain64");
   };
 
   SECTION("open") {
     FakeCryptsetup fake(dir, copy,
-                        "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                        "open --type luks2 --header " + copy + " --disable-external-tokens --disable-keyring --key-file=- " + device +
                             " luks-x",
                         expected, header_area);
     options.cryptsetup = fake.path;
@@ -550,7 +624,7 @@ TEST_CASE("the key reaches cryptsetup's stdin byte for byte, with --header namin
   SECTION("test only") {
     FakeCryptsetup fake(dir, copy,
                         "open --test-passphrase --type luks2 --header " + copy +
-                            " --disable-external-tokens --key-file=- " + device,
+                            " --disable-external-tokens --disable-keyring --key-file=- " + device,
                         expected, header_area);
     options.cryptsetup = fake.path;
     options.test_only = true;
@@ -574,6 +648,7 @@ TEST_CASE("a refused header never reaches cryptsetup open") {
   options.device = device;
   options.mapper_name = "luks-x";
   options.header_directory = dir.path + "/run";
+  options.volume_key_check = test_volume_key_check();
 
   SECTION("cryptsetup sees a cipher_null keyslot") {
     fake.set_dump(luks2_json("cipher_null-ecb"));
@@ -611,7 +686,7 @@ TEST_CASE("a mapping whose kernel table shows another cipher is closed again and
   const std::string device = write_image(dir, image);
   const std::string copy = dir.path + "/run/luks-x.luks2-header";
   FakeCryptsetup fake(dir, copy,
-                      "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                      "open --type luks2 --header " + copy + " --disable-external-tokens --disable-keyring --key-file=- " + device +
                           " luks-x",
                       sha256_hex_of(dir, Bytes(32, 1)), ByteView(image.data(), test_data_offset));
   CryptsetupOptions options;
@@ -619,20 +694,41 @@ TEST_CASE("a mapping whose kernel table shows another cipher is closed again and
   options.device = device;
   options.mapper_name = "luks-x";
   options.header_directory = dir.path + "/run";
+  options.volume_key_check = test_volume_key_check();
   SECTION("another cipher") {
-    options.mapping_cipher = [](const std::string&) -> Result<std::string> { return std::string("cipher_null-ecb"); };
+    options.read_mapping = [](const std::string&) -> Result<CryptMapping> { return mapped_table("cipher_null-ecb"); };
     CryptsetupUnlocker unlocker(options);
     CHECK(error_of(unlocker.unlock(key)) ==
           "/dev/mapper/luks-x uses 'cipher_null-ecb', expected 'aes-xts-plain64'; closed it again");
     CHECK_FALSE(unlocker.unverified_mapping_open());
   }
+  SECTION("another volume key: the header's keyslot opened a volume that is not the enrolled one") {
+    options.read_mapping = [](const std::string&) -> Result<CryptMapping> {
+      return mapped_table("aes-xts-plain64", Bytes(64, 0x66));
+    };
+    CryptsetupUnlocker unlocker(options);
+    const std::string error = error_of(unlocker.unlock(key));
+    CHECK(error.find("/dev/mapper/luks-x: its volume key does not match volume_key_check") == 0);
+    CHECK(error.find("; closed it again") != std::string::npos);
+    CHECK_FALSE(unlocker.unverified_mapping_open());
+  }
+  SECTION("the volume key in the kernel keyring") {
+    options.read_mapping = [](const std::string&) -> Result<CryptMapping> {
+      CryptMapping mapping = mapped_table("aes-xts-plain64");
+      mapping.key = MappedKey::in_keyring;
+      mapping.keyring_key = ":64:logon:cryptsetup:x-d0";
+      return mapping;
+    };
+    CryptsetupUnlocker unlocker(options);
+    CHECK(error_of(unlocker.unlock(key)).find("/dev/mapper/luks-x: its volume key is in the kernel keyring") == 0);
+  }
   SECTION("a table that cannot be read") {
-    options.mapping_cipher = [](const std::string&) -> Result<std::string> {
+    options.read_mapping = [](const std::string&) -> Result<CryptMapping> {
       return fail(Errc::io, "device-mapper table of luks-x: No such device or address");
     };
     CryptsetupUnlocker unlocker(options);
     CHECK(error_of(unlocker.unlock(key)) ==
-          "cannot confirm the cipher of /dev/mapper/luks-x: device-mapper table of luks-x: No such device or address; "
+          "cannot confirm /dev/mapper/luks-x: device-mapper table of luks-x: No such device or address; "
           "closed it again");
     CHECK_FALSE(unlocker.unverified_mapping_open());
   }
@@ -646,7 +742,7 @@ TEST_CASE("a mapping that fails the kernel check and cannot be closed is reporte
   const std::string device = write_image(dir, image);
   const std::string copy = dir.path + "/run/luks-x.luks2-header";
   FakeCryptsetup fake(dir, copy,
-                      "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                      "open --type luks2 --header " + copy + " --disable-external-tokens --disable-keyring --key-file=- " + device +
                           " luks-x",
                       sha256_hex_of(dir, Bytes(32, 1)), ByteView(image.data(), test_data_offset));
   fake.fail_close();
@@ -655,8 +751,9 @@ TEST_CASE("a mapping that fails the kernel check and cannot be closed is reporte
   options.device = device;
   options.mapper_name = "luks-x";
   options.header_directory = dir.path + "/run";
+  options.volume_key_check = test_volume_key_check();
   SECTION("another cipher") {
-    options.mapping_cipher = [](const std::string&) -> Result<std::string> { return std::string("cipher_null-ecb"); };
+    options.read_mapping = [](const std::string&) -> Result<CryptMapping> { return mapped_table("cipher_null-ecb"); };
     CryptsetupUnlocker unlocker(options);
     CHECK_FALSE(unlocker.unverified_mapping_open());
     CHECK(error_of(unlocker.unlock(key)) ==
@@ -669,7 +766,7 @@ TEST_CASE("a mapping that fails the kernel check and cannot be closed is reporte
     CHECK(fake.calls_made().find("open --type luks2") == fake.calls_made().rfind("open --type luks2"));
   }
   SECTION("a table that cannot be read") {
-    options.mapping_cipher = [](const std::string&) -> Result<std::string> {
+    options.read_mapping = [](const std::string&) -> Result<CryptMapping> {
       return fail(Errc::io, "device-mapper table of luks-x: No such device or address");
     };
     CryptsetupUnlocker unlocker(options);
@@ -677,7 +774,7 @@ TEST_CASE("a mapping that fails the kernel check and cannot be closed is reporte
     CHECK(unlocker.unverified_mapping_open());
   }
   SECTION("a mapping that passes is never closed, whether close would work or not") {
-    options.mapping_cipher = [](const std::string&) -> Result<std::string> { return std::string("aes-xts-plain64"); };
+    options.read_mapping = [](const std::string&) -> Result<CryptMapping> { return mapped_table("aes-xts-plain64"); };
     CryptsetupUnlocker unlocker(options);
     CHECK(unlocker.unlock(key));
     CHECK_FALSE(unlocker.unverified_mapping_open());
@@ -710,7 +807,7 @@ TEST_CASE("through the boot flow, a mapping that cannot be verified or closed po
     const std::string device = write_image(dir, image);
     const std::string copy = dir.path + "/run/luks-x.luks2-header";
     FakeCryptsetup fake(dir, copy,
-                        "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " + device +
+                        "open --type luks2 --header " + copy + " --disable-external-tokens --disable-keyring --key-file=- " + device +
                             " luks-x",
                         sha256_hex_of(dir, key_bytes), ByteView(image.data(), test_data_offset));
     fake.fail_close();
@@ -721,6 +818,8 @@ TEST_CASE("through the boot flow, a mapping that cannot be verified or closed po
     config.luks_uuid = std::string(uuid);
     config.luks_name = "luks-x";
     config.failure_policy = policy;
+    config.released_key_check = crypto::key_check_value(crypto::KeyCheckKind::released_key, key_bytes);
+    config.volume_key_check = test_volume_key_check();
     StillClock clock;
     std::ostringstream console;
     StatusReporter status(console);
@@ -746,8 +845,10 @@ TEST_CASE("through the boot flow, a mapping that cannot be verified or closed po
           options.device = path;
           options.mapper_name = config.mapper_name();
           options.header_directory = dir.path + "/run";
-          options.mapping_cipher = [](const std::string&) -> Result<std::string> {
-            return std::string("cipher_null-ecb");
+          options.volume_key_check = test_volume_key_check();
+  options.volume_key_check = test_volume_key_check();
+          options.read_mapping = [](const std::string&) -> Result<CryptMapping> {
+            return mapped_table("cipher_null-ecb");
           };
           return std::make_unique<CryptsetupUnlocker>(std::move(options));
         },
@@ -769,7 +870,7 @@ TEST_CASE("cryptsetup's failures are reported by their meaning, also when it nev
   const std::string device = write_image(dir, image);
   const std::string copy = dir.path + "/run/luks-x.luks2-header";
   // The right header, a key with another hash: the fake exits 2 as cryptsetup does.
-  FakeCryptsetup fake(dir, copy, "open --type luks2 --header " + copy + " --disable-external-tokens --key-file=- " +
+  FakeCryptsetup fake(dir, copy, "open --type luks2 --header " + copy + " --disable-external-tokens --disable-keyring --key-file=- " +
                                      device + " luks-x",
                       std::string(64, '0'), ByteView(image.data(), test_data_offset));
   CryptsetupOptions options;
@@ -777,6 +878,7 @@ TEST_CASE("cryptsetup's failures are reported by their meaning, also when it nev
   options.device = device;
   options.mapper_name = "luks-x";
   options.header_directory = dir.path + "/run";
+  options.volume_key_check = test_volume_key_check();
   auto result = CryptsetupUnlocker(options).unlock(SecretBytes::copy_of(Bytes(32, 1)));
   REQUIRE_FALSE(result);
   CHECK(result.error().message == "the released key opens no keyslot of the volume (cryptsetup exit 2)");

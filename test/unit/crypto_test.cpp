@@ -4,6 +4,7 @@
 #include "common/crypto/certificate.hpp"
 #include "common/crypto/hash.hpp"
 #include "common/crypto/mac.hpp"
+#include "common/crypto/key_check.hpp"
 #include "common/crypto/signature.hpp"
 #include "common/util/file.hpp"
 
@@ -35,6 +36,37 @@ TEST_CASE("SHA-256 and SHA-512 match the FIPS 180 'abc' vectors") {
   CHECK(hex_encode(sha256(as_bytes("abc"))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(hex_encode(sha512(as_bytes("abc"))).substr(0, 32) == "ddaf35a193617abacc417349ae204131");
   CHECK(digest_parts(HashAlg::sha256, {as_bytes("a"), as_bytes("bc")}) == sha256(as_bytes("abc")));
+}
+
+TEST_CASE("key check values are SHA-256 of a label and the key, as docs/fde-image.md writes them") {
+  // Expected values from Python's hashlib.sha256(label + key), with the key bytes 0, 1, 2, ...
+  Bytes machine_key(32), volume_key(64);
+  for (std::size_t i = 0; i < volume_key.size(); ++i) volume_key[i] = static_cast<std::uint8_t>(i);
+  for (std::size_t i = 0; i < machine_key.size(); ++i) machine_key[i] = static_cast<std::uint8_t>(i);
+  CHECK(hex_encode(crypto::key_check_value(crypto::KeyCheckKind::released_key, machine_key)) ==
+        "307b48afff2c389d47cf4f7f62b6be38ccbc1327389dca805741f27d3ebcc68c");
+  CHECK(hex_encode(crypto::key_check_value(crypto::KeyCheckKind::volume_key, volume_key)) ==
+        "b5450757154f17899517cfc07828f3e2eec652535323381a1bd16b34f8ab0581");
+  CHECK(crypto::key_check_value(crypto::KeyCheckKind::released_key, machine_key) ==
+        [&] {
+          Bytes joined = to_bytes(as_bytes("virtcca-fde released-key check v1"));
+          joined.insert(joined.end(), machine_key.begin(), machine_key.end());
+          return sha256(joined);
+        }());
+  // The labels keep the two kinds apart: the same bytes give different values.
+  CHECK(crypto::key_check_value(crypto::KeyCheckKind::released_key, volume_key) !=
+        crypto::key_check_value(crypto::KeyCheckKind::volume_key, volume_key));
+  const Bytes check = crypto::key_check_value(crypto::KeyCheckKind::volume_key, volume_key);
+  CHECK(crypto::key_matches_check(crypto::KeyCheckKind::volume_key, volume_key, check));
+  Bytes other = volume_key;
+  other[63] ^= 1;
+  CHECK_FALSE(crypto::key_matches_check(crypto::KeyCheckKind::volume_key, other, check));
+  CHECK_FALSE(crypto::key_matches_check(crypto::KeyCheckKind::released_key, volume_key, check));
+  CHECK_FALSE(crypto::key_matches_check(crypto::KeyCheckKind::volume_key, volume_key, Bytes{}));
+  CHECK_FALSE(crypto::key_matches_check(crypto::KeyCheckKind::volume_key, volume_key, ByteView(check).first(31)));
+  CHECK(*crypto::parse_key_check(hex_encode(check)) == check);
+  CHECK_FALSE(crypto::parse_key_check(hex_encode(check) + "00"));
+  CHECK_FALSE(crypto::parse_key_check(" " + hex_encode(check).substr(1)));
 }
 
 TEST_CASE("hash algorithm names follow the IANA named-information registry") {
