@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cerrno>
 #include <chrono>
 #include <ctime>
@@ -33,6 +34,8 @@ using namespace fde::verifier;
 constexpr int exit_clean = 0;
 constexpr int exit_runtime = 1;
 constexpr int exit_config = 2;
+// Descriptors kept free of connections: listeners, the admin socket and its clients, SQLite.
+constexpr std::uint64_t descriptor_reserve = 64;
 
 
 // Blocked in every thread (threads inherit the mask), taken by sigtimedwait in main.
@@ -168,6 +171,20 @@ int run(const std::vector<std::string>& args) {
   if (!store) {
     logger.error("store_failed", {{"database", config->database}, {"error", store.error().describe()}});
     return exit_runtime;
+  }
+
+  // Every connection is a descriptor: the limit must cover max_connections plus what the
+  // daemon holds anyway (listeners, the admin socket and its clients, the database and its
+  // journal). If it cannot, fewer slots are offered rather than accept() failing with
+  // EMFILE, which would hit honest and hostile clients alike.
+  const std::uint64_t open_files = raise_open_files_limit();
+  if (open_files < config->limits.max_connections + descriptor_reserve) {
+    const std::uint64_t fitting = open_files > 2 * descriptor_reserve ? open_files - descriptor_reserve : open_files / 2;
+    logger.warning("fd_limit", {{"limit", std::to_string(open_files)},
+                                {"max_connections", std::to_string(config->limits.max_connections)},
+                                {"lowered_to", std::to_string(fitting)},
+                                {"note", "raise LimitNOFILE= (or ulimit -n) to keep server.max_connections"}});
+    config->limits.max_connections = static_cast<std::size_t>(std::max<std::uint64_t>(fitting, 1));
   }
 
   Metrics metrics;
