@@ -113,6 +113,7 @@ class Process {
     if (running()) ::kill(pid_, SIGTERM);
     return wait(grace);
   }
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
@@ -188,6 +189,8 @@ struct DaemonOptions {
   // admin.allowed_uid. Unset: root only, except that a test run by a non-root developer
   // names its own uid, since nobody else could then use the socket.
   std::optional<uid_t> admin_allowed_uid = {};
+  // More [server] lines ("max_connections = 200\n"), for tests and benchmarks of the limits.
+  std::string server_settings = {};
 };
 
 // One daemon's world under a fresh temporary directory.
@@ -209,8 +212,9 @@ class Daemon {
                "[server]\nthreads = " + std::to_string(options.threads) +
                    "\nblocking_threads = " + std::to_string(options.blocking_threads) +
                    "\nrequest_timeout_ms = " + std::to_string(options.request_timeout_ms) +
-                   "\nhandshake_timeout_ms = " + std::to_string(options.handshake_timeout_ms) +
-                   "\n[tls]\ncertificate = \"server.crt\"\nprivate_key = \"server.key\"\n"
+                   "\nhandshake_timeout_ms = " + std::to_string(options.handshake_timeout_ms) + "\n" +
+                   options.server_settings +
+                   "[tls]\ncertificate = \"server.crt\"\nprivate_key = \"server.key\"\n"
                    "[attestation]\ntrusted_roots = [\"sim-ca.pem\"]\n"
                    "[nonce]\nsecret_file = \"nonce-secret\"\nlifetime_seconds = " +
                    std::to_string(options.nonce_lifetime_seconds) +
@@ -231,7 +235,7 @@ class Daemon {
   void start() {
     fs::remove(root + "/ready");
     process_ = std::make_unique<Process>(
-        std::vector<std::string>{FDE_VERIFIERD, "--config", root + "/verifier.toml", "--ready-file", root + "/ready",
+        std::vector<std::string>{verifierd, "--config", root + "/verifier.toml", "--ready-file", root + "/ready",
                                  "--listen", "127.0.0.1:0"},
         root, root + "/daemon.log", options_.run_as);
     const auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -294,10 +298,13 @@ class Daemon {
     return options;
   }
   std::string log() const { return read_text(root + "/daemon.log"); }
+  // The daemon's process id while it runs (to read /proc/PID/status), else -1.
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
 
   std::string root;
   std::string ca_pem;
   std::uint16_t port = 0;
+  std::string verifierd = FDE_VERIFIERD;  // the binary start() runs (a benchmark may compare builds)
   std::optional<sim::SimDevice> device;
 
  private:

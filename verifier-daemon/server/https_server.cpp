@@ -70,6 +70,8 @@ constexpr std::size_t max_tls_file = 1024 * 1024;
 constexpr std::chrono::milliseconds max_close_wait{2000};
 // How much a keep-alive wait reads at once; the parser then takes it from the buffer.
 constexpr std::size_t idle_read_size = 4096;
+// Connections taken from the kernel's queue in one go before other handlers get a turn.
+constexpr std::size_t max_accept_batch = 256;
 
 auto on_error(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
 
@@ -561,33 +563,49 @@ class Server final : public HttpsServer {
   // --- connections ---
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
+    error_code ec;
+    // After each asynchronous accept, the connections already queued in the kernel are taken
+    // at once with non-blocking accepts: under a flood a newcomer then waits for one pass of
+    // the I/O queue, not for one pass per connection queued ahead of it.
+    acceptor.non_blocking(true, ec);
     for (;;) {
-      error_code ec;
       // Each connection gets its own strand: its handlers never run concurrently.
-      const asio::any_io_executor strand = asio::make_strand(io_);
+      asio::any_io_executor strand = asio::make_strand(io_);
       tcp::socket socket = co_await acceptor.async_accept(strand, on_error(ec));
-      if (ec) {
-        if (ec == asio::error::operation_aborted || !acceptor.is_open() || stopping()) co_return;
-        if (ec == asio::error::connection_aborted) continue;  // the peer left before accept
-        // The loop never ends on an error. Out of descriptors: shed the oldest unfinished
-        // connection to get one back; out of memory or anything else: back off briefly
-        // instead of spinning on the error.
-        if (ec == asio::error::no_descriptors || ec.value() == ENFILE) shed_for_descriptor();
-        asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(10));
-        co_await pause.async_wait(on_error(ec));
-        continue;
+      for (std::size_t taken = 0;;) {
+        if (ec) {
+          if (ec == asio::error::operation_aborted || !acceptor.is_open() || stopping()) co_return;
+          if (ec == asio::error::connection_aborted) break;  // the peer left before accept
+          // The loop never ends on an error. Out of descriptors: shed the oldest unfinished
+          // connection to get one back; out of memory or anything else: back off briefly
+          // instead of spinning on the error.
+          if (ec == asio::error::no_descriptors || ec.value() == ENFILE) shed_for_descriptor();
+          asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(10));
+          co_await pause.async_wait(on_error(ec));
+          break;
+        }
+        take(std::move(socket), strand);
+        if (++taken == max_accept_batch) break;
+        strand = asio::make_strand(io_);
+        socket = acceptor.accept(strand, ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
       }
-      const Clock::time_point accepted_at = Clock::now();
-      auto registration = admit(socket, strand);
-      if (!registration) {
-        socket.close(ec);
-        continue;
-      }
-      // Responses go out as header and body records; don't let Nagle hold the second back.
-      socket.set_option(tcp::no_delay(true), ec);
-      asio::co_spawn(strand, serve(std::move(socket), std::move(*registration), current_tls(), accepted_at),
-                     [](std::exception_ptr) {});
     }
+  }
+
+  // Admits a new connection (or refuses it) and starts its coroutine.
+  void take(tcp::socket socket, const asio::any_io_executor& strand) {
+    error_code ec;
+    const Clock::time_point accepted_at = Clock::now();
+    auto registration = admit(socket, strand);
+    if (!registration) {
+      socket.close(ec);
+      return;
+    }
+    // Responses go out as header and body records; don't let Nagle hold the second back.
+    socket.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(strand, serve(std::move(socket), std::move(*registration), current_tls(), accepted_at),
+                   [](std::exception_ptr) {});
   }
 
   asio::awaitable<void> serve(tcp::socket socket, Registration registration, std::shared_ptr<ssl::context> tls,
