@@ -67,20 +67,23 @@ class HostileClients {
     int index = 0;
     auto spawn = [&](int count, Kind kind) {
       for (int i = 0; i < count; ++i, ++index)
-        boost::asio::co_spawn(io_, run(index, kind), boost::asio::detached);
+        boost::asio::co_spawn(*io_, run(index, kind), boost::asio::detached);
     };
     spawn(mix_.idle_tcp, Kind::idle_tcp);
     spawn(mix_.partial_handshakes, Kind::partial_handshake);
     spawn(mix_.slow_headers, Kind::slow_headers);
     spawn(mix_.trickled_bodies, Kind::trickled_body);
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] { io_->run(); });
   }
 
-  // Ends every coroutine and closes every socket (the io_context destroys them).
+  // Ends every coroutine and closes every socket (destroying the io_context destroys the
+  // coroutine frames that own them).
   void stop() {
     stopping_ = true;
-    io_.stop();
+    if (!io_) return;
+    io_->stop();
     if (thread_.joinable()) thread_.join();
+    io_.reset();
   }
 
   int total() const { return mix_.idle_tcp + mix_.partial_handshakes + mix_.slow_headers + mix_.trickled_bodies; }
@@ -104,7 +107,7 @@ class HostileClients {
   }
 
   boost::asio::awaitable<void> pause(std::chrono::milliseconds duration) {
-    boost::asio::steady_timer timer(io_, duration);
+    boost::asio::steady_timer timer(*io_, duration);
     error_code ec;
     co_await timer.async_wait(on_error(ec));
   }
@@ -120,7 +123,7 @@ class HostileClients {
   boost::asio::awaitable<void> run(int index, Kind kind) {
     const auto endpoint = tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port_);
     while (!stopping_) {
-      tcp::socket socket(io_);
+      tcp::socket socket(*io_);
       error_code ec;
       socket.open(tcp::v4(), ec);
       if (!ec && !mix_.sources.empty()) {
@@ -202,7 +205,7 @@ class HostileClients {
   const std::uint16_t port_;
   const HostileMix mix_;
   std::shared_ptr<boost::asio::ssl::context> tls_;
-  boost::asio::io_context io_{1};
+  std::unique_ptr<boost::asio::io_context> io_ = std::make_unique<boost::asio::io_context>(1);
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<long> connects_{0};

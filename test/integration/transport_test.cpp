@@ -824,6 +824,7 @@ TEST_CASE("request bodies share max_buffered_body_bytes: old partial bodies are 
   const Pki pki = make_pki(dir.path, "main");
   auto limits = test_limits();
   limits.max_buffered_body_bytes = 1500;  // the body limit is 1024
+  limits.body_bytes_per_connection = 0;    // count every byte
   limits.request_timeout = 5000ms;
   limits.shed_after = 0ms;
   TestServer server(pki.files, limits);

@@ -13,10 +13,11 @@ const std::string alice = peer_group(boost::asio::ip::make_address("192.0.2.1"))
 const std::string bob = peer_group(boost::asio::ip::make_address("192.0.2.2"));
 const std::string carol = peer_group(boost::asio::ip::make_address("192.0.2.3"));
 
-// Most cases here are about order, not age: nothing is too young to shed.
+// Most cases here are about order, not age: nothing is too young to shed, and every body
+// byte counts.
 AdmissionLimits limits(std::size_t total, std::size_t per_peer, std::size_t body_bytes = 1000,
                        std::chrono::milliseconds shed_after = std::chrono::milliseconds(0)) {
-  return AdmissionLimits{total, per_peer, body_bytes, shed_after};
+  return AdmissionLimits{total, per_peer, body_bytes, shed_after, 0};
 }
 
 const ConnectionTable::Clock::time_point t0{};
@@ -219,4 +220,16 @@ TEST_CASE("nothing younger than shed_after is shed: the newcomer is refused inst
     // 2 is still too young to give way for more.
     CHECK(bodies.hold_body(3, 800, at(1500)).verdict == ConnectionTable::BodyVerdict::over_budget);
   }
+}
+
+TEST_CASE("each connection's first body bytes do not count against the budget") {
+  ConnectionTable table(AdmissionLimits{10, 0, 1000, std::chrono::milliseconds(0), 100});
+  for (ConnectionTable::Id id = 1; id <= 3; ++id) REQUIRE(table.admit(id, alice, t0).admitted);
+  REQUIRE(table.hold_body(1, 1100, t0).verdict == ConnectionTable::BodyVerdict::granted);  // counts 1000
+  table.answering(1);
+  CHECK(table.buffered_body_bytes() == 1000);
+  // The budget is full and cannot be freed, yet a small body still fits...
+  CHECK(table.hold_body(2, 100, t0).verdict == ConnectionTable::BodyVerdict::granted);
+  // ...and only what goes beyond the allowance is refused.
+  CHECK(table.hold_body(3, 101, t0).verdict == ConnectionTable::BodyVerdict::over_budget);
 }

@@ -61,6 +61,7 @@ ConnectionTable::BodyGrant ConnectionTable::hold_body(Id id, std::size_t bytes, 
   if (found == entries_.end()) return grant;
   grant.verdict = BodyVerdict::over_budget;
   Entry& entry = found->second;
+  bytes = bytes > limits_.body_bytes_per_connection ? bytes - limits_.body_bytes_per_connection : 0;
   const std::size_t others = body_bytes_ - entry.body_bytes;
   if (others + bytes > limits_.max_buffered_body_bytes) {
     // Room can only come from bodies that started before this one and are still arriving.

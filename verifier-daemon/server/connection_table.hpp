@@ -36,6 +36,10 @@ struct AdmissionLimits {
   std::size_t max_connections_per_peer = 64;  // 0: no per-peer cap
   std::size_t max_buffered_body_bytes = 64 * 1024 * 1024;
   std::chrono::milliseconds shed_after{1000};
+  // Each connection's first bytes of body do not draw on max_buffered_body_bytes: a
+  // challenge or a small attestation never waits for room behind large bodies (their sum
+  // is bounded by max_connections anyway).
+  std::size_t body_bytes_per_connection = 16 * 1024;
 };
 
 // The unit the per-peer cap counts: an IPv4 address, or the /64 prefix of an IPv6 address
@@ -68,7 +72,7 @@ class ConnectionTable {
     std::vector<Id> shed;
   };
   // The connection's request now holds `bytes` of body in memory (the total so far, not an
-  // increment). Over the budget, bodies that started before this one (and at least
+  // increment); what exceeds body_bytes_per_connection counts against the budget. Over the budget, bodies that started before this one (and at least
   // shed_after ago) and are still arriving are shed, oldest first, as far as that makes
   // room; if it cannot, nothing is shed and the grant fails.
   BodyGrant hold_body(Id id, std::size_t bytes, Clock::time_point now);
@@ -85,6 +89,7 @@ class ConnectionTable {
   bool contains(Id id) const { return entries_.count(id) != 0; }
   std::size_t size() const { return entries_.size(); }
   std::size_t connections_of(const std::string& peer) const;
+  // Counted body bytes (beyond each connection's body_bytes_per_connection).
   std::size_t buffered_body_bytes() const { return body_bytes_; }
 
   // True once after a burst (many connections or many body bytes) has passed: the moment to

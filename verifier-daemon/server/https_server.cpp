@@ -296,7 +296,7 @@ class Server final : public HttpsServer {
         body_limit_(std::move(body_limit)),
         tls_(std::move(tls)),
         table_(AdmissionLimits{limits.max_connections, limits.max_connections_per_peer, limits.max_buffered_body_bytes,
-                               limits.shed_after}),
+                               limits.shed_after, limits.body_bytes_per_connection}),
         io_threads_(limits.threads != 0 ? limits.threads : std::max(1U, std::thread::hardware_concurrency())),
         io_(static_cast<int>(io_threads_)) {}
 

@@ -35,6 +35,9 @@ struct ServerLimits {
   // and are still arriving, oldest first; if that cannot make room it gets 503 (the agent
   // retries).
   std::size_t max_buffered_body_bytes = 64 * 1024 * 1024;
+  // The first bytes of each body are not counted (bounded by max_connections anyway), so a
+  // small request never gets 503 because large ones hold the budget.
+  std::size_t body_bytes_per_connection = 16 * 1024;
   // Deadlines. From accept: the first byte of the TLS ClientHello, then the whole
   // handshake. From the end of the handshake (or a keep-alive request's first byte): the
   // request headers. From the end of the headers: the body. Writing a response has
