@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <ctime>
 #include <iostream>
@@ -180,14 +180,16 @@ int run(const std::vector<std::string>& args) {
   // daemon holds anyway (listeners, the admin socket and its clients, the database and its
   // journal). If it cannot, fewer slots are offered rather than accept() failing with
   // EMFILE, which would hit honest and hostile clients alike.
+  // (The configuration keeps the configured value, so a reload does not report a change.)
+  ServerLimits limits = config->limits;
   const std::uint64_t open_files = raise_open_files_limit();
-  if (open_files < config->limits.max_connections + descriptor_reserve) {
+  if (open_files < limits.max_connections + descriptor_reserve) {
     const std::uint64_t fitting = open_files > 2 * descriptor_reserve ? open_files - descriptor_reserve : open_files / 2;
     logger.warning("fd_limit", {{"limit", std::to_string(open_files)},
-                                {"max_connections", std::to_string(config->limits.max_connections)},
+                                {"max_connections", std::to_string(limits.max_connections)},
                                 {"lowered_to", std::to_string(fitting)},
                                 {"note", "raise LimitNOFILE= (or ulimit -n) to keep server.max_connections"}});
-    config->limits.max_connections = static_cast<std::size_t>(std::max<std::uint64_t>(fitting, 1));
+    limits.max_connections = static_cast<std::size_t>(std::max<std::uint64_t>(fitting, 1));
   }
 
   Metrics metrics;
@@ -195,7 +197,7 @@ int run(const std::vector<std::string>& args) {
   AdminApi admin(**store, logger);
 
   auto server = HttpsServer::create(
-      config->listen, config->tls, config->limits, [&api](const HttpRequest& request) { return api.handle(request); },
+      config->listen, config->tls, limits, [&api](const HttpRequest& request) { return api.handle(request); },
       &AttestationApi::body_limit);
   if (!server) {
     logger.error("listen_failed", {{"error", server.error().describe()}});
