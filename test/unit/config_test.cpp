@@ -44,6 +44,17 @@ TEST_CASE("the annotated example configuration parses and sets every section") {
   CHECK(config.kek.credential == "kek");
   CHECK(config.nonce_secret.credential == "nonce-secret");
   CHECK(validate_config(config));
+  // The [server] values it shows are the built-in defaults.
+  const ServerLimits defaults;
+  CHECK(config.limits.max_connections == defaults.max_connections);
+  CHECK(config.limits.max_connections_per_peer == defaults.max_connections_per_peer);
+  CHECK(config.limits.shed_after == defaults.shed_after);
+  CHECK(config.limits.max_buffered_body_bytes == defaults.max_buffered_body_bytes);
+  CHECK(config.limits.first_byte_timeout == defaults.first_byte_timeout);
+  CHECK(config.limits.handshake_timeout == defaults.handshake_timeout);
+  CHECK(config.limits.header_timeout == defaults.header_timeout);
+  CHECK(config.limits.request_timeout == defaults.request_timeout);
+  CHECK(config.limits.idle_timeout == defaults.idle_timeout);
 }
 
 TEST_CASE("a configuration sets listen addresses, limits, files and secrets") {
