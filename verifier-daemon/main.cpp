@@ -5,10 +5,14 @@
 // the admin socket); 2 bad usage or configuration (including a file the configuration
 // names: roots, secrets, KEK, TLS pair).
 #include <signal.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <ctime>
 #include <iostream>
@@ -35,6 +39,8 @@ using namespace fde::verifier;
 constexpr int exit_clean = 0;
 constexpr int exit_runtime = 1;
 constexpr int exit_config = 2;
+// Descriptors kept free of connections: listeners, the admin socket and its clients, SQLite.
+constexpr std::uint64_t descriptor_reserve = 64;
 
 
 // Blocked in every thread (threads inherit the mask), taken by sigtimedwait in main.
@@ -172,6 +178,22 @@ int run(const std::vector<std::string>& args) {
     return exit_runtime;
   }
 
+  // Every connection is a descriptor: the limit must cover max_connections plus what the
+  // daemon holds anyway (listeners, the admin socket and its clients, the database and its
+  // journal). If it cannot, fewer slots are offered rather than accept() failing with
+  // EMFILE, which would hit honest and hostile clients alike.
+  // (The configuration keeps the configured value, so a reload does not report a change.)
+  ServerLimits limits = config->limits;
+  const std::uint64_t open_files = raise_open_files_limit();
+  if (open_files < limits.max_connections + descriptor_reserve) {
+    const std::uint64_t fitting = open_files > 2 * descriptor_reserve ? open_files - descriptor_reserve : open_files / 2;
+    logger.warning("fd_limit", {{"limit", std::to_string(open_files)},
+                                {"max_connections", std::to_string(limits.max_connections)},
+                                {"lowered_to", std::to_string(fitting)},
+                                {"note", "raise LimitNOFILE= (or ulimit -n) to keep server.max_connections"}});
+    limits.max_connections = static_cast<std::size_t>(std::max<std::uint64_t>(fitting, 1));
+  }
+
   Metrics metrics;
   AttestationOptions attestation_options;
   attestation_options.rate_limit = config->attest_rate_limit;
@@ -180,7 +202,7 @@ int run(const std::vector<std::string>& args) {
   AdminApi admin(**store, logger);
 
   auto server = HttpsServer::create(
-      config->listen, config->tls, config->limits, [&api](const HttpRequest& request) { return api.handle(request); },
+      config->listen, config->tls, limits, [&api](const HttpRequest& request) { return api.handle(request); },
       &AttestationApi::body_limit);
   if (!server) {
     logger.error("listen_failed", {{"error", server.error().describe()}});
@@ -268,5 +290,12 @@ int main(int argc, char** argv) {
   ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   ::umask(077);
+#ifdef __GLIBC__
+  // Request bodies of up to 1.4 MB come and go with the traffic. A fixed mmap threshold
+  // gives every allocation above it its own mapping, returned to the system when freed;
+  // glibc's default raises the threshold after the first such free and then keeps those
+  // bodies in its heaps, so the resident size would stay at the peak of a burst.
+  ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
   return run(std::vector<std::string>(argv + 1, argv + argc));
 }

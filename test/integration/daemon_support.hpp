@@ -113,6 +113,7 @@ class Process {
     if (running()) ::kill(pid_, SIGTERM);
     return wait(grace);
   }
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
@@ -192,6 +193,8 @@ struct DaemonOptions {
   // of a test is 127.0.0.1, one address: a load test turns the limit off (0).
   std::optional<unsigned> attest_per_minute = {};
   std::optional<unsigned> attest_burst = {};
+  // More [server] lines ("max_connections = 200\n"), for tests and benchmarks of the limits.
+  std::string server_settings = {};
 };
 
 // The lines of a ready file: the attestation port's addresses, then "operator HOST:PORT"
@@ -227,8 +230,9 @@ class Daemon {
                "[server]\nthreads = " + std::to_string(options.threads) +
                    "\nblocking_threads = " + std::to_string(options.blocking_threads) +
                    "\nrequest_timeout_ms = " + std::to_string(options.request_timeout_ms) +
-                   "\nhandshake_timeout_ms = " + std::to_string(options.handshake_timeout_ms) +
-                   "\n[tls]\ncertificate = \"server.crt\"\nprivate_key = \"server.key\"\n"
+                   "\nhandshake_timeout_ms = " + std::to_string(options.handshake_timeout_ms) + "\n" +
+                   options.server_settings +
+                   "[tls]\ncertificate = \"server.crt\"\nprivate_key = \"server.key\"\n"
                    "[attestation]\ntrusted_roots = [\"sim-ca.pem\"]\n"
                    "[nonce]\nsecret_file = \"nonce-secret\"\nlifetime_seconds = " +
                    std::to_string(options.nonce_lifetime_seconds) +
@@ -250,7 +254,7 @@ class Daemon {
   void start() {
     fs::remove(root + "/ready");
     process_ = std::make_unique<Process>(
-        std::vector<std::string>{FDE_VERIFIERD, "--config", root + "/verifier.toml", "--ready-file", root + "/ready",
+        std::vector<std::string>{verifierd, "--config", root + "/verifier.toml", "--ready-file", root + "/ready",
                                  "--listen", "127.0.0.1:0"},
         root, root + "/daemon.log", options_.run_as);
     const auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -314,11 +318,15 @@ class Daemon {
     return options;
   }
   std::string log() const { return read_text(root + "/daemon.log"); }
+  // The daemon's process id while it runs (to read /proc/PID/status), else -1.
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
 
   std::string root;
   std::string ca_pem;
   std::uint16_t port = 0;           // the attestation port (HTTPS)
   std::uint16_t operator_port = 0;  // the operator listener (plain HTTP: health, metrics)
+  std::uint16_t port = 0;
+  std::string verifierd = FDE_VERIFIERD;  // the binary start() runs (a benchmark may compare builds)
   std::optional<sim::SimDevice> device;
 
  private:

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -129,6 +130,13 @@ class TestServer {
           calls.fetch_add(1);
           HttpResponse response;
           if (request.target == "/throw") throw std::runtime_error("handler bug");
+          if (request.target == "/hold") {
+            // Keeps the request "being answered" until release_held() (bounded).
+            holding.fetch_add(1);
+            std::unique_lock lock(mutex_);
+            gate_.wait_for(lock, 5s, [this] { return released_; });
+            holding.fetch_sub(1);
+          }
           if (request.target == "/big") {
             response.body.assign(100 * 1024, 'x');
             return response;
@@ -148,7 +156,10 @@ class TestServer {
     server = std::move(*created);
     server->start();
   }
-  ~TestServer() { server->stop(); }
+  ~TestServer() {
+    release_held();
+    server->stop();
+  }
   TestServer(const TestServer&) = delete;
   TestServer& operator=(const TestServer&) = delete;
 
@@ -159,11 +170,22 @@ class TestServer {
     return last_peer_;
   }
 
+  void release_held() {
+    {
+      std::lock_guard lock(mutex_);
+      released_ = true;
+    }
+    gate_.notify_all();
+  }
+
   std::unique_ptr<HttpsServer> server;
   std::atomic<int> calls{0};
+  std::atomic<int> holding{0};
 
  private:
   mutable std::mutex mutex_;
+  std::condition_variable gate_;
+  bool released_ = false;
   std::string last_peer_;
 };
 
@@ -197,7 +219,8 @@ struct SslFree {
 // or under OpenSSL, that can misbehave in the ways the server must survive.
 class RawClient {
  public:
-  RawClient(const std::string& ip, std::uint16_t port) {
+  // `source`: the local IPv4 address to connect from (another 127.0.0.x is another peer).
+  RawClient(const std::string& ip, std::uint16_t port, const std::string& source = {}) {
     ignore_sigpipe();
     const bool v6 = ip.find(':') != std::string::npos;
     fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -213,6 +236,12 @@ class RawClient {
       REQUIRE(::inet_pton(AF_INET6, ip.c_str(), &address.sin6_addr) == 1);
       rc = ::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address);
     } else {
+      if (!source.empty()) {
+        sockaddr_in local{};
+        local.sin_family = AF_INET;
+        REQUIRE(::inet_pton(AF_INET, source.c_str(), &local.sin_addr) == 1);
+        REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&local), sizeof local) == 0);
+      }
       sockaddr_in address{};
       address.sin_family = AF_INET;
       address.sin_port = htons(port);
@@ -600,11 +629,11 @@ TEST_CASE("header fields the handler adds (Retry-After) reach the client") {
   CHECK(response->head.find("\r\nRetry-After: 7\r\n") != std::string::npos);
 }
 
-TEST_CASE("a slow client that sends half a header and stalls is disconnected after request_timeout") {
+TEST_CASE("a slow client that sends half a header and stalls is disconnected after header_timeout") {
   TempDir dir;
   const Pki pki = make_pki(dir.path, "main");
   auto limits = test_limits();
-  limits.request_timeout = 300ms;
+  limits.header_timeout = 300ms;
   TestServer server(pki.files, limits);
 
   SECTION("stalling") {
@@ -653,20 +682,105 @@ TEST_CASE("a client that connects and never handshakes is dropped after handshak
   CHECK(eventually(*server.server, [](const TransportStats& s) { return s.timeouts == 1 && s.connections_open == 0; }));
 }
 
-TEST_CASE("connections over max_connections are accepted, closed at once and counted") {
+TEST_CASE("a client that connects and never sends a byte is dropped after first_byte_timeout") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.first_byte_timeout = 300ms;
+  limits.handshake_timeout = 10'000ms;
+  TestServer server(pki.files, limits);
+  RawClient silent("127.0.0.1", server.port());
+  const auto start = Clock::now();
+  CHECK(silent.closed_within(3000ms));
+  const auto waited = elapsed_ms(start);
+  CHECK(waited >= 200);
+  CHECK(waited < 1500);
+  CHECK(eventually(*server.server, [](const TransportStats& s) { return s.timeouts == 1 && s.connections_open == 0; }));
+  // A client that does speak in time still gets the whole handshake deadline and is served.
+  auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
+  REQUIRE(result);
+  CHECK(result->status == 200);
+}
+
+TEST_CASE("the body has its own deadline, longer than the header's") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.header_timeout = 300ms;
+  limits.request_timeout = 3000ms;
+  TestServer server(pki.files, limits);
+  RawClient raw("127.0.0.1", server.port());
+  REQUIRE(raw.handshake());
+  REQUIRE(raw.send("POST /v1/challenge HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n"));
+  // Eight bytes over 800 ms: past the header deadline, within the body's.
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(100ms);
+    REQUIRE(raw.send("b"));
+  }
+  auto response = raw.read_response();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  CHECK(response->body.find(R"("size":8)") != std::string::npos);
+}
+
+TEST_CASE("over max_connections the oldest unfinished connection is shed for a new one") {
   TempDir dir;
   const Pki pki = make_pki(dir.path, "main");
   auto limits = test_limits();
   limits.max_connections = 2;
   limits.request_timeout = 5000ms;
   limits.idle_timeout = 5000ms;
+  limits.header_timeout = 5000ms;
+  limits.shed_after = 1500ms;
   TestServer server(pki.files, limits);
 
-  auto first = std::make_unique<RawClient>("127.0.0.1", server.port());
-  REQUIRE(first->handshake());
+  // Two connections that have not sent a request yet hold both slots.
+  RawClient first("127.0.0.1", server.port());
+  REQUIRE(first.handshake());
   RawClient second("127.0.0.1", server.port());
   REQUIRE(second.handshake());
   REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_open == 2; }));
+
+  // Both are younger than shed_after: a newcomer is refused and they stay.
+  {
+    RawClient early("127.0.0.1", server.port());
+    CHECK(early.closed_within(1000ms));
+  }
+  CHECK(server.server->stats().connections_refused == 1);
+  CHECK(server.server->stats().connections_shed == 0);
+  std::this_thread::sleep_for(1600ms);
+
+  // Now a new client is served; the oldest unfinished connection made room for it.
+  auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
+  REQUIRE(result);
+  CHECK(result->status == 200);
+  CHECK(first.closed_within(2000ms));
+  CHECK(server.server->stats().connections_shed == 1);
+  CHECK(server.server->stats().connections_refused == 1);
+
+  // The younger one was left alone.
+  REQUIRE(second.send(get_request("/healthz")));
+  auto response = second.read_response();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+}
+
+TEST_CASE("a connection being answered is never shed; when every slot is answering, new ones are refused") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_connections = 2;
+  limits.request_timeout = 5000ms;
+  limits.shed_after = 0ms;  // only "answering" protects here
+  TestServer server(pki.files, limits);
+
+  RawClient first("127.0.0.1", server.port());
+  REQUIRE(first.handshake());
+  REQUIRE(first.send(get_request("/hold")));
+  RawClient second("127.0.0.1", server.port());
+  REQUIRE(second.handshake());
+  REQUIRE(second.send(get_request("/hold")));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 2; }));
 
   for (int i = 0; i < 3; ++i) {
     RawClient extra("127.0.0.1", server.port());
@@ -675,20 +789,110 @@ TEST_CASE("connections over max_connections are accepted, closed at once and cou
     CHECK(elapsed_ms(start) < 1000);
   }
   CHECK(server.server->stats().connections_refused == 3);
+  CHECK(server.server->stats().connections_shed == 0);
 
-  // The two admitted connections are unaffected.
-  REQUIRE(second.send(get_request("/healthz")));
-  auto response = second.read_response();
-  REQUIRE(response);
-  CHECK(response->status == 200);
-
-  // Once one leaves, a new client is served again.
-  first.reset();
-  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_open == 1; }));
+  server.release_held();
+  for (RawClient* held : {&first, &second}) {
+    auto response = held->read_response();
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  // Idle again, so a new client can take a slot.
   auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
   REQUIRE(result);
   CHECK(result->status == 200);
-  CHECK(server.server->stats().connections_refused == 3);
+}
+
+TEST_CASE("over max_connections_per_peer a peer's own oldest unfinished connection is shed, other peers keep theirs") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_connections = 100;
+  limits.max_connections_per_peer = 2;
+  limits.header_timeout = 5000ms;
+  limits.shed_after = 0ms;
+  TestServer server(pki.files, limits);
+
+  RawClient other_a("127.0.0.1", server.port(), "127.0.0.2");
+  REQUIRE(other_a.handshake());
+  RawClient other_b("127.0.0.1", server.port(), "127.0.0.2");
+  REQUIRE(other_b.handshake());
+  RawClient mine_old("127.0.0.1", server.port(), "127.0.0.3");
+  REQUIRE(mine_old.handshake());
+  RawClient mine_young("127.0.0.1", server.port(), "127.0.0.3");
+  REQUIRE(mine_young.handshake());
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_open == 4; }));
+
+  RawClient mine_third("127.0.0.1", server.port(), "127.0.0.3");
+  REQUIRE(mine_third.handshake());
+  CHECK(mine_old.closed_within(2000ms));
+  CHECK(server.server->stats().connections_shed == 1);
+  for (RawClient* alive : {&other_a, &other_b, &mine_young, &mine_third}) {
+    REQUIRE(alive->send(get_request("/healthz")));
+    auto response = alive->read_response();
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  CHECK(server.server->stats().connections_shed == 1);
+}
+
+TEST_CASE("request bodies share max_buffered_body_bytes: old partial bodies are shed for new ones, else 503") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_buffered_body_bytes = 1500;  // the body limit is 1024
+  limits.body_bytes_per_connection = 0;    // count every byte
+  limits.request_timeout = 5000ms;
+  limits.shed_after = 0ms;
+  TestServer server(pki.files, limits);
+  const auto post_head = [](const std::string& target, std::size_t length) {
+    return "POST " + target + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n";
+  };
+
+  SECTION("bodies still arriving are shed, oldest first, for a new one") {
+    RawClient older("127.0.0.1", server.port());
+    REQUIRE(older.handshake());
+    REQUIRE(older.send(post_head("/v1/attest", 1000) + std::string(800, 'o')));
+    REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.body_bytes_buffered == 800; }));
+    RawClient younger("127.0.0.1", server.port());
+    REQUIRE(younger.handshake());
+    REQUIRE(younger.send(post_head("/v1/attest", 1000) + std::string(600, 'y')));
+    REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.body_bytes_buffered == 1400; }));
+
+    RawClient fast("127.0.0.1", server.port());
+    REQUIRE(fast.handshake());
+    REQUIRE(fast.send(post_head("/v1/attest", 1000) + std::string(1000, 'f')));
+    auto response = fast.read_response();
+    REQUIRE(response);
+    CHECK(response->status == 200);
+    CHECK(response->body.find(R"("size":1000)") != std::string::npos);
+    CHECK(older.closed_within(2000ms));
+    CHECK(younger.closed_within(2000ms));
+    CHECK(server.server->stats().connections_shed == 2);
+    CHECK(server.server->stats().bodies_refused == 0);
+  }
+  SECTION("bodies being answered are not shed: a body that does not fit then gets 503") {
+    RawClient held("127.0.0.1", server.port());
+    REQUIRE(held.handshake());
+    REQUIRE(held.send(post_head("/hold", 1000) + std::string(1000, 'h')));
+    REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 1; }));
+    RawClient late("127.0.0.1", server.port());
+    REQUIRE(late.handshake());
+    REQUIRE(late.send(post_head("/v1/attest", 1000) + std::string(1000, 'l')));
+    auto refused = late.read_response();
+    REQUIRE(refused);
+    CHECK(refused->status == 503);
+    CHECK(refused->body.find("unavailable") != std::string::npos);
+    CHECK(refused->head.find("Retry-After: 1") != std::string::npos);
+    CHECK(server.server->stats().bodies_refused == 1);
+    server.release_held();
+    auto answered = held.read_response();
+    REQUIRE(answered);
+    CHECK(answered->status == 200);
+    CHECK(server.server->stats().connections_shed == 0);
+  }
+  // Nothing stays counted once the connections are gone.
+  CHECK(eventually(*server.server, [](const TransportStats& s) { return s.body_bytes_buffered == 0; }));
 }
 
 TEST_CASE("keep-alive serves several requests on one connection, up to max_requests_per_connection") {

@@ -44,6 +44,17 @@ TEST_CASE("the annotated example configuration parses and sets every section") {
   CHECK(config.kek.credential == "kek");
   CHECK(config.nonce_secret.credential == "nonce-secret");
   CHECK(validate_config(config));
+  // The [server] values it shows are the built-in defaults.
+  const ServerLimits defaults;
+  CHECK(config.limits.max_connections == defaults.max_connections);
+  CHECK(config.limits.max_connections_per_peer == defaults.max_connections_per_peer);
+  CHECK(config.limits.shed_after == defaults.shed_after);
+  CHECK(config.limits.max_buffered_body_bytes == defaults.max_buffered_body_bytes);
+  CHECK(config.limits.first_byte_timeout == defaults.first_byte_timeout);
+  CHECK(config.limits.handshake_timeout == defaults.handshake_timeout);
+  CHECK(config.limits.header_timeout == defaults.header_timeout);
+  CHECK(config.limits.request_timeout == defaults.request_timeout);
+  CHECK(config.limits.idle_timeout == defaults.idle_timeout);
 }
 
 TEST_CASE("a configuration sets listen addresses, limits, files and secrets") {
@@ -53,6 +64,11 @@ listen = ["127.0.0.1:0", "[::1]:8443"]
 threads = 2
 blocking_threads = 3
 max_connections = 50
+max_connections_per_peer = 8
+shed_after_ms = 250
+max_buffered_body_bytes = 8388608
+first_byte_timeout_ms = 700
+header_timeout_ms = 1500
 request_timeout_ms = 2500
 
 [tls]
@@ -86,6 +102,11 @@ level = "debug"
   CHECK(config.limits.threads == 2);
   CHECK(config.limits.blocking_threads == 3);
   CHECK(config.limits.max_connections == 50);
+  CHECK(config.limits.max_connections_per_peer == 8);
+  CHECK(config.limits.shed_after == std::chrono::milliseconds(250));
+  CHECK(config.limits.max_buffered_body_bytes == 8 * 1024 * 1024);
+  CHECK(config.limits.first_byte_timeout == std::chrono::milliseconds(700));
+  CHECK(config.limits.header_timeout == std::chrono::milliseconds(1500));
   CHECK(config.limits.request_timeout == std::chrono::milliseconds(2500));
   // Relative paths are relative to the configuration file's directory.
   CHECK(config.tls.certificate_chain == "/etc/fde-verifier/tls/server.crt");
@@ -104,9 +125,10 @@ level = "debug"
 
 TEST_CASE("unknown keys and sections are errors that name the file, line and key") {
   CHECK(error_of("[server]\nlisten = [\"127.0.0.1:1\"]\nlisen = 3\n") ==
-        "test.toml:3:1: server.lisen: unknown key (known in [server]: blocking_threads, handshake_timeout_ms, "
-        "idle_timeout_ms, listen, max_connections, max_header_bytes, max_requests_per_connection, "
-        "request_timeout_ms, threads)");
+        "test.toml:3:1: server.lisen: unknown key (known in [server]: blocking_threads, first_byte_timeout_ms, "
+        "handshake_timeout_ms, header_timeout_ms, idle_timeout_ms, listen, max_buffered_body_bytes, "
+        "max_connections, max_connections_per_peer, max_header_bytes, max_requests_per_connection, "
+        "request_timeout_ms, shed_after_ms, threads)");
   CHECK(error_of("[serverr]\n").find("serverr: unknown section") != std::string::npos);
   CHECK(error_of("listen = 1\n").find("listen: unknown section") != std::string::npos);
   CHECK(error_of("[store]\n[store.extra]\n").find("store.extra: unknown key") != std::string::npos);
@@ -116,6 +138,9 @@ TEST_CASE("bad values are errors that say what was expected") {
   CHECK(error_of("[server]\nthreads = \"2\"\n") == "test.toml:2:11: server.threads: expected an integer, found a string");
   CHECK(error_of("[server]\nmax_connections = 0\n").find("server.max_connections: must be 1..1000000, found 0") !=
         std::string::npos);
+  // A body budget smaller than two of the largest requests would lock large requests out.
+  CHECK(error_of("[server]\nmax_buffered_body_bytes = 1000000\n")
+            .find("server.max_buffered_body_bytes: must be 4194304..") != std::string::npos);
   CHECK(error_of("[server]\nlisten = [\"localhost\"]\n").find("server.listen[0]: expected HOST:PORT") !=
         std::string::npos);
   CHECK(error_of("[server]\nlisten = [\"1.2.3.4:99999\"]\n").find("server.listen[0]") != std::string::npos);

@@ -11,6 +11,7 @@
 
 #include <toml++/toml.h>
 
+#include "common/protocol/messages.hpp"
 #include "common/util/file.hpp"
 
 namespace fde::verifier {
@@ -18,6 +19,9 @@ namespace fde::verifier {
 namespace {
 
 namespace fs = std::filesystem;
+
+static_assert(min_buffered_body_bytes >= 2 * protocol::max_attest_body,
+              "the body budget must hold two of the largest requests");
 
 // --- reading TOML nodes, with errors that say where ---
 
@@ -152,6 +156,28 @@ const std::map<std::string, Section, std::less<>>& schema() {
               c.limits.max_connections = static_cast<std::size_t>(*v);
               return {};
             }},
+           {"max_connections_per_peer",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, 0, 1'000'000);
+              if (!v) return tl::unexpected(v.error());
+              c.limits.max_connections_per_peer = static_cast<std::size_t>(*v);
+              return {};
+            }},
+           {"shed_after_ms",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = milliseconds(r, n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.limits.shed_after = *v;
+              return {};
+            }},
+           {"max_buffered_body_bytes",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, static_cast<std::int64_t>(min_buffered_body_bytes),
+                                 static_cast<std::int64_t>(max_buffered_body_bytes));
+              if (!v) return tl::unexpected(v.error());
+              c.limits.max_buffered_body_bytes = static_cast<std::size_t>(*v);
+              return {};
+            }},
            {"max_requests_per_connection",
             [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
               auto v = r.integer(n, p, 1, 1'000'000);
@@ -171,6 +197,20 @@ const std::map<std::string, Section, std::less<>>& schema() {
               auto v = milliseconds(r, n, p);
               if (!v) return tl::unexpected(v.error());
               c.limits.handshake_timeout = *v;
+              return {};
+            }},
+           {"first_byte_timeout_ms",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = milliseconds(r, n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.limits.first_byte_timeout = *v;
+              return {};
+            }},
+           {"header_timeout_ms",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = milliseconds(r, n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.limits.header_timeout = *v;
               return {};
             }},
            {"request_timeout_ms",

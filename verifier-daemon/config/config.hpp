@@ -53,6 +53,10 @@ struct Config {
 constexpr std::chrono::seconds min_nonce_lifetime{5};
 constexpr std::chrono::seconds max_nonce_lifetime{3600};
 constexpr std::size_t max_config_file_size = 256 * 1024;
+// server.max_buffered_body_bytes: at least two of the largest request (/v1/attest, about
+// 1.4 MB), so one large body never locks out another.
+constexpr std::size_t min_buffered_body_bytes = 4 * 1024 * 1024;
+constexpr std::size_t max_buffered_body_bytes = std::size_t{64} * 1024 * 1024 * 1024;
 // The largest valid uid: (uid_t)-1 means "no change" to the kernel's set*id calls.
 constexpr std::int64_t max_admin_allowed_uid = 4'294'967'294;
 

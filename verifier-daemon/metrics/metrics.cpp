@@ -145,11 +145,15 @@ std::string Metrics::render() const {
     const Counter counters[] = {
         {"fde_transport_connections_accepted_total", stats.connections_accepted, "TLS connections accepted."},
         {"fde_transport_connections_refused_total", stats.connections_refused,
-         "Connections closed at once because max_connections were open."},
+         "Connections closed at once: every slot (in total or of that peer) was answering a request."},
+        {"fde_transport_connections_shed_total", stats.connections_shed,
+         "Unfinished or idle connections closed to make room for newer ones (slots or body memory)."},
         {"fde_transport_handshake_failures_total", stats.handshake_failures, "TLS handshakes that failed."},
         {"fde_transport_timeouts_total", stats.timeouts, "Connections closed by a handshake, read or write deadline."},
         {"fde_transport_oversized_requests_total", stats.oversized_requests,
          "Requests refused because a header or body exceeded its limit."},
+        {"fde_transport_bodies_refused_total", stats.bodies_refused,
+         "Requests answered 503 because max_buffered_body_bytes had no room for their body."},
     };
     for (const Counter& counter : counters) {
       header(out, counter.name, "counter", counter.help);
@@ -159,6 +163,8 @@ std::string Metrics::render() const {
     sample(out, "fde_transport_connections_open", "", std::to_string(stats.connections_open));
     header(out, "fde_transport_requests_in_flight", "gauge", "Requests read and not yet answered by the transport.");
     sample(out, "fde_transport_requests_in_flight", "", std::to_string(stats.requests_in_flight));
+    header(out, "fde_transport_body_bytes_buffered", "gauge", "Request-body bytes held in memory now.");
+    sample(out, "fde_transport_body_bytes_buffered", "", std::to_string(stats.body_bytes_buffered));
   }
   return out;
 }

@@ -1,21 +1,28 @@
 // The attestation port's transport: TLS 1.3 accept loop, one coroutine per connection on its
-// own strand, deadlines on every step, and the application handler run on a blocking pool.
-// A connection's whole life is serve_connection(), read top to bottom.
+// own strand, deadlines on every step, admission by ConnectionTable (slots and body memory),
+// and the application handler run on a blocking pool. A connection's whole life is
+// serve_connection(), read top to bottom.
 #include "verifier-daemon/server/https_server.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <exception>
 #include <limits>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
@@ -45,6 +52,7 @@
 
 #include "common/util/file.hpp"
 #include "common/util/secret_bytes.hpp"
+#include "verifier-daemon/server/connection_table.hpp"
 
 namespace fde::verifier {
 namespace {
@@ -62,6 +70,8 @@ constexpr std::size_t max_tls_file = 1024 * 1024;
 constexpr std::chrono::milliseconds max_close_wait{2000};
 // How much a keep-alive wait reads at once; the parser then takes it from the buffer.
 constexpr std::size_t idle_read_size = 4096;
+// Connections taken from the kernel's queue in one go before other handlers get a turn.
+constexpr std::size_t max_accept_batch = 256;
 
 auto on_error(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
 
@@ -83,6 +93,9 @@ Result<std::shared_ptr<ssl::context>> make_server_context(const TlsFiles& files)
   }
   // The agent makes one request per boot: resumption tickets would only cost bytes.
   SSL_CTX_set_num_tickets(native, 0);
+  // An idle connection gives its TLS record buffers back (about 34 KiB each) until it reads
+  // or writes again: a thousand idle sockets should not cost a thousand buffer pairs.
+  SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
   context->set_options(ssl::context::no_compression);
 
   error_code ec;
@@ -192,11 +205,13 @@ auto async_run_handler(BlockingPool& pool, const RequestHandler& handler, HttpRe
 }
 
 // A response the transport writes itself, in the protocol's error format.
-http::response<http::string_body> transport_error(http::status status, unsigned version, std::string_view message) {
+http::response<http::string_body> transport_error(http::status status, unsigned version, std::string_view code,
+                                                  std::string_view message) {
   http::response<http::string_body> response{status, version};
   response.set(http::field::content_type, "application/json");
   response.set(http::field::cache_control, "no-store");
-  response.body() = std::string(R"({"error":"bad_request","message":")") + std::string(message) + "\"}";
+  if (status == http::status::service_unavailable) response.set(http::field::retry_after, "1");
+  response.body() = std::string(R"({"error":")") + std::string(code) + R"(","message":")" + std::string(message) + "\"}";
   response.keep_alive(false);
   response.prepare_payload();
   return response;
@@ -205,10 +220,11 @@ http::response<http::string_body> transport_error(http::status status, unsigned 
 struct Counters {
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> shed{0};
   std::atomic<std::uint64_t> handshake_failures{0};
   std::atomic<std::uint64_t> timeouts{0};
   std::atomic<std::uint64_t> oversized{0};
-  std::atomic<std::uint64_t> open{0};
+  std::atomic<std::uint64_t> bodies_refused{0};
   std::atomic<std::uint64_t> in_flight{0};
 };
 
@@ -228,12 +244,49 @@ class CountedScope {
   std::atomic<std::uint64_t>* counter_;
 };
 
-// What stop() needs to reach a live connection. `stream` is only touched on the
-// connection's strand and is null once the connection has ended.
+// What the server needs to reach a live connection from another thread (to shed it, or at
+// stop()). `stream` and `closed` are only touched on the connection's strand; `stream` is
+// null until the coroutine has started and after it has ended.
 struct ConnectionControl {
+  ConnectionTable::Id id = 0;
   asio::any_io_executor strand;
   beast::tcp_stream* stream = nullptr;
+  bool closed = false;
 };
+
+// Closing the socket cancels whatever the connection waits for; its coroutine then ends. A
+// connection whose coroutine has not started yet sees `closed` and ends at once.
+void close_on_strand(const std::shared_ptr<ConnectionControl>& control) {
+  asio::post(control->strand, [control] {
+    control->closed = true;
+    if (control->stream != nullptr) control->stream->close();
+  });
+}
+
+// Clears ConnectionControl::stream when the connection's frame ends (declared after the
+// stream, so it runs before the stream is destroyed).
+class StreamPublication {
+ public:
+  StreamPublication(ConnectionControl& control, beast::tcp_stream& stream) : control_(control) {
+    control_.stream = &stream;
+  }
+  StreamPublication(const StreamPublication&) = delete;
+  StreamPublication& operator=(const StreamPublication&) = delete;
+  ~StreamPublication() { control_.stream = nullptr; }
+
+ private:
+  ConnectionControl& control_;
+};
+
+// glibc keeps freed chunks in its arenas, so after a burst of large bodies or of many
+// connections the resident size would stay at the peak; this hands the free pages back.
+void return_free_memory() {
+#ifdef __GLIBC__
+  ::malloc_trim(0);
+#endif
+}
+
+enum class BodyRead { complete, too_large, no_room, ended };
 
 class Server final : public HttpsServer {
  public:
@@ -242,6 +295,8 @@ class Server final : public HttpsServer {
         handler_(std::move(handler)),
         body_limit_(std::move(body_limit)),
         tls_(std::move(tls)),
+        table_(AdmissionLimits{limits.max_connections, limits.max_connections_per_peer, limits.max_buffered_body_bytes,
+                               limits.shed_after, limits.body_bytes_per_connection}),
         io_threads_(limits.threads != 0 ? limits.threads : std::max(1U, std::thread::hardware_concurrency())),
         io_(static_cast<int>(io_threads_)) {}
 
@@ -304,7 +359,7 @@ class Server final : public HttpsServer {
       if (stopping_) return;
       stopping_ = true;
       was_started = started_;
-      open.assign(connections_.begin(), connections_.end());
+      for (const auto& [id, control] : connections_) open.push_back(control);
     }
     for (auto& acceptor : acceptors_) {
       tcp::acceptor* target = acceptor.get();
@@ -318,11 +373,7 @@ class Server final : public HttpsServer {
         close();
       }
     }
-    // Closing the socket cancels whatever the connection waits for; its coroutine ends.
-    for (auto& control : open)
-      asio::post(control->strand, [control] {
-        if (control->stream != nullptr) control->stream->close();
-      });
+    for (auto& control : open) close_on_strand(control);
     if (!was_started) return;
     // Handlers already running finish (they may be in the middle of a database write); their
     // results go to closed connections.
@@ -330,8 +381,7 @@ class Server final : public HttpsServer {
     work_.reset();
     {
       std::unique_lock lock(state_mutex_);
-      drained_.wait_for(lock, std::chrono::seconds(5),
-                        [this] { return connections_.empty() && active_acceptors_ == 0; });
+      drained_.wait_for(lock, std::chrono::seconds(5), [this] { return live_ == 0 && active_acceptors_ == 0; });
     }
     io_.stop();
     for (auto& thread : threads_)
@@ -350,31 +400,41 @@ class Server final : public HttpsServer {
     TransportStats out;
     out.connections_accepted = counters_.accepted.load();
     out.connections_refused = counters_.refused.load();
+    out.connections_shed = counters_.shed.load();
     out.handshake_failures = counters_.handshake_failures.load();
     out.timeouts = counters_.timeouts.load();
     out.oversized_requests = counters_.oversized.load();
-    out.connections_open = counters_.open.load();
+    out.bodies_refused = counters_.bodies_refused.load();
     out.requests_in_flight = counters_.in_flight.load();
+    std::lock_guard lock(state_mutex_);
+    out.connections_open = table_.size();
+    out.body_bytes_buffered = table_.buffered_body_bytes();
     return out;
   }
 
  private:
-  // Removes a connection from the registry when its coroutine ends.
+  using Clock = std::chrono::steady_clock;
+  using Id = ConnectionTable::Id;
+  using Controls = std::vector<std::shared_ptr<ConnectionControl>>;
+
+  // A connection's place in the admission table and the registry, from admission until its
+  // coroutine ends (or its frame is destroyed unstarted: it is a parameter of serve()).
   class Registration {
    public:
     Registration(Server& server, std::shared_ptr<ConnectionControl> control)
-        : server_(server), control_(std::move(control)) {}
+        : server_(&server), control_(std::move(control)) {}
+    Registration(Registration&& other) noexcept
+        : server_(std::exchange(other.server_, nullptr)), control_(std::move(other.control_)) {}
     Registration(const Registration&) = delete;
     Registration& operator=(const Registration&) = delete;
+    Registration& operator=(Registration&&) = delete;
     ~Registration() {
-      control_->stream = nullptr;
-      std::lock_guard lock(server_.state_mutex_);
-      server_.connections_.erase(control_);
-      if (server_.connections_.empty()) server_.drained_.notify_all();
+      if (server_ != nullptr) server_->unregister(control_->id);
     }
+    ConnectionControl& control() const { return *control_; }
 
    private:
-    Server& server_;
+    Server* server_;
     std::shared_ptr<ConnectionControl> control_;
   };
 
@@ -399,61 +459,184 @@ class Server final : public HttpsServer {
     return stopping_;
   }
 
-  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
-    for (;;) {
-      error_code ec;
-      // Each connection gets its own strand: its handlers never run concurrently.
-      const asio::any_io_executor strand = asio::make_strand(io_);
-      tcp::socket socket = co_await acceptor.async_accept(strand, on_error(ec));
-      if (ec) {
-        if (ec == asio::error::operation_aborted || !acceptor.is_open() || stopping()) co_return;
-        // Out of descriptors or memory: back off instead of spinning on the error.
-        asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
-        co_await pause.async_wait(on_error(ec));
-        continue;
-      }
-      if (counters_.open.fetch_add(1) >= limits_.max_connections) {
-        counters_.open.fetch_sub(1);
-        counters_.refused.fetch_add(1);
-        socket.close(ec);
-        continue;
-      }
-      counters_.accepted.fetch_add(1);
-      // Responses go out as header and body records; don't let Nagle hold the second back.
-      socket.set_option(tcp::no_delay(true), ec);
-      CountedScope slot(counters_.open);
-      asio::co_spawn(strand, serve(std::move(socket), current_tls(), std::move(slot)), [](std::exception_ptr) {});
+  // --- admission (the table and the registry change together, under state_mutex_) ---
+
+  // Moves the connections the table shed out of the registry; the caller closes them once
+  // the lock is released.
+  void take_shed_locked(const std::vector<Id>& ids, Controls& out) {
+    for (const Id id : ids) {
+      const auto found = connections_.find(id);
+      if (found == connections_.end()) continue;
+      out.push_back(std::move(found->second));
+      connections_.erase(found);
     }
   }
 
-  // The slot is a parameter so that it is released even if the coroutine never runs.
-  asio::awaitable<void> serve(tcp::socket socket, std::shared_ptr<ssl::context> tls, CountedScope slot) {
-    (void)slot;
+  void close_shed(const Controls& victims) {
+    counters_.shed.fetch_add(victims.size());
+    for (const auto& control : victims) close_on_strand(control);
+  }
+
+  std::optional<Registration> admit(const tcp::socket& socket, const asio::any_io_executor& strand) {
+    error_code ec;
+    const tcp::endpoint peer = socket.remote_endpoint(ec);
+    if (ec) return std::nullopt;  // the peer has already left
+    auto control = std::make_shared<ConnectionControl>();
+    control->strand = strand;
+    Controls victims;
+    bool admitted = false;
+    {
+      std::lock_guard lock(state_mutex_);
+      if (stopping_) return std::nullopt;
+      control->id = next_id_++;
+      auto admission = table_.admit(control->id, peer_group(peer.address()), Clock::now());
+      take_shed_locked(admission.shed, victims);
+      admitted = admission.admitted;
+      if (admitted) {
+        connections_.emplace(control->id, control);
+        ++live_;
+      }
+    }
+    close_shed(victims);
+    if (!admitted) {
+      counters_.refused.fetch_add(1);
+      return std::nullopt;
+    }
+    counters_.accepted.fetch_add(1);
+    return Registration(*this, std::move(control));
+  }
+
+  void unregister(Id id) {
+    bool quiet = false;
+    {
+      std::lock_guard lock(state_mutex_);
+      table_.remove(id);
+      connections_.erase(id);
+      --live_;
+      quiet = table_.take_quiet_after_burst();
+      if (live_ == 0) drained_.notify_all();
+    }
+    if (quiet) return_free_memory();
+  }
+
+  ConnectionTable::BodyVerdict hold_body(Id id, std::size_t bytes) {
+    Controls victims;
+    ConnectionTable::BodyVerdict verdict{};
+    {
+      std::lock_guard lock(state_mutex_);
+      auto grant = table_.hold_body(id, bytes, Clock::now());
+      take_shed_locked(grant.shed, victims);
+      verdict = grant.verdict;
+    }
+    close_shed(victims);
+    return verdict;
+  }
+
+  // False if the connection was shed meanwhile.
+  bool note_answering(Id id) {
+    std::lock_guard lock(state_mutex_);
+    if (!table_.contains(id)) return false;
+    table_.answering(id);
+    return true;
+  }
+
+  void note_idle(Id id) {
+    bool quiet = false;
+    {
+      std::lock_guard lock(state_mutex_);
+      table_.idle(id, Clock::now());
+      quiet = table_.take_quiet_after_burst();
+    }
+    if (quiet) return_free_memory();
+  }
+
+  // Out of descriptors: the oldest unfinished connection gives its descriptor up.
+  void shed_for_descriptor() {
+    Controls victims;
+    {
+      std::lock_guard lock(state_mutex_);
+      take_shed_locked(table_.shed_oldest(), victims);
+    }
+    close_shed(victims);
+  }
+
+  // --- connections ---
+
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
+    error_code ec;
+    // After each asynchronous accept, the connections already queued in the kernel are taken
+    // at once with non-blocking accepts: under a flood a newcomer then waits for one pass of
+    // the I/O queue, not for one pass per connection queued ahead of it.
+    acceptor.non_blocking(true, ec);
+    for (;;) {
+      // Each connection gets its own strand: its handlers never run concurrently.
+      asio::any_io_executor strand = asio::make_strand(io_);
+      tcp::socket socket = co_await acceptor.async_accept(strand, on_error(ec));
+      for (std::size_t taken = 0;;) {
+        if (ec) {
+          if (ec == asio::error::operation_aborted || !acceptor.is_open() || stopping()) co_return;
+          if (ec == asio::error::connection_aborted) break;  // the peer left before accept
+          // The loop never ends on an error. Out of descriptors: shed the oldest unfinished
+          // connection to get one back; out of memory or anything else: back off briefly
+          // instead of spinning on the error.
+          if (ec == asio::error::no_descriptors || ec.value() == ENFILE) shed_for_descriptor();
+          asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(10));
+          co_await pause.async_wait(on_error(ec));
+          break;
+        }
+        take(std::move(socket), strand);
+        if (++taken == max_accept_batch) break;
+        strand = asio::make_strand(io_);
+        socket = acceptor.accept(strand, ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      }
+    }
+  }
+
+  // Admits a new connection (or refuses it) and starts its coroutine.
+  void take(tcp::socket socket, const asio::any_io_executor& strand) {
+    error_code ec;
+    const Clock::time_point accepted_at = Clock::now();
+    auto registration = admit(socket, strand);
+    if (!registration) {
+      socket.close(ec);
+      return;
+    }
+    // Responses go out as header and body records; don't let Nagle hold the second back.
+    socket.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(strand, serve(std::move(socket), std::move(*registration), current_tls(), accepted_at),
+                   [](std::exception_ptr) {});
+  }
+
+  asio::awaitable<void> serve(tcp::socket socket, Registration registration, std::shared_ptr<ssl::context> tls,
+                              Clock::time_point accepted_at) {
     try {
-      co_await serve_connection(std::move(socket), *tls);
+      co_await serve_connection(std::move(socket), registration.control(), *tls, accepted_at);
     } catch (...) {
       // A connection's failure stays with that connection.
     }
   }
 
-  asio::awaitable<void> serve_connection(tcp::socket socket, ssl::context& tls) {
+  asio::awaitable<void> serve_connection(tcp::socket socket, ConnectionControl& control, ssl::context& tls,
+                                         Clock::time_point accepted_at) {
     const std::string peer = peer_of(socket);
     TlsStream stream(std::move(socket), tls);
     beast::tcp_stream& transport = beast::get_lowest_layer(stream);
+    const StreamPublication published(control, transport);
+    if (control.closed) co_return;  // shed (or stopped) before it started
 
-    auto control = std::make_shared<ConnectionControl>();
-    control->strand = co_await asio::this_coro::executor;
-    control->stream = &transport;
-    {
-      std::lock_guard lock(state_mutex_);
-      if (stopping_) co_return;
-      connections_.insert(control);
-    }
-    Registration registration(*this, control);
-
+    // A socket that never speaks loses its slot after first_byte_timeout; what it sent is
+    // handed to the handshake.
     error_code ec;
-    transport.expires_after(limits_.handshake_timeout);
-    co_await stream.async_handshake(ssl::stream_base::server, on_error(ec));
+    transport.expires_at(accepted_at + std::min(limits_.first_byte_timeout, limits_.handshake_timeout));
+    std::array<char, 512> hello{};
+    const std::size_t hello_size = co_await transport.async_read_some(asio::buffer(hello), on_error(ec));
+    if (ec) {
+      if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
+      co_return;
+    }
+    transport.expires_at(accepted_at + limits_.handshake_timeout);
+    co_await stream.async_handshake(ssl::stream_base::server, asio::buffer(hello.data(), hello_size), on_error(ec));
     if (ec) {
       (ec == beast::error::timeout ? counters_.timeouts : counters_.handshake_failures).fetch_add(1);
       co_return;
@@ -462,14 +645,14 @@ class Server final : public HttpsServer {
     beast::flat_buffer buffer;
     for (std::size_t served = 0; served < limits_.max_requests_per_connection; ++served) {
       if (served > 0 && buffer.size() == 0) {
-        // Keep-alive: wait for the next request's first bytes; the request deadline starts then.
+        // Keep-alive: wait for the next request's first bytes; the header deadline starts then.
         transport.expires_after(limits_.idle_timeout);
         const std::size_t n = co_await stream.async_read_some(buffer.prepare(idle_read_size), on_error(ec));
         if (ec) co_return;  // the client left, or stayed idle too long: a normal end
         buffer.commit(n);
       }
 
-      transport.expires_after(limits_.request_timeout);
+      transport.expires_after(limits_.header_timeout);
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(
           std::min<std::size_t>(limits_.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
@@ -478,7 +661,8 @@ class Server final : public HttpsServer {
       co_await http::async_read_header(stream, buffer, parser, on_error(ec));
       if (ec == http::error::header_limit) {
         counters_.oversized.fetch_add(1);
-        co_await refuse(stream, http::status::request_header_fields_too_large, 11, "request header too large");
+        co_await refuse(stream, http::status::request_header_fields_too_large, 11, "bad_request",
+                        "request header too large");
         co_return;
       }
       if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
@@ -487,7 +671,7 @@ class Server final : public HttpsServer {
         co_return;
       if (ec) {
         if (ec.category() == http::make_error_code(http::error::bad_target).category())
-          co_await refuse(stream, http::status::bad_request, 11, "malformed HTTP request");
+          co_await refuse(stream, http::status::bad_request, 11, "bad_request", "malformed HTTP request");
         co_return;
       }
 
@@ -498,26 +682,32 @@ class Server final : public HttpsServer {
       if (const auto length = parser.content_length(); length && *length > limit) {
         // Refused from the header alone: the body is never read.
         counters_.oversized.fetch_add(1);
-        co_await refuse(stream, http::status::payload_too_large, version, "request body too large");
+        co_await refuse(stream, http::status::payload_too_large, version, "bad_request", "request body too large");
         co_return;
       }
       parser.body_limit(static_cast<std::uint64_t>(limit));  // also bounds a chunked body
+      // From here the body has its own, longer deadline.
+      transport.expires_after(limits_.request_timeout);
       // curl and others wait up to a second for this before sending a large body.
       if (!parser.is_done() && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
         http::response<http::empty_body> go_on{http::status::continue_, version};
         co_await http::async_write(stream, go_on, on_error(ec));
         if (ec) co_return;
       }
-      // No new deadline: request_timeout covers header and body together, so a client that
-      // dribbles its body is cut off just like one that dribbles its header.
-      co_await http::async_read(stream, buffer, parser, on_error(ec));
-      if (ec == http::error::body_limit) {
-        counters_.oversized.fetch_add(1);
-        co_await refuse(stream, http::status::payload_too_large, version, "request body too large");
-        co_return;
+      switch (co_await read_body(stream, buffer, parser, control.id)) {
+        case BodyRead::complete: break;
+        case BodyRead::too_large:
+          counters_.oversized.fetch_add(1);
+          co_await refuse(stream, http::status::payload_too_large, version, "bad_request", "request body too large");
+          co_return;
+        case BodyRead::no_room:
+          counters_.bodies_refused.fetch_add(1);
+          co_await refuse(stream, http::status::service_unavailable, version, "unavailable",
+                          "the server is busy; retry shortly");
+          co_return;
+        case BodyRead::ended: co_return;
       }
-      if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
-      if (ec) co_return;
+      if (!note_answering(control.id)) co_return;
 
       const bool keep_alive =
           parser.get().keep_alive() && served + 1 < limits_.max_requests_per_connection && !stopping();
@@ -547,16 +737,39 @@ class Server final : public HttpsServer {
       if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
       if (ec) co_return;
       if (!keep_alive) break;
+      // The request's body is gone; until the next request arrives this connection is idle.
+      note_idle(control.id);
     }
 
     transport.expires_after(std::min(limits_.handshake_timeout, max_close_wait));
     co_await stream.async_shutdown(on_error(ec));  // most clients just close: errors are normal
   }
 
+  // Reads the body piece by piece; each piece is counted against max_buffered_body_bytes
+  // before the next is read, so memory follows what clients really sent, not what they
+  // announced. The body deadline was set by the caller.
+  asio::awaitable<BodyRead> read_body(TlsStream& stream, beast::flat_buffer& buffer,
+                                      http::request_parser<http::string_body>& parser, Id id) {
+    error_code ec;
+    while (!parser.is_done()) {
+      co_await http::async_read_some(stream, buffer, parser, on_error(ec));
+      if (ec == http::error::body_limit) co_return BodyRead::too_large;
+      if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
+      if (ec) co_return BodyRead::ended;
+      switch (hold_body(id, parser.get().body().size())) {
+        case ConnectionTable::BodyVerdict::granted: break;
+        case ConnectionTable::BodyVerdict::over_budget: co_return BodyRead::no_room;
+        case ConnectionTable::BodyVerdict::gone: co_return BodyRead::ended;
+      }
+    }
+    co_return BodyRead::complete;
+  }
+
   // Writes a transport-level error and closes at once, without reading what the client may
   // still be sending (or attempting a TLS close it would not answer).
-  asio::awaitable<void> refuse(TlsStream& stream, http::status status, unsigned version, std::string_view message) {
-    auto response = transport_error(status, version, message);
+  asio::awaitable<void> refuse(TlsStream& stream, http::status status, unsigned version, std::string_view code,
+                               std::string_view message) {
+    auto response = transport_error(status, version, code, message);
     error_code ec;
     beast::tcp_stream& transport = beast::get_lowest_layer(stream);
     transport.expires_after(limits_.request_timeout);
@@ -574,12 +787,16 @@ class Server final : public HttpsServer {
 
   Counters counters_;
 
+  // The admission table and the registry of live connections change together under this.
   mutable std::mutex state_mutex_;
   std::condition_variable drained_;
   bool started_ = false;
   bool stopping_ = false;
   int active_acceptors_ = 0;
-  std::set<std::shared_ptr<ConnectionControl>> connections_;
+  ConnectionTable table_;
+  std::unordered_map<Id, std::shared_ptr<ConnectionControl>> connections_;  // admitted, not shed
+  Id next_id_ = 1;
+  std::size_t live_ = 0;  // connection coroutines (or unstarted frames) not yet ended
 
   std::unique_ptr<BlockingPool> blocking_;
   std::vector<std::thread> threads_;

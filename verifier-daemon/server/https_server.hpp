@@ -1,6 +1,7 @@
 // The attestation port: HTTP/1.1 over TLS 1.3 only, on Boost.Asio/Beast, one coroutine per
-// connection, deadlines on handshake, read and write, a cap on concurrent connections, and
-// request bodies bounded per target before they are read (design.md 3, style.md "Asio").
+// connection, deadlines on every step, caps on connections (in total and per peer) that shed
+// the oldest unfinished connection rather than refuse a new one, a budget for request bodies
+// held in memory, and bodies bounded per target before they are read (design.md 3).
 #pragma once
 
 #include <chrono>
@@ -21,10 +22,31 @@ struct TlsFiles {
 };
 
 struct ServerLimits {
-  std::size_t max_connections = 1024;  // further connections are accepted and closed at once
-  std::chrono::milliseconds handshake_timeout{10'000};
-  std::chrono::milliseconds request_timeout{15'000};  // whole request: headers and body
-  std::chrono::milliseconds idle_timeout{30'000};     // keep-alive wait for the next request
+  // Slots. When every slot is taken, a new connection takes the slot of the oldest one that
+  // has not finished its request (handshake, headers or body still coming) or waits idle
+  // between keep-alive requests, if that one is at least shed_after old; otherwise the new
+  // connection is refused. The same holds within one peer (an IPv4 address or an IPv6 /64)
+  // at its own cap. A connection whose request is being answered is never shed.
+  std::size_t max_connections = 1024;
+  std::size_t max_connections_per_peer = 64;  // 0: no per-peer cap
+  std::chrono::milliseconds shed_after{1'000};
+  // Request-body bytes held in memory across all connections, counted as they arrive. A
+  // body that does not fit sheds bodies that started before it (at least shed_after ago)
+  // and are still arriving, oldest first; if that cannot make room it gets 503 (the agent
+  // retries).
+  std::size_t max_buffered_body_bytes = 64 * 1024 * 1024;
+  // The first bytes of each body are not counted (bounded by max_connections anyway), so a
+  // small request never gets 503 because large ones hold the budget.
+  std::size_t body_bytes_per_connection = 16 * 1024;
+  // Deadlines. From accept: the first byte of the TLS ClientHello, then the whole
+  // handshake. From the end of the handshake (or a keep-alive request's first byte): the
+  // request headers. From the end of the headers: the body. Writing a response has
+  // request_timeout again. Between keep-alive requests: idle_timeout.
+  std::chrono::milliseconds first_byte_timeout{2'000};
+  std::chrono::milliseconds handshake_timeout{5'000};
+  std::chrono::milliseconds header_timeout{5'000};
+  std::chrono::milliseconds request_timeout{15'000};
+  std::chrono::milliseconds idle_timeout{30'000};
   std::size_t max_header_bytes = 8 * 1024;
   std::size_t max_requests_per_connection = 100;
   unsigned threads = 0;           // I/O threads; 0 = one per core
@@ -42,12 +64,15 @@ struct ListenAddress {
 // max_header_bytes (431) counts in oversized_requests like a body over its limit (413).
 struct TransportStats {
   std::uint64_t connections_accepted = 0;
-  std::uint64_t connections_refused = 0;   // over max_connections
+  std::uint64_t connections_refused = 0;  // no slot: every slot (of the peer) was answering
+  std::uint64_t connections_shed = 0;     // closed unfinished to make room (slots or body memory)
   std::uint64_t handshake_failures = 0;
   std::uint64_t timeouts = 0;
   std::uint64_t oversized_requests = 0;
+  std::uint64_t bodies_refused = 0;  // 503: no room in max_buffered_body_bytes
   std::uint64_t connections_open = 0;
   std::uint64_t requests_in_flight = 0;
+  std::uint64_t body_bytes_buffered = 0;
 };
 
 class HttpsServer {
