@@ -32,15 +32,16 @@ e2e_find_inputs() {
   [ -n "$kver" ] && [ -r "$kernel" ] || setup_error "no Debian kernel in /boot (linux-image-amd64)"
 }
 
-# e2e_initramfs FLAVOUR OUT: a dracut initramfs with our module, built from a private copy of
+# e2e_initramfs FLAVOUR OUT [MODULE_DIR]: a dracut initramfs with our module, built from a private copy of
 # dracut's module tree (the build host's /usr/lib/dracut stays untouched). FLAVOUR is
 # "script" (dracut's own init) or "systemd" (openEuler's default: systemd runs the initramfs,
 # dracut's hooks run from its dracut-*.service units and the agent from fde-agent.service).
 # Only the NIC QEMU gives the guest (virtio_net) is taken instead of every wired network
 # driver: that halves the initramfs and its build time. No agent or configuration on this
-# "build host": fde-image adds them to the initramfs.
+# "build host": fde-image adds them to the initramfs. MODULE_DIR (default: the source tree's
+# guest-agent/dracut) is the module to use, e.g. an installed copy.
 e2e_initramfs() {
-  local flavour=$1 out=$2 modules omit t0
+  local flavour=$1 out=$2 module_dir=${3:-$source_dir/guest-agent/dracut} modules omit t0
   case "$flavour" in
     script)
       modules="bash base udev-rules crypt dm network-legacy fde-agent"
@@ -54,7 +55,7 @@ e2e_initramfs() {
   rm -rf "$work/dracut"
   cp -a /usr/lib/dracut "$work/dracut"
   mkdir -p "$work/dracut/modules.d/90fde-agent" "$work/dracut-conf.d"
-  cp "$source_dir"/guest-agent/dracut/* "$work/dracut/modules.d/90fde-agent/"
+  cp "$module_dir"/* "$work/dracut/modules.d/90fde-agent/"
   cat >"$work/dracut/modules.d/90kernel-network-modules/module-setup.sh" <<'EOF'
 #!/bin/bash
 # e2e test: the guest's only NIC is QEMU's virtio-net.

@@ -103,7 +103,7 @@ Bytes real_secgear_token() {
   return expect_ok(read_file(std::string(FDE_EXTERNAL_TESTDATA) + "/virtcca-secgear/virtcca.cbor", 8192));
 }
 
-// Offsets into the real token, from decoding it (TESTDATA.md section 1): the payload bstr's
+// Offsets into the real token, from decoding it (test/data/external/README.md): the payload bstr's
 // content (895 bytes) starts at 21 and the 512-byte signature at 919.
 constexpr std::size_t real_payload_offset = 21;
 constexpr std::size_t real_payload_size = 895;

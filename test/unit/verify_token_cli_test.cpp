@@ -841,7 +841,7 @@ TEST_CASE("a token whose REMs replay from the event log matches its reference va
   }
 }
 
-// --- Real public test data (shared/testdata/external, TESTDATA.md) ---
+// --- Real public test data (test/data/external, README.md there) ---
 
 TEST_CASE("the real secGear legacy token is refused because its RAK is not the device key, "
           "though its signature and the AIK chain to Huawei's root verify") {
@@ -1023,7 +1023,7 @@ crypto::PublicKey token_02_platform_key() {
 }  // namespace
 
 TEST_CASE("with certificates for their platform keys, the Arm CCA tokens pass the signatures "
-          "TESTDATA.md says pass and are refused only by the virtCCA profile") {
+          "test/data/external/README.md says pass and are refused only by the virtCCA profile") {
   // Arm publishes its example platform keys as keys, not certificates. Certificates for them
   // from a test CA let the command check the real ES384/ES256 platform signatures and RAK
   // bindings: a cross-check of the COSE path against tokens signed by someone else.
