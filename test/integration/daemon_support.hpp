@@ -325,7 +325,6 @@ class Daemon {
   std::string ca_pem;
   std::uint16_t port = 0;           // the attestation port (HTTPS)
   std::uint16_t operator_port = 0;  // the operator listener (plain HTTP: health, metrics)
-  std::uint16_t port = 0;
   std::string verifierd = FDE_VERIFIERD;  // the binary start() runs (a benchmark may compare builds)
   std::optional<sim::SimDevice> device;
 
