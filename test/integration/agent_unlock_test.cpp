@@ -529,10 +529,15 @@ TEST_CASE("a verifier that is down at first: the agent retries through the list 
   settings.verifiers = {"https://127.0.0.1:" + std::to_string(dead_port), "https://127.0.0.1:" + std::to_string(port)};
   settings.overall_timeout = "60s";
   world.write_agent_config(settings);
+  // Enroll first, through a daemon on another port that is stopped again, so the agent can
+  // only ever meet an enrolled image: the store outlives the process.
+  world.start_daemon();
+  world.enroll();
+  world.daemon->terminate();
+  REQUIRE(world.daemon->wait(20s) == 0);
   auto agent = world.start_agent();
   std::this_thread::sleep_for(2s);
   world.start_daemon(port);
-  world.enroll();
   auto status = agent->wait(90s);
   INFO(world.agent_log());
   CHECK(status == 0);
