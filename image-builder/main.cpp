@@ -8,7 +8,7 @@
 #include "common/util/process.hpp"
 #include "common/util/command_line.hpp"
 #include "common/util/file.hpp"
-#include "image-builder/build/image_builder.hpp"
+#include "image-builder/assembly/image_builder.hpp"
 
 namespace {
 

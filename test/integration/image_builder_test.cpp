@@ -22,8 +22,8 @@
 
 #include "common/crypto/key_check.hpp"
 #include "common/crypto/hash.hpp"
-#include "image-builder/build/boot_files.hpp"
-#include "image-builder/build/image_builder.hpp"
+#include "image-builder/assembly/boot_files.hpp"
+#include "image-builder/assembly/image_builder.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
 #include "image-builder/initramfs/cpio_writer.hpp"

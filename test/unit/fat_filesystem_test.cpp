@@ -6,7 +6,7 @@
 #include <fstream>
 #include <string>
 
-#include "image-builder/build/efi_binaries.hpp"
+#include "image-builder/assembly/efi_binaries.hpp"
 #include "image-builder/fs/fat_filesystem.hpp"
 #include "image-builder/pe/authenticode.hpp"
 

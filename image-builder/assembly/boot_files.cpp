@@ -1,5 +1,5 @@
 // Boot file discovery, the straight-line grub.cfg, and the measurements of the boot it runs.
-#include "image-builder/build/boot_files.hpp"
+#include "image-builder/assembly/boot_files.hpp"
 
 #include <zlib.h>
 

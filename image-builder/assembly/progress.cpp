@@ -1,5 +1,5 @@
 // Progress bar / plain progress lines.
-#include "image-builder/build/progress.hpp"
+#include "image-builder/assembly/progress.hpp"
 
 #include <unistd.h>
 

@@ -9,7 +9,7 @@
 
 #include "common/reference/reference_values.hpp"
 #include "common/util/secret_bytes.hpp"
-#include "image-builder/build/progress.hpp"
+#include "image-builder/assembly/progress.hpp"
 #include "image-builder/disk/qemu_img.hpp"
 
 namespace fde::image {

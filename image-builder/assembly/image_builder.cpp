@@ -1,7 +1,7 @@
 // build_image: qcow2 -> raw (qemu-img) -> new raw disk with the root partition grown by the
 // LUKS2 header area, header from libcryptsetup, used filesystem blocks encrypted in user
 // space, our cpio appended to each initramfs -> qcow2. inspect_image and measure_image.
-#include "image-builder/build/image_builder.hpp"
+#include "image-builder/assembly/image_builder.hpp"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -17,10 +17,10 @@
 #include "common/crypto/key_check.hpp"
 #include "common/crypto/random.hpp"
 #include "common/util/file.hpp"
-#include "image-builder/build/boot_files.hpp"
-#include "image-builder/build/efi_binaries.hpp"
+#include "image-builder/assembly/boot_files.hpp"
+#include "image-builder/assembly/efi_binaries.hpp"
 #include "common/protocol/enrollment_bundle.hpp"
-#include "image-builder/build/secret_file.hpp"
+#include "image-builder/assembly/secret_file.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/subprocess.hpp"
 #include "image-builder/disk/qcow2_header.hpp"

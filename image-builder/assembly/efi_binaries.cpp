@@ -1,5 +1,5 @@
 // EFI binaries on the ESP: FAT reader + Authenticode digest.
-#include "image-builder/build/efi_binaries.hpp"
+#include "image-builder/assembly/efi_binaries.hpp"
 
 #include <algorithm>
 

@@ -1,5 +1,5 @@
 // Writing a file that holds a secret (the enrollment bundle): owner-only mode, fsynced.
-#include "image-builder/build/secret_file.hpp"
+#include "image-builder/assembly/secret_file.hpp"
 
 #include <sys/stat.h>
 
