@@ -24,7 +24,7 @@ Result<void> check_crit_absent(const cbor::IntMap& header, std::string_view buck
 Result<crypto::SigAlg> read_alg(const cbor::IntMap& protected_map) {
   const cbor_item_t* alg_item = cbor::find(protected_map, header_alg);
   // RFC 9052 leaves alg optional, but a verifier that guesses the algorithm from the key is
-  // open to algorithm substitution; virtcca-attestation.md b.4 requires it (as secGear does).
+  // open to algorithm substitution; docs/virtcca-platform.md b.4 requires it (as secGear does).
   if (alg_item == nullptr) return fail(Errc::malformed, "COSE_Sign1 protected header: alg (label 1) is absent");
   // Text-valued algs ("ES256") exist only in private registries; the allow list is integers.
   auto alg_value = cbor::get_int(alg_item, "COSE_Sign1 protected header alg (label 1)");
@@ -93,7 +93,7 @@ Result<Sign1> parse_sign1_array(const cbor_item_t* array) {
   return message;
 }
 
-// The token profile (virtcca-attestation.md b.1) always carries tag 18; an untagged array
+// The token profile (docs/virtcca-platform.md b.1) always carries tag 18; an untagged array
 // would be ambiguous with other COSE structures, so it is refused.
 Result<void> check_sign1_tag(std::uint64_t tag) {
   if (tag != tag_cose_sign1)

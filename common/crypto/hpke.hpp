@@ -1,6 +1,6 @@
 // HPKE (RFC 9180) base mode with DHKEM(X25519, HKDF-SHA256) and HKDF-SHA256, built on
 // OpenSSL 3.0 primitives (Debian 12's OpenSSL has no HPKE API). Seals the disk key to the
-// agent's ephemeral key (design.md sections 2 and 3).
+// agent's ephemeral key (docs/protocol.md, "HPKE").
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// The ACPI CCEL table (virtcca-attestation.md section d.1).
+// The ACPI CCEL table (docs/virtcca-platform.md d.1).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// TCG2 crypto-agile event log parsing and REM replay (virtcca-attestation.md d.2, d.3).
+// TCG2 crypto-agile event log parsing and REM replay (docs/virtcca-platform.md d.2, d.3).
 #pragma once
 
 #include <array>
@@ -12,7 +12,7 @@
 
 namespace fde::eventlog {
 
-constexpr std::size_t max_event_log_size = 1024 * 1024;  // design.md section 3
+constexpr std::size_t max_event_log_size = 1024 * 1024;  // docs/protocol.md, "Limits and timeouts"
 // A real firmware + grub log has a few hundred records; the cap bounds the memory a hostile
 // log of tiny records can make us allocate (1 MiB of 19-byte records would be 55k events).
 constexpr std::size_t max_event_count = 16384;

@@ -1,4 +1,4 @@
-// Protocol v1 wire messages (design.md section 3), shared by fde-agent and fde-verifierd:
+// Protocol v1 wire messages (docs/protocol.md), shared by fde-agent and fde-verifierd:
 // strict JSON parsing (unknown or duplicate fields refused, sizes checked before decoding),
 // canonical serialisation, the challenge binding and the HPKE info string.
 #pragma once
@@ -13,9 +13,9 @@
 
 namespace fde::protocol {
 
-// Size limits (design.md section 3). Bodies are refused before JSON parsing above these.
+// Size limits (docs/protocol.md, "Limits and timeouts"). Bodies are refused before JSON parsing above these.
 constexpr std::size_t max_image_id_size = 128;       // [A-Za-z0-9._:-]+
-constexpr std::size_t max_token_size = 8192;         // virtcca-attestation.md a.1
+constexpr std::size_t max_token_size = 8192;         // docs/virtcca-platform.md a.1
 constexpr std::size_t max_device_cert_size = 4096;   // MAX_DEV_CERT_SIZE, a.1
 constexpr std::size_t max_event_log_size = 1024 * 1024;
 constexpr std::size_t max_ccel_table_size = 1024;
@@ -62,7 +62,7 @@ struct AttestResponse {
   Bytes sealed_key;  // HPKE ciphertext of the disk key
 };
 
-// Stable error codes the guest sees (design.md section 3). The operator sees the detail.
+// Stable error codes the guest sees (docs/protocol.md, "Errors"). The operator sees the detail.
 enum class ErrorCode { attestation_failed, unknown_image, expired_nonce, bad_request, unavailable };
 std::string_view error_code_name(ErrorCode code);
 std::optional<ErrorCode> error_code_from_name(std::string_view name);
@@ -85,7 +85,7 @@ std::string serialize(const ErrorResponse& message);
 
 // challenge = SHA-512("virtcca-fde/v1" || nonce || ephemeral_public), exactly 64 bytes.
 Bytes challenge_binding(ByteView nonce, ByteView ephemeral_public);
-// info = "virtcca-fde/v1 key" || 0x00 || image_id || 0x00 || nonce (HPKE info, design.md 3).
+// info = "virtcca-fde/v1 key" || 0x00 || image_id || 0x00 || nonce (HPKE info, docs/protocol.md "HPKE").
 Bytes hpke_info(std::string_view image_id, ByteView nonce);
 
 }  // namespace fde::protocol

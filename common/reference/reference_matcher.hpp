@@ -1,4 +1,4 @@
-// Matches a token's measurements and CCEL event log against reference values (design.md 5).
+// Matches a token's measurements and CCEL event log against reference values (docs/fde-verifierd.md, "The checks"; docs/reference-values.md).
 #pragma once
 
 #include <array>

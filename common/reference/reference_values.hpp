@@ -22,12 +22,12 @@ constexpr std::size_t max_sets = 256;
 constexpr std::size_t max_list_entries = 256;   // digests in one list (RIMs, grub, RPVs...)
 constexpr std::size_t max_text_size = 4096;     // names, descriptions, command lines
 constexpr std::size_t max_grub_commands = 4096;
-constexpr std::size_t rpv_size = 64;            // virtcca-attestation.md b.2, claim 44235
+constexpr std::size_t rpv_size = 64;            // docs/virtcca-platform.md b.2, claim 44235
 constexpr std::size_t rem_count = 4;
 
 enum class BootMode {
   grub,    // UEFI + grub: the RIM covers firmware + DTB; the rest is in the CCEL log (c.2, d)
-  direct,  // QEMU loads kernel + initramfs + DTB: the RIM covers them (c.2, design.md 6a)
+  direct,  // QEMU loads kernel + initramfs + DTB: the RIM covers them (docs/virtcca-platform.md c.2)
 };
 std::string_view boot_mode_name(BootMode mode);
 

@@ -1,5 +1,5 @@
 // Builds CCEL event logs as virtCCA's UEFI firmware and grub write them (TCG2 crypto-agile,
-// virtcca-attestation.md d.1-d.3), and computes the REMs the log replays to, so a simulated
+// docs/virtcca-platform.md d.1-d.3), and computes the REMs the log replays to, so a simulated
 // token can carry them.
 #pragma once
 

@@ -1,5 +1,5 @@
 // A simulated virtCCA device: a generated test CA, the device (AIK/CPAK) certificate and key,
-// and the platform claims the device reports (virtcca-attestation.md b.3, b.7; design.md 7).
+// and the platform claims the device reports (docs/virtcca-platform.md b.3, b.7; docs/firmware-boot-test.md, "The simulated TMM").
 #pragma once
 
 #include <functional>

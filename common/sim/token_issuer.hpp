@@ -1,5 +1,5 @@
 // The simulated TMM: issues byte-exact virtCCA attestation tokens, legacy (CVM token only,
-// RSA RAK) or full (platform + CVM token, P-521 RAK) (virtcca-attestation.md b.1-b.6).
+// RSA RAK) or full (platform + CVM token, P-521 RAK) (docs/virtcca-platform.md b.1-b.6).
 //
 // The encoding steps are public on their own so tests can check framing against the real
 // secGear token and build hostile variants (a swapped RAK, a foreign platform token).

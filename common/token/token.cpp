@@ -1,4 +1,4 @@
-// Structural parser for virtCCA / Arm CCA attestation tokens (virtcca-attestation.md b.1-b.3).
+// Structural parser for virtCCA / Arm CCA attestation tokens (docs/virtcca-platform.md b.1-b.3).
 #include "common/token/token.hpp"
 
 #include <algorithm>

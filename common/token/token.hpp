@@ -1,4 +1,4 @@
-// The virtCCA attestation token model and its parser (virtcca-attestation.md section b).
+// The virtCCA attestation token model and its parser (docs/virtcca-platform.md b).
 #pragma once
 
 #include <array>
@@ -101,7 +101,7 @@ struct Token {
   bool is_full() const { return platform_envelope.has_value(); }
 };
 
-// Structural parse (virtcca-attestation.md section g steps 1-3 as far as encoding goes):
+// Structural parse (docs/virtcca-platform.md g steps 1-3 as far as encoding goes):
 // size <= 8192, tag 399, map of 1-2 entries with keys only 44234/44241 (any order, no
 // duplicates), each a bstr holding a COSE_Sign1; claim maps with every mandatory claim
 // of the right CBOR type, no unknown integer keys (profile 265 allowed), exactly 4 REMs,

@@ -1,4 +1,4 @@
-// The agent's check that a token fresh from the TSI device is complete (virtcca-attestation.md
+// The agent's check that a token fresh from the TSI device is complete (docs/virtcca-platform.md
 // a.1 item 5: the driver can return success with a partial token). It walks only the outer
 // framing; the verifier does the full parse.
 #pragma once

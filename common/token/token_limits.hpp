@@ -1,4 +1,4 @@
-// Token envelope constants (virtcca-attestation.md a.1, b.1), in a header of their own so
+// Token envelope constants (docs/virtcca-platform.md a.1, b.1), in a header of their own so
 // code without libcbor (the agent's framing check) can use them.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Turns a parsed token plus device identity and policy into a Verdict (virtcca-attestation.md
+// Turns a parsed token plus device identity and policy into a Verdict (docs/virtcca-platform.md
 // b.6-b.8 and g). Every check is recorded; a check whose input an earlier check rejected is
 // recorded as failed with "not checked: <reason>", never skipped and never passed.
 #include "common/token/token_verifier.hpp"

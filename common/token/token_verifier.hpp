@@ -1,5 +1,5 @@
 // Verifies a parsed token against device identity and policy; returns a Verdict
-// (virtcca-attestation.md sections b.6-b.8 and g; design.md section 5 steps 1-4).
+// (docs/virtcca-platform.md b.6-b.8 and g; docs/fde-verifierd.md "The checks", the token checks).
 #pragma once
 
 #include <optional>

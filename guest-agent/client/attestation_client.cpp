@@ -16,7 +16,7 @@ AttemptResult outcome(AttemptStatus status, std::string step, std::string messag
   return result;
 }
 
-// A non-200 answer: the stable error code decides (design.md section 3). The verifier tells
+// A non-200 answer: the stable error code decides (docs/protocol.md, "Errors"). The verifier tells
 // the guest only a coarse reason; the operator finds the detail in its log.
 AttemptResult http_failure(std::string step, const protocol::HttpsResult& response) {
   auto error = protocol::parse_error_response(response.body);

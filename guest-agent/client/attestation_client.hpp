@@ -1,4 +1,4 @@
-// One attempt of protocol v1 against one verifier (design.md section 2 steps 3-7 up to the
+// One attempt of protocol v1 against one verifier (docs/protocol.md, "The exchange" up to the
 // opened key): challenge, a token bound to a fresh X25519 key, attest, HPKE open. The result
 // says whether trying again could help, so the boot flow can decide what to do next.
 #pragma once

@@ -86,7 +86,7 @@ install() {
     inst_multiple cryptsetup mkdir sleep
     inst_multiple -o poweroff systemctl
     # cryptsetup loads libgcc_s at run time for Argon2 keyslots (the recovery passphrase);
-    # dracut's crypt module does not add it (design.md section 6).
+    # dracut's crypt module does not add it (docs/fde-agent.md, "The dracut module").
     inst_libdir_file "libgcc_s.so*"
     inst_script "$moddir/fde-unlock.sh" /usr/libexec/fde-agent/fde-unlock
 

@@ -1,4 +1,4 @@
-// The agent's boot flow (design.md section 2 steps 2-8), readable top to bottom: wait for
+// The agent's boot flow (docs/fde-agent.md, "What one boot looks like"), readable top to bottom: wait for
 // the LUKS device, wait for a route to a verifier, try the verifiers on the retry schedule
 // with one status line per attempt, unlock with the released key, or give up and report the
 // failure policy the caller must apply.

@@ -1,4 +1,4 @@
-// Reads the CCEL ACPI table and the event log area from sysfs (virtcca-attestation.md d.1).
+// Reads the CCEL ACPI table and the event log area from sysfs (docs/virtcca-platform.md d.1).
 // Both exist only on a UEFI/grub boot; direct boot has neither, which is not an error.
 #pragma once
 

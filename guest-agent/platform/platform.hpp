@@ -11,7 +11,7 @@
 
 namespace fde::agent {
 
-// The CCEL table and log area (virtcca-attestation.md d.1), sent to the verifier when the
+// The CCEL table and log area (docs/virtcca-platform.md d.1), sent to the verifier when the
 // firmware provides them (grub/UEFI boot); absent on direct boot.
 struct BootEventLog {
   Bytes ccel_table;
@@ -24,7 +24,7 @@ class Platform {
   // "tsi" or "sim", for status lines.
   virtual std::string_view name() const = 0;
   // A complete attestation token for exactly 64 bytes of challenge; a partial token from the
-  // device is an error here, never passed on (virtcca-attestation.md a.1 item 5).
+  // device is an error here, never passed on (docs/virtcca-platform.md a.1 item 5).
   virtual Result<Bytes> attestation_token(ByteView challenge) = 0;
   // The device certificate as DER (the protocol's device_cert), converted from PEM if the
   // firmware serves PEM.

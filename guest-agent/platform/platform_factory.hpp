@@ -1,5 +1,5 @@
 // Picks the platform provider the configuration names: tsi always, sim only in builds with
-// FDE_WITH_SIM (production agents cannot be talked into simulating, design.md section 7).
+// FDE_WITH_SIM (production agents cannot be talked into simulating, docs/fde-agent.md "Platforms").
 #pragma once
 
 #include <memory>

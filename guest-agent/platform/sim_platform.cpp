@@ -1,5 +1,5 @@
 // The simulated platform: tokens from the simulator's issuer over inputs that stand in for
-// the firmware's measurements (design.md section 7).
+// the firmware's measurements (docs/fde-agent.md, "Platforms").
 #include "guest-agent/platform/sim_platform.hpp"
 
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-// The simulated virtCCA platform (design.md section 7), compiled in only with FDE_WITH_SIM.
+// The simulated virtCCA platform (docs/fde-agent.md "Platforms"; docs/firmware-boot-test.md), compiled in only with FDE_WITH_SIM.
 // Its inputs play the firmware's part: the simulated device (fde-sim device output) and the
 // boot measurements, read from a directory or, in QEMU, from fw_cfg entries opt/fde/<name>.
 #pragma once

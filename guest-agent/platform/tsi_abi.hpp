@@ -1,4 +1,4 @@
-// The TSI device ABI of the openEuler virtCCA guest kernels (virtcca-attestation.md a.1):
+// The TSI device ABI of the openEuler virtCCA guest kernels (docs/virtcca-platform.md a.1):
 // /dev/tsi and its three ioctls. The layouts and request numbers are checked at compile time
 // against the values the specification lists, so a layout slip cannot reach a real device.
 #pragma once

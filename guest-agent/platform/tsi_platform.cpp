@@ -1,4 +1,4 @@
-// /dev/tsi: ioctls, ABI detection and response validation (virtcca-attestation.md a.1, a.2).
+// /dev/tsi: ioctls, ABI detection and response validation (docs/virtcca-platform.md a.1, a.2).
 #include "guest-agent/platform/tsi_platform.hpp"
 
 #include <fcntl.h>
@@ -43,7 +43,7 @@ class TsiCharDevice final : public TsiDevice {
 
 constexpr std::string_view old_abi_message =
     "unsupported kernel TSI ABI (pre-release kernel?): /dev/tsi does not know the current ioctls "
-    "(virtcca-attestation.md a.2); boot an openEuler virtCCA kernel with the released TSI driver";
+    "(docs/virtcca-platform.md a.2); boot an openEuler virtCCA kernel with the released TSI driver";
 
 tl::unexpected<Error> ioctl_failure(std::string_view what, int error) {
   if (error == ENOTTY) return fail(Errc::unsupported, std::string(old_abi_message));

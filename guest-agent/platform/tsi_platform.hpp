@@ -1,4 +1,4 @@
-// The real virtCCA platform: /dev/tsi (virtcca-attestation.md a.1), with the checks the
+// The real virtCCA platform: /dev/tsi (docs/virtcca-platform.md a.1), with the checks the
 // driver does not do for us: the ABI generation, the token size and the token's framing
 // (a failing TSI call can still return success with a partial token, a.1 item 5).
 #pragma once

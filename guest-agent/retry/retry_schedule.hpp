@@ -1,6 +1,6 @@
 // When to try which verifier: the verifiers in order, one round after another, with a
 // bounded exponential backoff between rounds, each attempt bounded by its own deadline and
-// all of them by the overall deadline (design.md section 2 step 8). Pure arithmetic on time
+// all of them by the overall deadline (docs/fde-agent.md, "Failure policy and exit status"). Pure arithmetic on time
 // points, so the unit tests can walk a whole boot without sleeping.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Handing the released key to LUKS (design.md section 2 step 7), on a header the agent has
+// Handing the released key to LUKS (docs/fde-agent.md, "What one boot looks like"), on a header the agent has
 // checked: the LUKS2 header area is copied into a private file and checked there (no null
 // cipher in any keyslot or segment, exactly one data segment with the configured cipher;
 // unlock/luks2_header.hpp), then `cryptsetup open --header COPY --key-file=- DEVICE NAME`

@@ -1,6 +1,6 @@
 // What lives on the boot filesystem (ext or FAT): kernels, their initramfs, grub.cfg and the
 // kernel arguments grub.cfg gives them; the straight-line grub.cfg fde-image writes in its
-// place; and the measurements of that boot (virtcca-attestation.md d.4).
+// place; and the measurements of that boot (docs/virtcca-platform.md d.4).
 #pragma once
 
 #include <map>

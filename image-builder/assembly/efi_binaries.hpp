@@ -1,6 +1,6 @@
 // The EFI applications on an image's EFI System Partition that the firmware may start, and
 // their Authenticode digests: the `grub` reference values when the admin gives none
-// (docs/reference-values.md; virtcca-attestation.md d.4).
+// (docs/reference-values.md; docs/virtcca-platform.md d.4).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // LUKS2 header creation with libcryptsetup on a plain file (no device-mapper, no root):
 // the header is formatted on a sparse file the size of the output partition and its first
-// data_offset bytes are then copied into the disk image (design.md section 6).
+// data_offset bytes are then copied into the disk image (docs/fde-image.md, "build").
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // User-space aes-xts-plain64 exactly as dm-crypt computes it for this LUKS2 volume: one
 // XTS unit per encryption sector, tweak = the sector's byte offset in the data segment
-// divided by 512, 16 bytes little-endian (design.md section 6: no large-sector IVs).
+// divided by 512, 16 bytes little-endian (docs/fde-image.md: no large-sector IVs).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // The PE/COFF Authenticode image digest of an EFI application: what UEFI firmware extends
-// into the CC event log as EV_EFI_BOOT_SERVICES_APPLICATION (virtcca-attestation.md d.3,
+// into the CC event log as EV_EFI_BOOT_SERVICES_APPLICATION (docs/virtcca-platform.md d.3,
 // d.4), and so the `grub` reference value (docs/reference-values.md).
 #pragma once
 

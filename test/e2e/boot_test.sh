@@ -5,7 +5,7 @@
 # script plays the platform firmware. It measures the kernel, initramfs and command line it
 # is about to boot into a CCEL event log and hands the log, the RIM and the simulated
 # device's keys to the guest over QEMU fw_cfg, where the agent's `sim` provider signs tokens
-# with them (design.md section 7).
+# with them (docs/firmware-boot-test.md, "The simulated TMM").
 #
 # usage: boot_test.sh --build DIR --agent STATIC_AGENT [--work DIR] [--scenarios "LIST"] [--keep]
 #   --build      a build tree with fde-image, fde-verifierd, fde-admin and fde-sim

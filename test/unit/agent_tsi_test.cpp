@@ -1,4 +1,4 @@
-// The TSI provider without a device: the ABI constants of virtcca-attestation.md a.1 and the
+// The TSI provider without a device: the ABI constants of docs/virtcca-platform.md a.1 and the
 // validation of what the driver returns (partial tokens, sizes, DER/PEM certificates, the
 // pre-release ABI), through the ioctl seam.
 #include <linux/ioctl.h>

@@ -1,4 +1,4 @@
-// The policy step (design.md section 5) on real simulated tokens: what it releases, what it
+// The policy step (docs/fde-verifierd.md, "The checks") on real simulated tokens: what it releases, what it
 // denies, which check says why, and what the guest is told.
 #include <rapidjson/document.h>
 
@@ -42,7 +42,7 @@ void require_denied(const Decision& decision, std::string_view first, protocol::
 
 }  // namespace
 
-TEST_CASE("a genuine simulated boot is released and every design.md section 5 step is a check") {
+TEST_CASE("a genuine simulated boot is released and every policy step is a check") {
   auto policy = make_policy();
   const auto now = Clock::now();
   const Guest guest = make_guest(policy->nonces(), now);

@@ -208,7 +208,7 @@ HttpResponse AttestationApi::attest(const HttpRequest& request) {
   }
   const std::string token_digest = hex_encode(crypto::sha256(attest_request.token));
 
-  // 3. Decide: every check of design.md section 5, as data.
+  // 3. Decide: every check of docs/fde-verifierd.md "The checks", as data.
   auto image = store_.find_image(image_id);
   if (!image) {
     logger_.error("store_failed", {{"operation", "find_image"}, {"image", image_id}, {"error", image.error().describe()}});

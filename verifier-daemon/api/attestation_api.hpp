@@ -8,7 +8,7 @@
 // Nothing else is served here: health, readiness and metrics are on the operator listener
 // (operator_api.hpp), which is not reachable from the hosts by default.
 //
-// Errors are {"error": CODE, "message": text} with the coarse codes of design.md section 3,
+// Errors are {"error": CODE, "message": text} with the coarse codes of docs/protocol.md "Errors",
 // and these HTTP statuses: bad_request 400, attestation_failed 403, expired_nonce 410,
 // unavailable 503 (429 when the peer's rate limit refuses, with Retry-After); an unknown
 // path is 404 and a wrong method 405 (both bad_request). An unknown image and a denied one

@@ -1,4 +1,4 @@
-// Stateless nonces (design.md section 3): each nonce carries its expiry and a MAC under a
+// Stateless nonces (docs/protocol.md, `POST /v1/challenge`): each nonce carries its expiry and a MAC under a
 // secret shared by all verifier replicas, so any replica can check it without a session store.
 //
 // Layout (64 bytes): version (1) = 0x01 || expires_at (8, big-endian Unix seconds) ||

@@ -1,4 +1,4 @@
-// The policy step: design.md section 5, in order, every step recorded as a Check. Later steps
+// The policy step: docs/fde-verifierd.md "The checks", in order, every step recorded as a Check. Later steps
 // run where their inputs allow, so the operator sees the whole picture, but a check whose
 // input an earlier check rejected is recorded as failed ("not checked: ..."), never passed.
 #include "verifier-daemon/policy/decision.hpp"
@@ -212,7 +212,7 @@ std::string measurements_json(const token::Token* token, bool token_verified, co
   return std::string(buffer.GetString(), buffer.GetSize());
 }
 
-// The coarse reason the guest is told (design.md section 3), from the first failed check.
+// The coarse reason the guest is told (docs/protocol.md, "Errors"), from the first failed check.
 // An image that is not enrolled is denied like any other failed check: a distinct answer
 // would let anyone with a free nonce test which image ids are enrolled here.
 protocol::ErrorCode guest_error_for(const Verdict& verdict, NonceStatus nonce) {

@@ -1,4 +1,4 @@
-// The policy step (design.md section 5): runs every check on an attestation request and is
+// The policy step (docs/fde-verifierd.md, "The checks"): runs every check on an attestation request and is
 // the only code that can produce VerifiedEvidence, which releasing a key requires.
 #pragma once
 
@@ -51,7 +51,7 @@ struct DeciderConfig {
 class Decider {
  public:
   Decider(DeciderConfig config, const NonceService& nonces) : config_(std::move(config)), nonces_(nonces) {}
-  // Checks, in design.md section 5 order: nonce (authentic, unexpired, for this image);
+  // Checks, in the order of docs/fde-verifierd.md "The checks": nonce (authentic, unexpired, for this image);
   // image known; token parse and verify (device cert chained to the roots); challenge ==
   // SHA-512(label || nonce || ephemeral_public); reference values (RIM, RPV, event log);
   // image status active. `image` is nullopt for an unknown image.

@@ -350,7 +350,7 @@ class AdminServer final : public AdminSocketServer {
     const auto deadline = Clock::now() + limits_.io_timeout;
     ucred peer{};
     socklen_t size = sizeof peer;
-    // Root only (design.md section 3), plus the one uid admin.allowed_uid names. The daemon's
+    // Root only (docs/fde-verifierd.md, "The admin socket"), plus the one uid admin.allowed_uid names. The daemon's
     // own uid gets no implicit access: whoever takes over the service user must not also
     // be able to enroll, revoke or read the audit log.
     const bool credentials = ::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &size) == 0 && size == sizeof peer;

@@ -1,7 +1,7 @@
 // The administration channel: a Unix stream socket (mode 0600, owned by the daemon's user)
 // that carries one JSON request and one JSON response per line. Only root may use it
 // (SO_PEERCRED), plus one uid the configuration names explicitly (admin.allowed_uid); the
-// daemon's own uid gets no implicit access. Never reachable over the network (design.md
+// daemon's own uid gets no implicit access. Never reachable over the network (docs/fde-verifierd.md
 // section 3).
 #pragma once
 

@@ -85,7 +85,7 @@ Result<std::shared_ptr<ssl::context>> make_server_context(const TlsFiles& files)
 
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX* native = context->native_handle();
-  // Protocol v1 is TLS 1.3 only (design.md section 3).
+  // Protocol v1 is TLS 1.3 only (docs/protocol.md, "Transport").
   if (SSL_CTX_set_min_proto_version(native, TLS1_3_VERSION) != 1 ||
       SSL_CTX_set_max_proto_version(native, TLS1_3_VERSION) != 1) {
     ERR_clear_error();

@@ -1,7 +1,7 @@
 // The attestation port: HTTP/1.1 over TLS 1.3 only, on Boost.Asio/Beast, one coroutine per
 // connection, deadlines on every step, caps on connections (in total and per peer) that shed
 // the oldest unfinished connection rather than refuse a new one, a budget for request bodies
-// held in memory, and bodies bounded per target before they are read (design.md 3).
+// held in memory, and bodies bounded per target before they are read (docs/protocol.md, "Limits and timeouts").
 #pragma once
 
 #include <chrono>

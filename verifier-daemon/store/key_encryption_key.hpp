@@ -1,4 +1,4 @@
-// The key-encryption key that wraps disk keys at rest (design.md section 4). It is loaded
+// The key-encryption key that wraps disk keys at rest (docs/fde-verifierd.md; docs/threat-model.md). It is loaded
 // from a 0600 file or a systemd credential and never stored in the database.
 #pragma once
 

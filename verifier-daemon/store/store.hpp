@@ -1,4 +1,4 @@
-// Verifier state behind one interface (design.md section 4): images with their wrapped disk
+// Verifier state behind one interface (docs/fde-verifierd.md): images with their wrapped disk
 // keys, reference values and status, and the append-only audit log, chained and MAC'd with a
 // key derived from the KEK (audit_hash.cpp has the format).
 #pragma once
