@@ -177,6 +177,8 @@ function(fde_install_verifier_files)
   install(FILES "${gen}/fde-verifierd.toml" DESTINATION "${FDE_CONFIG_DIR}" COMPONENT verifier)
   install(FILES "${gen}/fde-verifierd.toml" "${PROJECT_SOURCE_DIR}/docs/fde-verifierd.md"
                 "${PROJECT_SOURCE_DIR}/docs/fde-admin.md" "${PROJECT_SOURCE_DIR}/docs/enrollment-bundle.md"
-                "${PROJECT_SOURCE_DIR}/docs/install.md"
+                "${PROJECT_SOURCE_DIR}/docs/install.md" "${PROJECT_SOURCE_DIR}/docs/operator-guide.md"
+                "${PROJECT_SOURCE_DIR}/docs/protocol.md" "${PROJECT_SOURCE_DIR}/docs/threat-model.md"
+                "${PROJECT_SOURCE_DIR}/docs/reference-values.md" "${PROJECT_SOURCE_DIR}/docs/virtcca-platform.md"
           DESTINATION ${FDE_DOC_DIR} COMPONENT verifier)
 endfunction()

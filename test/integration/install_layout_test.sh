@@ -67,7 +67,8 @@ for p in "${programs[@]}"; do
 done
 for f in "$confdir/fde-verifierd.toml" "$prefix/lib/sysusers.d/fde-verifierd.conf" \
          "$prefix/lib/tmpfiles.d/fde-verifierd.conf" "$prefix/share/doc/fde-verifier/fde-verifierd.md" \
-         "$prefix/share/doc/fde-verifier/install.md"; do
+         "$prefix/share/doc/fde-verifier/install.md" "$prefix/share/doc/fde-verifier/operator-guide.md" \
+         "$prefix/share/doc/fde-verifier/protocol.md" "$prefix/share/doc/fde-verifier/threat-model.md"; do
   check "$f is installed" test -f "$dest$f"
 done
 check "the unit is installed" test -f "$unit"
