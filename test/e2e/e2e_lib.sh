@@ -1,4 +1,5 @@
-# Shared by the end-to-end boot tests (boot_test.sh, firmware_boot_test.sh); sourced, not run.
+# Shared by the end-to-end boot tests (boot_test.sh, firmware_boot_test.sh,
+# firmware_boot_aarch64_test.sh); sourced, not run.
 # Each piece expects the calling script's variables: work, build, agent, source_dir, kver and
 # the functions below it defines through e2e_messages.
 
@@ -198,4 +199,45 @@ directory holds the same files; BOOT.txt names the firmware, grub and kernel of 
   grub.cfg            the grub.cfg on the output image's ESP (what grub ran): x86_64
                       EFI/debian/grub.cfg, aarch64 EFI/BOOT/grub.cfg
 EOF
+}
+
+# The plain disk of a firmware boot, as a qcow2: GPT with fixed disk and partition GUIDs (so
+# PCR 5 is the same on every run), an ESP holding the listed files, an ext4 /boot made from
+# $work/boot and an ext4 root from $work/root. Reads the caller's esp_mib, boot_mib,
+# root_mib, disk_guid, esp_guid, boot_guid, root_guid, esp_volume_id, boot_uuid and
+# root_uuid; sets esp_start, boot_start and root_start (sectors).
+# Usage: e2e_gpt_disk ROOT_TYPE OUT.qcow2 [FILE ESP_PATH]...   (ROOT_TYPE: an sgdisk type code)
+e2e_gpt_disk() {
+  local root_type=$1 out=$2
+  shift 2
+  export MTOOLS_SKIP_CHECK=1
+  truncate -s "${esp_mib}M" "$work/esp.fat"
+  mkfs.vfat -F 32 -i "$esp_volume_id" -n ESP "$work/esp.fat" >/dev/null
+  while [ $# -gt 0 ]; do
+    local file=$1 path=$2 dir= part
+    shift 2
+    local IFS=/
+    for part in ${path%/*}; do
+      [ -n "$part" ] || continue
+      dir=$dir/$part
+      mmd -i "$work/esp.fat" "::$dir" 2>/dev/null || true
+    done
+    unset IFS
+    mcopy -i "$work/esp.fat" "$file" "::$path"
+  done
+  esp_start=2048 boot_start=$((2048 + esp_mib * 2048)) root_start=$((2048 + (esp_mib + boot_mib) * 2048))
+  truncate -s $((1 + esp_mib + boot_mib + root_mib + 1))M "$work/disk.raw"
+  # No -q: gdisk 1.0.9 then exits 0 without writing the partitions.
+  sgdisk -U "$disk_guid" \
+    -n 1:$esp_start:+${esp_mib}M -t 1:ef00 -c 1:ESP -u 1:$esp_guid \
+    -n 2:$boot_start:+${boot_mib}M -t 2:8300 -c 2:boot -u 2:$boot_guid \
+    -n 3:$root_start:+${root_mib}M -t 3:$root_type -c 3:root -u 3:$root_guid "$work/disk.raw" >/dev/null
+  dd if="$work/esp.fat" of="$work/disk.raw" bs=1M seek=1 conv=notrunc status=none
+  rm -f "$work/esp.fat"
+  mke2fs -q -t ext4 -L boot -U "$boot_uuid" -d "$work/boot" -E offset=$((boot_start * 512)) "$work/disk.raw" "${boot_mib}M"
+  mke2fs -q -t ext4 -b 4096 -L root -U "$root_uuid" -d "$work/root" -E offset=$((root_start * 512)) \
+    "$work/disk.raw" "${root_mib}M"
+  qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$out"
+  rm -f "$work/disk.raw"
+  note "plain image: $(stat -c %s "$out") bytes (qcow2)"
 }

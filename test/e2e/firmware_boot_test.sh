@@ -96,28 +96,9 @@ EOF
 cp "$work/grub.cfg" "$work/boot/grub/grub.cfg"
 chmod -R go+rX "$work/boot" "$work/root"
 
-export MTOOLS_SKIP_CHECK=1
-truncate -s ${esp_mib}M "$work/esp.fat"
-mkfs.vfat -F 32 -i "$esp_volume_id" -n ESP "$work/esp.fat" >/dev/null
-mmd -i "$work/esp.fat" ::/EFI ::/EFI/BOOT ::/EFI/debian
-mcopy -i "$work/esp.fat" "$shim" ::/EFI/BOOT/BOOTX64.EFI
-mcopy -i "$work/esp.fat" "$grub_efi" ::/EFI/BOOT/grubx64.efi
-mcopy -i "$work/esp.fat" "$work/grub.cfg" ::/EFI/debian/grub.cfg
-esp_start=2048 boot_start=$((2048 + esp_mib * 2048)) root_start=$((2048 + (esp_mib + boot_mib) * 2048))
-truncate -s $((1 + esp_mib + boot_mib + root_mib + 1))M "$work/disk.raw"
-# No -q: gdisk 1.0.9 then exits 0 without writing the partitions.
-sgdisk -U "$disk_guid" \
-  -n 1:$esp_start:+${esp_mib}M -t 1:ef00 -c 1:ESP -u 1:$esp_guid \
-  -n 2:$boot_start:+${boot_mib}M -t 2:8300 -c 2:boot -u 2:$boot_guid \
-  -n 3:$root_start:+${root_mib}M -t 3:8300 -c 3:root -u 3:$root_guid "$work/disk.raw" >/dev/null
-dd if="$work/esp.fat" of="$work/disk.raw" bs=1M seek=1 conv=notrunc status=none
-rm -f "$work/esp.fat"
-mke2fs -q -t ext4 -L boot -U "$boot_uuid" -d "$work/boot" -E offset=$((boot_start * 512)) "$work/disk.raw" ${boot_mib}M
-mke2fs -q -t ext4 -b 4096 -L root -U "$root_uuid" -d "$work/root" -E offset=$((root_start * 512)) \
-  "$work/disk.raw" ${root_mib}M
-qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/plain.qcow2"
-rm -f "$work/disk.raw"
-note "plain image: $(stat -c %s "$work/plain.qcow2") bytes (qcow2)"
+# 8300: Linux filesystem.
+e2e_gpt_disk 8300 "$work/plain.qcow2" "$shim" /EFI/BOOT/BOOTX64.EFI "$grub_efi" /EFI/BOOT/grubx64.efi \
+  "$work/grub.cfg" /EFI/debian/grub.cfg
 
 # ---------------------------------------------------------------------------------------
 step "2. the verifier: TLS certificate, simulated device CA, fresh SQLite store on 127.0.0.1"
