@@ -205,6 +205,29 @@ sed 's/^/   | /' "$work/esp-grub.cfg"
 dd if="$work/encrypted.raw" of="$work/root.luks" bs=512 skip="$(first_sector 3)" \
   count=$(($(last_sector 3) - $(first_sector 3) + 1)) status=none
 luks_uuid=$(cryptsetup luksUUID "$work/root.luks") || fail "partition 3 of the output is not a LUKS volume"
+# The key check values fde-image wrote into the measured agent configuration (appended to the
+# initramfs on /boot): the host-run agent must judge the released key with the same ones.
+dd if="$work/encrypted.raw" of="$work/boot-part.ext4" bs=512 skip="$(first_sector 2)" \
+  count=$(($(last_sector 2) - $(first_sector 2) + 1)) status=none
+debugfs -R "dump /initrd.img-$kver $work/initrd.fde" "$work/boot-part.ext4" >/dev/null 2>&1 ||
+  fail "cannot read /initrd.img-$kver from the output's /boot"
+key_checks=$(python3 - "$work/initrd.fde" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+name = b"etc/fde/agent.conf\0"
+at = data.rfind(name)
+head = data.rfind(b"070701", 0, at) if at > 0 else -1
+if head < 0 or at - head > 111:
+    sys.exit("no newc entry etc/fde/agent.conf in the initramfs")
+size, namesize = int(data[head + 54:head + 62], 16), int(data[head + 94:head + 102], 16)
+start = (head + 110 + namesize + 3) & ~3
+for line in data[start:start + size].decode().splitlines():
+    if line.split("=")[0].strip() in ("released_key_check", "volume_key_check"):
+        print(line)
+PY
+) || fail "fde-image's agent.conf has no key check values"
+[ "$(echo "$key_checks" | wc -l)" = 2 ] || fail "fde-image's agent.conf lacks a key check value: $key_checks"
+rm -f "$work/boot-part.ext4" "$work/initrd.fde"
 
 # boot NAME DISK [fw_vm.py options...]: one boot with a fresh VARS copy and a fresh swtpm, up
 # to the guest's wait; the log and PCRs land in $work/NAME.tpm-capture. Sets boot_seconds.
@@ -256,6 +279,7 @@ attempt_timeout = 20s
 overall_timeout = 40s
 backoff_initial = 1s
 backoff_max = 2s
+$key_checks
 EOF
   local t0
   t0=$(date +%s.%N)
