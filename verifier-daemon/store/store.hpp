@@ -156,4 +156,15 @@ class Store {
 // An existing file with group or other permission bits is refused, like the KEK file.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek);
 
+// PostgreSQL through libpq, for several replicas sharing one state (postgres_store.cpp has
+// the locking). The schema is created or upgraded on open; a newer schema is refused.
+struct PostgresOptions {
+  std::string conninfo;  // a libpq connection string or URI ("host=db.example dbname=fde sslmode=verify-full")
+  SecretBytes password;  // empty: libpq's own sources (conninfo, ~/.pgpass) or none
+  std::size_t pool_size = 4;  // connections this store object may hold open at once
+  int connect_timeout_seconds = 5;
+};
+constexpr std::size_t max_postgres_pool_size = 64;
+Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyEncryptionKey kek);
+
 }  // namespace fde::verifier
