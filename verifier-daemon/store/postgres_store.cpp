@@ -760,6 +760,25 @@ Result<void> PostgresStore::ping() {
 
 }  // namespace
 
+std::string describe_postgres_conninfo(const std::string& conninfo) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (options == nullptr) {
+    PQfreemem(error);
+    return "(unparsable connection string)";
+  }
+  std::string out;
+  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    const std::string_view key = o->keyword;
+    if (o->val == nullptr || !(key == "host" || key == "hostaddr" || key == "port" || key == "dbname" ||
+                               key == "user" || key == "sslmode"))
+      continue;
+    out += (out.empty() ? "" : " ") + std::string(key) + "=" + o->val;
+  }
+  PQconninfoFree(options);
+  return out;
+}
+
 Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyEncryptionKey kek) {
   if (options.conninfo.empty()) return fail(Errc::invalid_argument, "postgresql store: empty connection string");
   if (!kek.loaded()) return fail(Errc::invalid_argument, "postgresql store: no key-encryption key loaded");

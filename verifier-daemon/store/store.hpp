@@ -166,5 +166,8 @@ struct PostgresOptions {
 };
 constexpr std::size_t max_postgres_pool_size = 64;
 Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyEncryptionKey kek);
+// The connection string for logs: host, port, dbname, user and sslmode only (never a
+// password written into it); "(unparsable connection string)" if libpq cannot read it.
+std::string describe_postgres_conninfo(const std::string& conninfo);
 
 }  // namespace fde::verifier
