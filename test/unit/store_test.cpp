@@ -1286,3 +1286,186 @@ TEST_CASE("a version 1 store whose chain was already broken is sealed as found, 
   CHECK_FALSE(report->intact);
   CHECK(report->first_bad_sequence == 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: schema versions, several replicas on one database, the server going away
+// ---------------------------------------------------------------------------------------
+
+TEST_CASE("both backends refuse a database whose schema is newer than the program") {
+  STORE_BACKEND();
+  { backend.open(); }
+  backend.tamper("UPDATE schema_version SET version = 99");
+  auto store = backend.try_open();
+  REQUIRE_FALSE(store.has_value());
+  CHECK(store.error().code == Errc::unsupported);
+  CHECK(store.error().message.find("schema version 99 is newer") != std::string::npos);
+}
+
+TEST_CASE("postgresql: replicas starting together create the schema once") {
+  const Backend backend("postgresql");
+  std::vector<std::unique_ptr<Store>> stores(4);
+  std::vector<std::string> errors(4);
+  std::vector<std::thread> starts;
+  for (std::size_t i = 0; i < stores.size(); ++i)
+    starts.emplace_back([&, i] {
+      auto store = backend.try_open();
+      if (store) stores[i] = std::move(*store);
+      else errors[i] = store.error().describe();
+    });
+  for (auto& t : starts) t.join();
+  for (std::size_t i = 0; i < stores.size(); ++i) {
+    INFO(errors[i]);
+    CHECK(stores[i] != nullptr);
+  }
+}
+
+TEST_CASE("postgresql: the same image enrolled through two replicas at once leaves one record") {
+  const Backend backend("postgresql");
+  auto a = backend.open();
+  auto b = backend.open();
+  std::atomic<int> enrolled{0};
+  std::atomic<int> refused{0};
+  auto enroll = [&](Store& store, int seed) {
+    auto record = store.enroll(image_record("img-a"), disk_key_for(seed), operator_actor);
+    if (record) ++enrolled;
+    else if (record.error().code == Errc::invalid_argument && record.error().message.find("already enrolled") != std::string::npos)
+      ++refused;
+  };
+  std::thread first(enroll, std::ref(*a), 1);
+  std::thread second(enroll, std::ref(*b), 2);
+  first.join();
+  second.join();
+  CHECK(enrolled == 1);
+  CHECK(refused == 1);
+  CHECK(a->list_images()->size() == 1);
+  auto records = b->query_audit(audit_query(10, std::nullopt, std::string("admin")));
+  REQUIRE(records.has_value());
+  CHECK(records->size() == 1);
+  CHECK(b->verify_audit_chain()->intact);
+}
+
+TEST_CASE("postgresql: a revoke through one replica withholds the key on another at its next decision") {
+  const Backend backend("postgresql");
+  auto a = backend.open();
+  auto b = backend.open();
+  REQUIRE(a->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  REQUIRE(b->append_release(release_entry(1)).value_or(std::nullopt).has_value());
+  REQUIRE(a->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
+  auto release = b->append_release(release_entry(2));
+  REQUIRE(release.has_value());
+  CHECK_FALSE(release->has_value());
+  CHECK_FALSE(b->disk_key("img-a")->has_value());
+}
+
+TEST_CASE("postgresql: three replicas appending at once keep one chain, no fork and no gap") {
+  const Backend backend("postgresql");
+  std::vector<std::unique_ptr<Store>> replicas;
+  for (int i = 0; i < 3; ++i) replicas.push_back(backend.open());
+  REQUIRE(replicas[0]->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 6; ++t)
+    workers.emplace_back([&, t] {
+      Store& store = *replicas[static_cast<std::size_t>(t % 3)];
+      for (int i = 0; i < 25; ++i) {
+        bool ok = i % 2 == 0 ? store.append_audit(audit_entry(t * 100 + i)).has_value()
+                             : store.append_release(release_entry(t * 100 + i)).value_or(std::nullopt).has_value();
+        if (!ok) ++failures;
+      }
+    });
+  for (auto& w : workers) w.join();
+  CHECK(failures == 0);
+  for (auto& replica : replicas) {
+    auto report = replica->verify_audit_chain();
+    REQUIRE(report.has_value());
+    CHECK(report->intact);
+    CHECK(report->records == 6 * 25 + 1);
+  }
+}
+
+TEST_CASE("postgresql: a pool of two connections serves eight threads, waiting its turn") {
+  const Backend backend("postgresql");
+  PostgresOptions options;
+  auto& server = testing::PostgresServer::shared();
+  const std::string database = server.create_database();
+  options.conninfo = server.conninfo(database);
+  options.password = SecretBytes::copy_of(as_bytes(std::string_view(testing::PostgresServer::password)));
+  options.pool_size = 2;
+  auto store = open_postgres_store(std::move(options), test_kek());
+  REQUIRE(store.has_value());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 8; ++t)
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i)
+        if (!(*store)->append_audit(audit_entry(t * 100 + i))) ++failures;
+    });
+  for (auto& w : workers) w.join();
+  CHECK(failures == 0);
+  CHECK((*store)->verify_audit_chain()->records == 80);
+  // At most two sessions of this program were ever open at once; now they idle.
+  const std::string count_sql = "DO $$ BEGIN IF (SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                "'fde-verifierd' AND datname = '" + database + "') > 2 THEN RAISE EXCEPTION "
+                                "'too many connections'; END IF; END $$";
+  CHECK(server.try_execute(database, count_sql).empty());
+  CHECK_FALSE(open_postgres_store(PostgresOptions{server.conninfo(database), {}, 0, 5}, test_kek()).has_value());
+}
+
+TEST_CASE("postgresql: a wrong password or an unreachable server is a clear error") {
+  auto& server = testing::PostgresServer::shared();
+  const std::string database = server.create_database();
+  PostgresOptions wrong;
+  wrong.conninfo = server.conninfo(database);
+  wrong.password = SecretBytes::copy_of(as_bytes(std::string_view("not the password")));
+  auto refused = open_postgres_store(std::move(wrong), test_kek());
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == Errc::io);
+  CHECK(refused.error().message.find("cannot connect") != std::string::npos);
+  CHECK(refused.error().message.find("not the password") == std::string::npos);
+  PostgresOptions nowhere;
+  nowhere.conninfo = "host=/nonexistent-fde-socket-dir dbname=x user=y";
+  auto missing = open_postgres_store(std::move(nowhere), test_kek());
+  REQUIRE_FALSE(missing.has_value());
+  CHECK(missing.error().message.find("cannot connect") != std::string::npos);
+  CHECK_FALSE(open_postgres_store(PostgresOptions{}, test_kek()).has_value());
+  PostgresOptions no_kek;
+  no_kek.conninfo = server.conninfo(database);
+  CHECK(open_postgres_store(std::move(no_kek), KeyEncryptionKey()).error().code == Errc::invalid_argument);
+}
+
+TEST_CASE("postgresql: the server stopped gives errors, and the same store recovers when it returns") {
+  testing::PostgresServer server;  // its own server: this test stops it
+  const std::string database = server.create_database();
+  PostgresOptions options;
+  options.conninfo = server.conninfo(database);
+  options.password = SecretBytes::copy_of(as_bytes(std::string_view(testing::PostgresServer::password)));
+  options.pool_size = 3;
+  auto opened = open_postgres_store(std::move(options), test_kek());
+  REQUIRE(opened.has_value());
+  Store& store = **opened;
+  REQUIRE(store.enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  // Fill the pool with idle connections, which the restart will cut.
+  std::vector<std::thread> warm;
+  for (int i = 0; i < 3; ++i) warm.emplace_back([&store, i] { (void)store.append_audit(audit_entry(i)); });
+  for (auto& t : warm) t.join();
+
+  server.stop();
+  CHECK_FALSE(store.ping().has_value());
+  auto release = store.append_release(release_entry(1));
+  REQUIRE_FALSE(release.has_value());
+  CHECK(release.error().code == Errc::io);
+  CHECK(release.error().message.find("postgresql store") != std::string::npos);
+  CHECK_FALSE(store.append_audit(audit_entry(2)).has_value());
+
+  server.start();
+  // The first request after the restart already succeeds: a lone read or a BEGIN on a
+  // connection found cut is resent on a fresh one.
+  CHECK(store.ping().has_value());
+  auto after = store.append_release(release_entry(3));
+  REQUIRE(after.has_value());
+  CHECK(after->has_value());
+  auto report = store.verify_audit_chain();
+  REQUIRE(report.has_value());
+  CHECK(report->intact);
+  CHECK(report->records == 5);  // enroll, three denials, the release after the restart
+}
