@@ -188,6 +188,8 @@ struct DaemonOptions {
   // admin.allowed_uid. Unset: root only, except that a test run by a non-root developer
   // names its own uid, since nobody else could then use the socket.
   std::optional<uid_t> admin_allowed_uid = {};
+  // The [store] settings besides kek_file (the fleet test points replicas at PostgreSQL).
+  std::string store_settings = "database = \"verifier.db\"\n";
 };
 
 // One daemon's world under a fresh temporary directory.
@@ -214,7 +216,7 @@ class Daemon {
                    "[attestation]\ntrusted_roots = [\"sim-ca.pem\"]\n"
                    "[nonce]\nsecret_file = \"nonce-secret\"\nlifetime_seconds = " +
                    std::to_string(options.nonce_lifetime_seconds) +
-                   "\n[store]\ndatabase = \"verifier.db\"\nkek_file = \"kek\"\n"
+                   "\n[store]\n" + options.store_settings + "kek_file = \"kek\"\n"
                    "[admin]\nsocket = \"admin.sock\"\n" + admin_allowed_uid_line(options) +
                    "[log]\nlevel = \"info\"\n");
     if (options.run_as) hand_over(*options.run_as);
@@ -339,8 +341,10 @@ struct Exchange {
 };
 
 // challenge -> ephemeral X25519 key -> simulated token over challenge_binding -> attest ->
-// HPKE open.
-inline Exchange attest(const Daemon& daemon, const GuestOptions& options) {
+// HPKE open. The challenge comes from `challenger`, the attest request goes to `verifier`
+// (two replicas of a fleet; the same daemon otherwise), the token from `challenger`'s device.
+inline Exchange attest_across(const Daemon& challenger, const Daemon& verifier, const GuestOptions& options) {
+  const Daemon& daemon = challenger;
   Exchange exchange;
   const auto start = std::chrono::steady_clock::now();
   exchange.challenge = need(protocol::https_post_json(daemon.endpoint(), "/v1/challenge",
@@ -373,8 +377,8 @@ inline Exchange attest(const Daemon& daemon, const GuestOptions& options) {
   if (options.delay_before_attest.count() > 0) std::this_thread::sleep_for(options.delay_before_attest);
 
   const auto attest_start = std::chrono::steady_clock::now();
-  exchange.attest = need(protocol::https_post_json(daemon.endpoint(), "/v1/attest", protocol::serialize(request),
-                                                   daemon.client_options()),
+  exchange.attest = need(protocol::https_post_json(verifier.endpoint(), "/v1/attest", protocol::serialize(request),
+                                                   verifier.client_options()),
                          "attest");
   const auto end = std::chrono::steady_clock::now();
   exchange.attest_time = end - attest_start;
@@ -387,5 +391,7 @@ inline Exchange attest(const Daemon& daemon, const GuestOptions& options) {
   }
   return exchange;
 }
+
+inline Exchange attest(const Daemon& daemon, const GuestOptions& options) { return attest_across(daemon, daemon, options); }
 
 }  // namespace fde::itest

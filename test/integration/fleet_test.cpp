@@ -1,0 +1,147 @@
+// Fleet mode: three fde-verifierd replicas on loopback sharing one PostgreSQL database that
+// the test starts itself (test/support/postgres_server.hpp). Challenges from one replica are
+// accepted by another, guests spread over the replicas all get their keys, a revoke through
+// one replica denies on the others at once, the database going away gives 503s and every
+// replica recovers when it returns, and the audit chain is one intact chain at the end.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/crypto/random.hpp"
+#include "test/integration/daemon_support.hpp"
+#include "test/support/postgres_server.hpp"
+
+using namespace fde;
+using namespace fde::itest;
+
+namespace {
+
+struct Fleet {
+  testing::PostgresServer database;
+  std::string directory;  // the password file
+  std::vector<std::unique_ptr<Daemon>> replicas;
+
+  explicit Fleet(int count) {
+    const std::string name = database.create_database();
+    char pattern[] = "/tmp/fde-fleet-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
+    directory = pattern;
+    write_text(directory + "/db-password", std::string(testing::PostgresServer::password) + "\n", 0600);
+    DaemonOptions options;
+    options.threads = 2;
+    options.store_settings = "backend = \"postgresql\"\nconninfo = \"" + database.conninfo(name) +
+                             "\"\npassword_file = \"" + directory + "/db-password\"\npool_size = 3\n";
+    for (int i = 0; i < count; ++i) replicas.push_back(std::make_unique<Daemon>(options));
+    // One KEK and one nonce secret for the fleet, as an operator deploys them; every replica
+    // trusts every replica's simulated device CA (the guests below use several devices).
+    const std::string kek = read_text(replicas[0]->root + "/kek");
+    const std::string nonce_secret = read_text(replicas[0]->root + "/nonce-secret");
+    std::string roots;
+    for (int i = 0; i < count; ++i) roots += std::string(i == 0 ? "" : ", ") + "\"ca-" + std::to_string(i) + ".pem\"";
+    for (auto& replica : replicas) {
+      write_text(replica->root + "/kek", kek, 0600);
+      write_text(replica->root + "/nonce-secret", nonce_secret, 0600);
+      for (int i = 0; i < count; ++i)
+        write_text(replica->root + "/ca-" + std::to_string(i) + ".pem", read_text(replicas[static_cast<std::size_t>(i)]->root + "/sim-ca.pem"));
+      std::string toml = read_text(replica->root + "/verifier.toml");
+      const std::string one_root = "trusted_roots = [\"sim-ca.pem\"]";
+      toml.replace(toml.find(one_root), one_root.size(), "trusted_roots = [" + roots + "]");
+      write_text(replica->root + "/verifier.toml", toml);
+    }
+    for (auto& replica : replicas) replica->start();
+  }
+  ~Fleet() {
+    replicas.clear();
+    std::error_code ignored;
+    fs::remove_all(directory, ignored);
+  }
+  Daemon& operator[](std::size_t i) { return *replicas[i]; }
+};
+
+void expect_release(const Exchange& exchange, const SecretBytes& key) {
+  REQUIRE(exchange.challenge.status == 200);
+  REQUIRE(exchange.attest);
+  INFO(exchange.attest->body);
+  REQUIRE(exchange.attest->status == 200);
+  REQUIRE(exchange.key);
+  CHECK(equal_constant_time(exchange.key->view(), key.view()));
+}
+
+int attest_status(const Exchange& exchange) {
+  return exchange.attest ? exchange.attest->status : exchange.challenge.status;
+}
+
+}  // namespace
+
+TEST_CASE("three replicas on one PostgreSQL act as one verifier") {
+  Fleet fleet(3);
+  const std::string image = "fleet-image";
+  const SecretBytes key = SecretBytes::copy_of(crypto::random_bytes(64));
+  auto enrolled = fleet[0].enroll(image, key);
+  INFO(enrolled.output);
+  REQUIRE(enrolled.status == 0);
+  // The image is enrolled once, whichever replica is asked.
+  CHECK(fleet[2].enroll(image, key).status != 0);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(fleet[i].admin({"list"}).output.find(image) != std::string::npos);
+
+  SECTION("a challenge from one replica is accepted by another, and guests spread over them all unlock") {
+    for (std::size_t i = 0; i < 3; ++i)
+      for (std::size_t j = 0; j < 3; ++j) {
+        INFO("challenge from replica " << i << ", attest to replica " << j);
+        expect_release(attest_across(fleet[i], fleet[j], {image}), key);
+      }
+    // Concurrently: six guests, each on another pair of replicas.
+    std::atomic<int> released{0};
+    std::vector<std::thread> guests;
+    for (std::size_t g = 0; g < 6; ++g)
+      guests.emplace_back([&, g] {
+        auto exchange = attest_across(fleet[g % 3], fleet[(g + 1) % 3], {image});
+        if (exchange.attest && exchange.attest->status == 200 && exchange.key &&
+            equal_constant_time(exchange.key->view(), key.view()))
+          ++released;
+      });
+    for (auto& g : guests) g.join();
+    CHECK(released == 6);
+  }
+
+  SECTION("a revoke through one replica denies on the others at once; a reinstate through another releases again") {
+    expect_release(attest_across(fleet[1], fleet[1], {image}), key);
+    auto revoked = fleet[0].admin({"revoke", image});
+    INFO(revoked.output);
+    REQUIRE(revoked.status == 0);
+    for (std::size_t i = 0; i < 3; ++i) {
+      auto exchange = attest_across(fleet[(i + 1) % 3], fleet[i], {image});
+      CHECK(attest_status(exchange) == 403);
+      CHECK_FALSE(exchange.key);
+    }
+    REQUIRE(fleet[2].admin({"reinstate", image}).status == 0);
+    expect_release(attest_across(fleet[0], fleet[1], {image}), key);
+  }
+
+  SECTION("the database stopped: 503 from every replica; started again: every replica recovers") {
+    fleet.database.stop();
+    for (std::size_t i = 0; i < 3; ++i) {
+      auto exchange = attest_across(fleet[i], fleet[i], {image});
+      INFO("replica " << i << ": " << exchange.challenge.body);
+      CHECK(attest_status(exchange) == 503);
+      CHECK_FALSE(exchange.key);
+    }
+    fleet.database.start();
+    for (std::size_t i = 0; i < 3; ++i) {
+      INFO("replica " << i);
+      expect_release(attest_across(fleet[(i + 2) % 3], fleet[i], {image}), key);
+    }
+  }
+
+  // Every section ends with one chain, intact, as seen from every replica.
+  for (std::size_t i = 0; i < 3; ++i) {
+    auto verified = fleet[i].admin({"audit", "--verify"});
+    INFO(verified.output);
+    CHECK(verified.status == 0);
+    CHECK(verified.output.find("audit chain intact") != std::string::npos);
+  }
+}
