@@ -1469,3 +1469,57 @@ TEST_CASE("postgresql: the server stopped gives errors, and the same store recov
   CHECK(report->intact);
   CHECK(report->records == 5);  // enroll, three denials, the release after the restart
 }
+
+TEST_CASE("copy_store moves a store from SQLite to PostgreSQL and back: keys, status, chain and head") {
+  const Backend sqlite("sqlite");
+  const Backend postgresql("postgresql");
+  const Backend back("sqlite");
+  auto original = sqlite.open();
+  REQUIRE(original->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  REQUIRE(original->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
+  REQUIRE(original->append_release(release_entry(1)).value_or(std::nullopt).has_value());
+  append_records(*original, 5);
+  AuditEntry odd = audit_entry(9, std::string("img-\0\xff", 6));  // bytes PostgreSQL text would refuse
+  REQUIRE(original->append_audit(odd).has_value());
+  REQUIRE(original->set_status("img-b", ImageStatus::revoked, operator_actor).has_value());
+  const AuditHead head = original->verify_audit_chain()->head;
+
+  auto middle = postgresql.open();
+  auto there = copy_store(*original, *middle);
+  INFO((there ? std::string() : there.error().describe()));
+  REQUIRE(there.has_value());
+  CHECK(there->images == 2);
+  CHECK(there->active_keys_checked == 1);
+  CHECK(there->records == head.sequence);
+  CHECK(there->head.hash == head.hash);
+  // The copy is a working store: it releases, withholds the revoked image and chains on.
+  auto release = middle->append_release(release_entry(20));
+  REQUIRE(release.has_value());
+  REQUIRE(release->has_value());
+  CHECK(equal_constant_time((*release)->disk_key.view(), disk_key_for(1).view()));
+  CHECK(release->value().record.previous_hash == head.hash);
+  CHECK_FALSE(middle->append_release(release_entry(21, "img-b"))->has_value());
+  auto odd_back = middle->query_audit(audit_query(1, std::string("img-\0\xff", 6)));
+  REQUIRE(odd_back.has_value());
+  REQUIRE(odd_back->size() == 1);
+  CHECK(odd_back->front().entry.image_id == odd.image_id);
+
+  auto last = back.open();
+  auto home = copy_store(*middle, *last);
+  REQUIRE(home.has_value());
+  CHECK(home->records == head.sequence + 1);
+  CHECK(last->verify_audit_chain(head)->intact);
+  CHECK(equal_constant_time(last->disk_key("img-a")->value().view(), disk_key_for(1).view()));
+  CHECK(last->find_image("img-b")->value().status == ImageStatus::revoked);
+
+  // A target that is not empty is refused, and so is a source whose chain is broken.
+  auto again = copy_store(*original, *middle);
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().message.find("empty store") != std::string::npos);
+  sqlite.tamper("DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'edited' WHERE sequence = 3");
+  auto fresh = Backend("postgresql").open();
+  auto broken = copy_store(*original, *fresh);
+  REQUIRE_FALSE(broken.has_value());
+  CHECK(broken.error().message.find("does not verify") != std::string::npos);
+  CHECK(fresh->verify_audit_chain()->records == 0);
+}

@@ -418,6 +418,8 @@ class PostgresStore final : public Store {
   Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override;
   Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) override;
   Result<void> ping() override;
+  Result<StoreContent> export_content() override;
+  Result<void> import_content(const StoreContent& content) override;
 
  private:
   Result<Session> session() {
@@ -756,6 +758,82 @@ Result<void> PostgresStore::ping() {
   if (!s) return tl::unexpected(s.error());
   if (auto ok = s->run("SELECT version FROM schema_version", "ping", true); !ok) return tl::unexpected(ok.error());
   return {};
+}
+
+Result<StoreContent> PostgresStore::export_content() {
+  auto s = session();
+  if (!s) return tl::unexpected(s.error());
+  if (auto ok = s->begin("export", false, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !ok)
+    return tl::unexpected(ok.error());
+  StoreContent content;
+  auto images = s->run("SELECT id, luks_uuid, status, reference_json, created_at, updated_at, wrapped_key FROM images "
+                       "ORDER BY id COLLATE \"C\"",
+                       "export images");
+  if (!images) return tl::unexpected(images.error());
+  for (int i = 0; i < PQntuples(images->get()); ++i) {
+    auto image = read_image(images->get(), i);
+    if (!image) return tl::unexpected(image.error());
+    content.images.push_back(StoredImage{std::move(*image), column_bytes(images->get(), i, 6)});
+  }
+  auto records = s->run((std::string("SELECT ") + audit_columns + " FROM audit ORDER BY sequence ASC").c_str(),
+                        "export audit");
+  if (!records) return tl::unexpected(records.error());
+  for (int i = 0; i < PQntuples(records->get()); ++i) content.audit.push_back(read_audit(records->get(), i));
+  if (auto ok = s->commit("export"); !ok) return tl::unexpected(ok.error());
+  return content;
+}
+
+Result<void> PostgresStore::import_content(const StoreContent& content) {
+  auto s = session();
+  if (!s) return tl::unexpected(s.error());
+  if (auto ok = s->begin("import", true); !ok) return ok;
+  auto count = s->run("SELECT ((SELECT count(*) FROM images) + (SELECT count(*) FROM audit))::bigint",
+                      "import: check empty");
+  if (!count) return tl::unexpected(count.error());
+  if (column_int64(count->get(), 0, 0) != 0)
+    return fail(Errc::invalid_argument, "postgresql store: import needs an empty store (it has images or audit records)");
+  for (const auto& stored : content.images) {
+    const ImageRecord& image = stored.image;
+    auto reference_json = reference::serialize_reference_values(image.reference);
+    if (!reference_json) return fail_with_context("import " + image.image_id, reference_json.error());
+    Params p;
+    p.text(image.image_id)
+        .text(image.luks_uuid)
+        .text(image_status_name(image.status))
+        .bytes(stored.wrapped_key)
+        .text(*reference_json)
+        .text(image.created_at)
+        .text(image.updated_at);
+    if (auto ok = s->run("INSERT INTO images (id, luks_uuid, status, wrapped_key, reference_json, created_at, "
+                         "updated_at) VALUES ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::text, $7::text)",
+                         p, "import image");
+        !ok)
+      return tl::unexpected(ok.error());
+  }
+  for (const auto& record : content.audit) {
+    const AuditEntry& e = record.entry;
+    Params p;
+    p.integer(record.sequence)
+        .text(record.time)
+        .bytes(as_bytes(e.image_id))
+        .bytes(as_bytes(e.peer))
+        .bytes(as_bytes(e.token_digest))
+        .bytes(as_bytes(e.measurements))
+        .bytes(as_bytes(e.decision))
+        .bytes(as_bytes(e.reason))
+        .bytes(as_bytes(e.checks))
+        .text(record.previous_hash)
+        .text(record.hash)
+        .integer(record.format);
+    if (auto ok = s->run("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, "
+                         "reason, checks, previous_hash, hash, format) VALUES ($1::bigint, $2::text, $3::bytea, "
+                         "$4::bytea, $5::bytea, $6::bytea, $7::bytea, $8::bytea, $9::bytea, $10::text, $11::text, "
+                         "$12::integer)",
+                         p, "import audit record");
+        !ok)
+      return tl::unexpected(ok.error());
+  }
+  return s->commit("import: commit");
 }
 
 }  // namespace

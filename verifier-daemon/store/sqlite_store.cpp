@@ -178,6 +178,8 @@ class SqliteStore final : public Store {
   Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override;
   Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) override;
   Result<void> ping() override;
+  Result<StoreContent> export_content() override;
+  Result<void> import_content(const StoreContent& content) override;
 
  private:
   // Callers hold mutex_ (except during open): one connection serves every thread, so
@@ -655,6 +657,97 @@ Result<void> SqliteStore::ping() {
   auto q = query("SELECT version FROM schema_version", "ping");
   if (!q) return tl::unexpected(q.error());
   return q->run();
+}
+
+Result<StoreContent> SqliteStore::export_content() {
+  std::lock_guard lock(mutex_);
+  // A read transaction: both tables from one snapshot.
+  if (auto ok = execute("BEGIN", "export"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  StoreContent content;
+  {
+    auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at, wrapped_key FROM images "
+                   "ORDER BY id",
+                   "export images");
+    if (!q) return tl::unexpected(q.error());
+    for (;;) {
+      auto row = q->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      auto image = read_image(*q);
+      if (!image) return tl::unexpected(image.error());
+      content.images.push_back(StoredImage{std::move(*image), q->blob(6)});
+    }
+  }
+  {
+    auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
+                   "previous_hash, hash, format FROM audit ORDER BY sequence ASC",
+                   "export audit");
+    if (!q) return tl::unexpected(q.error());
+    for (;;) {
+      auto row = q->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      content.audit.push_back(read_audit(*q));
+    }
+  }
+  if (auto ok = execute("COMMIT", "export"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  return content;
+}
+
+Result<void> SqliteStore::import_content(const StoreContent& content) {
+  std::lock_guard lock(mutex_);
+  if (auto ok = begin_immediate("import"); !ok) return ok;
+  Transaction transaction([this] { rollback(); });
+  {
+    auto q = query("SELECT (SELECT count(*) FROM images) + (SELECT count(*) FROM audit)", "import: check empty");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (*row && q->integer(0) != 0)
+      return fail(Errc::invalid_argument, "sqlite store: import needs an empty store (it has images or audit records)");
+  }
+  for (const auto& stored : content.images) {
+    const ImageRecord& image = stored.image;
+    auto reference_json = reference::serialize_reference_values(image.reference);
+    if (!reference_json) return fail_with_context("import " + image.image_id, reference_json.error());
+    auto q = query("INSERT INTO images (id, luks_uuid, status, wrapped_key, reference_json, created_at, updated_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                   "import image");
+    if (!q) return tl::unexpected(q.error());
+    q->bind(1, image.image_id)
+        .bind(2, image.luks_uuid)
+        .bind(3, image_status_name(image.status))
+        .bind(4, ByteView(stored.wrapped_key))
+        .bind(5, *reference_json)
+        .bind(6, image.created_at)
+        .bind(7, image.updated_at);
+    if (auto ok = q->run(); !ok) return ok;
+  }
+  for (const auto& record : content.audit) {
+    auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
+                   "checks, previous_hash, hash, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   "import audit record");
+    if (!q) return tl::unexpected(q.error());
+    const AuditEntry& e = record.entry;
+    q->bind(1, record.sequence)
+        .bind(2, record.time)
+        .bind(3, e.image_id)
+        .bind(4, e.peer)
+        .bind(5, e.token_digest)
+        .bind(6, e.measurements)
+        .bind(7, e.decision)
+        .bind(8, e.reason)
+        .bind(9, e.checks)
+        .bind(10, record.previous_hash)
+        .bind(11, record.hash)
+        .bind(12, std::int64_t{record.format});
+    if (auto ok = q->run(); !ok) return ok;
+  }
+  if (auto ok = execute("COMMIT", "import: commit"); !ok) return ok;
+  transaction.committed();
+  return {};
 }
 
 // Creates the file 0600 ourselves before SQLite sees it (SQLite would use 0644 & ~umask);
