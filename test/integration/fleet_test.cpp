@@ -145,3 +145,69 @@ TEST_CASE("three replicas on one PostgreSQL act as one verifier") {
     CHECK(verified.output.find("audit chain intact") != std::string::npos);
   }
 }
+
+namespace {
+
+Daemon::AdminResult migrate_store(const Daemon& daemon, const std::string& from, const std::string& to) {
+  const std::string log = daemon.root + "/migrate.log";
+  fs::remove(log);
+  Process process({FDE_ADMIN, "migrate-store", "--from", from, "--to", to}, daemon.root, log);
+  auto status = process.wait(60s);
+  return Daemon::AdminResult{status.value_or(-1), read_text(log)};
+}
+
+}  // namespace
+
+TEST_CASE("fde-admin migrate-store moves a daemon's SQLite store into PostgreSQL and back, every key still released") {
+  testing::PostgresServer database;
+  const std::string name = database.create_database();
+  Daemon daemon;
+  const std::string image = "migrated-image";
+  const SecretBytes key = SecretBytes::copy_of(crypto::random_bytes(64));
+  daemon.start();
+  REQUIRE(daemon.enroll(image, key).status == 0);
+  expect_release(attest(daemon, {image}), key);
+  REQUIRE(daemon.admin({"revoke", image}).status == 0);
+  REQUIRE(daemon.admin({"reinstate", image}).status == 0);
+  daemon.stop();
+
+  const std::string sqlite_toml = read_text(daemon.root + "/verifier.toml");
+  const std::string sqlite_store = "database = \"verifier.db\"\n";
+  REQUIRE(sqlite_toml.find(sqlite_store) != std::string::npos);
+  auto with_store = [&](const std::string& store) {
+    std::string toml = sqlite_toml;
+    toml.replace(toml.find(sqlite_store), sqlite_store.size(), store);
+    return toml;
+  };
+  write_text(daemon.root + "/db-password", std::string(testing::PostgresServer::password) + "\n", 0600);
+  write_text(daemon.root + "/sqlite.toml", sqlite_toml);
+  write_text(daemon.root + "/pg.toml", with_store("backend = \"postgresql\"\nconninfo = \"" + database.conninfo(name) +
+                                                   "\"\npassword_file = \"db-password\"\n"));
+  write_text(daemon.root + "/back.toml", with_store("database = \"back.db\"\n"));
+
+  auto there = migrate_store(daemon, daemon.root + "/sqlite.toml", daemon.root + "/pg.toml");
+  INFO(there.output);
+  REQUIRE(there.status == 0);
+  CHECK(there.output.find("copied 1 images and 4 audit records") != std::string::npos);  // enroll, release, revoke, reinstate
+  CHECK(there.output.find("(1 checked)") != std::string::npos);
+  // Copying again into the now non-empty target is refused.
+  CHECK(migrate_store(daemon, daemon.root + "/sqlite.toml", daemon.root + "/pg.toml").status == 1);
+
+  // The daemon on the PostgreSQL copy releases the same key and chains on.
+  write_text(daemon.root + "/verifier.toml", read_text(daemon.root + "/pg.toml"));
+  daemon.start();
+  expect_release(attest(daemon, {image}), key);
+  daemon.stop();
+
+  auto back = migrate_store(daemon, daemon.root + "/pg.toml", daemon.root + "/back.toml");
+  INFO(back.output);
+  REQUIRE(back.status == 0);
+  CHECK(back.output.find("copied 1 images and 5 audit records") != std::string::npos);
+  write_text(daemon.root + "/verifier.toml", read_text(daemon.root + "/back.toml"));
+  daemon.start();
+  expect_release(attest(daemon, {image}), key);
+  auto verified = daemon.admin({"audit", "--verify"});
+  INFO(verified.output);
+  CHECK(verified.status == 0);
+  CHECK(verified.output.find("audit chain intact: 6 records") != std::string::npos);
+}
