@@ -107,6 +107,11 @@ class Process {
     }
     return status_;
   }
+  // SIGKILL at once, as a crash or the OOM killer would; waits for the process to go.
+  void kill_now() {
+    if (pid_ > 0 && running()) ::kill(pid_, SIGKILL);
+    wait(5s);
+  }
   // SIGTERM, then SIGKILL after `grace`; returns the exit code (nullopt: it had to be killed).
   std::optional<int> stop(std::chrono::milliseconds grace) {
     if (pid_ <= 0) return std::nullopt;
@@ -254,6 +259,12 @@ class Daemon {
     auto status = process_->stop(10s);
     process_.reset();
     return status;
+  }
+
+  // SIGKILL, no shutdown: a replica crashing mid-request.
+  void kill() {
+    if (process_) process_->kill_now();
+    process_.reset();
   }
 
   struct AdminResult {

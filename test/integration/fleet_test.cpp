@@ -103,6 +103,51 @@ TEST_CASE("three replicas on one PostgreSQL act as one verifier") {
   }
 }
 
+TEST_CASE("a replica killed during load: guests that fail over to another replica all get their keys, the chain stays whole") {
+  Fleet fleet(3);
+  const std::string image = "failover-image";
+  const SecretBytes key = SecretBytes::copy_of(crypto::random_bytes(64));
+  REQUIRE(fleet[0].enroll(image, key).status == 0);
+  // Each guest starts on its own replica and, as the agent does with several `verifier =`
+  // lines, moves on to the next one when a replica does not answer or answers 5xx.
+  std::atomic<int> released{0};
+  std::atomic<int> lost{0};
+  std::atomic<bool> killed{false};
+  std::vector<std::thread> guests;
+  for (std::size_t g = 0; g < 6; ++g)
+    guests.emplace_back([&, g] {
+      for (int round = 0; round < 5; ++round) {
+        bool done = false;
+        for (std::size_t attempt = 0; attempt < 6 && !done; ++attempt) {
+          Daemon& replica = fleet[(g + attempt) % 3];
+          try {
+            auto exchange = attest_across(replica, replica, {image});
+            done = exchange.attest && exchange.attest->status == 200 && exchange.key &&
+                   equal_constant_time(exchange.key->view(), key.view());
+          } catch (const std::exception&) {
+            // connection refused or reset by the killed replica: try the next one
+          }
+        }
+        (done ? released : lost)++;
+        if (g == 0 && round == 1) {
+          fleet[1].kill();
+          killed = true;
+        }
+      }
+    });
+  for (auto& g : guests) g.join();
+  CHECK(killed);
+  CHECK(lost == 0);
+  CHECK(released == 30);
+  auto verified = fleet[2].admin({"audit", "--verify"});
+  INFO(verified.output);
+  CHECK(verified.status == 0);
+  CHECK(verified.output.find("audit chain intact") != std::string::npos);
+  // The killed replica comes back on the same database.
+  fleet[1].start();
+  expect_release(attest_across(fleet[1], fleet[0], {image}), key);
+}
+
 namespace {
 
 Daemon::AdminResult migrate_store(const Daemon& daemon, const std::string& from, const std::string& to) {
