@@ -209,7 +209,10 @@ class Pool {
         idle_.push_back(conn);
       } else {
         to_close.push_back(conn);
-        if (PQstatus(conn) != CONNECTION_OK) to_close.insert(to_close.end(), idle_.begin(), idle_.end()), idle_.clear();
+        if (PQstatus(conn) != CONNECTION_OK) {
+          to_close.insert(to_close.end(), idle_.begin(), idle_.end());
+          idle_.clear();
+        }
         open_ -= to_close.size();
       }
     }
@@ -238,11 +241,12 @@ class Pool {
 
  private:
   Result<PGconn*> connect() {
-    // The connection string is expanded from "dbname"; keywords after it override its
-    // values. The password is copied only for the call and wiped.
+    // The connection string is expanded in place of "dbname": its values override the
+    // defaults before it, and the password after it overrides any in the string. The
+    // password is copied only for the call and wiped.
     std::string password(password_.view().begin(), password_.view().end());
-    std::vector<const char*> keys{"dbname", "connect_timeout", "application_name"};
-    std::vector<const char*> values{conninfo_.c_str(), connect_timeout_.c_str(), "fde-verifierd"};
+    std::vector<const char*> keys{"connect_timeout", "application_name", "dbname"};
+    std::vector<const char*> values{connect_timeout_.c_str(), "fde-verifierd", conninfo_.c_str()};
     if (!password.empty()) {
       keys.push_back("password");
       values.push_back(password.c_str());
