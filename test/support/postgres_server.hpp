@@ -118,7 +118,11 @@ class PostgresServer {
 
   // $FDE_POSTGRES_BIN, else the newest /usr/lib/postgresql/<version>/bin with initdb.
   static std::string find_binaries() {
-    if (const char* bin = std::getenv("FDE_POSTGRES_BIN"); bin != nullptr && *bin != '\0') return bin;
+    if (const char* bin = std::getenv("FDE_POSTGRES_BIN"); bin != nullptr && *bin != '\0') {
+      if (!std::filesystem::exists(std::filesystem::path(bin) / "initdb"))
+        throw std::runtime_error(std::string("FDE_POSTGRES_BIN=") + bin + " has no initdb");
+      return bin;
+    }
     std::vector<std::pair<int, std::string>> found;
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator("/usr/lib/postgresql", ec)) {
