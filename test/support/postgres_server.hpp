@@ -1,13 +1,17 @@
-// A throwaway PostgreSQL server for tests: initdb and pg_ctl from Debian's postgresql
+// A throwaway PostgreSQL server for tests: initdb and postgres from Debian's postgresql
 // package, data and the Unix socket in a fresh temporary directory, no TCP listener,
 // password authentication (scram-sha-256) for the role "fde". Run as root, the server runs
-// as the "postgres" user (pg_ctl refuses root). Missing binaries are a test failure, not a
-// skip: scripts/install-deps.sh installs them. Stopped and removed by the destructor.
+// as the "postgres" user (postgres refuses root). Missing binaries are a test failure, not a
+// skip: scripts/install-deps.sh installs them. The postmaster is the test process's own
+// child with a parent-death signal, so a crashed test leaves no server behind; stopped and
+// removed by the destructor.
 #pragma once
 
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +20,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -46,16 +52,20 @@ class PostgresServer {
       run_as_ = std::make_pair(pw->pw_uid, pw->pw_gid);
       if (::chown(dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0) throw std::runtime_error("cannot chown " + dir_);
     }
-    write_owned(dir_ + "/pwfile", std::string(password) + "\n");
-    run({bin_ + "/initdb", "-D", data(), "-U", role, "--pwfile=" + dir_ + "/pwfile", "--auth=scram-sha-256",
-         "--encoding=UTF8", "--locale=C", "--no-sync"},
-        "initdb");
-    start();
+    try {
+      write_owned(dir_ + "/pwfile", std::string(password) + "\n");
+      run({bin_ + "/initdb", "-D", data(), "-U", role, "--pwfile=" + dir_ + "/pwfile", "--auth=scram-sha-256",
+           "--encoding=UTF8", "--locale=C", "--no-sync"},
+          "initdb");
+      start();
+    } catch (...) {
+      remove_directory();
+      throw;
+    }
   }
   ~PostgresServer() {
-    if (running_) run_quietly({bin_ + "/pg_ctl", "-D", data(), "-m", "immediate", "-w", "stop"});
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
+    if (postmaster_ > 0) signal_and_wait(SIGQUIT);  // immediate shutdown: the data is thrown away
+    remove_directory();
   }
   PostgresServer(const PostgresServer&) = delete;
   PostgresServer& operator=(const PostgresServer&) = delete;
@@ -66,16 +76,27 @@ class PostgresServer {
     return server;
   }
 
+  // Starts the postmaster and waits (up to 60 s) until it accepts connections.
   void start() {
-    run({bin_ + "/pg_ctl", "-D", data(), "-l", dir_ + "/server.log", "-w", "-t", "60", "-o",
-         "-k " + dir_ + " -c listen_addresses='' -F -c max_connections=200", "start"},
-        "pg_ctl start");
-    running_ = true;
+    postmaster_ = spawn({bin_ + "/postgres", "-D", data(), "-k", dir_, "-c", "listen_addresses=", "-F", "-c",
+                         "max_connections=200"},
+                        dir_ + "/server.log", true);
+    if (postmaster_ < 0) throw std::runtime_error("cannot start postgres");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      if (try_execute("postgres", "SELECT 1").empty()) return;
+      int status = 0;
+      if (::waitpid(postmaster_, &status, WNOHANG) == postmaster_) {
+        postmaster_ = -1;
+        throw std::runtime_error("postgres exited at start: " + log());
+      }
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("postgres did not start: " + log());
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
   // Fast shutdown: clients are disconnected, as when the database host restarts.
   void stop() {
-    run({bin_ + "/pg_ctl", "-D", data(), "-m", "fast", "-w", "stop"}, "pg_ctl stop");
-    running_ = false;
+    if (postmaster_ > 0) signal_and_wait(SIGINT);
   }
 
   // A libpq connection string for `database`, without the password.
@@ -132,7 +153,7 @@ class PostgresServer {
         found.emplace_back(std::stoi(name), (entry.path() / "bin").string());
     }
     if (found.empty())
-      throw std::runtime_error("PostgreSQL server binaries (initdb, pg_ctl) not found under /usr/lib/postgresql; "
+      throw std::runtime_error("PostgreSQL server binaries (initdb, postgres) not found under /usr/lib/postgresql; "
                                "install the postgresql package (scripts/install-deps.sh) or set FDE_POSTGRES_BIN");
     std::sort(found.begin(), found.end());
     return found.back().second;
@@ -148,25 +169,43 @@ class PostgresServer {
       throw std::runtime_error("cannot chown " + path);
   }
 
-  int run_quietly(const std::vector<std::string>& argv) const {
-    const std::string log = dir_ + "/tools.log";
+  // A child running `argv` (as the postgres user when we are root), output to `log`. With
+  // `die_with_us`, it gets SIGQUIT when this process ends, however it ends.
+  pid_t spawn(const std::vector<std::string>& argv, const std::string& log, bool die_with_us) const {
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-      const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (out >= 0) {
-        ::dup2(out, STDOUT_FILENO);
-        ::dup2(out, STDERR_FILENO);
-      }
-      if (::chdir(dir_.c_str()) != 0) ::_exit(127);
-      if (run_as_ && (::setgroups(0, nullptr) != 0 || ::setgid(run_as_->second) != 0 || ::setuid(run_as_->first) != 0))
-        ::_exit(126);
-      std::vector<char*> args;
-      for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
+    if (pid != 0) return pid;
+    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out >= 0) {
+      ::dup2(out, STDOUT_FILENO);
+      ::dup2(out, STDERR_FILENO);
     }
+    if (::chdir(dir_.c_str()) != 0) ::_exit(127);
+    if (run_as_ && (::setgroups(0, nullptr) != 0 || ::setgid(run_as_->second) != 0 || ::setuid(run_as_->first) != 0))
+      ::_exit(126);
+    // After the uid change, which would clear it; the thread that forked must outlive the server.
+    if (die_with_us && (::prctl(PR_SET_PDEATHSIG, SIGQUIT) != 0 || ::getppid() != parent)) ::_exit(125);
+    std::vector<char*> args;
+    for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  void signal_and_wait(int signal) {
+    ::kill(postmaster_, signal);
+    int status = 0;
+    while (::waitpid(postmaster_, &status, 0) < 0 && errno == EINTR) {
+    }
+    postmaster_ = -1;
+  }
+  void remove_directory() const {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  int run_quietly(const std::vector<std::string>& argv) const {
+    const pid_t pid = spawn(argv, dir_ + "/tools.log", false);
+    if (pid < 0) return -1;
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -185,7 +224,7 @@ class PostgresServer {
   std::string bin_;
   std::string dir_;
   std::optional<std::pair<uid_t, gid_t>> run_as_;
-  bool running_ = false;
+  pid_t postmaster_ = -1;
 };
 
 }  // namespace fde::testing
