@@ -3,7 +3,12 @@
 // image enrolled through fde-admin, then C client threads each run challenge -> simulated
 // token (issued in the client thread) -> attest -> HPKE open until N attestations are done.
 //
+// With --store postgresql, --replicas R daemons share one PostgreSQL started for the run
+// (test/integration/fleet_support.hpp) and client threads spread over them: each
+// attestation takes its challenge from one replica and attests to the next.
+//
 //   attest_bench [--count N] [--concurrency C] [--threads T] [--blocking-threads B]
+//                [--store sqlite|postgresql] [--replicas R]
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -12,7 +17,7 @@
 #include <iostream>
 #include <mutex>
 
-#include "test/integration/daemon_support.hpp"
+#include "test/integration/fleet_support.hpp"
 
 using namespace fde;
 using namespace fde::itest;
@@ -41,6 +46,8 @@ int parse_int(const char* text, const char* name) {
 int main(int argc, char** argv) {
   int count = 400;
   int concurrency = 16;
+  int replica_count = 1;
+  std::string store = "sqlite";
   DaemonOptions options;
   options.threads = 2;
   options.blocking_threads = 4;
@@ -56,15 +63,32 @@ int main(int argc, char** argv) {
     else if (arg == "--concurrency") concurrency = parse_int(argv[++i], "concurrency");
     else if (arg == "--threads") options.threads = parse_int(argv[++i], "threads");
     else if (arg == "--blocking-threads") options.blocking_threads = parse_int(argv[++i], "blocking threads");
+    else if (arg == "--replicas") replica_count = parse_int(argv[++i], "replicas");
+    else if (arg == "--store") store = argv[++i];
     else {
-      std::cerr << "usage: attest_bench [--count N] [--concurrency C] [--threads T] [--blocking-threads B]\n";
+      std::cerr << "usage: attest_bench [--count N] [--concurrency C] [--threads T] [--blocking-threads B]\n"
+                   "                    [--store sqlite|postgresql] [--replicas R]\n";
       return 2;
     }
   }
+  if ((store != "sqlite" && store != "postgresql") || (store == "sqlite" && replica_count != 1)) {
+    std::cerr << "attest_bench: --store is sqlite (one daemon) or postgresql (--replicas R)\n";
+    return 2;
+  }
 
   try {
-    Daemon daemon(options);
-    daemon.start();
+    std::unique_ptr<Daemon> single;
+    std::unique_ptr<Fleet> fleet;
+    std::vector<Daemon*> replicas;
+    if (store == "sqlite") {
+      single = std::make_unique<Daemon>(options);
+      single->start();
+      replicas.push_back(single.get());
+    } else {
+      fleet = std::make_unique<Fleet>(replica_count, options);
+      for (auto& replica : fleet->replicas) replicas.push_back(replica.get());
+    }
+    Daemon& daemon = *replicas.front();
     const SecretBytes key = crypto::random_secret(32);
     const std::string image = "bench-image-01";
     if (auto enrolled = daemon.enroll(image, key); enrolled.status != 0) {
@@ -88,9 +112,10 @@ int main(int argc, char** argv) {
     std::vector<std::thread> threads;
     for (int t = 0; t < concurrency; ++t)
       threads.emplace_back([&] {
-        while (next.fetch_add(1) < count) {
+        for (int n = next.fetch_add(1); n < count; n = next.fetch_add(1)) {
           try {
-            auto exchange = attest(daemon, {image});
+            const std::size_t r = static_cast<std::size_t>(n) % replicas.size();
+            auto exchange = attest_across(*replicas[r], *replicas[(r + 1) % replicas.size()], {image});
             const bool ok = exchange.key && exchange.key->view().size() == key.view().size() &&
                             std::equal(exchange.key->view().begin(), exchange.key->view().end(), key.view().begin());
             std::lock_guard lock(mutex);
@@ -111,8 +136,9 @@ int main(int argc, char** argv) {
     for (auto& thread : threads) thread.join();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    std::printf("attest_bench: %d attestations, %d concurrent clients, daemon threads=%d blocking_threads=%d\n", count,
-                concurrency, options.threads, options.blocking_threads);
+    std::printf("attest_bench: %d attestations, %d concurrent clients, store %s, %zu replica(s), daemon threads=%d "
+                "blocking_threads=%d\n",
+                count, concurrency, store.c_str(), replicas.size(), options.threads, options.blocking_threads);
     std::printf("  released: %zu, failed: %d%s%s\n", attest_times.size(), failures.load(),
                 first_failure.empty() ? "" : " (first: ", first_failure.empty() ? "" : (first_failure + ")").c_str());
     std::printf("  throughput: %.1f attestations/s (%.2f s wall, client token issuing included)\n",
@@ -121,8 +147,9 @@ int main(int argc, char** argv) {
                 percentile_ms(attest_times, 0.99));
     std::printf("  challenge+token+attest latency: p50 %.2f ms  p99 %.2f ms\n", percentile_ms(total_times, 0.50),
                 percentile_ms(total_times, 0.99));
-    const auto stopped = daemon.stop();
-    return failures.load() == 0 && stopped == 0 ? 0 : 1;
+    bool stopped = true;
+    for (Daemon* replica : replicas) stopped = replica->stop() == 0 && stopped;
+    return failures.load() == 0 && stopped ? 0 : 1;
   } catch (const std::exception& error) {
     std::cerr << "attest_bench: " << error.what() << "\n";
     return 1;

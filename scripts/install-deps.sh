@@ -6,6 +6,8 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev libfuzzer-14-dev
   libssl-dev libcbor-dev rapidjson-dev libexpected-dev catch2
   libboost-dev libboost-system-dev libcryptsetup-dev libsqlite3-dev libtomlplusplus-dev
+  # the PostgreSQL store backend (libpq), and the server its tests and the fleet test start
+  libpq-dev postgresql
   libext2fs-dev e2fsprogs qemu-utils gdisk cpio bc cryptsetup-bin openssl
   xxd file iproute2
   # the man pages' lint (test/docs/man_pages_test.sh)

@@ -9,6 +9,7 @@
 
 #include "common/util/process.hpp"
 #include "verifier-daemon/admin/admin_commands.hpp"
+#include "verifier-daemon/admin/migrate_store_command.hpp"
 #include "verifier-daemon/admin/verify_token_command.hpp"
 
 namespace {
@@ -18,7 +19,8 @@ std::string usage() {
          "Commands that talk to fde-verifierd over its admin socket (default " +
          std::string(fde::verifier::default_admin_socket) + "):\n" + fde::verifier::admin_commands_usage() +
          "\nOffline:\n"
-         "  verify-token      decode a captured attestation token and run the verifier's checks\n\n"
+         "  verify-token      decode a captured attestation token and run the verifier's checks\n"
+         "  migrate-store     copy the store from one backend to another (SQLite, PostgreSQL)\n\n"
          "--json prints the daemon's JSON response ({\"ok\": ..., \"result\": ...}) for scripts.\n"
          "Exit status: 0 done; 1 refused by the daemon or a check failed; 2 bad usage, unusable input\n"
          "or daemon unreachable. Run 'fde-admin COMMAND --help' for a command's options.\n";
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
   if (json) args.push_back("--json");
   // verify-token is offline: a global --socket means nothing to it.
   if (command == "verify-token") return fde::verifier::run_verify_token(args, std::cout, std::cerr);
+  if (command == "migrate-store") return fde::verifier::run_migrate_store(args, std::cout, std::cerr);
   args.insert(args.end(), socket_globals.begin(), socket_globals.end());
   return fde::verifier::run_admin_command(command, args, std::cout, std::cerr);
 }

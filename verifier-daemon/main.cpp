@@ -172,9 +172,9 @@ int run(const std::vector<std::string>& args) {
     return exit_clean;
   }
 
-  auto store = open_sqlite_store(config->database, std::move(*kek));
+  auto store = open_configured_store(*config, std::move(*kek));
   if (!store) {
-    logger.error("store_failed", {{"database", config->database}, {"error", store.error().describe()}});
+    logger.error("store_failed", {{"store", describe_store(*config)}, {"error", store.error().describe()}});
     return exit_runtime;
   }
 

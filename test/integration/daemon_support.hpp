@@ -107,6 +107,11 @@ class Process {
     }
     return status_;
   }
+  // SIGKILL at once, as a crash or the OOM killer would; waits for the process to go.
+  void kill_now() {
+    if (pid_ > 0 && running()) ::kill(pid_, SIGKILL);
+    wait(5s);
+  }
   // SIGTERM, then SIGKILL after `grace`; returns the exit code (nullopt: it had to be killed).
   std::optional<int> stop(std::chrono::milliseconds grace) {
     if (pid_ <= 0) return std::nullopt;
@@ -195,6 +200,8 @@ struct DaemonOptions {
   std::optional<unsigned> attest_burst = {};
   // More [server] lines ("max_connections = 200\n"), for tests and benchmarks of the limits.
   std::string server_settings = {};
+  // The [store] settings besides kek_file (the fleet test points replicas at PostgreSQL).
+  std::string store_settings = "database = \"verifier.db\"\n";
 };
 
 // The lines of a ready file: the attestation port's addresses, then "operator HOST:PORT"
@@ -236,7 +243,7 @@ class Daemon {
                    "[attestation]\ntrusted_roots = [\"sim-ca.pem\"]\n"
                    "[nonce]\nsecret_file = \"nonce-secret\"\nlifetime_seconds = " +
                    std::to_string(options.nonce_lifetime_seconds) +
-                   "\n[store]\ndatabase = \"verifier.db\"\nkek_file = \"kek\"\n"
+                   "\n[store]\n" + options.store_settings + "kek_file = \"kek\"\n"
                    "[admin]\nsocket = \"admin.sock\"\n" + admin_allowed_uid_line(options) +
                    "[operator]\nlisten = \"127.0.0.1:0\"\n" + rate_limit_lines(options) +
                    "[log]\nlevel = \"info\"\n");
@@ -276,6 +283,12 @@ class Daemon {
     auto status = process_->stop(10s);
     process_.reset();
     return status;
+  }
+
+  // SIGKILL, no shutdown: a replica crashing mid-request.
+  void kill() {
+    if (process_) process_->kill_now();
+    process_.reset();
   }
 
   struct AdminResult {
@@ -373,8 +386,10 @@ struct Exchange {
 };
 
 // challenge -> ephemeral X25519 key -> simulated token over challenge_binding -> attest ->
-// HPKE open.
-inline Exchange attest(const Daemon& daemon, const GuestOptions& options) {
+// HPKE open. The challenge comes from `challenger`, the attest request goes to `verifier`
+// (two replicas of a fleet; the same daemon otherwise), the token from `challenger`'s device.
+inline Exchange attest_across(const Daemon& challenger, const Daemon& verifier, const GuestOptions& options) {
+  const Daemon& daemon = challenger;
   Exchange exchange;
   const auto start = std::chrono::steady_clock::now();
   exchange.challenge = need(protocol::https_post_json(daemon.endpoint(), "/v1/challenge",
@@ -407,8 +422,8 @@ inline Exchange attest(const Daemon& daemon, const GuestOptions& options) {
   if (options.delay_before_attest.count() > 0) std::this_thread::sleep_for(options.delay_before_attest);
 
   const auto attest_start = std::chrono::steady_clock::now();
-  exchange.attest = need(protocol::https_post_json(daemon.endpoint(), "/v1/attest", protocol::serialize(request),
-                                                   daemon.client_options()),
+  exchange.attest = need(protocol::https_post_json(verifier.endpoint(), "/v1/attest", protocol::serialize(request),
+                                                   verifier.client_options()),
                          "attest");
   const auto end = std::chrono::steady_clock::now();
   exchange.attest_time = end - attest_start;
@@ -421,5 +436,7 @@ inline Exchange attest(const Daemon& daemon, const GuestOptions& options) {
   }
   return exchange;
 }
+
+inline Exchange attest(const Daemon& daemon, const GuestOptions& options) { return attest_across(daemon, daemon, options); }
 
 }  // namespace fde::itest

@@ -163,6 +163,8 @@ class HookedStore final : public Store {
     return store_.verify_audit_chain(expected_head);
   }
   Result<void> ping() override { return store_.ping(); }
+  Result<StoreContent> export_content() override { return store_.export_content(); }
+  Result<void> import_content(const StoreContent& content) override { return store_.import_content(content); }
 
   std::function<void()> after_lookup;
   std::function<void()> before_release;

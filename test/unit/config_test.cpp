@@ -252,6 +252,38 @@ TEST_CASE("validation asks for what a working daemon needs") {
   CHECK(validate_config(config).error().message.find("kek_file or kek_credential") != std::string::npos);
 }
 
+TEST_CASE("the store backend: sqlite by default, postgresql with a connection string and a password source") {
+  CHECK(Config{}.store_backend == StoreBackend::sqlite);
+  auto config = expect_ok(parse("[attestation]\ntrusted_roots = [\"ca.pem\"]\n[store]\nbackend = \"postgresql\"\n"
+                                "conninfo = \"host=db dbname=fde sslmode=verify-full\"\npassword_file = \"db-password\"\n"
+                                "pool_size = 8\n"));
+  CHECK(config.store_backend == StoreBackend::postgresql);
+  CHECK(config.postgres_conninfo == "host=db dbname=fde sslmode=verify-full");
+  CHECK(config.postgres_password.file == "/etc/fde-verifier/db-password");
+  CHECK(config.postgres_pool_size == 8);
+  CHECK(validate_config(config));
+  CHECK(describe_store(config) == "postgresql dbname=fde host=db sslmode=verify-full");
+  // A password written into the connection string never reaches the logs.
+  config.postgres_conninfo = "host=db dbname=fde password=hunter2";
+  CHECK(describe_store(config).find("hunter2") == std::string::npos);
+  config.postgres_conninfo.clear();
+  CHECK(validate_config(config).error().message.find("store.conninfo is required") != std::string::npos);
+  config.store_backend = StoreBackend::sqlite;
+  config.postgres_conninfo = "host=db";
+  CHECK(validate_config(config).error().message.find("are for backend = \"postgresql\"") != std::string::npos);
+
+  CHECK(error_of("[store]\nbackend = \"mysql\"\n").find("store.backend: expected \"sqlite\" or \"postgresql\"") !=
+        std::string::npos);
+  CHECK(error_of("[store]\npassword_file = \"a\"\npassword_credential = \"b\"\n").find("not both") !=
+        std::string::npos);
+  CHECK(error_of("[store]\npool_size = 0\n").find("store.pool_size: must be 1..64") != std::string::npos);
+  // A reload cannot move the daemon to another database.
+  Config moved = config;
+  moved.store_backend = StoreBackend::postgresql;
+  CHECK(settings_needing_restart(config, moved) ==
+        std::vector<std::string>{"store (backend, conninfo, password, pool_size)"});
+}
+
 TEST_CASE("listen addresses are parsed and formatted, IPv6 in brackets") {
   CHECK(expect_ok(parse_listen_address("127.0.0.1:8443")).port == 8443);
   CHECK(expect_ok(parse_listen_address("[::]:0")).host == "::");

@@ -1,5 +1,7 @@
-// SQLite store tests: images and wrapped keys, the MAC-chained audit log (admin changes, exported heads, the
-// revoke/release order, stores from before the chain was keyed) and tampering, file mode, concurrency.
+// Store tests, each run against SQLite and PostgreSQL (STORE_BACKEND) unless it is about the
+// SQLite file: images and wrapped keys, the MAC-chained audit log (admin changes, exported
+// heads, the revoke/release order, stores from before the chain was keyed) and tampering,
+// file mode, schema versions, concurrency.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -12,6 +14,8 @@
 #include <limits>
 #include <fstream>
 #include <iterator>
+#include <optional>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -23,6 +27,7 @@
 #include "common/reference/reference_values.hpp"
 #include "common/util/file.hpp"
 #include "verifier-daemon/store/store.hpp"
+#include "test/support/postgres_server.hpp"
 
 using namespace fde;
 using namespace fde::verifier;
@@ -131,13 +136,78 @@ void tamper(const std::string& path, const std::string& sql) {
   REQUIRE(rc == SQLITE_OK);
 }
 
-int try_sql(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
-  sqlite3_close(db);
-  return rc;
-}
+
+// The backend under test: a fresh store of it, opened and edited behind the store's back.
+// SQLite: a file in a temporary directory. PostgreSQL: a fresh database on the test
+// process's server (test/support/postgres_server.hpp; started on first use).
+class Backend {
+ public:
+  explicit Backend(std::string name) : name_(std::move(name)) {
+    if (name_ == "sqlite") {
+      dir_.emplace();
+      path_ = dir_->file("fde.db");
+    } else {
+      REQUIRE(name_ == "postgresql");
+      database_ = testing::PostgresServer::shared().create_database();
+    }
+  }
+  // A Backend for an SQLite file that already exists (the version 1 store tests).
+  static Backend sqlite_file(const std::string& path) { return Backend(path, 0); }
+
+  const std::string& name() const { return name_; }
+  bool is_sqlite() const { return name_ == "sqlite"; }
+
+  std::unique_ptr<Store> open(std::uint8_t kek_fill = 0x5c) const {
+    auto store = try_open(kek_fill);
+    INFO((store ? std::string() : store.error().describe()));
+    REQUIRE(store.has_value());
+    return std::move(*store);
+  }
+  Result<std::unique_ptr<Store>> try_open(std::uint8_t kek_fill = 0x5c) const {
+    if (is_sqlite()) return open_sqlite_store(path_, test_kek(kek_fill));
+    PostgresOptions options;
+    options.conninfo = testing::PostgresServer::shared().conninfo(database_);
+    options.password = SecretBytes::copy_of(as_bytes(std::string_view(testing::PostgresServer::password)));
+    return open_postgres_store(std::move(options), test_kek(kek_fill));
+  }
+  // SQL run behind the store's back (SQLite syntax; PostgreSQL needs "ON audit" after a
+  // trigger name and takes the rest as it is).
+  void tamper(const std::string& sql) const {
+    std::string error = run_sql(sql);
+    INFO(error);
+    REQUIRE(error.empty());
+  }
+  bool try_sql(const std::string& sql) const { return run_sql(sql).empty(); }
+
+ private:
+  Backend(std::string path, int) : name_("sqlite"), path_(std::move(path)) {}
+  std::string run_sql(const std::string& sql) const {
+    if (is_sqlite()) {
+      sqlite3* db = nullptr;
+      REQUIRE(sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+      sqlite3_busy_timeout(db, 5000);
+      char* error = nullptr;
+      int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+      std::string message = rc == SQLITE_OK ? "" : error != nullptr ? error : "sqlite error";
+      sqlite3_free(error);
+      sqlite3_close(db);
+      return message;
+    }
+    static const std::regex drop_trigger(R"(DROP TRIGGER (IF EXISTS )?(\w+))");
+    return testing::PostgresServer::shared().try_execute(database_,
+                                                         std::regex_replace(sql, drop_trigger, "DROP TRIGGER $1$2 ON audit"));
+  }
+
+  std::string name_;
+  std::optional<TempDir> dir_;
+  std::string path_;
+  std::string database_;
+};
+
+// Runs the test case once per backend.
+#define STORE_BACKEND()                                                            \
+  const Backend backend(GENERATE(as<std::string>{}, "sqlite", "postgresql")); \
+  INFO("backend: " << backend.name())
 
 void append_records(Store& store, int count) {
   for (int i = 1; i <= count; ++i) REQUIRE(store.append_audit(audit_entry(i)).has_value());
@@ -239,8 +309,8 @@ TEST_CASE("the audit record hash covers every field with length prefixes") {
 }
 
 TEST_CASE("an enrolled image is found, listed and its disk key unwraps to the same bytes") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->ping().has_value());
   REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
@@ -303,8 +373,8 @@ TEST_CASE("the database file never contains a raw disk key") {
 }
 
 TEST_CASE("enrolling an image twice is refused and keeps the first key") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   auto again = store->enroll(image_record("img-a"), disk_key_for(2), operator_actor);
   REQUIRE_FALSE(again.has_value());
@@ -318,8 +388,8 @@ TEST_CASE("enrolling an image twice is refused and keeps the first key") {
 }
 
 TEST_CASE("enrollment refuses a bad image id, a bad key size or reference values for another image") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   CHECK(store->enroll(image_record("a/b"), disk_key_for(1), operator_actor).error().code == Errc::invalid_argument);
   CHECK(store->enroll(image_record(""), disk_key_for(1), operator_actor).error().code == Errc::invalid_argument);
   CHECK(store->enroll(image_record("img-a"), SecretBytes(), operator_actor).error().code == Errc::invalid_argument);
@@ -338,8 +408,8 @@ TEST_CASE("enrollment refuses a bad image id, a bad key size or reference values
 }
 
 TEST_CASE("reference values and status can be updated") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
 
   auto updated = example_reference("img-a");
@@ -366,8 +436,8 @@ TEST_CASE("reference values and status can be updated") {
 }
 
 TEST_CASE("the disk key of a revoked image is withheld by the store itself, whatever the caller read before") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
   // A caller reads the image while it is active and decides to release...
@@ -388,13 +458,12 @@ TEST_CASE("the disk key of a revoked image is withheld by the store itself, what
 }
 
 TEST_CASE("a revoke committed by another process is seen by the next key read of an open store") {
-  TempDir dir;
-  const std::string path = dir.file("fde.db");
-  auto daemon = open_store(path);
+  STORE_BACKEND();
+  auto daemon = backend.open();
   REQUIRE(daemon->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   REQUIRE(daemon->disk_key("img-a").value_or(std::nullopt).has_value());
   // A second connection (another fde-verifierd replica, or the file edited by hand) revokes.
-  auto other = open_store(path);
+  auto other = backend.open();
   REQUIRE(other->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
   auto key = daemon->disk_key("img-a");
   REQUIRE(key.has_value());
@@ -410,8 +479,8 @@ TEST_CASE("image status names round-trip") {
 }
 
 TEST_CASE("an audit chain of many records links and verifies") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   auto empty = store->verify_audit_chain();
   REQUIRE(empty.has_value());
   CHECK(empty->intact);
@@ -490,8 +559,8 @@ TEST_CASE("an audit chain of many records links and verifies") {
 }
 
 TEST_CASE("audit text with NUL bytes, invalid UTF-8 or empty fields reads back byte for byte") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   AuditEntry entry = audit_entry(3);
   entry.image_id = "";
   entry.token_digest = "";
@@ -510,8 +579,8 @@ TEST_CASE("audit text with NUL bytes, invalid UTF-8 or empty fields reads back b
 }
 
 TEST_CASE("append_audit takes denials only: a release needs append_release, a change its own call") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   for (const char* decision : {"maybe", "release", "admin"}) {
     AuditEntry entry = audit_entry(1);
@@ -524,24 +593,22 @@ TEST_CASE("append_audit takes denials only: a release needs append_release, a ch
 }
 
 TEST_CASE("audit records cannot be changed through SQL while the triggers stand") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  auto store = open_store(path);
+  STORE_BACKEND();
+  auto store = backend.open();
   append_records(*store, 3);
-  CHECK(try_sql(path, "UPDATE audit SET reason = 'nothing to see' WHERE sequence = 2") != SQLITE_OK);
-  CHECK(try_sql(path, "DELETE FROM audit WHERE sequence = 2") != SQLITE_OK);
+  CHECK(!backend.try_sql("UPDATE audit SET reason = 'nothing to see' WHERE sequence = 2"));
+  CHECK(!backend.try_sql("DELETE FROM audit WHERE sequence = 2"));
   CHECK(store->verify_audit_chain()->intact);
 }
 
 TEST_CASE("an audit record whose reason or decision was edited is detected at its sequence") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  auto store = open_store(path);
+  STORE_BACKEND();
+  auto store = backend.open();
   append_records(*store, 12);
   REQUIRE(store->verify_audit_chain()->intact);
 
   SECTION("reason") {
-    tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'all checks passed' WHERE sequence = 6");
+    backend.tamper("DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'all checks passed' WHERE sequence = 6");
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
@@ -550,14 +617,14 @@ TEST_CASE("an audit record whose reason or decision was edited is detected at it
     CHECK(report->problem.find("record 6") != std::string::npos);
   }
   SECTION("decision") {
-    tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET decision = 'release' WHERE sequence = 9");
+    backend.tamper("DROP TRIGGER audit_no_update; UPDATE audit SET decision = 'release' WHERE sequence = 9");
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
     CHECK(report->first_bad_sequence == 9);
   }
   SECTION("time") {
-    tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET time = '2000-01-01T00:00:00Z' WHERE sequence = 1");
+    backend.tamper("DROP TRIGGER audit_no_update; UPDATE audit SET time = '2000-01-01T00:00:00Z' WHERE sequence = 1");
     CHECK(store->verify_audit_chain()->first_bad_sequence == 1);
   }
   SECTION("an edit with a recomputed unkeyed hash is found at the record itself: its MAC fails") {
@@ -567,7 +634,7 @@ TEST_CASE("an audit record whose reason or decision was edited is detected at it
                                        [](const AuditRecord& r) { return r.sequence == 6; });
     forged.entry.reason = "all checks passed";
     forged.hash = audit_record_hash(forged);
-    tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'all checks passed', "
+    backend.tamper("DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'all checks passed', "
                  "hash = '" + forged.hash + "' WHERE sequence = 6");
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
@@ -580,7 +647,7 @@ TEST_CASE("an audit record whose reason or decision was edited is detected at it
 // Rewrites the chain from record `from` on as someone with the file but without the KEK
 // would: `edit` changes record `from`, and every hash from there is recomputed (unkeyed, the
 // only hash such a person can compute) and relinked; `format` is what the rows then claim.
-static void rewrite_chain(Store& store, const std::string& path, std::int64_t from,
+static void rewrite_chain(Store& store, const Backend& backend, std::int64_t from,
                           const std::function<void(AuditRecord&)>& edit, int format,
                           std::int64_t to = std::numeric_limits<std::int64_t>::max()) {
   auto records = store.query_audit(audit_query(10000));
@@ -598,19 +665,18 @@ static void rewrite_chain(Store& store, const std::string& path, std::int64_t fr
            "', previous_hash = '" + record.previous_hash + "', hash = '" + record.hash +
            "', format = " + std::to_string(format) + " WHERE sequence = " + std::to_string(record.sequence) + ";";
   }
-  tamper(path, sql);
+  backend.tamper(sql);
 }
 
 TEST_CASE("a table rewritten with recomputed hashes does not verify: the records are MAC'd with a KEK-derived key") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  auto store = open_store(path);
+  STORE_BACKEND();
+  auto store = backend.open();
   append_records(*store, 12);
   REQUIRE(store->verify_audit_chain()->intact);
   auto whitewash = [](AuditRecord& r) { r.entry.reason = "nothing to see"; };
 
   SECTION("from the middle, rows still claiming to be keyed") {
-    rewrite_chain(*store, path, 6, whitewash, audit_format_keyed);
+    rewrite_chain(*store, backend, 6, whitewash, audit_format_keyed);
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
@@ -618,7 +684,7 @@ TEST_CASE("a table rewritten with recomputed hashes does not verify: the records
     CHECK(report->problem.find("MAC does not match") != std::string::npos);
   }
   SECTION("from the middle, rows claiming to be unkeyed records from before the upgrade") {
-    rewrite_chain(*store, path, 6, whitewash, audit_format_unkeyed);
+    rewrite_chain(*store, backend, 6, whitewash, audit_format_unkeyed);
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
@@ -626,7 +692,7 @@ TEST_CASE("a table rewritten with recomputed hashes does not verify: the records
     CHECK(report->problem.find("unkeyed record after keyed") != std::string::npos);
   }
   SECTION("the whole table, passed off as an unkeyed store") {
-    rewrite_chain(*store, path, 1, whitewash, audit_format_unkeyed);
+    rewrite_chain(*store, backend, 1, whitewash, audit_format_unkeyed);
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
@@ -634,16 +700,15 @@ TEST_CASE("a table rewritten with recomputed hashes does not verify: the records
     CHECK(report->problem.find("not followed by the schema upgrade's keyed record") != std::string::npos);
   }
   SECTION("the whole table, rows claiming to be keyed") {
-    rewrite_chain(*store, path, 1, whitewash, audit_format_keyed);
+    rewrite_chain(*store, backend, 1, whitewash, audit_format_keyed);
     CHECK(store->verify_audit_chain()->first_bad_sequence == 1);
   }
 }
 
 TEST_CASE("the store opened with another KEK finds no record authentic") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  { append_records(*open_store(path), 3); }
-  auto other = open_store(path, 0x77);
+  STORE_BACKEND();
+  { append_records(*backend.open(), 3); }
+  auto other = backend.open(0x77);
   auto report = other->verify_audit_chain();
   REQUIRE(report.has_value());
   CHECK_FALSE(report->intact);
@@ -652,9 +717,8 @@ TEST_CASE("the store opened with another KEK finds no record authentic") {
 }
 
 TEST_CASE("the newest records removed are found only against a head exported earlier") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  auto store = open_store(path);
+  STORE_BACKEND();
+  auto store = backend.open();
   append_records(*store, 10);
   const AuditHead exported = store->verify_audit_chain()->head;
   CHECK(exported.sequence == 10);
@@ -669,7 +733,7 @@ TEST_CASE("the newest records removed are found only against a head exported ear
   CHECK(store->verify_audit_chain(older)->expected_head_matched);
 
   SECTION("truncated: what is left is a well-formed chain, but the exported record is gone") {
-    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 7");
+    backend.tamper("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 7");
     // Alone, a truncated chain cannot be told from a shorter one: this is what the head is for.
     CHECK(store->verify_audit_chain()->intact);
     auto report = store->verify_audit_chain(exported);
@@ -681,7 +745,7 @@ TEST_CASE("the newest records removed are found only against a head exported ear
     CHECK(report->head.sequence == 7);
   }
   SECTION("truncated and then grown again by the daemon: the exported record differs") {
-    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 7");
+    backend.tamper("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > 7");
     append_records(*store, 5);
     CHECK(store->verify_audit_chain()->intact);
     auto report = store->verify_audit_chain(exported);
@@ -711,13 +775,12 @@ TEST_CASE("an audit head is written and read as SEQ:HEX") {
 }
 
 TEST_CASE("a deleted audit record is detected") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  auto store = open_store(path);
+  STORE_BACKEND();
+  auto store = backend.open();
   append_records(*store, 10);
 
   SECTION("in the middle") {
-    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence = 5");
+    backend.tamper("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence = 5");
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
@@ -726,14 +789,14 @@ TEST_CASE("a deleted audit record is detected") {
     CHECK(report->problem.find("record 5 is missing") != std::string::npos);
   }
   SECTION("at the start") {
-    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence = 1");
+    backend.tamper("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence = 1");
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
     CHECK_FALSE(report->intact);
     CHECK(report->first_bad_sequence == 2);
   }
   SECTION("renumbered to hide the gap") {
-    tamper(path, "DROP TRIGGER audit_no_delete; DROP TRIGGER audit_no_update; DELETE FROM audit WHERE sequence = 5; "
+    backend.tamper("DROP TRIGGER audit_no_delete; DROP TRIGGER audit_no_update; DELETE FROM audit WHERE sequence = 5; "
                  "UPDATE audit SET sequence = sequence - 1 WHERE sequence > 5");
     auto report = store->verify_audit_chain();
     REQUIRE(report.has_value());
@@ -743,18 +806,17 @@ TEST_CASE("a deleted audit record is detected") {
 }
 
 TEST_CASE("reopening the database keeps images, keys and the audit chain") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
+  STORE_BACKEND();
   std::string last_hash;
   {
-    auto store = open_store(path);
+    auto store = backend.open();
     REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
     REQUIRE(store->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
     append_records(*store, 7);
     last_hash = store->query_audit(audit_query(1))->front().hash;
   }
   {
-    auto store = open_store(path);
+    auto store = backend.open();
     auto found = store->find_image("img-a");
     REQUIRE(found.has_value());
     REQUIRE(found->has_value());
@@ -787,7 +849,7 @@ TEST_CASE("reopening the database keeps images, keys and the audit chain") {
   }
   {
     // Another KEK opens the file but unwraps nothing, and cannot vouch for the chain.
-    auto store = open_store(path, 0x77);
+    auto store = backend.open(0x77);
     CHECK(store->find_image("img-a")->has_value());
     CHECK(store->disk_key("img-a").error().code == Errc::verification_failed);
     CHECK_FALSE(store->verify_audit_chain()->intact);
@@ -795,12 +857,11 @@ TEST_CASE("reopening the database keeps images, keys and the audit chain") {
 }
 
 TEST_CASE("a wrapped key moved to another image's row does not unwrap") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  auto store = open_store(path);
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   REQUIRE(store->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
-  tamper(path, "UPDATE images SET wrapped_key = (SELECT wrapped_key FROM images WHERE id = 'img-a') WHERE id = 'img-b'");
+  backend.tamper("UPDATE images SET wrapped_key = (SELECT wrapped_key FROM images WHERE id = 'img-a') WHERE id = 'img-b'");
   auto moved = store->disk_key("img-b");
   REQUIRE_FALSE(moved.has_value());
   CHECK(moved.error().code == Errc::verification_failed);
@@ -855,8 +916,8 @@ TEST_CASE("opening refuses a missing KEK, a directory and a newer schema") {
 }
 
 TEST_CASE("concurrent appends from four threads produce one intact chain") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   constexpr int threads = 4;
   constexpr int per_thread = 50;
@@ -891,10 +952,9 @@ TEST_CASE("concurrent appends from four threads produce one intact chain") {
 }
 
 TEST_CASE("two store objects on one file, as two processes would have, keep one chain") {
-  TempDir dir;
-  std::string path = dir.file("fde.db");
-  auto first = open_store(path);
-  auto second = open_store(path);
+  STORE_BACKEND();
+  auto first = backend.open();
+  auto second = backend.open();
   std::atomic<int> failures{0};
   auto work = [&](Store& store) {
     for (int i = 0; i < 40; ++i)
@@ -930,8 +990,8 @@ rapidjson::Document parse_change(const AuditRecord& record) {
 }  // namespace
 
 TEST_CASE("every change to an image is an admin record in the chain: who, which action, what changed") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   const AdminActor alice{1001, 777};
   auto enrolled = store->enroll(image_record("img-a"), disk_key_for(1), alice);
   REQUIRE(enrolled.has_value());
@@ -994,8 +1054,8 @@ TEST_CASE("every change to an image is an admin record in the chain: who, which 
 }
 
 TEST_CASE("a release is withheld by a revoke committed before it, and recorded before one committed after it") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
 
   auto released = store->append_release(release_entry(1));
@@ -1016,8 +1076,8 @@ TEST_CASE("a release is withheld by a revoke committed before it, and recorded b
 }
 
 TEST_CASE("releases racing revokes in threads: the chain never shows a release while the image is revoked") {
-  TempDir dir;
-  auto store = open_store(dir.file("fde.db"));
+  STORE_BACKEND();
+  auto store = backend.open();
   REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
   std::atomic<int> failures{0};
   std::atomic<int> releases{0};
@@ -1178,7 +1238,7 @@ TEST_CASE("a version 1 store is upgraded: its unkeyed records are kept and seale
     CHECK(again->verify_audit_chain()->intact);
   }
   SECTION("an unkeyed record edited after the upgrade breaks the seal, even with recomputed hashes") {
-    rewrite_chain(*store, path, 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
+    rewrite_chain(*store, Backend::sqlite_file(path), 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
     auto broken = store->verify_audit_chain();
     REQUIRE(broken.has_value());
     CHECK_FALSE(broken->intact);
@@ -1187,8 +1247,8 @@ TEST_CASE("a version 1 store is upgraded: its unkeyed records are kept and seale
     CHECK(broken->problem.find("previous_hash") != std::string::npos);
   }
   SECTION("the unkeyed records and the seal rewritten: the seal's MAC cannot be recomputed") {
-    rewrite_chain(*store, path, 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
-    rewrite_chain(*store, path, 7, [](AuditRecord&) {}, audit_format_keyed, 7);
+    rewrite_chain(*store, Backend::sqlite_file(path), 3, [](AuditRecord& r) { r.entry.reason = "nothing to see"; }, audit_format_unkeyed, 6);
+    rewrite_chain(*store, Backend::sqlite_file(path), 7, [](AuditRecord&) {}, audit_format_keyed, 7);
     CHECK(store->verify_audit_chain()->first_bad_sequence == 7);
   }
   SECTION("the keyed records dropped so the unkeyed ones pass as a version 1 store") {
@@ -1225,4 +1285,241 @@ TEST_CASE("a version 1 store whose chain was already broken is sealed as found, 
   auto report = store->verify_audit_chain();
   CHECK_FALSE(report->intact);
   CHECK(report->first_bad_sequence == 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: schema versions, several replicas on one database, the server going away
+// ---------------------------------------------------------------------------------------
+
+TEST_CASE("both backends refuse a database whose schema is newer than the program") {
+  STORE_BACKEND();
+  { backend.open(); }
+  backend.tamper("UPDATE schema_version SET version = 99");
+  auto store = backend.try_open();
+  REQUIRE_FALSE(store.has_value());
+  CHECK(store.error().code == Errc::unsupported);
+  CHECK(store.error().message.find("schema version 99 is newer") != std::string::npos);
+}
+
+TEST_CASE("postgresql: replicas starting together create the schema once") {
+  const Backend backend("postgresql");
+  std::vector<std::unique_ptr<Store>> stores(4);
+  std::vector<std::string> errors(4);
+  std::vector<std::thread> starts;
+  for (std::size_t i = 0; i < stores.size(); ++i)
+    starts.emplace_back([&, i] {
+      auto store = backend.try_open();
+      if (store) stores[i] = std::move(*store);
+      else errors[i] = store.error().describe();
+    });
+  for (auto& t : starts) t.join();
+  for (std::size_t i = 0; i < stores.size(); ++i) {
+    INFO(errors[i]);
+    CHECK(stores[i] != nullptr);
+  }
+}
+
+TEST_CASE("postgresql: the same image enrolled through two replicas at once leaves one record") {
+  const Backend backend("postgresql");
+  auto a = backend.open();
+  auto b = backend.open();
+  std::atomic<int> enrolled{0};
+  std::atomic<int> refused{0};
+  auto enroll = [&](Store& store, int seed) {
+    auto record = store.enroll(image_record("img-a"), disk_key_for(seed), operator_actor);
+    if (record) ++enrolled;
+    else if (record.error().code == Errc::invalid_argument && record.error().message.find("already enrolled") != std::string::npos)
+      ++refused;
+  };
+  std::thread first(enroll, std::ref(*a), 1);
+  std::thread second(enroll, std::ref(*b), 2);
+  first.join();
+  second.join();
+  CHECK(enrolled == 1);
+  CHECK(refused == 1);
+  CHECK(a->list_images()->size() == 1);
+  auto records = b->query_audit(audit_query(10, std::nullopt, std::string("admin")));
+  REQUIRE(records.has_value());
+  CHECK(records->size() == 1);
+  CHECK(b->verify_audit_chain()->intact);
+}
+
+TEST_CASE("postgresql: a revoke through one replica withholds the key on another at its next decision") {
+  const Backend backend("postgresql");
+  auto a = backend.open();
+  auto b = backend.open();
+  REQUIRE(a->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  REQUIRE(b->append_release(release_entry(1)).value_or(std::nullopt).has_value());
+  REQUIRE(a->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
+  auto release = b->append_release(release_entry(2));
+  REQUIRE(release.has_value());
+  CHECK_FALSE(release->has_value());
+  CHECK_FALSE(b->disk_key("img-a")->has_value());
+}
+
+TEST_CASE("postgresql: three replicas appending at once keep one chain, no fork and no gap") {
+  const Backend backend("postgresql");
+  std::vector<std::unique_ptr<Store>> replicas;
+  for (int i = 0; i < 3; ++i) replicas.push_back(backend.open());
+  REQUIRE(replicas[0]->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 6; ++t)
+    workers.emplace_back([&, t] {
+      Store& store = *replicas[static_cast<std::size_t>(t % 3)];
+      for (int i = 0; i < 25; ++i) {
+        bool ok = i % 2 == 0 ? store.append_audit(audit_entry(t * 100 + i)).has_value()
+                             : store.append_release(release_entry(t * 100 + i)).value_or(std::nullopt).has_value();
+        if (!ok) ++failures;
+      }
+    });
+  for (auto& w : workers) w.join();
+  CHECK(failures == 0);
+  for (auto& replica : replicas) {
+    auto report = replica->verify_audit_chain();
+    REQUIRE(report.has_value());
+    CHECK(report->intact);
+    CHECK(report->records == 6 * 25 + 1);
+  }
+}
+
+TEST_CASE("postgresql: a pool of two connections serves eight threads, waiting its turn") {
+  const Backend backend("postgresql");
+  PostgresOptions options;
+  auto& server = testing::PostgresServer::shared();
+  const std::string database = server.create_database();
+  options.conninfo = server.conninfo(database);
+  options.password = SecretBytes::copy_of(as_bytes(std::string_view(testing::PostgresServer::password)));
+  options.pool_size = 2;
+  auto store = open_postgres_store(std::move(options), test_kek());
+  REQUIRE(store.has_value());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 8; ++t)
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i)
+        if (!(*store)->append_audit(audit_entry(t * 100 + i))) ++failures;
+    });
+  for (auto& w : workers) w.join();
+  CHECK(failures == 0);
+  CHECK((*store)->verify_audit_chain()->records == 80);
+  // At most two sessions of this program were ever open at once; now they idle.
+  const std::string count_sql = "DO $$ BEGIN IF (SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                "'fde-verifierd' AND datname = '" + database + "') > 2 THEN RAISE EXCEPTION "
+                                "'too many connections'; END IF; END $$";
+  CHECK(server.try_execute(database, count_sql).empty());
+  CHECK_FALSE(open_postgres_store(PostgresOptions{server.conninfo(database), {}, 0, 5}, test_kek()).has_value());
+}
+
+TEST_CASE("postgresql: a wrong password or an unreachable server is a clear error") {
+  auto& server = testing::PostgresServer::shared();
+  const std::string database = server.create_database();
+  PostgresOptions wrong;
+  wrong.conninfo = server.conninfo(database);
+  wrong.password = SecretBytes::copy_of(as_bytes(std::string_view("not the password")));
+  auto refused = open_postgres_store(std::move(wrong), test_kek());
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == Errc::io);
+  CHECK(refused.error().message.find("cannot connect") != std::string::npos);
+  CHECK(refused.error().message.find("not the password") == std::string::npos);
+  PostgresOptions nowhere;
+  nowhere.conninfo = "host=/nonexistent-fde-socket-dir dbname=x user=y";
+  auto missing = open_postgres_store(std::move(nowhere), test_kek());
+  REQUIRE_FALSE(missing.has_value());
+  CHECK(missing.error().message.find("cannot connect") != std::string::npos);
+  CHECK_FALSE(open_postgres_store(PostgresOptions{}, test_kek()).has_value());
+  PostgresOptions no_kek;
+  no_kek.conninfo = server.conninfo(database);
+  CHECK(open_postgres_store(std::move(no_kek), KeyEncryptionKey()).error().code == Errc::invalid_argument);
+}
+
+TEST_CASE("postgresql: the server stopped gives errors, and the same store recovers when it returns") {
+  testing::PostgresServer server;  // its own server: this test stops it
+  const std::string database = server.create_database();
+  PostgresOptions options;
+  options.conninfo = server.conninfo(database);
+  options.password = SecretBytes::copy_of(as_bytes(std::string_view(testing::PostgresServer::password)));
+  options.pool_size = 3;
+  auto opened = open_postgres_store(std::move(options), test_kek());
+  REQUIRE(opened.has_value());
+  Store& store = **opened;
+  REQUIRE(store.enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  // Fill the pool with idle connections, which the restart will cut.
+  std::vector<std::thread> warm;
+  for (int i = 0; i < 3; ++i) warm.emplace_back([&store, i] { (void)store.append_audit(audit_entry(i)); });
+  for (auto& t : warm) t.join();
+
+  server.stop();
+  CHECK_FALSE(store.ping().has_value());
+  auto release = store.append_release(release_entry(1));
+  REQUIRE_FALSE(release.has_value());
+  CHECK(release.error().code == Errc::io);
+  CHECK(release.error().message.find("postgresql store") != std::string::npos);
+  CHECK_FALSE(store.append_audit(audit_entry(2)).has_value());
+
+  server.start();
+  // The first request after the restart already succeeds: a lone read or a BEGIN on a
+  // connection found cut is resent on a fresh one.
+  CHECK(store.ping().has_value());
+  auto after = store.append_release(release_entry(3));
+  REQUIRE(after.has_value());
+  CHECK(after->has_value());
+  auto report = store.verify_audit_chain();
+  REQUIRE(report.has_value());
+  CHECK(report->intact);
+  CHECK(report->records == 5);  // enroll, three denials, the release after the restart
+}
+
+TEST_CASE("copy_store moves a store from SQLite to PostgreSQL and back: keys, status, chain and head") {
+  const Backend sqlite("sqlite");
+  const Backend postgresql("postgresql");
+  const Backend back("sqlite");
+  auto original = sqlite.open();
+  REQUIRE(original->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  REQUIRE(original->enroll(image_record("img-b"), disk_key_for(2), operator_actor).has_value());
+  REQUIRE(original->append_release(release_entry(1)).value_or(std::nullopt).has_value());
+  append_records(*original, 5);
+  AuditEntry odd = audit_entry(9, std::string("img-\0\xff", 6));  // bytes PostgreSQL text would refuse
+  REQUIRE(original->append_audit(odd).has_value());
+  REQUIRE(original->set_status("img-b", ImageStatus::revoked, operator_actor).has_value());
+  const AuditHead head = original->verify_audit_chain()->head;
+
+  auto middle = postgresql.open();
+  auto there = copy_store(*original, *middle);
+  INFO((there ? std::string() : there.error().describe()));
+  REQUIRE(there.has_value());
+  CHECK(there->images == 2);
+  CHECK(there->active_keys_checked == 1);
+  CHECK(there->records == head.sequence);
+  CHECK(there->head.hash == head.hash);
+  // The copy is a working store: it releases, withholds the revoked image and chains on.
+  auto release = middle->append_release(release_entry(20));
+  REQUIRE(release.has_value());
+  REQUIRE(release->has_value());
+  CHECK(equal_constant_time((*release)->disk_key.view(), disk_key_for(1).view()));
+  CHECK(release->value().record.previous_hash == head.hash);
+  CHECK_FALSE(middle->append_release(release_entry(21, "img-b"))->has_value());
+  auto odd_back = middle->query_audit(audit_query(1, std::string("img-\0\xff", 6)));
+  REQUIRE(odd_back.has_value());
+  REQUIRE(odd_back->size() == 1);
+  CHECK(odd_back->front().entry.image_id == odd.image_id);
+
+  auto last = back.open();
+  auto home = copy_store(*middle, *last);
+  REQUIRE(home.has_value());
+  CHECK(home->records == head.sequence + 1);
+  CHECK(last->verify_audit_chain(head)->intact);
+  CHECK(equal_constant_time(last->disk_key("img-a")->value().view(), disk_key_for(1).view()));
+  CHECK(last->find_image("img-b")->value().status == ImageStatus::revoked);
+
+  // A target that is not empty is refused, and so is a source whose chain is broken.
+  auto again = copy_store(*original, *middle);
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().message.find("empty store") != std::string::npos);
+  sqlite.tamper("DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'edited' WHERE sequence = 3");
+  auto fresh = Backend("postgresql").open();
+  auto broken = copy_store(*original, *fresh);
+  REQUIRE_FALSE(broken.has_value());
+  CHECK(broken.error().message.find("does not verify") != std::string::npos);
+  CHECK(fresh->verify_audit_chain()->records == 0);
 }

@@ -380,6 +380,43 @@ const std::map<std::string, Section, std::less<>>& schema() {
        }},
       {"store",
        {
+           {"backend",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.text(n, p);
+              if (!v) return tl::unexpected(v.error());
+              if (*v == "sqlite") c.store_backend = StoreBackend::sqlite;
+              else if (*v == "postgresql") c.store_backend = StoreBackend::postgresql;
+              else return r.error_at(n, p, "expected \"sqlite\" or \"postgresql\", found \"" + *v + "\"");
+              return {};
+            }},
+           {"conninfo",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.text(n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.postgres_conninfo = *v;
+              return {};
+            }},
+           {"password_file",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.path_value(n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.postgres_password = SecretSource{*v, ""};
+              return {};
+            }},
+           {"password_credential",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.text(n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.postgres_password = SecretSource{"", *v};
+              return {};
+            }},
+           {"pool_size",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, 1, static_cast<std::int64_t>(max_postgres_pool_size));
+              if (!v) return tl::unexpected(v.error());
+              c.postgres_pool_size = static_cast<std::size_t>(*v);
+              return {};
+            }},
            {"database",
             [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
               auto v = r.path_value(n, p);
@@ -511,8 +548,8 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& sourc
       if (auto ok = check_exclusive(reader, *table, "nonce", "secret_file", "secret_credential"); !ok)
         return tl::unexpected(ok.error());
     if (section_name == "store")
-      if (auto ok = check_exclusive(reader, *table, "store", "kek_file", "kek_credential"); !ok)
-        return tl::unexpected(ok.error());
+      for (const auto& [a, b] : {std::pair{"kek_file", "kek_credential"}, {"password_file", "password_credential"}})
+        if (auto ok = check_exclusive(reader, *table, "store", a, b); !ok) return tl::unexpected(ok.error());
   }
   return config;
 }
@@ -627,7 +664,14 @@ Result<void> validate_config(const Config& config) {
     return fail(Errc::invalid_argument,
                 "attestation.trusted_roots: at least one root certificate file is required (Huawei's roots, or the "
                 "simulator's CA in tests)");
-  if (config.database.empty()) return fail(Errc::invalid_argument, "store.database must not be empty");
+  if (config.store_backend == StoreBackend::sqlite && config.database.empty())
+    return fail(Errc::invalid_argument, "store.database must not be empty");
+  if (config.store_backend == StoreBackend::postgresql && config.postgres_conninfo.empty())
+    return fail(Errc::invalid_argument, "store.conninfo is required with backend = \"postgresql\"");
+  if (config.store_backend == StoreBackend::sqlite &&
+      (!config.postgres_conninfo.empty() || !config.postgres_password.empty()))
+    return fail(Errc::invalid_argument,
+                "store.conninfo and store.password_* are for backend = \"postgresql\" (the backend is \"sqlite\")");
   if (config.kek.empty()) return fail(Errc::invalid_argument, "store: kek_file or kek_credential is required");
   if (config.nonce_secret.empty())
     return fail(Errc::invalid_argument, "nonce: secret_file or secret_credential is required");
@@ -636,6 +680,27 @@ Result<void> validate_config(const Config& config) {
     return fail(Errc::invalid_argument, "nonce.lifetime_seconds must be " + std::to_string(min_nonce_lifetime.count()) +
                                             ".." + std::to_string(max_nonce_lifetime.count()));
   return {};
+}
+
+// The longest database password taken from a file or credential.
+constexpr std::size_t max_database_password_size = 1024;
+
+Result<std::unique_ptr<Store>> open_configured_store(const Config& config, KeyEncryptionKey kek) {
+  if (config.store_backend == StoreBackend::sqlite) return open_sqlite_store(config.database, std::move(kek));
+  PostgresOptions options;
+  options.conninfo = config.postgres_conninfo;
+  options.pool_size = config.postgres_pool_size;
+  if (!config.postgres_password.empty()) {
+    auto password = load_secret_text(config.postgres_password, max_database_password_size);
+    if (!password) return fail_with_context("store password " + config.postgres_password.describe(), password.error());
+    options.password = std::move(*password);
+  }
+  return open_postgres_store(std::move(options), std::move(kek));
+}
+
+std::string describe_store(const Config& config) {
+  if (config.store_backend == StoreBackend::sqlite) return "sqlite " + config.database;
+  return "postgresql " + describe_postgres_conninfo(config.postgres_conninfo);
 }
 
 }  // namespace fde::verifier

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,8 +18,11 @@
 #include "verifier-daemon/limits/peer_rate_limiter.hpp"
 #include "verifier-daemon/log/logger.hpp"
 #include "verifier-daemon/server/https_server.hpp"
+#include "verifier-daemon/store/store.hpp"
 
 namespace fde::verifier {
+
+enum class StoreBackend { sqlite, postgresql };
 
 struct Config {
   // [server]
@@ -40,8 +44,14 @@ struct Config {
   std::vector<std::string> retired_nonce_secret_files;  // still verify, never issue
   std::chrono::seconds nonce_lifetime{60};
   // [store]
-  std::string database = "/var/lib/fde-verifier/verifier.db";
+  StoreBackend store_backend = StoreBackend::sqlite;
+  std::string database = "/var/lib/fde-verifier/verifier.db";  // backend "sqlite"
   SecretSource kek{"", "kek"};
+  // backend "postgresql": a libpq connection string, the password (optional: none, or from
+  // the connection string or ~/.pgpass) and this replica's connection limit.
+  std::string postgres_conninfo;
+  SecretSource postgres_password;
+  std::size_t postgres_pool_size = 4;
   // [admin]
   std::string admin_socket = "/run/fde-verifier/admin.sock";
   // The one uid besides root that may use the admin socket; unset (the default): root only.
@@ -72,6 +82,12 @@ const std::vector<OptionSpec>& daemon_option_specs();
 Result<void> apply_command_line(Config& config, const ParsedOptions& options);
 // The checks that need the whole picture (a root configured, a KEK source, ...).
 Result<void> validate_config(const Config& config);
+
+// The configured store backend, opened with `kek` (the PostgreSQL password is read here).
+Result<std::unique_ptr<Store>> open_configured_store(const Config& config, KeyEncryptionKey kek);
+// "sqlite" or "postgresql <conninfo>", for logs (the connection string holds no password
+// unless the operator put one there: use password_file).
+std::string describe_store(const Config& config);
 
 // "127.0.0.1:8443", "[::1]:8443"; port 0 asks for a free port.
 Result<ListenAddress> parse_listen_address(std::string_view text);

@@ -54,7 +54,8 @@ Result<std::string> credential_path(std::string_view name) {
   return std::string(directory) + "/" + std::string(name);
 }
 
-Result<SecretBytes> load_secret_file(const std::string& path, std::size_t min_size, std::size_t max_size) {
+// Reads a regular file of at most max_file bytes that only its owner may read or write.
+static Result<SecretBytes> read_private_file(const std::string& path, std::size_t max_file, std::size_t max_size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return fail(Errc::io, path + ": " + std::strerror(errno));
   struct stat st {};
@@ -67,8 +68,6 @@ Result<SecretBytes> load_secret_file(const std::string& path, std::size_t min_si
     return fail(Errc::invalid_argument, path + ": mode " + octal_mode(st.st_mode) +
                                             " lets group or others read or write a secret; chmod 0600 it");
   }
-  // Hex text may be twice the size plus a newline.
-  const std::size_t max_file = 2 * max_size + 1;
   if (static_cast<std::size_t>(st.st_size) > max_file) {
     ::close(fd);
     return fail(Errc::too_large, path + ": " + std::to_string(st.st_size) + " bytes, more than a secret of at most " +
@@ -88,7 +87,15 @@ Result<SecretBytes> load_secret_file(const std::string& path, std::size_t min_si
     got += static_cast<std::size_t>(n);
   }
   ::close(fd);
-  ByteView bytes = content.view().first(got);
+  if (got == content.size()) return content;
+  return SecretBytes::copy_of(content.view().first(got));
+}
+
+Result<SecretBytes> load_secret_file(const std::string& path, std::size_t min_size, std::size_t max_size) {
+  // Hex text may be twice the size plus a newline.
+  auto content = read_private_file(path, 2 * max_size + 1, max_size);
+  if (!content) return tl::unexpected(content.error());
+  ByteView bytes = content->view();
 
   SecretBytes secret;
   if (is_hex_text(bytes)) {
@@ -114,6 +121,25 @@ Result<SecretBytes> load_secret(const SecretSource& source, std::size_t min_size
   auto path = credential_path(source.credential);
   if (!path) return tl::unexpected(path.error());
   return load_secret_file(*path, min_size, max_size);
+}
+
+Result<SecretBytes> load_secret_text(const SecretSource& source, std::size_t max_size) {
+  std::string path = source.file;
+  if (path.empty()) {
+    auto credential = credential_path(source.credential);
+    if (!credential) return tl::unexpected(credential.error());
+    path = *credential;
+  }
+  auto content = read_private_file(path, max_size + 1, max_size);
+  if (!content) return tl::unexpected(content.error());
+  ByteView bytes = content->view();
+  if (!bytes.empty() && bytes.back() == '\n') bytes = bytes.first(bytes.size() - 1);
+  if (bytes.empty() || bytes.size() > max_size)
+    return fail(Errc::invalid_argument, path + ": the secret must be 1.." + std::to_string(max_size) + " bytes of text");
+  for (std::uint8_t c : bytes)
+    if (c == '\0' || c == '\n' || c == '\r')
+      return fail(Errc::invalid_argument, path + ": the secret must be one line of text without NUL bytes");
+  return SecretBytes::copy_of(bytes);
 }
 
 }  // namespace fde::verifier

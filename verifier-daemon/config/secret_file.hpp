@@ -30,5 +30,8 @@ Result<std::string> credential_path(std::string_view name);
 // straight into SecretBytes; errors never quote it.
 Result<SecretBytes> load_secret_file(const std::string& path, std::size_t min_size, std::size_t max_size);
 Result<SecretBytes> load_secret(const SecretSource& source, std::size_t min_size, std::size_t max_size);
+// A secret that is text used as is (a database password): the same file checks, one line of
+// 1..max_size bytes without NUL, a final newline dropped; never hex-decoded.
+Result<SecretBytes> load_secret_text(const SecretSource& source, std::size_t max_size);
 
 }  // namespace fde::verifier

@@ -110,6 +110,11 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
       a.threads != b.threads || a.blocking_threads != b.blocking_threads)
     changed.push_back("server limits");
   if (running.database != loaded.database) changed.push_back("store.database");
+  if (running.store_backend != loaded.store_backend || running.postgres_conninfo != loaded.postgres_conninfo ||
+      running.postgres_password.file != loaded.postgres_password.file ||
+      running.postgres_password.credential != loaded.postgres_password.credential ||
+      running.postgres_pool_size != loaded.postgres_pool_size)
+    changed.push_back("store (backend, conninfo, password, pool_size)");
   if (running.kek.file != loaded.kek.file || running.kek.credential != loaded.kek.credential)
     changed.push_back("store.kek");
   if (running.admin_socket != loaded.admin_socket) changed.push_back("admin.socket");

@@ -20,10 +20,13 @@
 #include "common/util/strict_json.hpp"
 #include "verifier-daemon/nonce/nonce_service.hpp"
 #include "verifier-daemon/store/store.hpp"
+#include "verifier-daemon/store/store_internal.hpp"
 
 namespace fde::verifier {
 
 namespace {
+
+using namespace store_detail;
 
 // Each entry upgrades the schema by one version, applied in order inside one transaction;
 // schema_version records how far a file has come. Never edit a shipped entry: append.
@@ -72,7 +75,6 @@ constexpr int latest_schema_version = static_cast<int>(std::size(migrations));
 
 constexpr int busy_timeout_ms = 5000;
 constexpr std::size_t max_audit_query_limit = 10000;
-const std::string genesis_hash(64, '0');
 
 tl::unexpected<Error> sqlite_error(sqlite3* db, std::string_view operation) {
   return fail(Errc::io, "sqlite store: " + std::string(operation) + ": " + sqlite3_errmsg(db));
@@ -150,12 +152,6 @@ class Query {
   int code_ = SQLITE_OK;
 };
 
-// What a walk along the chain found; verify_audit_chain() reports it, migrate() seals it.
-struct ChainWalk {
-  AuditChainReport report;
-  bool keyed_seen = false;
-};
-
 class SqliteStore final : public Store {
  public:
   SqliteStore(sqlite3* db, KeyEncryptionKey kek, SecretBytes audit_key)
@@ -182,6 +178,8 @@ class SqliteStore final : public Store {
   Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override;
   Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) override;
   Result<void> ping() override;
+  Result<StoreContent> export_content() override;
+  Result<void> import_content(const StoreContent& content) override;
 
  private:
   // Callers hold mutex_ (except during open): one connection serves every thread, so
@@ -192,7 +190,7 @@ class SqliteStore final : public Store {
   void rollback();
   // Inside a write transaction: links `entry` to the chain head and inserts it, MAC'd.
   Result<AuditRecord> append_keyed(const AuditEntry& entry);
-  Result<ChainWalk> walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed);
+  Result<AuditChainReport> walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed);
   Result<void> seal_unkeyed_records();
 
   std::mutex mutex_;
@@ -318,16 +316,6 @@ Result<void> SqliteStore::migrate() {
   return {};
 }
 
-// The record's reference values must describe the record's image if they name one.
-Result<void> check_reference_image(std::string_view image_id, const reference::ReferenceValues& reference) {
-  if (reference.image_id && *reference.image_id != image_id)
-    return fail(Errc::invalid_argument, "reference values name image " + *reference.image_id + ", not " +
-                                            std::string(image_id));
-  return {};
-}
-
-std::string now_text() { return format_rfc3339(Clock::now()); }
-
 // Columns: id, luks_uuid, status, reference_json, created_at, updated_at.
 Result<ImageRecord> read_image(const Query& row) {
   ImageRecord image;
@@ -342,75 +330,6 @@ Result<ImageRecord> read_image(const Query& row) {
   image.created_at = row.text(4);
   image.updated_at = row.text(5);
   return image;
-}
-
-// The "what changed" member of an admin record: a JSON object built from values the store
-// wrote or read, with text quoted and embedded JSON (a reference document) as is.
-class ChangeJson {
- public:
-  explicit ChangeJson(const AdminActor& by) {
-    number("uid", by.uid);
-    number("pid", by.pid);
-  }
-  ChangeJson& text(std::string_view name, std::string_view value) {
-    key(name);
-    json::append_quoted(out_, json::valid_utf8(value));
-    return *this;
-  }
-  ChangeJson& number(std::string_view name, std::int64_t value) {
-    key(name);
-    out_ += std::to_string(value);
-    return *this;
-  }
-  ChangeJson& names(std::string_view name, const std::vector<std::string>& values) {
-    key(name);
-    out_ += "[";
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      if (i > 0) out_ += ",";
-      json::append_quoted(out_, json::valid_utf8(values[i]));
-    }
-    out_ += "]";
-    return *this;
-  }
-  ChangeJson& embedded(std::string_view name, std::string_view json_text) {
-    key(name);
-    out_ += json_text;
-    return *this;
-  }
-  std::string done() const { return out_ + "}"; }
-
- private:
-  void key(std::string_view name) {
-    if (out_.size() > 1) out_ += ",";
-    json::append_quoted(out_, name);
-    out_ += ":";
-  }
-  std::string out_ = "{";
-};
-
-AuditEntry admin_entry(std::string_view image_id, const AdminActor& by, std::string_view action, std::string change) {
-  AuditEntry entry;
-  entry.image_id = std::string(image_id);
-  entry.peer = "uid=" + std::to_string(by.uid) + " pid=" + std::to_string(by.pid);
-  entry.measurements = std::move(change);
-  entry.decision = "admin";
-  entry.reason = std::string(action);
-  entry.checks = "[]";
-  return entry;
-}
-
-std::vector<std::string> set_names(const reference::ReferenceValues& reference) {
-  std::vector<std::string> names;
-  for (const auto& set : reference.sets) names.push_back(set.name);
-  return names;
-}
-
-// Names in `a` that are not in `b`.
-std::vector<std::string> names_missing_from(const std::vector<std::string>& a, const std::vector<std::string>& b) {
-  std::vector<std::string> out;
-  for (const auto& name : a)
-    if (std::find(b.begin(), b.end(), name) == b.end()) out.push_back(name);
-  return out;
 }
 
 Result<AuditRecord> SqliteStore::enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) {
@@ -518,7 +437,7 @@ Result<AuditRecord> SqliteStore::update_reference(std::string_view image_id,
   Transaction transaction([this] { rollback(); });
   // The sets before the change, read in this transaction, so the record's added/retired
   // names describe exactly this change.
-  std::vector<std::string> before;
+  reference::ReferenceValues before;
   {
     auto q = query("SELECT reference_json FROM images WHERE id = ?1", "update reference values: read");
     if (!q) return tl::unexpected(q.error());
@@ -527,22 +446,14 @@ Result<AuditRecord> SqliteStore::update_reference(std::string_view image_id,
     if (!*row) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
     auto previous = reference::parse_reference_values(q->text(0));
     if (!previous) return fail_with_context("sqlite store: image " + std::string(image_id), previous.error());
-    before = set_names(*previous);
+    before = std::move(*previous);
   }
   {
     auto q = query("UPDATE images SET reference_json = ?2, updated_at = ?3 WHERE id = ?1", "update reference values");
     if (!q) return tl::unexpected(q.error());
     if (auto ok = q->bind(1, image_id).bind(2, *reference_json).bind(3, now).run(); !ok) return tl::unexpected(ok.error());
   }
-  const std::vector<std::string> after = set_names(reference);
-  const auto added = names_missing_from(after, before);
-  const auto retired = names_missing_from(before, after);
-  const std::string_view action = retired.empty()  ? audit_action::add_reference
-                                  : added.empty() ? audit_action::retire_reference
-                                                  : audit_action::update_reference;
-  const std::string change =
-      ChangeJson(by).names("added", added).names("retired", retired).embedded("reference", *reference_json).done();
-  auto record = append_keyed(admin_entry(image_id, by, action, change));
+  auto record = append_keyed(reference_change_entry(image_id, by, before, reference, *reference_json));
   if (!record) return record;
   if (auto ok = execute("COMMIT", "update reference values: commit"); !ok) return tl::unexpected(ok.error());
   transaction.committed();
@@ -596,10 +507,6 @@ AuditRecord read_audit(const Query& row) {
   record.hash = row.text(10);
   record.format = static_cast<int>(row.integer(11));
   return record;
-}
-
-bool same_text_constant_time(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 Result<AuditRecord> SqliteStore::append_keyed(const AuditEntry& entry) {
@@ -704,95 +611,26 @@ Result<std::vector<AuditRecord>> SqliteStore::query_audit(const AuditQuery& filt
   return records;
 }
 
-// Oldest first: every link, every hash or MAC; unkeyed (format 1) records only at the start
-// and, once the store is keyed, sealed by the upgrade's record right after them; then the
-// expected head. Only the first problem is reported; records keep being counted.
-Result<ChainWalk> SqliteStore::walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed) {
+// Oldest first through store_detail::ChainWalk, which has the rules.
+Result<AuditChainReport> SqliteStore::walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed) {
   // One SELECT reads one consistent snapshot of the table, even with writers in other processes.
   auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
                  "previous_hash, hash, format FROM audit ORDER BY sequence ASC",
                  "verify audit chain");
   if (!q) return tl::unexpected(q.error());
-  ChainWalk walk;
-  AuditChainReport& report = walk.report;
-  report.head = AuditHead{0, genesis_hash};
-  std::int64_t expected_sequence = 1;
-  std::string expected_previous = genesis_hash;
-  auto bad = [&](std::int64_t sequence, std::string problem) {
-    if (report.first_bad_sequence) return;
-    report.first_bad_sequence = sequence;
-    report.problem = "record " + std::to_string(sequence) + ": " + std::move(problem);
-  };
+  ChainWalk walk(audit_key_, expected_head);
   for (;;) {
     auto row = q->step();
     if (!row) return tl::unexpected(row.error());
     if (!*row) break;
-    ++report.records;
-    report.head = AuditHead{q->integer(0), q->text(10)};
-    if (report.first_bad_sequence) continue;  // only the first break is reported; keep counting
-    AuditRecord record = read_audit(*q);
-    if (record.sequence != expected_sequence) {
-      bad(record.sequence, record.sequence > expected_sequence
-                               ? "follows record " + std::to_string(expected_sequence - 1) + "; record " +
-                                     std::to_string(expected_sequence) + " is missing"
-                               : "unexpected sequence number");
-    } else if (record.previous_hash != expected_previous) {
-      bad(record.sequence, expected_sequence == 1 ? "the first record does not start from the genesis hash"
-                                                  : "previous_hash does not match the hash of record " +
-                                                        std::to_string(expected_sequence - 1));
-    } else if (record.format == audit_format_unkeyed) {
-      if (walk.keyed_seen)
-        bad(record.sequence, "an unkeyed record after keyed ones (records are keyed since the schema upgrade)");
-      else if (audit_record_hash(record) != record.hash)
-        bad(record.sequence, "hash does not match its contents");
-      else
-        ++report.unkeyed_records;
-    } else if (record.format == audit_format_keyed) {
-      auto mac = audit_record_mac(audit_key_, record);
-      if (!mac) return tl::unexpected(mac.error());
-      if (!same_text_constant_time(*mac, record.hash))
-        bad(record.sequence, "MAC does not match its contents (edited, or written without this store's KEK)");
-      else if (!walk.keyed_seen && report.unkeyed_records > 0 &&
-               (record.entry.decision != "admin" || record.entry.reason != audit_action::seal_unkeyed))
-        bad(record.sequence, "the unkeyed records before it are not sealed by the schema upgrade's record");
-      walk.keyed_seen = true;
-    } else {
-      bad(record.sequence, "unknown record format " + std::to_string(record.format));
-    }
-    if (expected_head && record.sequence == expected_head->sequence) {
-      if (!same_text_constant_time(record.hash, expected_head->hash))
-        bad(record.sequence, "differs from the exported head " + format_audit_head(*expected_head) +
-                                 " (the chain was rewritten from here or earlier)");
-      else
-        report.expected_head_matched = true;
-    }
-    expected_sequence = record.sequence + 1;
-    expected_previous = record.hash;
+    if (auto ok = walk.add(read_audit(*q)); !ok) return tl::unexpected(ok.error());
   }
-  // Unkeyed records with no keyed record at all: a keyed store always seals them on upgrade,
-  // so keyed records were removed (or turned into unkeyed ones).
-  if (require_sealed && report.unkeyed_records > 0 && !walk.keyed_seen)
-    bad(report.unkeyed_records + 1, "missing: the unkeyed records 1.." + std::to_string(report.unkeyed_records) +
-                                        " are not followed by the schema upgrade's keyed record");
-  if (expected_head && !report.first_bad_sequence && !report.expected_head_matched) {
-    if (expected_head->sequence == 0 && expected_head->hash == genesis_hash)
-      report.expected_head_matched = true;
-    else if (expected_head->sequence > report.head.sequence)
-      bad(report.head.sequence + 1, "missing: the chain ends at record " + std::to_string(report.head.sequence) +
-                                        ", but the exported head " + format_audit_head(*expected_head) +
-                                        " names a later record (records were removed from the end)");
-    else
-      bad(expected_head->sequence, "differs from the exported head " + format_audit_head(*expected_head));
-  }
-  report.intact = !report.first_bad_sequence.has_value();
-  return walk;
+  return walk.finish(require_sealed);
 }
 
 Result<AuditChainReport> SqliteStore::verify_audit_chain(const std::optional<AuditHead>& expected_head) {
   std::lock_guard lock(mutex_);
-  auto walk = walk_chain(expected_head, true);
-  if (!walk) return tl::unexpected(walk.error());
-  return std::move(walk->report);
+  return walk_chain(expected_head, true);
 }
 
 // Runs inside migrate()'s transaction, right after the format column was added: every
@@ -802,7 +640,7 @@ Result<AuditChainReport> SqliteStore::verify_audit_chain(const std::optional<Aud
 Result<void> SqliteStore::seal_unkeyed_records() {
   auto walk = walk_chain(std::nullopt, false);
   if (!walk) return tl::unexpected(walk.error());
-  const AuditChainReport& found = walk->report;
+  const AuditChainReport& found = *walk;
   if (found.records == 0) return {};
   AdminActor self{static_cast<std::int64_t>(::getuid()), static_cast<std::int64_t>(::getpid())};
   ChangeJson change(self);
@@ -819,6 +657,97 @@ Result<void> SqliteStore::ping() {
   auto q = query("SELECT version FROM schema_version", "ping");
   if (!q) return tl::unexpected(q.error());
   return q->run();
+}
+
+Result<StoreContent> SqliteStore::export_content() {
+  std::lock_guard lock(mutex_);
+  // A read transaction: both tables from one snapshot.
+  if (auto ok = execute("BEGIN", "export"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  StoreContent content;
+  {
+    auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at, wrapped_key FROM images "
+                   "ORDER BY id",
+                   "export images");
+    if (!q) return tl::unexpected(q.error());
+    for (;;) {
+      auto row = q->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      auto image = read_image(*q);
+      if (!image) return tl::unexpected(image.error());
+      content.images.push_back(StoredImage{std::move(*image), q->blob(6)});
+    }
+  }
+  {
+    auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
+                   "previous_hash, hash, format FROM audit ORDER BY sequence ASC",
+                   "export audit");
+    if (!q) return tl::unexpected(q.error());
+    for (;;) {
+      auto row = q->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      content.audit.push_back(read_audit(*q));
+    }
+  }
+  if (auto ok = execute("COMMIT", "export"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  return content;
+}
+
+Result<void> SqliteStore::import_content(const StoreContent& content) {
+  std::lock_guard lock(mutex_);
+  if (auto ok = begin_immediate("import"); !ok) return ok;
+  Transaction transaction([this] { rollback(); });
+  {
+    auto q = query("SELECT (SELECT count(*) FROM images) + (SELECT count(*) FROM audit)", "import: check empty");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (*row && q->integer(0) != 0)
+      return fail(Errc::invalid_argument, "sqlite store: import needs an empty store (it has images or audit records)");
+  }
+  for (const auto& stored : content.images) {
+    const ImageRecord& image = stored.image;
+    auto reference_json = reference::serialize_reference_values(image.reference);
+    if (!reference_json) return fail_with_context("import " + image.image_id, reference_json.error());
+    auto q = query("INSERT INTO images (id, luks_uuid, status, wrapped_key, reference_json, created_at, updated_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                   "import image");
+    if (!q) return tl::unexpected(q.error());
+    q->bind(1, image.image_id)
+        .bind(2, image.luks_uuid)
+        .bind(3, image_status_name(image.status))
+        .bind(4, ByteView(stored.wrapped_key))
+        .bind(5, *reference_json)
+        .bind(6, image.created_at)
+        .bind(7, image.updated_at);
+    if (auto ok = q->run(); !ok) return ok;
+  }
+  for (const auto& record : content.audit) {
+    auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
+                   "checks, previous_hash, hash, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   "import audit record");
+    if (!q) return tl::unexpected(q.error());
+    const AuditEntry& e = record.entry;
+    q->bind(1, record.sequence)
+        .bind(2, record.time)
+        .bind(3, e.image_id)
+        .bind(4, e.peer)
+        .bind(5, e.token_digest)
+        .bind(6, e.measurements)
+        .bind(7, e.decision)
+        .bind(8, e.reason)
+        .bind(9, e.checks)
+        .bind(10, record.previous_hash)
+        .bind(11, record.hash)
+        .bind(12, std::int64_t{record.format});
+    if (auto ok = q->run(); !ok) return ok;
+  }
+  if (auto ok = execute("COMMIT", "import: commit"); !ok) return ok;
+  transaction.committed();
+  return {};
 }
 
 // Creates the file 0600 ourselves before SQLite sees it (SQLite would use 0644 & ~umask);

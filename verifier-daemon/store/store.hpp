@@ -114,6 +114,17 @@ struct Release {
   SecretBytes disk_key;
 };
 
+// A store's whole content as stored, for fde-admin migrate-store: wrapped keys stay wrapped
+// (the same KEK opens both stores) and records keep their bytes, hashes and MACs.
+struct StoredImage {
+  ImageRecord image;
+  Bytes wrapped_key;
+};
+struct StoreContent {
+  std::vector<StoredImage> images;
+  std::vector<AuditRecord> audit;  // oldest first
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -148,12 +159,45 @@ class Store {
   Result<AuditChainReport> verify_audit_chain() { return verify_audit_chain(std::nullopt); }
   // Cheap liveness probe for /readyz.
   virtual Result<void> ping() = 0;
+  // Everything, in one consistent read (for a migration; the audit log is held in memory).
+  virtual Result<StoreContent> export_content() = 0;
+  // Writes `content` as is into a store with no images and no audit records, in one
+  // transaction; Errc::invalid_argument if the store is not empty.
+  virtual Result<void> import_content(const StoreContent& content) = 0;
 };
+
+// What copy_store() did and checked.
+struct StoreCopyReport {
+  std::size_t images = 0;
+  std::size_t active_keys_checked = 0;  // unwrapped in the target, equal to the source's
+  std::int64_t records = 0;
+  AuditHead head;
+};
+// Copies every image (its key still wrapped) and every audit record from `source` into the
+// empty `target` (both opened with the same KEK), refusing a source whose chain does not
+// verify, then checks the copy: the target's chain verifies with the source's head, and every
+// active image's key unwraps in the target to the source's bytes. Stop the daemons first:
+// changes made to the source during the copy are not carried over.
+Result<StoreCopyReport> copy_store(Store& source, Store& target);
 
 // SQLite in WAL mode; creates the file (0600) and schema on first open.
 // The store may be shared by any number of threads (one connection behind a mutex), and
 // several processes may open the same file (writes take BEGIN IMMEDIATE, 5 s busy timeout).
 // An existing file with group or other permission bits is refused, like the KEK file.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek);
+
+// PostgreSQL through libpq, for several replicas sharing one state (postgres_store.cpp has
+// the locking). The schema is created or upgraded on open; a newer schema is refused.
+struct PostgresOptions {
+  std::string conninfo;  // a libpq connection string or URI ("host=db.example dbname=fde sslmode=verify-full")
+  SecretBytes password;  // empty: libpq's own sources (conninfo, ~/.pgpass) or none
+  std::size_t pool_size = 4;  // connections this store object may hold open at once
+  int connect_timeout_seconds = 5;
+};
+constexpr std::size_t max_postgres_pool_size = 64;
+Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyEncryptionKey kek);
+// The connection string for logs: host, port, dbname, user and sslmode only (never a
+// password written into it); "(unparsable connection string)" if libpq cannot read it.
+std::string describe_postgres_conninfo(const std::string& conninfo);
 
 }  // namespace fde::verifier

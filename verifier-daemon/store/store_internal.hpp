@@ -1,0 +1,73 @@
+// What every store backend shares beyond the interface: the "what changed" JSON of admin
+// records, the admin record itself, and the walk that checks an audit chain oldest first.
+// Internal to the backends (sqlite_store.cpp, postgres_store.cpp); not part of store.hpp.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "verifier-daemon/store/store.hpp"
+
+namespace fde::verifier::store_detail {
+
+inline const std::string genesis_hash(64, '0');
+
+std::string now_text();
+bool same_text_constant_time(const std::string& a, const std::string& b);
+
+// The record's reference values must describe the record's image if they name one.
+Result<void> check_reference_image(std::string_view image_id, const reference::ReferenceValues& reference);
+
+// The "what changed" member of an admin record: a JSON object built from values the store
+// wrote or read, with text quoted and embedded JSON (a reference document) as is.
+class ChangeJson {
+ public:
+  explicit ChangeJson(const AdminActor& by);
+  ChangeJson& text(std::string_view name, std::string_view value);
+  ChangeJson& number(std::string_view name, std::int64_t value);
+  ChangeJson& names(std::string_view name, const std::vector<std::string>& values);
+  ChangeJson& embedded(std::string_view name, std::string_view json_text);
+  std::string done() const { return out_ + "}"; }
+
+ private:
+  void key(std::string_view name);
+  std::string out_ = "{";
+};
+
+AuditEntry admin_entry(std::string_view image_id, const AdminActor& by, std::string_view action, std::string change);
+std::vector<std::string> set_names(const reference::ReferenceValues& reference);
+// Names in `a` that are not in `b`.
+std::vector<std::string> names_missing_from(const std::vector<std::string>& a, const std::vector<std::string>& b);
+// The admin record of a reference change: its action and "what changed" from the sets before and after.
+AuditEntry reference_change_entry(std::string_view image_id, const AdminActor& by,
+                                  const reference::ReferenceValues& before, const reference::ReferenceValues& after,
+                                  const std::string& after_json);
+
+// Checks a chain fed oldest first: every link, every hash or MAC; unkeyed (format 1)
+// records only at the start and, once the store is keyed, sealed by the upgrade's record
+// right after them; then the expected head. Only the first problem is reported; records
+// keep being counted.
+class ChainWalk {
+ public:
+  ChainWalk(const SecretBytes& audit_key, std::optional<AuditHead> expected_head);
+  Result<void> add(const AuditRecord& record);
+  // `require_sealed`: unkeyed records with no keyed record after them are a break (a keyed
+  // store always seals them on upgrade, so keyed records were removed).
+  const AuditChainReport& finish(bool require_sealed);
+  bool keyed_seen() const { return keyed_seen_; }
+  const AuditChainReport& report() const { return report_; }
+
+ private:
+  void bad(std::int64_t sequence, std::string problem);
+  const SecretBytes& audit_key_;
+  std::optional<AuditHead> expected_head_;
+  AuditChainReport report_;
+  bool keyed_seen_ = false;
+  std::int64_t expected_sequence_ = 1;
+  std::string expected_previous_ = genesis_hash;
+};
+
+}  // namespace fde::verifier::store_detail
