@@ -8,11 +8,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <ctime>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -63,7 +65,12 @@ struct Running {
   const SystemdNotifier& notifier;
 };
 
-void reload(Running& running) {
+// From the main loop (SIGHUP) and from the admin socket (`fde-admin reload`, so systemd's
+// ExecReload= learns the outcome): one at a time. systemd sees RELOADING=1 and then READY=1
+// either way; a failure is in STATUS= and in the result.
+Result<void> reload(Running& running) {
+  static std::mutex one_at_a_time;
+  std::lock_guard lock(one_at_a_time);
   running.logger.info("reload", {{"state", "started"}});
   (void)running.notifier.reloading();
   auto config = load_effective_config(running.options);
@@ -75,7 +82,10 @@ void reload(Running& running) {
   if (!config || !policy || !tls) {
     const Error& error = !config ? config.error() : !policy ? policy.error() : tls.error();
     running.logger.error("reload", {{"state", "failed"}, {"error", error.describe()}, {"kept", "previous configuration"}});
-  } else {
+    (void)running.notifier.ready("serving; the last reload FAILED (previous configuration kept): " + error.message);
+    return tl::unexpected(error);
+  }
+  {
     running.api.set_policy(std::move(*policy));
     running.logger.set_level(config->log_level);
     for (const auto& setting : settings_needing_restart(running.config, *config))
@@ -94,6 +104,7 @@ void reload(Running& running) {
     running.logger.info("reload", {{"state", "done"}});
   }
   (void)running.notifier.ready("serving");
+  return {};
 }
 
 // Waits for SIGTERM/SIGINT, reloading on SIGHUP and pinging the watchdog at half its period
@@ -117,7 +128,7 @@ void serve_until_stopped(Running& running) {
     const int signal_number = ::sigtimedwait(&set, &info, &timeout);
     if (signal_number < 0) continue;  // timeout (EAGAIN) or EINTR: ping if due, wait again
     if (signal_number == SIGHUP) {
-      reload(running);
+      (void)reload(running);
       continue;
     }
     running.logger.info("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
@@ -173,6 +184,12 @@ int run(const std::vector<std::string>& args) {
   Metrics metrics;
   AttestationApi api(std::move(*policy), **store, metrics, logger);
   AdminApi admin(**store, logger);
+  std::atomic<Running*> reloadable{nullptr};  // set once everything a reload touches exists
+  admin.set_reload_handler([&reloadable]() -> Result<void> {
+    Running* running = reloadable.load();
+    if (running == nullptr) return fail(Errc::unsupported, "the daemon is still starting; try again");
+    return reload(*running);
+  });
 
   auto server = HttpsServer::create(
       config->listen, config->tls, config->limits, [&api](const HttpRequest& request) { return api.handle(request); },
@@ -218,7 +235,9 @@ int run(const std::vector<std::string>& args) {
     logger.warning("notify_failed", {{"error", ok.error().describe()}});
 
   Running running{std::move(*config), *options, logger, api, https, notifier};
+  reloadable.store(&running);
   serve_until_stopped(running);
+  reloadable.store(nullptr);
 
   (void)notifier.stopping();
   (*admin_server)->stop();
