@@ -63,7 +63,22 @@ struct Running {
   AttestationApi& api;
   HttpsServer& server;
   const SystemdNotifier& notifier;
+  Metrics& metrics;
+  TlsCertificateValidity tls_validity;  // of the certificate being served
 };
+
+// At start, after each reload and once a day: the certificate's expiry in the log (a warning
+// within tls.expiry_warning_days) and in the metrics.
+void report_tls_expiry(Logger& logger, Metrics& metrics, const TlsCertificateValidity& validity, int warning_days) {
+  metrics.set_tls_certificate_expiry(validity.not_after);
+  const auto now = static_cast<std::int64_t>(std::time(nullptr));
+  if (auto warning = tls_expiry_warning(validity, warning_days, now))
+    logger.warning("tls_certificate_expiring", {{"not_after", validity.not_after_text},
+                                                {"days_left", std::to_string(validity.days_left(now))},
+                                                {"note", *warning}});
+  else
+    logger.info("tls_certificate", {{"not_after", validity.not_after_text}});
+}
 
 // From the main loop (SIGHUP) and from the admin socket (`fde-admin reload`, so systemd's
 // ExecReload= learns the outcome): one at a time. systemd sees RELOADING=1 and then READY=1
@@ -76,9 +91,11 @@ Result<void> reload(Running& running) {
   auto config = load_effective_config(running.options);
   Result<std::shared_ptr<const VerificationPolicy>> policy = fail(Errc::internal, "not loaded");
   if (config) policy = load_policy(*config);
-  Result<void> tls = fail(Errc::internal, "not loaded");
-  if (config && policy) tls = check_tls_files(config->tls);
+  Result<TlsCertificateValidity> validity = fail(Errc::internal, "not loaded");
+  if (config && policy) validity = check_tls_files(config->tls);
+  Result<void> tls = validity ? Result<void>{} : tl::unexpected(validity.error());
   if (config && policy && tls) tls = running.server.reload_tls(config->tls);
+  running.metrics.set_reload_result(config && policy && tls);
   if (!config || !policy || !tls) {
     const Error& error = !config ? config.error() : !policy ? policy.error() : tls.error();
     running.logger.error("reload", {{"state", "failed"}, {"error", error.describe()}, {"kept", "previous configuration"}});
@@ -100,8 +117,11 @@ Result<void> reload(Running& running) {
     applied.retired_nonce_secret_files = config->retired_nonce_secret_files;
     applied.nonce_lifetime = config->nonce_lifetime;
     applied.log_level = config->log_level;
+    applied.tls_expiry_warning_days = config->tls_expiry_warning_days;
     running.config = std::move(applied);
+    running.tls_validity = *validity;
     running.logger.info("reload", {{"state", "done"}});
+    report_tls_expiry(running.logger, running.metrics, running.tls_validity, running.config.tls_expiry_warning_days);
   }
   (void)running.notifier.ready("serving");
   return {};
@@ -114,8 +134,13 @@ void serve_until_stopped(Running& running) {
   const sigset_t set = handled_signals();
   const auto interval = running.notifier.watchdog_interval();
   auto next_ping = steady_clock::now() + interval.value_or(hours(1));
+  auto next_expiry_check = steady_clock::now() + hours(24);
   for (;;) {
     const auto now = steady_clock::now();
+    if (now >= next_expiry_check) {
+      report_tls_expiry(running.logger, running.metrics, running.tls_validity, running.config.tls_expiry_warning_days);
+      next_expiry_check = now + hours(24);
+    }
     if (interval && now >= next_ping) {
       (void)running.notifier.watchdog_ping();
       next_ping = now + *interval;
@@ -169,7 +194,11 @@ int run(const std::vector<std::string>& args) {
   if (!policy) return config_failed(policy.error());
   auto kek = load_kek(*config);
   if (!kek) return config_failed(kek.error());
-  if (auto tls = check_tls_files(config->tls); !tls) return config_failed(tls.error());
+  auto tls_validity = check_tls_files(config->tls);
+  if (!tls_validity) return config_failed(tls_validity.error());
+  // A KEK that does not open the store is a configuration error: refused here, and at open
+  // below, instead of starting "ready" and failing every release.
+  if (auto ok = check_sqlite_store_kek(config->database, *kek); !ok) return config_failed(ok.error());
   if (options->has("check-config")) {
     std::cout << "configuration OK\n";
     return exit_clean;
@@ -178,7 +207,8 @@ int run(const std::vector<std::string>& args) {
   auto store = open_sqlite_store(config->database, std::move(*kek));
   if (!store) {
     logger.error("store_failed", {{"database", config->database}, {"error", store.error().describe()}});
-    return exit_runtime;
+    // A KEK that is not the store's: restarting would not help (exit 2 is not restarted).
+    return store.error().code == Errc::verification_failed ? exit_config : exit_runtime;
   }
 
   Metrics metrics;
@@ -234,7 +264,8 @@ int run(const std::vector<std::string>& args) {
   if (auto ok = notifier.ready("serving on " + addresses); !ok)
     logger.warning("notify_failed", {{"error", ok.error().describe()}});
 
-  Running running{std::move(*config), *options, logger, api, https, notifier};
+  report_tls_expiry(logger, metrics, *tls_validity, config->tls_expiry_warning_days);
+  Running running{std::move(*config), *options, logger, api, https, notifier, metrics, *tls_validity};
   reloadable.store(&running);
   serve_until_stopped(running);
   reloadable.store(nullptr);

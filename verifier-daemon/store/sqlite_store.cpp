@@ -947,6 +947,7 @@ Result<void> SqliteStore::check_kek() {
   if (auto ok = write_meta(kek_check_meta.data(), *expected); !ok) return ok;
   if (auto ok = execute("COMMIT", "check the key-encryption key: commit"); !ok) return ok;
   transaction.committed();
+  (void)sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
   return {};
 }
 
@@ -1146,6 +1147,8 @@ Result<KekRotation> SqliteStore::rotate_kek(KeyEncryptionKey new_kek, const Admi
   transaction.committed();
   kek_ = std::move(new_kek);
   audit_key_ = std::move(*new_audit_key);
+  // Into the main file at once, where `--check-config` reads the check value (best effort).
+  (void)sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
   return rotation;
 }
 
@@ -1182,6 +1185,70 @@ Result<void> prepare_database_file(const std::string& path) {
 }
 
 }  // namespace
+
+Result<void> check_sqlite_store_kek(const std::string& path, const KeyEncryptionKey& kek) {
+  if (!kek.loaded()) return fail(Errc::invalid_argument, "sqlite store: no key-encryption key loaded");
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};  // created at the first start, with this KEK's check value
+    return fail(Errc::io, "sqlite store: " + path + ": " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return fail(Errc::invalid_argument, "sqlite store: " + path + ": not a regular file");
+  // immutable: the main file only, nothing created or written (no -shm, no lock), so the check
+  // is safe as root next to a running daemon. The daemon checkpoints after writing the value.
+  std::string uri = "file:";
+  for (char c : path) {
+    if (c == '?' || c == '#' || c == '%') {
+      char escaped[4];
+      std::snprintf(escaped, sizeof escaped, "%%%02X", static_cast<unsigned char>(c));
+      uri += escaped;
+    } else {
+      uri += c;
+    }
+  }
+  uri += "?immutable=1";
+  struct Db {
+    sqlite3* db = nullptr;
+    ~Db() { sqlite3_close_v2(db); }
+  } handle;
+  if (sqlite3_open_v2(uri.c_str(), &handle.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOFOLLOW, nullptr) !=
+      SQLITE_OK)
+    return sqlite_error(handle.db, "open " + path);
+  auto expected = kek_check_value(kek);
+  if (!expected) return tl::unexpected(expected.error());
+  auto first_row = [&](const char* sql, std::string& text, Bytes* blob) -> Result<bool> {
+    sqlite3_stmt* statement = nullptr;
+    if (sqlite3_prepare_v2(handle.db, sql, -1, &statement, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(statement);
+      return false;  // no such table yet: a store from before the check value
+    }
+    const int rc = sqlite3_step(statement);
+    if (rc == SQLITE_ROW) {
+      const auto* value = sqlite3_column_text(statement, 0);
+      text = value != nullptr ? reinterpret_cast<const char*>(value) : "";
+      if (blob != nullptr) {
+        const auto* bytes = static_cast<const std::uint8_t*>(sqlite3_column_blob(statement, 1));
+        blob->assign(bytes, bytes + sqlite3_column_bytes(statement, 1));
+      }
+    }
+    sqlite3_finalize(statement);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sqlite_error(handle.db, "check the key-encryption key");
+    return rc == SQLITE_ROW;
+  };
+  const auto wrong = [&](const std::string& why) {
+    return fail(Errc::verification_failed, "sqlite store " + path + ": the key-encryption key does not open it (" +
+                                               why + "); the daemon would refuse to start");
+  };
+  std::string text;
+  auto check = first_row("SELECT value FROM store_meta WHERE name = 'kek_check'", text, nullptr);
+  if (!check) return tl::unexpected(check.error());
+  if (*check) return same_text_constant_time(text, *expected) ? Result<void>{} : wrong("its KEK check value differs");
+  Bytes wrapped;
+  auto image = first_row("SELECT id, wrapped_key FROM images ORDER BY id LIMIT 1", text, &wrapped);
+  if (!image) return tl::unexpected(image.error());
+  if (*image && !kek.unwrap(text, wrapped)) return wrong("the disk key of image " + text + " does not unwrap");
+  return {};
+}
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek) {
   if (path.empty()) return fail(Errc::invalid_argument, "sqlite store: empty database path");

@@ -196,4 +196,10 @@ class Store {
 // unwrapping one disk key (or the newest keyed audit MAC) and then gets its check value.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek);
 
+// For `fde-verifierd --check-config`: whether `kek` opens the store at `path`, read without
+// writing anything (no -wal/-shm created, so it is safe as root beside a running daemon). A
+// missing file passes (the daemon creates it); a store without a check value passes if one
+// disk key unwraps (or there is none).
+Result<void> check_sqlite_store_kek(const std::string& path, const KeyEncryptionKey& kek);
+
 }  // namespace fde::verifier
