@@ -1441,3 +1441,31 @@ TEST_CASE("a KEK rotation is refused on a broken chain and changes nothing") {
   auto reopened = open_store(path);
   CHECK(releases(*reopened, "img-a", 1));
 }
+
+TEST_CASE("--check-config's KEK check reads the store without writing anything beside it") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  CHECK(check_sqlite_store_kek(path, test_kek()).has_value());  // no store yet: created at start
+  {
+    auto store = open_store(path);
+    enroll_images(*store, {{"img-a", 1}});
+  }
+  std::filesystem::remove(path + "-wal");
+  std::filesystem::remove(path + "-shm");
+  CHECK(check_sqlite_store_kek(path, test_kek()).has_value());
+  auto wrong = check_sqlite_store_kek(path, test_kek(0x77));
+  REQUIRE_FALSE(wrong.has_value());
+  CHECK(wrong.error().code == Errc::verification_failed);
+  CHECK_FALSE(std::filesystem::exists(path + "-wal"));
+  CHECK_FALSE(std::filesystem::exists(path + "-shm"));
+  // A store from before the check value: one disk key must unwrap.
+  tamper(path, "DELETE FROM store_meta");
+  std::filesystem::remove(path + "-wal");
+  std::filesystem::remove(path + "-shm");
+  CHECK(check_sqlite_store_kek(path, test_kek()).has_value());
+  CHECK_FALSE(check_sqlite_store_kek(path, test_kek(0x77)).has_value());
+  // Not a database at all.
+  const std::string junk = dir.file("junk.db");
+  { std::ofstream(junk) << std::string(4096, 'x'); }
+  CHECK_FALSE(check_sqlite_store_kek(junk, test_kek()).has_value());
+}

@@ -1220,7 +1220,10 @@ Result<void> check_sqlite_store_kek(const std::string& path, const KeyEncryption
     sqlite3_stmt* statement = nullptr;
     if (sqlite3_prepare_v2(handle.db, sql, -1, &statement, nullptr) != SQLITE_OK) {
       sqlite3_finalize(statement);
-      return false;  // no such table yet: a store from before the check value
+      // SQLITE_ERROR: no such table yet (a store from before the check value, or a new one
+      // whose first commits are still in its WAL). Anything else (not a database) fails.
+      if (sqlite3_errcode(handle.db) == SQLITE_ERROR) return false;
+      return sqlite_error(handle.db, "check the key-encryption key");
     }
     const int rc = sqlite3_step(statement);
     if (rc == SQLITE_ROW) {
