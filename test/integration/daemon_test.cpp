@@ -598,3 +598,38 @@ TEST_CASE("fde-admin reload tells systemd and its caller whether the reload was 
   CHECK(daemon.admin({"reload"}).status == 0);
   CHECK(daemon.admin({"list"}).status == 0);
 }
+
+TEST_CASE("fde-admin backup, more changes, the documented restore: the backup's keys release and its chain verifies",
+          "[daemon][integration]") {
+  Enrolled world;
+  expect_release(world);
+  const std::string backup = world.daemon.root + "/backup.db";
+  auto taken = world.daemon.admin({"backup", "--output", backup});
+  INFO(taken.output);
+  REQUIRE(taken.status == 0);
+  // "backup written: PATH (N bytes, 1 images, audit head SEQ:HEX); ..."
+  const auto at = taken.output.find("audit head ");
+  REQUIRE(at != std::string::npos);
+  const std::string head = taken.output.substr(at + 11, taken.output.find(')', at) - at - 11);
+  // Changes after the backup: the image deleted and enrolled again with another key, and a
+  // second image.
+  REQUIRE(world.daemon.admin({"delete", image, "--yes"}).status == 0);
+  REQUIRE(world.daemon.enroll(image, crypto::random_secret(32)).status == 0);
+  REQUIRE(world.daemon.enroll("it-daemon-web-02", crypto::random_secret(32)).status == 0);
+  CHECK(world.daemon.stop() == 0);
+
+  // The restore: stopped, the database and its -wal/-shm replaced by the backup, started.
+  const std::string db = world.daemon.root + "/verifier.db";
+  fs::remove(db + "-wal");
+  fs::remove(db + "-shm");
+  fs::copy_file(backup, db, fs::copy_options::overwrite_existing);
+  CHECK(run_verifierd(world.daemon, {"--check-config"}).status == 0);
+  world.daemon.start();
+  expect_release(world);  // the key from the backup, not the re-enrolled one
+  auto list = world.daemon.admin({"list"});
+  CHECK(list.output.find("it-daemon-web-02") == std::string::npos);
+  auto verified = world.daemon.admin({"audit", "--verify", "--expect-head", head});
+  INFO(verified.output);
+  CHECK(verified.status == 0);
+  CHECK(verified.output.find("is in the chain, unchanged") != std::string::npos);
+}
