@@ -65,6 +65,9 @@ struct Running {
   const SystemdNotifier& notifier;
   Metrics& metrics;
   TlsCertificateValidity tls_validity;  // of the certificate being served
+  // A reload comes from the main loop (SIGHUP) or an admin socket thread (`fde-admin
+  // reload`): one at a time, and the daily expiry check reads what a reload writes.
+  std::mutex mutex = {};
 };
 
 // At start, after each reload and once a day: the certificate's expiry in the log (a warning
@@ -84,8 +87,7 @@ void report_tls_expiry(Logger& logger, Metrics& metrics, const TlsCertificateVal
 // ExecReload= learns the outcome): one at a time. systemd sees RELOADING=1 and then READY=1
 // either way; a failure is in STATUS= and in the result.
 Result<void> reload(Running& running) {
-  static std::mutex one_at_a_time;
-  std::lock_guard lock(one_at_a_time);
+  std::lock_guard lock(running.mutex);
   running.logger.info("reload", {{"state", "started"}});
   (void)running.notifier.reloading();
   auto config = load_effective_config(running.options);
@@ -138,6 +140,7 @@ void serve_until_stopped(Running& running) {
   for (;;) {
     const auto now = steady_clock::now();
     if (now >= next_expiry_check) {
+      std::lock_guard lock(running.mutex);
       report_tls_expiry(running.logger, running.metrics, running.tls_validity, running.config.tls_expiry_warning_days);
       next_expiry_check = now + hours(24);
     }
