@@ -162,6 +162,7 @@ function(fde_install_verifier_files)
   set(full_doc_dir "${CMAKE_INSTALL_PREFIX}/${FDE_DOC_DIR}")
   fde_rewrite_paths("${pkg}/fde-verifierd.service" "${gen}/fde-verifierd.service"
     "ExecStart=/usr/sbin/fde-verifierd" "ExecStart=${CMAKE_INSTALL_FULL_SBINDIR}/fde-verifierd"
+    "ExecReload=+/usr/sbin/fde-admin" "ExecReload=+${CMAKE_INSTALL_FULL_SBINDIR}/fde-admin"
     "/etc/fde-verifier" "${FDE_CONFIG_DIR}"
     "file:///usr/share/doc/fde-verifier/" "file://${full_doc_dir}/")
   fde_rewrite_paths("${pkg}/tmpfiles.d/fde-verifierd.conf" "${gen}/tmpfiles.conf"

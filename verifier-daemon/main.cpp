@@ -11,12 +11,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <chrono>
 #include <ctime>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -69,21 +71,48 @@ struct Running {
   AttestationApi& api;
   HttpsServer& server;
   const SystemdNotifier& notifier;
+  Metrics& metrics;
+  TlsCertificateValidity tls_validity;  // of the certificate being served
+  // A reload comes from the main loop (SIGHUP) or an admin socket thread (`fde-admin
+  // reload`): one at a time, and the daily expiry check reads what a reload writes.
+  std::mutex mutex = {};
 };
 
-void reload(Running& running) {
+// At start, after each reload and once a day: the certificate's expiry in the log (a warning
+// within tls.expiry_warning_days) and in the metrics.
+void report_tls_expiry(Logger& logger, Metrics& metrics, const TlsCertificateValidity& validity, int warning_days) {
+  metrics.set_tls_certificate_expiry(validity.not_after);
+  const auto now = static_cast<std::int64_t>(std::time(nullptr));
+  if (auto warning = tls_expiry_warning(validity, warning_days, now))
+    logger.warning("tls_certificate_expiring", {{"not_after", validity.not_after_text},
+                                                {"days_left", std::to_string(validity.days_left(now))},
+                                                {"note", *warning}});
+  else
+    logger.info("tls_certificate", {{"not_after", validity.not_after_text}});
+}
+
+// From the main loop (SIGHUP) and from the admin socket (`fde-admin reload`, so systemd's
+// ExecReload= learns the outcome): one at a time. systemd sees RELOADING=1 and then READY=1
+// either way; a failure is in STATUS= and in the result.
+Result<void> reload(Running& running) {
+  std::lock_guard lock(running.mutex);
   running.logger.info("reload", {{"state", "started"}});
   (void)running.notifier.reloading();
   auto config = load_effective_config(running.options);
   Result<std::shared_ptr<const VerificationPolicy>> policy = fail(Errc::internal, "not loaded");
   if (config) policy = load_policy(*config);
-  Result<void> tls = fail(Errc::internal, "not loaded");
-  if (config && policy) tls = check_tls_files(config->tls);
+  Result<TlsCertificateValidity> validity = fail(Errc::internal, "not loaded");
+  if (config && policy) validity = check_tls_files(config->tls);
+  Result<void> tls = validity ? Result<void>{} : tl::unexpected(validity.error());
   if (config && policy && tls) tls = running.server.reload_tls(config->tls);
+  running.metrics.set_reload_result(config && policy && tls);
   if (!config || !policy || !tls) {
     const Error& error = !config ? config.error() : !policy ? policy.error() : tls.error();
     running.logger.error("reload", {{"state", "failed"}, {"error", error.describe()}, {"kept", "previous configuration"}});
-  } else {
+    (void)running.notifier.ready("serving; the last reload FAILED (previous configuration kept): " + error.message);
+    return tl::unexpected(error);
+  }
+  {
     running.api.set_policy(std::move(*policy));
     running.logger.set_level(config->log_level);
     for (const auto& setting : settings_needing_restart(running.config, *config))
@@ -98,10 +127,14 @@ void reload(Running& running) {
     applied.retired_nonce_secret_files = config->retired_nonce_secret_files;
     applied.nonce_lifetime = config->nonce_lifetime;
     applied.log_level = config->log_level;
+    applied.tls_expiry_warning_days = config->tls_expiry_warning_days;
     running.config = std::move(applied);
+    running.tls_validity = *validity;
     running.logger.info("reload", {{"state", "done"}});
+    report_tls_expiry(running.logger, running.metrics, running.tls_validity, running.config.tls_expiry_warning_days);
   }
   (void)running.notifier.ready("serving");
+  return {};
 }
 
 // Waits for SIGTERM/SIGINT, reloading on SIGHUP and pinging the watchdog at half its period
@@ -111,8 +144,14 @@ void serve_until_stopped(Running& running) {
   const sigset_t set = handled_signals();
   const auto interval = running.notifier.watchdog_interval();
   auto next_ping = steady_clock::now() + interval.value_or(hours(1));
+  auto next_expiry_check = steady_clock::now() + hours(24);
   for (;;) {
     const auto now = steady_clock::now();
+    if (now >= next_expiry_check) {
+      std::lock_guard lock(running.mutex);
+      report_tls_expiry(running.logger, running.metrics, running.tls_validity, running.config.tls_expiry_warning_days);
+      next_expiry_check = now + hours(24);
+    }
     if (interval && now >= next_ping) {
       (void)running.notifier.watchdog_ping();
       next_ping = now + *interval;
@@ -125,7 +164,7 @@ void serve_until_stopped(Running& running) {
     const int signal_number = ::sigtimedwait(&set, &info, &timeout);
     if (signal_number < 0) continue;  // timeout (EAGAIN) or EINTR: ping if due, wait again
     if (signal_number == SIGHUP) {
-      reload(running);
+      (void)reload(running);
       continue;
     }
     running.logger.info("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
@@ -166,8 +205,14 @@ int run(const std::vector<std::string>& args) {
   if (!policy) return config_failed(policy.error());
   auto kek = load_kek(*config);
   if (!kek) return config_failed(kek.error());
-  if (auto tls = check_tls_files(config->tls); !tls) return config_failed(tls.error());
+  auto tls_validity = check_tls_files(config->tls);
+  if (!tls_validity) return config_failed(tls_validity.error());
   if (options->has("check-config")) {
+    // A KEK that does not open the store is a configuration error (the start refuses it when
+    // the store is opened below). Read-only here, so it is safe beside a running daemon.
+    // (SQLite only: a PostgreSQL store is checked when the daemon connects at start.)
+    if (config->store_backend == StoreBackend::sqlite)
+      if (auto ok = check_sqlite_store_kek(config->database, *kek); !ok) return config_failed(ok.error());
     std::cout << "configuration OK\n";
     return exit_clean;
   }
@@ -175,7 +220,8 @@ int run(const std::vector<std::string>& args) {
   auto store = open_configured_store(*config, std::move(*kek));
   if (!store) {
     logger.error("store_failed", {{"store", describe_store(*config)}, {"error", store.error().describe()}});
-    return exit_runtime;
+    // A KEK that is not the store's: restarting would not help (exit 2 is not restarted).
+    return store.error().code == Errc::verification_failed ? exit_config : exit_runtime;
   }
 
   // Every connection is a descriptor: the limit must cover max_connections plus what the
@@ -200,6 +246,12 @@ int run(const std::vector<std::string>& args) {
   AttestationApi api(std::move(*policy), **store, metrics, logger, [] { return Clock::now(); }, attestation_options);
   OperatorApi operator_api(**store, metrics, logger);
   AdminApi admin(**store, logger);
+  std::atomic<Running*> reloadable{nullptr};  // set once everything a reload touches exists
+  admin.set_reload_handler([&reloadable]() -> Result<void> {
+    Running* running = reloadable.load();
+    if (running == nullptr) return fail(Errc::unsupported, "the daemon is still starting; try again");
+    return reload(*running);
+  });
 
   auto server = HttpsServer::create(
       config->listen, config->tls, limits, [&api](const HttpRequest& request) { return api.handle(request); },
@@ -269,8 +321,11 @@ int run(const std::vector<std::string>& args) {
   if (auto ok = notifier.ready("serving on " + addresses); !ok)
     logger.warning("notify_failed", {{"error", ok.error().describe()}});
 
-  Running running{std::move(*config), *options, logger, api, https, notifier};
+  report_tls_expiry(logger, metrics, *tls_validity, config->tls_expiry_warning_days);
+  Running running{std::move(*config), *options, logger, api, https, notifier, metrics, *tls_validity};
+  reloadable.store(&running);
   serve_until_stopped(running);
+  reloadable.store(nullptr);
 
   (void)notifier.stopping();
   (*admin_server)->stop();

@@ -2,6 +2,7 @@
 #include "common/crypto/certificate.hpp"
 
 #include <cstring>
+#include <ctime>
 
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -32,6 +33,13 @@ std::string time_to_string(const ASN1_TIME* t) {
   char buffer[32];
   std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buffer;
+}
+
+// Seconds since the epoch (UTC), or nullopt for a time OpenSSL cannot read.
+std::optional<std::int64_t> time_to_epoch(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return std::nullopt;
+  return static_cast<std::int64_t>(::timegm(&tm));
 }
 
 }  // namespace
@@ -101,6 +109,12 @@ std::string Certificate::subject() const { return name_to_string(X509_get_subjec
 std::string Certificate::issuer() const { return name_to_string(X509_get_issuer_name(cert_.get())); }
 std::string Certificate::not_before() const { return time_to_string(X509_get0_notBefore(cert_.get())); }
 std::string Certificate::not_after() const { return time_to_string(X509_get0_notAfter(cert_.get())); }
+std::optional<std::int64_t> Certificate::not_before_seconds() const {
+  return time_to_epoch(X509_get0_notBefore(cert_.get()));
+}
+std::optional<std::int64_t> Certificate::not_after_seconds() const {
+  return time_to_epoch(X509_get0_notAfter(cert_.get()));
+}
 Bytes Certificate::sha256_fingerprint() const { return sha256(der()); }
 bool Certificate::is_self_signed() const { return X509_self_signed(cert_.get(), 0) == 1; }
 

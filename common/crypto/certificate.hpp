@@ -30,6 +30,9 @@ class Certificate {
   std::string issuer() const;
   std::string not_before() const;  // "2024-05-28T00:00:00Z"
   std::string not_after() const;
+  // The same as seconds since the epoch (UTC); nullopt if the field cannot be read.
+  std::optional<std::int64_t> not_before_seconds() const;
+  std::optional<std::int64_t> not_after_seconds() const;
   Bytes sha256_fingerprint() const;
   bool is_self_signed() const;
 

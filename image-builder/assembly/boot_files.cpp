@@ -611,6 +611,9 @@ Result<reference::ReferenceValues> measure_boot(const BootVolume& fs, const Boot
     auto initramfs = fs.read_file(*config->initramfs_path, max_boot_file);
     if (!initramfs) return tl::unexpected(initramfs.error());
     set.grub.initramfs = crypto::sha256(*initramfs);
+    // An initramfs rebuilt for the same kernel (a dracut, cryptsetup or agent update) gets a
+    // set name of its own, so it can be added next to (or in place of) the running one.
+    set.name += "-initrd-" + hex_encode(ByteView(*set.grub.initramfs).first(4));
   }
   set.grub.kernel_cmdline = config->kernel_cmdline;
   set.grub.grub_commands = config->commands;

@@ -111,6 +111,7 @@ e2e_verifier() {
     -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
   openssl x509 -req -in "$work/server.csr" -CA "$work/tls-ca.pem" -CAkey "$work/tls-ca.key" -CAcreateserial \
     -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server.crt" 2>/dev/null
+  chmod 600 "$work/server.key"  # fde-verifierd refuses a TLS key that group or others can read
   "$sim" device --out "$work/device" --type p521 >/dev/null
   head -c 32 /dev/urandom >"$work/kek"
   head -c 32 /dev/urandom >"$work/nonce-secret"

@@ -534,3 +534,188 @@ TEST_CASE("the admin socket is 0600 from bind() on, whatever the umask, and the 
   // A path that names no file in its directory is refused.
   CHECK_FALSE(verifier::AdminSocketServer::create(dir.path + "/", echo_handler()));
 }
+
+// --- start-up checks and reload reported to systemd ---
+
+namespace {
+
+// fde-verifierd with the daemon's configuration and extra flags, to its end (bounded).
+Daemon::AdminResult run_verifierd(const Daemon& daemon, std::vector<std::string> extra) {
+  std::vector<std::string> argv{FDE_VERIFIERD, "--config", daemon.root + "/verifier.toml", "--listen", "127.0.0.1:0"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  const std::string log_path = daemon.root + "/verifierd-run.log";
+  fs::remove(log_path);
+  Process process(argv, daemon.root, log_path);
+  auto status = process.wait(20s);
+  return {status.value_or(-1), read_text(log_path)};
+}
+
+// A server certificate for 127.0.0.1 valid for `days` (negative: expired), with its key.
+void write_server_certificate(const Daemon& daemon, long days, mode_t key_mode = 0600) {
+  auto ca_key = need(crypto::PrivateKey::generate(crypto::KeyType::ec_p256), "CA key");
+  crypto::CertificateRequest ca_request;
+  ca_request.common_name = "expiry test CA";
+  ca_request.is_ca = true;
+  auto ca = need(crypto::issue_certificate(ca_request, ca_key.public_key(), ca_key, nullptr), "CA");
+  auto key = need(crypto::PrivateKey::generate(crypto::KeyType::ec_p256), "server key");
+  crypto::CertificateRequest request;
+  request.common_name = "expiry test";
+  request.serial = 2;
+  request.valid_days = days;
+  request.subject_alt_names = {"IP:127.0.0.1"};
+  auto certificate = need(crypto::issue_certificate(request, key.public_key(), ca_key, &ca), "server certificate");
+  SecretBytes key_pem = key.to_pem();
+  write_text(daemon.root + "/server.crt", certificate.pem());
+  write_text(daemon.root + "/server.key", as_text(key_pem.view()), key_mode);
+  REQUIRE(::chmod((daemon.root + "/server.key").c_str(), key_mode) == 0);
+}
+
+// A notify socket like systemd's, bound in the test's directory; NOTIFY_SOCKET is set for the
+// daemon started while it lives.
+struct NotifySocket {
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof address.sun_path);
+    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    timeval timeout{0, 200000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  }
+  ~NotifySocket() {
+    ::unsetenv("NOTIFY_SOCKET");
+    ::close(fd);
+  }
+  // Every message received until none comes for 200 ms, joined by "|".
+  std::string drain() {
+    std::string all;
+    char buffer[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+      if (n <= 0) return all;
+      all += (all.empty() ? "" : "|") + std::string(buffer, static_cast<std::size_t>(n));
+    }
+  }
+  int fd = -1;
+
+ private:
+  std::string path_;
+};
+
+}  // namespace
+
+TEST_CASE("a KEK that does not open the store stops --check-config and the start, with exit status 2",
+          "[daemon][integration]") {
+  Enrolled world;
+  expect_release(world);
+  CHECK(world.daemon.stop() == 0);
+  CHECK(run_verifierd(world.daemon, {"--check-config"}).status == 0);
+  // The KEK file regenerated, as on a host restored without its KEK.
+  write_text(world.daemon.root + "/kek", hex_encode(crypto::random_bytes(32)) + "\n", 0600);
+  auto check = run_verifierd(world.daemon, {"--check-config"});
+  CHECK(check.status == 2);
+  CHECK(check.output.find("does not open") != std::string::npos);
+  CHECK(check.output.find("configuration OK") == std::string::npos);
+  auto start = run_verifierd(world.daemon, {});
+  CHECK(start.status == 2);
+  CHECK(start.output.find("event=started") == std::string::npos);
+  CHECK(start.output.find("does not open") != std::string::npos);
+}
+
+TEST_CASE("an expired or not yet valid TLS certificate and a readable TLS key are refused; an expiring one is warned about",
+          "[daemon][integration]") {
+  Daemon daemon;
+  SECTION("expired") {
+    write_server_certificate(daemon, -1);
+    auto check = run_verifierd(daemon, {"--check-config"});
+    CHECK(check.status == 2);
+    CHECK(check.output.find("expired on") != std::string::npos);
+  }
+  SECTION("a private key that others can read") {
+    write_server_certificate(daemon, 365, 0644);
+    auto check = run_verifierd(daemon, {"--check-config"});
+    CHECK(check.status == 2);
+    CHECK(check.output.find("mode 0644") != std::string::npos);
+  }
+  SECTION("expiring within the warning window: started, with a warning") {
+    write_server_certificate(daemon, 10);
+    CHECK(run_verifierd(daemon, {"--check-config"}).status == 0);
+    daemon.start();
+    CHECK(daemon.log().find("event=tls_certificate_expiring") != std::string::npos);
+    INFO(daemon.log());
+    CHECK((daemon.log().find("days_left=9 ") != std::string::npos || daemon.log().find("days_left=10 ") != std::string::npos));
+  }
+  SECTION("far from expiry: started, its expiry logged without a warning") {
+    write_server_certificate(daemon, 365);
+    daemon.start();
+    CHECK(daemon.log().find("event=tls_certificate ") != std::string::npos);
+    CHECK(daemon.log().find("tls_certificate_expiring") == std::string::npos);
+  }
+}
+
+TEST_CASE("fde-admin reload tells systemd and its caller whether the reload was applied", "[daemon][integration]") {
+  Daemon daemon;
+  NotifySocket notify(daemon.root + "/notify.sock");
+  daemon.start();
+  CHECK(notify.drain().find("READY=1") != std::string::npos);
+
+  auto reloaded = daemon.admin({"reload"});
+  INFO(reloaded.output << daemon.log());
+  CHECK(reloaded.status == 0);
+  std::string messages = notify.drain();
+  CHECK(messages.find("RELOADING=1\nMONOTONIC_USEC=") != std::string::npos);
+  CHECK(messages.find("READY=1\nSTATUS=serving\n") != std::string::npos);
+
+  // A configuration that does not parse: the old one is kept, and the reload fails.
+  const std::string config = read_text(daemon.root + "/verifier.toml");
+  write_text(daemon.root + "/verifier.toml", config + "\n[tls\n");
+  auto failed = daemon.admin({"reload"});
+  CHECK(failed.status == 1);
+  CHECK(failed.output.find("reload failed, previous configuration kept") != std::string::npos);
+  messages = notify.drain();
+  CHECK(messages.find("RELOADING=1") != std::string::npos);
+  CHECK(messages.find("STATUS=serving; the last reload FAILED") != std::string::npos);
+
+  // Still serving with the old configuration.
+  write_text(daemon.root + "/verifier.toml", config);
+  CHECK(daemon.admin({"reload"}).status == 0);
+  CHECK(daemon.admin({"list"}).status == 0);
+}
+
+TEST_CASE("fde-admin backup, more changes, the documented restore: the backup's keys release and its chain verifies",
+          "[daemon][integration]") {
+  Enrolled world;
+  expect_release(world);
+  const std::string backup = world.daemon.root + "/backup.db";
+  auto taken = world.daemon.admin({"backup", "--output", backup});
+  INFO(taken.output);
+  REQUIRE(taken.status == 0);
+  // "backup written: PATH (N bytes, 1 images, audit head SEQ:HEX); ..."
+  const auto at = taken.output.find("audit head ");
+  REQUIRE(at != std::string::npos);
+  const std::string head = taken.output.substr(at + 11, taken.output.find(')', at) - at - 11);
+  // Changes after the backup: the image deleted and enrolled again with another key, and a
+  // second image.
+  REQUIRE(world.daemon.admin({"delete", image, "--yes"}).status == 0);
+  REQUIRE(world.daemon.enroll(image, crypto::random_secret(32)).status == 0);
+  REQUIRE(world.daemon.enroll("it-daemon-web-02", crypto::random_secret(32)).status == 0);
+  CHECK(world.daemon.stop() == 0);
+
+  // The restore: stopped, the database and its -wal/-shm replaced by the backup, started.
+  const std::string db = world.daemon.root + "/verifier.db";
+  fs::remove(db + "-wal");
+  fs::remove(db + "-shm");
+  fs::copy_file(backup, db, fs::copy_options::overwrite_existing);
+  CHECK(run_verifierd(world.daemon, {"--check-config"}).status == 0);
+  world.daemon.start();
+  expect_release(world);  // the key from the backup, not the re-enrolled one
+  auto list = world.daemon.admin({"list"});
+  CHECK(list.output.find("it-daemon-web-02") == std::string::npos);
+  auto verified = world.daemon.admin({"audit", "--verify", "--expect-head", head});
+  INFO(verified.output);
+  CHECK(verified.status == 0);
+  CHECK(verified.output.find("is in the chain, unchanged") != std::string::npos);
+}

@@ -1040,7 +1040,9 @@ TEST_CASE("an MBR image with a FAT /boot: grub.cfg written there, references tha
   REQUIRE(values);
   REQUIRE(values->sets.size() == 1);
   const auto& g = values->sets[0].grub;
-  CHECK(values->sets[0].name == "kernel-6.6.0-2");
+  // Named by kernel and initramfs, so a rebuilt initramfs on the same kernel gets a new name.
+  REQUIRE(g.initramfs);
+  CHECK(values->sets[0].name == "kernel-6.6.0-2-initrd-" + hex_encode(*g.initramfs).substr(0, 8));
   CHECK(g.grub_commands == lines);
   CHECK(g.kernel_cmdline == std::string("/vmlinuz-6.6.0-2 root=UUID=abc ro console=ttyAMA0 ima_rot=tpm"));
   CHECK(g.grub_cfgs == std::vector<Bytes>{crypto::sha256(as_bytes(cfg))});

@@ -1,5 +1,7 @@
 // The admin socket protocol (api/admin_api.hpp) on a real SQLite store, the enrollment bundle
 // it imports, and the fde-admin commands that drive it (wired to the API in process).
+#include <sys/stat.h>
+
 #include <rapidjson/document.h>
 #include <sqlite3.h>
 
@@ -544,4 +546,143 @@ TEST_CASE("fde-admin reports an unreachable daemon with exit status 2") {
                                      });
   CHECK(code == admin_exit_usage);
   CHECK(err.str().find("cannot reach fde-verifierd at /nonexistent/admin.sock") != std::string::npos);
+}
+
+// --- the store's lifecycle over the admin socket ---
+
+TEST_CASE("add-reference --replace swaps the only set for a rebuilt initramfs in one audited change") {
+  Admin admin;
+  REQUIRE(ok(admin.enroll()));
+  REQUIRE(ok(admin.call(R"({"command":"retire-reference","image_id":"sim-openeuler-fde","set":"direct-6.6.0-28"})")));
+  // The rebuilt initramfs on the same kernel: a new set, named apart by its digest.
+  auto reference = sample_reference();
+  reference::ReferenceValues rebuilt;
+  rebuilt.hash_alg = reference.hash_alg;
+  rebuilt.firmware_rims = reference.firmware_rims;
+  for (auto& set : reference.sets)
+    if (set.name == "kernel-6.6.0-28") rebuilt.sets.push_back(set);
+  REQUIRE(rebuilt.sets.size() == 1);
+  rebuilt.sets.front().name = "kernel-6.6.0-28-initrd-0a1b2c3d";
+  rebuilt.sets.front().grub.initramfs = crypto::random_bytes(32);
+  const std::string file = admin.dir.path("newref.json");
+  REQUIRE(write_file_atomic(file, as_bytes(expect_ok(reference::serialize_reference_values(rebuilt))), 0644));
+
+  // Without --replace: the new set is added, the old one stays (two sets).
+  // The old way failed here: the last set could not be retired before the new one was in.
+  auto refused = admin.cli("retire-reference", admin.socket_args({"sim-openeuler-fde", "--set", "kernel-6.6.0-28"}));
+  CHECK(refused.code == admin_exit_refused);
+  auto replaced = admin.cli("add-reference",
+                            admin.socket_args({"sim-openeuler-fde", "--file", file, "--replace", "kernel-6.6.0-28"}));
+  INFO(replaced.err);
+  REQUIRE(replaced.code == admin_exit_ok);
+  CHECK(replaced.out.find("added kernel-6.6.0-28-initrd-0a1b2c3d, retired kernel-6.6.0-28") != std::string::npos);
+  auto image = expect_ok(admin.store->find_image(test_image_id));
+  REQUIRE(image);
+  REQUIRE(image->reference.sets.size() == 1);
+  CHECK(image->reference.sets.front().name == "kernel-6.6.0-28-initrd-0a1b2c3d");
+  // One record says both.
+  auto records = expect_ok(admin.store->query_audit(AuditQuery{}));
+  REQUIRE_FALSE(records.empty());
+  CHECK(records.front().entry.reason == "update-reference");
+  CHECK(records.front().entry.measurements.find(R"("added":["kernel-6.6.0-28-initrd-0a1b2c3d"],"retired":["kernel-6.6.0-28"])") !=
+        std::string::npos);
+  CHECK(records.front().entry.peer == "uid=1000 pid=4321");
+  SECTION("replacing a set that does not exist changes nothing") {
+    rebuilt.sets.front().name = "kernel-6.6.0-28-initrd-ffffffff";
+    REQUIRE(write_file_atomic(file, as_bytes(expect_ok(reference::serialize_reference_values(rebuilt))), 0644));
+    auto unknown = admin.cli("add-reference", admin.socket_args({"sim-openeuler-fde", "--file", file, "--replace", "nope"}));
+    CHECK(unknown.code == admin_exit_refused);
+    CHECK(expect_ok(admin.store->find_image(test_image_id))->reference.sets.size() == 1);
+  }
+}
+
+TEST_CASE("delete needs a confirmation, is audited, and the image can be enrolled again") {
+  Admin admin;
+  REQUIRE(ok(admin.enroll()));
+  auto unconfirmed = admin.cli("delete", admin.socket_args({"sim-openeuler-fde"}));
+  CHECK(unconfirmed.code == admin_exit_usage);
+  CHECK(unconfirmed.err.find("--yes") != std::string::npos);
+  auto mismatched = admin.call(R"({"command":"delete","image_id":"sim-openeuler-fde","confirm":"other"})");
+  CHECK_FALSE(ok(mismatched));
+  REQUIRE(expect_ok(admin.store->find_image(test_image_id)));
+
+  auto deleted = admin.cli("delete", admin.socket_args({"sim-openeuler-fde", "--yes"}));
+  INFO(deleted.err);
+  REQUIRE(deleted.code == admin_exit_ok);
+  CHECK(deleted.out.find("deleted") != std::string::npos);
+  CHECK_FALSE(expect_ok(admin.store->find_image(test_image_id)));
+  auto records = expect_ok(admin.store->query_audit(AuditQuery{}));
+  CHECK(records.front().entry.reason == "delete");
+  CHECK(records.front().entry.peer == "uid=1000 pid=4321");
+
+  // Re-enrollment under the same id (a rebuilt image) with a new key.
+  admin.disk_key = crypto::random_secret(32);
+  REQUIRE(ok(admin.enroll()));
+  auto key = expect_ok(admin.store->disk_key(test_image_id));
+  REQUIRE(key);
+  CHECK(equal_constant_time(key->view(), admin.disk_key.view()));
+  CHECK(expect_ok(admin.store->verify_audit_chain()).intact);
+}
+
+TEST_CASE("fde-admin backup has the daemon write a new 0600 copy") {
+  Admin admin;
+  REQUIRE(ok(admin.enroll()));
+  const std::string copy = admin.dir.path("copy.db");
+  auto backup = admin.cli("backup", admin.socket_args({"--output", copy}));
+  INFO(backup.err);
+  REQUIRE(backup.code == admin_exit_ok);
+  CHECK(backup.out.find("1 images") != std::string::npos);
+  struct stat st {};
+  REQUIRE(::stat(copy.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  auto again = admin.cli("backup", admin.socket_args({"--output", copy}));
+  CHECK(again.code == admin_exit_refused);
+  CHECK(again.err.find("never replaces") != std::string::npos);
+  CHECK(admin.cli("backup", admin.socket_args({})).code == admin_exit_usage);
+}
+
+TEST_CASE("fde-admin rotate-kek re-wraps the keys under the new KEK file and refuses a readable one") {
+  Admin admin;
+  REQUIRE(ok(admin.enroll()));
+  const std::string kek_file = admin.dir.path("kek.new");
+  const Bytes new_kek = crypto::random_bytes(KeyEncryptionKey::key_size);
+  REQUIRE(write_file_atomic(kek_file, as_bytes(hex_encode(new_kek) + "\n"), 0644));
+  auto readable = admin.cli("rotate-kek", admin.socket_args({"--new-kek", kek_file}));
+  CHECK(readable.code == admin_exit_usage);
+  CHECK(readable.err.find("mode 0644") != std::string::npos);
+  REQUIRE(::chmod(kek_file.c_str(), 0600) == 0);
+  auto rotated = admin.cli("rotate-kek", admin.socket_args({"--new-kek", kek_file}));
+  INFO(rotated.err);
+  REQUIRE(rotated.code == admin_exit_ok);
+  CHECK(rotated.out.find("1 disk keys re-wrapped") != std::string::npos);
+  CHECK(admin.log.find(hex_encode(new_kek)) == std::string::npos);
+  auto key = expect_ok(admin.store->disk_key(test_image_id));
+  REQUIRE(key);
+  CHECK(equal_constant_time(key->view(), admin.disk_key.view()));
+  CHECK(expect_ok(admin.store->verify_audit_chain()).intact);
+  // The store now opens with the new KEK only.
+  admin.api.reset();
+  admin.store.reset();
+  auto reopened = expect_ok(open_sqlite_store(admin.dir.path("verifier.db"), expect_ok(KeyEncryptionKey::from_bytes(new_kek))));
+  CHECK(expect_ok(reopened->verify_audit_chain()).intact);
+}
+
+TEST_CASE("fde-admin reload reports whether the daemon applied the new configuration") {
+  Admin admin;
+  auto unsupported = admin.cli("reload", admin.socket_args({}));
+  CHECK(unsupported.code == admin_exit_refused);
+  bool fails = true;
+  int reloads = 0;
+  admin.api->set_reload_handler([&]() -> Result<void> {
+    ++reloads;
+    if (fails) return fail(Errc::malformed, "fde-verifierd.toml:3:1: bad value");
+    return {};
+  });
+  auto failed = admin.cli("reload", admin.socket_args({}));
+  CHECK(failed.code == admin_exit_refused);
+  CHECK(failed.err.find("reload failed, previous configuration kept: fde-verifierd.toml:3:1") != std::string::npos);
+  fails = false;
+  auto done = admin.cli("reload", admin.socket_args({}));
+  CHECK(done.code == admin_exit_ok);
+  CHECK(reloads == 2);
 }

@@ -162,6 +162,13 @@ class HookedStore final : public Store {
   Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) override {
     return store_.verify_audit_chain(expected_head);
   }
+  Result<AuditRecord> delete_image(std::string_view image_id, const AdminActor& by) override {
+    return store_.delete_image(image_id, by);
+  }
+  Result<BackupReport> backup(const std::string& path) override { return store_.backup(path); }
+  Result<KekRotation> rotate_kek(KeyEncryptionKey new_kek, const AdminActor& by) override {
+    return store_.rotate_kek(std::move(new_kek), by);
+  }
   Result<void> ping() override { return store_.ping(); }
   Result<StoreContent> export_content() override { return store_.export_content(); }
   Result<void> import_content(const StoreContent& content) override { return store_.import_content(content); }

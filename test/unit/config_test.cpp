@@ -43,6 +43,7 @@ TEST_CASE("the annotated example configuration parses and sets every section") {
   CHECK_FALSE(config.trusted_roots.empty());
   CHECK(config.kek.credential == "kek");
   CHECK(config.nonce_secret.credential == "nonce-secret");
+  CHECK(config.tls_expiry_warning_days == 30);
   CHECK(validate_config(config));
   // The [server] values it shows are the built-in defaults.
   const ServerLimits defaults;
@@ -55,6 +56,25 @@ TEST_CASE("the annotated example configuration parses and sets every section") {
   CHECK(config.limits.header_timeout == defaults.header_timeout);
   CHECK(config.limits.request_timeout == defaults.request_timeout);
   CHECK(config.limits.idle_timeout == defaults.idle_timeout);
+}
+
+TEST_CASE("tls.expiry_warning_days sets the warning window, 0 to 3650 days") {
+  CHECK(expect_ok(parse("[tls]\nexpiry_warning_days = 7\n")).tls_expiry_warning_days == 7);
+  CHECK(expect_ok(parse("")).tls_expiry_warning_days == 30);
+  CHECK(error_of("[tls]\nexpiry_warning_days = -1\n").find("tls.expiry_warning_days: must be 0..3650") !=
+        std::string::npos);
+}
+
+TEST_CASE("the TLS expiry warning starts within the configured window") {
+  TlsCertificateValidity validity;
+  validity.not_before = 0;
+  validity.not_after = 100 * 86400;
+  validity.not_after_text = "1970-04-11T00:00:00Z";
+  CHECK_FALSE(tls_expiry_warning(validity, 30, 69 * 86400).has_value());
+  auto warning = tls_expiry_warning(validity, 30, 71 * 86400);
+  REQUIRE(warning.has_value());
+  CHECK(*warning == "the TLS certificate expires on 1970-04-11T00:00:00Z (in 29 days); renew it and reload");
+  CHECK_FALSE(tls_expiry_warning(validity, 0, 99 * 86400).has_value());
 }
 
 TEST_CASE("a configuration sets listen addresses, limits, files and secrets") {
@@ -473,4 +493,13 @@ TEST_CASE("metrics render counters, a cumulative histogram and transport gauges"
   CHECK(Metrics::endpoint_label("/metrics") == "other");
   metrics.refused("nonce_forged");
   CHECK(metrics.render().find("fde_attest_refused_total{reason=\"nonce_forged\"} 1\n") != std::string::npos);
+  // Absent until known.
+  CHECK(text.find("fde_tls_certificate_expiry_timestamp_seconds") == std::string::npos);
+  CHECK(text.find("fde_config_last_reload_successful") == std::string::npos);
+  metrics.set_tls_certificate_expiry(1798761600);
+  metrics.set_reload_result(false);
+  const std::string later = metrics.render();
+  CHECK(later.find("# TYPE fde_tls_certificate_expiry_timestamp_seconds gauge\n") != std::string::npos);
+  CHECK(later.find("fde_tls_certificate_expiry_timestamp_seconds 1798761600\n") != std::string::npos);
+  CHECK(later.find("fde_config_last_reload_successful 0\n") != std::string::npos);
 }

@@ -706,7 +706,9 @@ TEST_CASE("a table rewritten with recomputed hashes does not verify: the records
 }
 
 TEST_CASE("the store opened with another KEK finds no record authentic") {
-  STORE_BACKEND();
+  // PostgreSQL opens with any KEK (it keeps no KEK check value yet) but cannot vouch for the
+  // chain; SQLite refuses another KEK at open (the next test and the lifecycle tests).
+  const Backend backend("postgresql");
   { append_records(*backend.open(), 3); }
   auto other = backend.open(0x77);
   auto report = other->verify_audit_chain();
@@ -714,6 +716,19 @@ TEST_CASE("the store opened with another KEK finds no record authentic") {
   CHECK_FALSE(report->intact);
   CHECK(report->first_bad_sequence == 1);
   CHECK(report->problem.find("without this store's KEK") != std::string::npos);
+}
+
+TEST_CASE("sqlite: another KEK is refused at open, even in a store without the check value") {
+  TempDir dir;
+  std::string path = dir.file("fde.db");
+  { append_records(*open_store(path), 3); }
+  // Without the check value (as a store from before it existed), another KEK is still refused
+  // at open: the newest record's MAC does not verify under it.
+  tamper(path, "DELETE FROM store_meta");
+  auto other = open_sqlite_store(path, test_kek(0x77));
+  REQUIRE_FALSE(other.has_value());
+  CHECK(other.error().code == Errc::verification_failed);
+  CHECK(other.error().message.find("audit record 3 is not MAC'd under it") != std::string::npos);
 }
 
 TEST_CASE("the newest records removed are found only against a head exported earlier") {
@@ -848,11 +863,18 @@ TEST_CASE("reopening the database keeps images, keys and the audit chain") {
     CHECK(store->verify_audit_chain()->intact);
   }
   {
-    // Another KEK opens the file but unwraps nothing, and cannot vouch for the chain.
-    auto store = backend.open(0x77);
-    CHECK(store->find_image("img-a")->has_value());
-    CHECK(store->disk_key("img-a").error().code == Errc::verification_failed);
-    CHECK_FALSE(store->verify_audit_chain()->intact);
+    if (backend.is_sqlite()) {
+      // Another KEK does not open the file at all (the store's KEK check value differs).
+      auto other = backend.try_open(0x77);
+      REQUIRE_FALSE(other.has_value());
+      CHECK(other.error().code == Errc::verification_failed);
+    } else {
+      // PostgreSQL: another KEK opens the database but unwraps nothing, and cannot vouch for the chain.
+      auto store = backend.open(0x77);
+      CHECK(store->find_image("img-a")->has_value());
+      CHECK(store->disk_key("img-a").error().code == Errc::verification_failed);
+      CHECK_FALSE(store->verify_audit_chain()->intact);
+    }
   }
 }
 
@@ -1522,4 +1544,247 @@ TEST_CASE("copy_store moves a store from SQLite to PostgreSQL and back: keys, st
   REQUIRE_FALSE(broken.has_value());
   CHECK(broken.error().message.find("does not verify") != std::string::npos);
   CHECK(fresh->verify_audit_chain()->records == 0);
+}
+
+// --- the store's lifecycle: KEK check, delete, backup and restore, KEK rotation ---
+
+namespace {
+
+// A release of `image_id` through the release path, which unwraps the key and records it.
+bool releases(Store& store, const std::string& image_id, int seed) {
+  auto release = store.append_release(release_entry(seed, image_id));
+  if (!release || !*release) return false;
+  return equal_constant_time((*release)->disk_key.view(), disk_key_for(seed).view());
+}
+
+void enroll_images(Store& store, std::initializer_list<std::pair<const char*, int>> images) {
+  for (const auto& [id, seed] : images) REQUIRE(store.enroll(image_record(id), disk_key_for(seed), operator_actor).has_value());
+}
+
+}  // namespace
+
+TEST_CASE("a KEK that is not the store's is refused at open, before anything is served") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  { enroll_images(*open_store(path), {{"img-a", 1}}); }
+  SECTION("with the check value written when the store was created") {
+    auto wrong = open_sqlite_store(path, test_kek(0x77));
+    REQUIRE_FALSE(wrong.has_value());
+    CHECK(wrong.error().code == Errc::verification_failed);
+    CHECK(wrong.error().message.find("KEK check value differs") != std::string::npos);
+  }
+  SECTION("a store from before the check value: one key must unwrap, then the value is written") {
+    tamper(path, "DELETE FROM store_meta");
+    auto wrong = open_sqlite_store(path, test_kek(0x77));
+    REQUIRE_FALSE(wrong.has_value());
+    CHECK(wrong.error().message.find("disk key of image img-a does not unwrap") != std::string::npos);
+    { auto right = open_store(path); CHECK(releases(*right, "img-a", 1)); }
+    // The right KEK wrote the check value on that open.
+    auto again = open_sqlite_store(path, test_kek(0x77));
+    REQUIRE_FALSE(again.has_value());
+    CHECK(again.error().message.find("KEK check value differs") != std::string::npos);
+  }
+  SECTION("the right KEK opens it again") {
+    auto store = open_store(path);
+    CHECK(releases(*store, "img-a", 1));
+  }
+}
+
+TEST_CASE("an empty store opens with its KEK and then refuses any other") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  { open_store(path); }
+  { open_store(path); }
+  CHECK_FALSE(open_sqlite_store(path, test_kek(0x01)).has_value());
+}
+
+TEST_CASE("a deleted image's key is gone, the deletion is audited, and the id can be enrolled again") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  auto store = open_store(path);
+  enroll_images(*store, {{"img-a", 1}, {"img-b", 2}});
+  const AdminActor remover{0, 777};
+  auto deleted = store->delete_image("img-a", remover);
+  REQUIRE(deleted.has_value());
+  CHECK(deleted->entry.decision == "admin");
+  CHECK(deleted->entry.reason == "delete");
+  CHECK(deleted->entry.image_id == "img-a");
+  CHECK(deleted->entry.peer == "uid=0 pid=777");
+  CHECK(deleted->entry.measurements.find("\"sets\":[") != std::string::npos);
+  CHECK_FALSE(store->find_image("img-a")->has_value());
+  CHECK(store->disk_key("img-a").error().code == Errc::not_found);
+  CHECK(store->delete_image("img-a", remover).error().code == Errc::not_found);
+  // Neither the key nor its wrapped form is left in the files (the WAL was checkpointed).
+  store.reset();
+  store = open_store(path);
+  CHECK(releases(*store, "img-b", 2));
+  // Enrolled again under the same id with a new key: the new key releases.
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(9), operator_actor).has_value());
+  CHECK(releases(*store, "img-a", 9));
+  auto report = store->verify_audit_chain();
+  REQUIRE(report.has_value());
+  CHECK(report->intact);
+}
+
+TEST_CASE("a backup taken while releases go on restores every key it holds and an intact chain") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  const std::string copy = dir.file("backup.db");
+  AuditHead backup_head;
+  {
+    auto store = open_store(path);
+    enroll_images(*store, {{"img-a", 1}, {"img-b", 2}, {"img-c", 3}});
+    // Releases from another thread while the backup runs: they neither block nor break it.
+    std::atomic<bool> stop{false};
+    std::atomic<int> released{0};
+    std::thread attestations([&] {
+      while (!stop.load())
+        if (releases(*store, "img-b", 2)) ++released;
+    });
+    auto report = store->backup(copy);
+    stop = true;
+    attestations.join();
+    INFO((report ? std::string() : report.error().describe()));
+    REQUIRE(report.has_value());
+    CHECK(released.load() > 0);
+    CHECK(report->images == 3);
+    backup_head = report->audit_head;
+    CHECK(backup_head.sequence >= 3);
+    struct stat st {};
+    REQUIRE(::stat(copy.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    CHECK(report->bytes == static_cast<std::int64_t>(st.st_size));
+    // One self-contained file: nothing of it is left in a -wal beside it.
+    CHECK_FALSE(std::filesystem::exists(copy + "-wal"));
+    // More changes after the backup: one image deleted, one enrolled, more records.
+    REQUIRE(store->delete_image("img-a", operator_actor).has_value());
+    enroll_images(*store, {{"img-d", 4}});
+    append_records(*store, 3);
+  }
+  // The documented restore: the daemon stopped, the copy put in place of the database (and
+  // the old -wal and -shm removed), the daemon started with the same KEK.
+  std::filesystem::remove(path + "-wal");
+  std::filesystem::remove(path + "-shm");
+  std::filesystem::copy_file(copy, path, std::filesystem::copy_options::overwrite_existing);
+  auto restored = open_store(path);
+  for (const auto& [id, seed] : {std::pair{"img-a", 1}, {"img-b", 2}, {"img-c", 3}}) CHECK(releases(*restored, id, seed));
+  CHECK_FALSE(restored->find_image("img-d")->has_value());
+  auto report = restored->verify_audit_chain(backup_head);
+  REQUIRE(report.has_value());
+  CHECK(report->intact);
+  CHECK(report->expected_head_matched);
+  // And only with the same KEK.
+  restored.reset();
+  CHECK_FALSE(open_sqlite_store(path, test_kek(0x77)).has_value());
+}
+
+TEST_CASE("a backup never replaces a file and never follows a symlink") {
+  TempDir dir;
+  auto store = open_store(dir.file("fde.db"));
+  const std::string existing = dir.file("existing");
+  { std::ofstream(existing) << "keep me"; }
+  auto over = store->backup(existing);
+  REQUIRE_FALSE(over.has_value());
+  CHECK(file_bytes(existing) == Bytes{'k', 'e', 'e', 'p', ' ', 'm', 'e'});
+  const std::string target = dir.file("target");
+  const std::string link = dir.file("link");
+  std::filesystem::create_symlink(target, link);
+  CHECK_FALSE(store->backup(link).has_value());
+  CHECK_FALSE(std::filesystem::exists(target));
+  CHECK_FALSE(store->backup("relative.db").has_value());
+}
+
+TEST_CASE("a KEK rotation re-wraps every key, keeps the chain verifiable across it, and retires the old KEK") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  {
+    auto store = open_store(path);
+    enroll_images(*store, {{"img-a", 1}, {"img-b", 2}, {"img-c", 3}});
+    append_records(*store, 2);
+    auto rotation = store->rotate_kek(test_kek(0x11), operator_actor);
+    INFO((rotation ? std::string() : rotation.error().describe()));
+    REQUIRE(rotation.has_value());
+    CHECK(rotation->images == 3);
+    CHECK(rotation->key_epoch == 1);
+    CHECK(rotation->record.entry.reason == "rotate-kek");
+    // The rotation record is MAC'd under the old KEK's chain key, the records after it under the new one.
+    CHECK(rotation->record.hash == independent_mac(test_kek(0x5c), rotation->record));
+    CHECK(releases(*store, "img-a", 1));
+    auto after = store->query_audit(audit_query(1));
+    REQUIRE(after.has_value());
+    CHECK(after->front().hash == independent_mac(test_kek(0x11), after->front()));
+    CHECK(store->verify_audit_chain()->intact);
+    // The KEK in use is refused as the new one; a third KEK rotates again.
+    CHECK_FALSE(store->rotate_kek(test_kek(0x11), operator_actor).has_value());
+    auto second = store->rotate_kek(test_kek(0x22), operator_actor);
+    REQUIRE(second.has_value());
+    CHECK(second->key_epoch == 2);
+    CHECK(releases(*store, "img-c", 3));
+  }
+  // The old KEKs no longer open the store; the newest does, and every key and record checks.
+  for (std::uint8_t old_kek : {std::uint8_t{0x5c}, std::uint8_t{0x11}}) {
+    auto refused = open_sqlite_store(path, test_kek(old_kek));
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == Errc::verification_failed);
+  }
+  auto store = open_store(path, 0x22);
+  for (const auto& [id, seed] : {std::pair{"img-a", 1}, {"img-b", 2}, {"img-c", 3}}) CHECK(releases(*store, id, seed));
+  auto report = store->verify_audit_chain();
+  REQUIRE(report.has_value());
+  INFO(report->problem);
+  CHECK(report->intact);
+  SECTION("the records after a rotation removed from the end are found") {
+    store.reset();
+    tamper(path, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE sequence > (SELECT max(sequence) FROM audit "
+                 "WHERE reason = 'rotate-kek') - 1");
+    auto truncated = open_store(path, 0x22);
+    auto broken = truncated->verify_audit_chain();
+    REQUIRE(broken.has_value());
+    CHECK_FALSE(broken->intact);
+    CHECK(broken->problem.find("KEK was rotated 2 times") != std::string::npos);
+  }
+}
+
+TEST_CASE("a KEK rotation is refused on a broken chain and changes nothing") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  auto store = open_store(path);
+  enroll_images(*store, {{"img-a", 1}});
+  append_records(*store, 3);
+  tamper(path, "DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'edited' WHERE sequence = 2");
+  auto refused = store->rotate_kek(test_kek(0x11), operator_actor);
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == Errc::verification_failed);
+  store.reset();
+  CHECK_FALSE(open_sqlite_store(path, test_kek(0x11)).has_value());
+  auto reopened = open_store(path);
+  CHECK(releases(*reopened, "img-a", 1));
+}
+
+TEST_CASE("--check-config's KEK check reads the store without writing anything beside it") {
+  TempDir dir;
+  const std::string path = dir.file("fde.db");
+  CHECK(check_sqlite_store_kek(path, test_kek()).has_value());  // no store yet: created at start
+  {
+    auto store = open_store(path);
+    enroll_images(*store, {{"img-a", 1}});
+  }
+  std::filesystem::remove(path + "-wal");
+  std::filesystem::remove(path + "-shm");
+  CHECK(check_sqlite_store_kek(path, test_kek()).has_value());
+  auto wrong = check_sqlite_store_kek(path, test_kek(0x77));
+  REQUIRE_FALSE(wrong.has_value());
+  CHECK(wrong.error().code == Errc::verification_failed);
+  CHECK_FALSE(std::filesystem::exists(path + "-wal"));
+  CHECK_FALSE(std::filesystem::exists(path + "-shm"));
+  // A store from before the check value: one disk key must unwrap.
+  tamper(path, "DELETE FROM store_meta");
+  std::filesystem::remove(path + "-wal");
+  std::filesystem::remove(path + "-shm");
+  CHECK(check_sqlite_store_kek(path, test_kek()).has_value());
+  CHECK_FALSE(check_sqlite_store_kek(path, test_kek(0x77)).has_value());
+  // Not a database at all.
+  const std::string junk = dir.file("junk.db");
+  { std::ofstream(junk) << std::string(4096, 'x'); }
+  CHECK_FALSE(check_sqlite_store_kek(junk, test_kek()).has_value());
 }

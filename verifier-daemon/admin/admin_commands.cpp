@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 
 #include "common/protocol/enrollment_bundle.hpp"
 #include "common/util/command_line.hpp"
@@ -115,9 +117,11 @@ const std::vector<Command>& commands() {
        command_specs({{"bundle", true, false, "FILE", "the enrollment bundle (docs/enrollment-bundle.md)"}}), 0},
       {"list", "list", "list enrolled images", command_specs({}), 0},
       {"show", "show IMAGE", "show an image and its reference values", command_specs({}), 1},
-      {"add-reference", "add-reference IMAGE --file FILE",
+      {"add-reference", "add-reference IMAGE --file FILE [--replace NAME]",
        "add a reference set (a set object, or a whole reference-values document)",
-       command_specs({{"file", true, false, "FILE", "a reference set or document (docs/reference-values.md)"}}), 1},
+       command_specs({{"file", true, false, "FILE", "a reference set or document (docs/reference-values.md)"},
+                      {"replace", true, false, "NAME", "retire set NAME in the same change (a rebuilt initramfs)"}}),
+       1},
       {"retire-reference", "retire-reference IMAGE --set NAME", "retire a reference set",
        command_specs({{"set", true, false, "NAME", "the set to retire"}}), 1},
       {"revoke", "revoke IMAGE", "stop releasing the image's key", command_specs({}), 1},
@@ -136,6 +140,15 @@ const std::vector<Command>& commands() {
       {"explain", "explain IMAGE | explain --sequence N",
        "every check of the latest denial for IMAGE, or of audit record N",
        command_specs({{"sequence", true, false, "N", "the audit record to explain"}}), 1},
+      {"delete", "delete IMAGE --yes", "delete an image and destroy its wrapped disk key (audited)",
+       command_specs({{"yes", false, false, "", "confirm: the disk key is gone for good"}}), 1},
+      {"backup", "backup --output FILE", "have the daemon write a consistent copy of its store to a new file",
+       command_specs({{"output", true, false, "FILE",
+                       "a new file the daemon can write (absolute; e.g. under /var/lib/fde-verifier/backup)"}}),
+       0},
+      {"rotate-kek", "rotate-kek --new-kek FILE", "re-wrap every disk key under a new key-encryption key",
+       command_specs({{"new-kek", true, false, "FILE", "the new KEK: 32 raw bytes or 64 hex digits, mode 0600"}}), 0},
+      {"reload", "reload", "reload the configuration (as SIGHUP) and fail if it was not applied", command_specs({}), 0},
   };
   return list;
 }
@@ -203,7 +216,8 @@ Result<std::string> enroll_request(const std::string& path) {
   return line;
 }
 
-Result<std::string> add_reference_request(const std::string& image, const std::string& path) {
+Result<std::string> add_reference_request(const std::string& image, const std::string& path,
+                                          const std::optional<std::string>& replace) {
   auto bytes = read_file(path, 1024 * 1024);
   if (!bytes) return tl::unexpected(bytes.error());
   rapidjson::Document doc;
@@ -211,8 +225,28 @@ Result<std::string> add_reference_request(const std::string& image, const std::s
   if (!doc.IsObject()) return fail(Errc::malformed, path + ": expected a reference set or document (an object)");
   std::string line = "{\"command\":\"add-reference\",\"image_id\":";
   json::append_quoted(line, image);
-  line += ",\"reference\":" + json::to_string(doc) + "}";
-  return line;
+  line += ",\"reference\":" + json::to_string(doc);
+  if (replace) {
+    line += ",\"replace\":";
+    json::append_quoted(line, *replace);
+  }
+  return line + "}";
+}
+
+// The new KEK is checked like the daemon's own (0600, 32 bytes or 64 hex digits) and sent as
+// hex; the request line is wiped after sending.
+Result<std::string> rotate_kek_request(const std::string& path) {
+  auto kek = KeyEncryptionKey::load_file(path);
+  if (!kek) return tl::unexpected(kek.error());
+  std::string line;
+  line.reserve(128);  // no reallocation leaves a copy of the key behind
+  line = "{\"command\":\"rotate-kek\",\"new_kek\":\"";
+  static constexpr char digits[] = "0123456789abcdef";
+  for (std::uint8_t byte : kek->bytes()) {
+    line += digits[byte >> 4];
+    line += digits[byte & 0xf];
+  }
+  return line + "\"}";
 }
 
 Result<std::string> build_request(const Command& command, const ParsedOptions& options) {
@@ -229,7 +263,7 @@ Result<std::string> build_request(const Command& command, const ParsedOptions& o
   if (name == "add-reference") {
     auto file = options.get("file");
     if (!file) return fail(Errc::invalid_argument, "--file FILE is required");
-    return add_reference_request(image, *file);
+    return add_reference_request(image, *file, options.get("replace"));
   }
   if (name == "retire-reference") {
     auto set = options.get("set");
@@ -272,6 +306,27 @@ Result<std::string> build_request(const Command& command, const ParsedOptions& o
     }
     return line + "}";
   }
+  if (name == "delete") {
+    if (!options.has("yes"))
+      return fail(Errc::invalid_argument, "this destroys the disk key of " + image +
+                                              " for good (the image can no longer be unlocked); add --yes to confirm");
+    return request_with(name, {{"image_id", image}, {"confirm", image}});
+  }
+  if (name == "backup") {
+    auto output = options.get("output");
+    if (!output) return fail(Errc::invalid_argument, "--output FILE is required");
+    // The daemon writes the file: a relative name would be relative to its directory, not ours.
+    std::error_code ec;
+    const auto absolute = std::filesystem::absolute(*output, ec);
+    if (ec) return fail(Errc::invalid_argument, "--output: " + ec.message());
+    return request_with(name, {{"path", absolute.lexically_normal().string()}});
+  }
+  if (name == "rotate-kek") {
+    auto file = options.get("new-kek");
+    if (!file) return fail(Errc::invalid_argument, "--new-kek FILE is required");
+    return rotate_kek_request(*file);
+  }
+  if (name == "reload") return request_with(name, {});
   if (name == "explain") {
     if (auto v = options.get("sequence")) {
       if (!image.empty()) return fail(Errc::invalid_argument, "give IMAGE or --sequence N, not both");
@@ -411,8 +466,23 @@ int print_result(std::string_view command, const Value& result, std::ostream& ou
   } else if (command == "show") {
     print_show(out, result);
   } else if (command == "add-reference") {
-    out << text_of(result, "image_id") << ": added " << joined_strings(json::find(result, "added"))
-        << "; reference sets now: " << joined_strings(json::find(result, "sets")) << "\n";
+    out << text_of(result, "image_id") << ": added " << joined_strings(json::find(result, "added"));
+    if (json::find(result, "retired") != nullptr) out << ", retired " << text_of(result, "retired");
+    out << "; reference sets now: " << joined_strings(json::find(result, "sets")) << "\n";
+  } else if (command == "delete") {
+    out << text_of(result, "image_id") << ": deleted, its disk key destroyed (audit record " << text_of(result, "audit")
+        << "); the id may be enrolled again\n";
+  } else if (command == "backup") {
+    out << "backup written: " << text_of(result, "path") << " (" << text_of(result, "bytes") << " bytes, "
+        << text_of(result, "images") << " images, audit head " << text_of(result, "audit_head")
+        << "); it opens only with the current KEK\n";
+  } else if (command == "rotate-kek") {
+    out << "KEK rotated: " << text_of(result, "images") << " disk keys re-wrapped, audit chain key epoch "
+        << text_of(result, "key_epoch") << " (audit record " << text_of(result, "audit")
+        << ").\nInstall the new KEK where the configuration reads it (store.kek_file or the kek credential) now: "
+           "the store no longer opens with the old one.\n";
+  } else if (command == "reload") {
+    out << "reloaded\n";
   } else if (command == "retire-reference") {
     out << text_of(result, "image_id") << ": retired " << text_of(result, "retired")
         << "; reference sets now: " << joined_strings(json::find(result, "sets")) << "\n";

@@ -114,8 +114,9 @@ Result<ImageRecord> existing_image(Store& store, const std::string& image_id) {
 
 class Commands {
  public:
-  Commands(Store& store, Logger& logger, const AdminPeer& peer)
-      : store_(store), logger_(logger), actor_{static_cast<std::int64_t>(peer.uid), static_cast<std::int64_t>(peer.pid)} {}
+  Commands(Store& store, Logger& logger, const AdminPeer& peer, const AdminApi::ReloadHandler& reload)
+      : store_(store), logger_(logger), reload_(reload),
+        actor_{static_cast<std::int64_t>(peer.uid), static_cast<std::int64_t>(peer.pid)} {}
 
   Result<void> run(std::string_view command, const Value& request, Writer& w) {
     if (command == "enroll") return enroll(request, w);
@@ -128,6 +129,10 @@ class Commands {
     if (command == "audit") return audit(request, w);
     if (command == "verify-audit") return verify_audit(request, w);
     if (command == "explain") return explain(request, w);
+    if (command == "delete") return delete_image(request, w);
+    if (command == "backup") return backup(request, w);
+    if (command == "rotate-kek") return rotate_kek(request, w);
+    if (command == "reload") return reload(request, w);
     return fail(Errc::invalid_argument, "unknown command \"" + json::valid_utf8(command) + "\"");
   }
 
@@ -231,7 +236,9 @@ class Commands {
   }
 
   Result<void> add_reference(const Value& request, Writer& w) {
-    if (auto ok = json::check_members(request, "", {"command", "image_id", "reference"}); !ok) return ok;
+    if (auto ok = json::check_members(request, "", {"command", "image_id", "reference", "replace"}); !ok) return ok;
+    auto replace = json::optional_string(request, "", "replace");
+    if (!replace) return tl::unexpected(replace.error());
     auto image_id = required_image_id(request);
     if (!image_id) return tl::unexpected(image_id.error());
     auto given = json::require(request, "", "reference");
@@ -257,6 +264,14 @@ class Commands {
       added.push_back(set.name);
       if (auto ok = reference::add_reference_set(updated, std::move(set)); !ok) return ok;
     }
+    // --replace: the old set goes in the same change, after the new ones are in, so even the
+    // image's only set can be replaced (a rebuilt initramfs on the same kernel).
+    if (*replace) {
+      if (std::find(added.begin(), added.end(), **replace) != added.end())
+        return fail(Errc::invalid_argument, "--replace names \"" + json::valid_utf8(**replace) +
+                                                "\", a set being added; give the old set's name");
+      if (auto ok = reference::retire_reference_set(updated, **replace); !ok) return ok;
+    }
     if (auto ok = reference::validate_reference_values(updated); !ok) return ok;
     auto recorded = store_.update_reference(*image_id, updated, actor_);
     if (!recorded) return tl::unexpected(recorded.error());
@@ -265,6 +280,7 @@ class Commands {
     log_change("admin_add_reference", *recorded, *image_id, {"sets", names});
     w.StartObject();
     write_key_text(w, "image_id", *image_id);
+    if (*replace) write_key_text(w, "retired", **replace);
     w.Key("added");
     w.StartArray();
     for (const auto& name : added) write_text(w, name);
@@ -468,6 +484,99 @@ class Commands {
     return {};
   }
 
+  Result<void> delete_image(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "image_id", "confirm"}); !ok) return ok;
+    auto image_id = required_image_id(request);
+    if (!image_id) return tl::unexpected(image_id.error());
+    auto confirm = json::optional_string(request, "", "confirm");
+    if (!confirm) return tl::unexpected(confirm.error());
+    // The key is destroyed for good: the request must say which image twice.
+    if (!*confirm || **confirm != *image_id)
+      return fail(Errc::invalid_argument, "delete destroys the disk key of " + *image_id +
+                                              " for good; confirm must repeat the image id (fde-admin delete IMAGE --yes)");
+    auto recorded = store_.delete_image(*image_id, actor_);
+    if (!recorded) return tl::unexpected(recorded.error());
+    log_change("admin_delete", *recorded, *image_id, {"state", "deleted"});
+    w.StartObject();
+    write_key_text(w, "image_id", *image_id);
+    w.Key("audit");
+    w.Int64(recorded->sequence);
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> backup(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "path"}); !ok) return ok;
+    auto path = required_text(request, "path");
+    if (!path) return tl::unexpected(path.error());
+    if (path->empty() || path->front() != '/' || path->find('\0') != std::string::npos || path->size() > 4096)
+      return fail(Errc::invalid_argument, "path: an absolute file name the daemon can write");
+    auto report = store_.backup(*path);
+    if (!report) return tl::unexpected(report.error());
+    const std::string head = format_audit_head(report->audit_head);
+    logger_.info("admin_backup", {{"path", *path}, {"images", std::to_string(report->images)}, {"audit_head", head},
+                                  {"uid", std::to_string(actor_.uid)}, {"pid", std::to_string(actor_.pid)}});
+    w.StartObject();
+    write_key_text(w, "path", report->path);
+    w.Key("bytes");
+    w.Int64(report->bytes);
+    w.Key("images");
+    w.Int64(report->images);
+    write_key_text(w, "audit_head", head);
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> rotate_kek(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command", "new_kek"}); !ok) return ok;
+    auto text = json::require(request, "", "new_kek");
+    if (!text) return tl::unexpected(text.error());
+    auto hex = json::get_string(**text, "new_kek");
+    if (!hex) return tl::unexpected(hex.error());
+    if (hex->size() != 2 * KeyEncryptionKey::key_size)
+      return fail(Errc::invalid_argument, "new_kek: expected " + std::to_string(2 * KeyEncryptionKey::key_size) +
+                                              " hex digits");
+    // Decoded into a wiped buffer (the request line itself is wiped by handle()).
+    SecretBytes key(KeyEncryptionKey::key_size);
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    for (std::size_t i = 0; i < key.size(); ++i) {
+      const int high = nibble((*hex)[2 * i]);
+      const int low = nibble((*hex)[2 * i + 1]);
+      if (high < 0 || low < 0) return fail(Errc::invalid_argument, "new_kek: not hex digits");
+      key.data()[i] = static_cast<std::uint8_t>((high << 4) | low);
+    }
+    auto kek = KeyEncryptionKey::from_bytes(key.view());
+    if (!kek) return tl::unexpected(kek.error());
+    auto rotation = store_.rotate_kek(std::move(*kek), actor_);
+    if (!rotation) return tl::unexpected(rotation.error());
+    log_change("admin_rotate_kek", rotation->record, "", {"images", std::to_string(rotation->images)});
+    w.StartObject();
+    w.Key("images");
+    w.Int64(rotation->images);
+    w.Key("key_epoch");
+    w.Int64(rotation->key_epoch);
+    w.Key("audit");
+    w.Int64(rotation->record.sequence);
+    w.EndObject();
+    return {};
+  }
+
+  Result<void> reload(const Value& request, Writer& w) {
+    if (auto ok = json::check_members(request, "", {"command"}); !ok) return ok;
+    if (!reload_) return fail(Errc::unsupported, "this daemon cannot be reloaded over the admin socket");
+    logger_.info("admin_reload", {{"uid", std::to_string(actor_.uid)}, {"pid", std::to_string(actor_.pid)}});
+    if (auto ok = reload_(); !ok) return fail(ok.error().code, "reload failed, previous configuration kept: " + ok.error().message);
+    w.StartObject();
+    write_key_text(w, "reload", "done");
+    w.EndObject();
+    return {};
+  }
+
   // A change's log line also names who made it and the audit record that holds it.
   void log_change(std::string_view event, const AuditRecord& record, std::string_view image, LogField detail) {
     const std::string uid = std::to_string(actor_.uid);
@@ -478,6 +587,7 @@ class Commands {
 
   Store& store_;
   Logger& logger_;
+  const AdminApi::ReloadHandler& reload_;
   const AdminActor actor_;
 };
 
@@ -506,7 +616,7 @@ std::string AdminApi::handle(const AdminPeer& peer, const std::string& request_l
 
   rapidjson::StringBuffer result;
   Writer writer(result);
-  Commands commands(store_, logger_, peer);
+  Commands commands(store_, logger_, peer, reload_);
   auto ran = commands.run(*command, request, writer);
   if (!ran) {
     logger_.info("admin_refused", {{"command", json::valid_utf8(*command)}, {"error", ran.error().describe()}});

@@ -280,6 +280,13 @@ const std::map<std::string, Section, std::less<>>& schema() {
               c.tls.private_key = *v;
               return {};
             }},
+           {"expiry_warning_days",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, 0, 3650);
+              if (!v) return tl::unexpected(v.error());
+              c.tls_expiry_warning_days = static_cast<int>(*v);
+              return {};
+            }},
        }},
       {"attestation",
        {

@@ -35,6 +35,7 @@ struct Config {
   RateLimit attest_rate_limit;
   // [tls]
   TlsFiles tls{"/etc/fde-verifier/tls/server.crt", "/etc/fde-verifier/tls/server.key"};
+  int tls_expiry_warning_days = 30;  // warn when the certificate expires within this many days
   // [attestation]
   std::vector<std::string> trusted_roots;  // PEM files; self-signed = root, others intermediates
   bool allow_legacy = false;

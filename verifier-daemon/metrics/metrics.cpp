@@ -90,6 +90,16 @@ void Metrics::set_transport_stats(std::function<TransportStats()> source) {
   transport_ = std::move(source);
 }
 
+void Metrics::set_tls_certificate_expiry(std::int64_t not_after) {
+  std::lock_guard lock(mutex_);
+  tls_not_after_ = not_after;
+}
+
+void Metrics::set_reload_result(bool applied) {
+  std::lock_guard lock(mutex_);
+  last_reload_applied_ = applied;
+}
+
 std::string Metrics::render() const {
   std::function<TransportStats()> transport;
   std::string out;
@@ -132,6 +142,17 @@ std::string Metrics::render() const {
 
     header(out, "fde_requests_in_flight", "gauge", "Requests being handled by the application.");
     sample(out, "fde_requests_in_flight", "", std::to_string(in_flight_));
+
+    if (tls_not_after_) {
+      header(out, "fde_tls_certificate_expiry_timestamp_seconds", "gauge",
+             "When the attestation port's TLS certificate expires (notAfter, Unix time).");
+      sample(out, "fde_tls_certificate_expiry_timestamp_seconds", "", std::to_string(*tls_not_after_));
+    }
+    if (last_reload_applied_) {
+      header(out, "fde_config_last_reload_successful", "gauge",
+             "1 if the last reload applied the new configuration, 0 if it kept the previous one.");
+      sample(out, "fde_config_last_reload_successful", "", *last_reload_applied_ ? "1" : "0");
+    }
   }
 
   // Outside the lock: the transport takes its own.

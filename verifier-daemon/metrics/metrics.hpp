@@ -38,6 +38,10 @@ class Metrics {
 
   // Where transport counters come from (set once, before the server starts).
   void set_transport_stats(std::function<TransportStats()> source);
+  // The serving TLS certificate's notAfter (seconds since the epoch), set at start and reload.
+  void set_tls_certificate_expiry(std::int64_t not_after);
+  // Whether the last reload applied its configuration (1) or kept the previous one (0).
+  void set_reload_result(bool applied);
 
   std::string render() const;
 
@@ -54,6 +58,8 @@ class Metrics {
   std::map<std::string, std::uint64_t> refusals_;
   std::uint64_t releases_ = 0;
   std::int64_t in_flight_ = 0;
+  std::optional<std::int64_t> tls_not_after_;
+  std::optional<bool> last_reload_applied_;
   std::function<TransportStats()> transport_;
 };
 

@@ -1,6 +1,11 @@
 // Loading what the configuration names: roots, secrets, the KEK and the TLS pair.
 #include "verifier-daemon/service/runtime.hpp"
 
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <ctime>
+
 #include "common/crypto/certificate.hpp"
 #include "common/crypto/keys.hpp"
 #include "common/util/file.hpp"
@@ -65,11 +70,41 @@ Result<KeyEncryptionKey> load_kek(const Config& config) {
   return kek;
 }
 
-Result<void> check_tls_files(const TlsFiles& tls) {
+Result<TlsCertificateValidity> check_tls_files(const TlsFiles& tls) {
+  return check_tls_files(tls, static_cast<std::int64_t>(std::time(nullptr)));
+}
+
+Result<TlsCertificateValidity> check_tls_files(const TlsFiles& tls, std::int64_t now) {
   auto chain_bytes = read_file(tls.certificate_chain, max_pem_file);
   if (!chain_bytes) return fail_with_context("tls.certificate", chain_bytes.error());
   auto chain = crypto::Certificate::load_all(*chain_bytes);
   if (!chain) return fail_with_context("tls.certificate: " + tls.certificate_chain, chain.error());
+  // An expired (or not yet valid) certificate fails every agent's handshake, and each boot
+  // then times out: refused here, where the operator sees it, rather than at the first boot.
+  TlsCertificateValidity validity;
+  const auto not_before = chain->front().not_before_seconds();
+  const auto not_after = chain->front().not_after_seconds();
+  if (!not_before || !not_after)
+    return fail(Errc::malformed, "tls.certificate " + tls.certificate_chain + ": unreadable validity dates");
+  validity.not_before = *not_before;
+  validity.not_after = *not_after;
+  validity.not_after_text = chain->front().not_after();
+  if (now > validity.not_after)
+    return fail(Errc::invalid_argument, "tls.certificate " + tls.certificate_chain + ": expired on " +
+                                            validity.not_after_text + "; agents would refuse it (renew it)");
+  if (now < validity.not_before)
+    return fail(Errc::invalid_argument, "tls.certificate " + tls.certificate_chain + ": not valid before " +
+                                            chain->front().not_before() + " (check the clock, or the certificate)");
+
+  // The private key is a secret like the KEK: a file that group or others can read is refused.
+  struct stat st {};
+  if (::stat(tls.private_key.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return fail(Errc::invalid_argument, "tls.private_key " + tls.private_key + ": mode " + mode +
+                                            " lets group or others read it; chmod 600 it (owned by the service "
+                                            "user), and treat the key as exposed if others could read it");
+  }
 
   auto key_bytes = read_file(tls.private_key, max_pem_file);
   if (!key_bytes) return fail_with_context("tls.private_key", key_bytes.error());
@@ -81,7 +116,14 @@ Result<void> check_tls_files(const TlsFiles& tls) {
   if (!chain->front().public_key().equals(*key))
     return fail(Errc::invalid_argument, "tls.private_key " + tls.private_key + " does not belong to the first certificate in " +
                                             tls.certificate_chain);
-  return {};
+  return validity;
+}
+
+std::optional<std::string> tls_expiry_warning(const TlsCertificateValidity& validity, int warning_days,
+                                              std::int64_t now) {
+  if (validity.not_after - now >= static_cast<std::int64_t>(warning_days) * 86400) return std::nullopt;
+  return "the TLS certificate expires on " + validity.not_after_text + " (in " +
+         std::to_string(validity.days_left(now)) + " days); renew it and reload";
 }
 
 std::vector<std::string> settings_needing_restart(const Config& running, const Config& loaded) {

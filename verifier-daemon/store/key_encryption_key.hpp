@@ -29,6 +29,10 @@ class KeyEncryptionKey {
   // independent key, and none of them reveals the KEK (the audit chain's MAC key is one).
   Result<SecretBytes> derive_key(std::string_view label) const;
 
+  // The raw key, only for `fde-admin rotate-kek`, which hands a new KEK to the daemon over the
+  // admin socket. Never log or store it.
+  ByteView bytes() const { return key_.view(); }
+
   // False for a default-constructed (moved-from) object, which can wrap nothing.
   bool loaded() const { return key_.size() == key_size; }
 

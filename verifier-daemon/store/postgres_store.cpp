@@ -417,6 +417,9 @@ class PostgresStore final : public Store {
   Result<AuditRecord> update_reference(std::string_view image_id, const reference::ReferenceValues& reference,
                                        const AdminActor& by) override;
   Result<AuditRecord> set_status(std::string_view image_id, ImageStatus status, const AdminActor& by) override;
+  Result<AuditRecord> delete_image(std::string_view image_id, const AdminActor& by) override;
+  Result<BackupReport> backup(const std::string& path) override;
+  Result<KekRotation> rotate_kek(KeyEncryptionKey new_kek, const AdminActor& by) override;
   Result<std::optional<Release>> append_release(const AuditEntry& entry) override;
   Result<AuditRecord> append_audit(const AuditEntry& entry) override;
   Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override;
@@ -674,6 +677,49 @@ Result<AuditRecord> PostgresStore::set_status(std::string_view image_id, ImageSt
   if (!record) return record;
   if (auto ok = s->commit("set image status: commit"); !ok) return tl::unexpected(ok.error());
   return record;
+}
+
+Result<AuditRecord> PostgresStore::delete_image(std::string_view image_id, const AdminActor& by) {
+  auto s = session();
+  if (!s) return tl::unexpected(s.error());
+  if (auto ok = s->begin("delete image", true); !ok) return tl::unexpected(ok.error());
+  Params read;
+  read.text(image_id);
+  auto row = s->run("SELECT luks_uuid, status, reference_json FROM images WHERE id = $1::text", read,
+                    "delete image: read");
+  if (!row) return tl::unexpected(row.error());
+  if (PQntuples(row->get()) == 0) return not_enrolled(image_id);
+  std::vector<std::string> sets;
+  if (auto reference = reference::parse_reference_values(column_text(row->get(), 0, 2))) sets = set_names(*reference);
+  const std::string change = ChangeJson(by)
+                                 .text("luks_uuid", column_text(row->get(), 0, 0))
+                                 .text("status", column_text(row->get(), 0, 1))
+                                 .names("sets", sets)
+                                 .done();
+  Params remove;
+  remove.text(image_id);
+  if (auto ok = s->run("DELETE FROM images WHERE id = $1::text", remove, "delete image"); !ok)
+    return tl::unexpected(ok.error());
+  auto record = append_keyed(*s, admin_entry(image_id, by, audit_action::delete_image, change));
+  if (!record) return record;
+  if (auto ok = s->commit("delete image: commit"); !ok) return tl::unexpected(ok.error());
+  return record;
+}
+
+// A consistent copy of a PostgreSQL store is the database server's job (pg_dump, or the
+// server's own backups); the daemon does not copy a shared database into a local file.
+Result<BackupReport> PostgresStore::backup(const std::string&) {
+  return fail(Errc::unsupported,
+              "backup: the PostgreSQL store is backed up with the database's own tools (pg_dump or base backups); "
+              "`fde-admin backup` copies the SQLite store");
+}
+
+// Not yet for PostgreSQL: every replica would have to switch KEK in one step, and the chain's
+// key epochs would have to live in the shared database (docs/fde-verifierd.md says so).
+Result<KekRotation> PostgresStore::rotate_kek(KeyEncryptionKey, const AdminActor&) {
+  return fail(Errc::unsupported,
+              "rotate-kek: not supported on the PostgreSQL store yet (all replicas must change KEK together); "
+              "keep the KEK, or migrate to one SQLite store");
 }
 
 Result<std::optional<Release>> PostgresStore::append_release(const AuditEntry& entry) {

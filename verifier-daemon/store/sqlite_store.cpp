@@ -69,6 +69,19 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     R"sql(
 ALTER TABLE audit ADD COLUMN format INTEGER NOT NULL DEFAULT 1 CHECK (format IN (1, 2));
 )sql",
+    // Version 3: the KEK check value (store_meta 'kek_check', written by check_kek() on the
+    // first open with a KEK that is shown to be the store's), and the audit chain's retired
+    // MAC keys, one per KEK rotation, each wrapped under the current KEK.
+    R"sql(
+CREATE TABLE store_meta (
+  name TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+) STRICT;
+CREATE TABLE audit_keys (
+  epoch INTEGER PRIMARY KEY CHECK (epoch >= 0),
+  wrapped_key BLOB NOT NULL
+) STRICT;
+)sql",
 };
 constexpr int first_keyed_schema_version = 2;
 constexpr int latest_schema_version = static_cast<int>(std::size(migrations));
@@ -154,8 +167,8 @@ class Query {
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(sqlite3* db, KeyEncryptionKey kek, SecretBytes audit_key)
-      : db_(db), kek_(std::move(kek)), audit_key_(std::move(audit_key)) {}
+  SqliteStore(sqlite3* db, std::string path, KeyEncryptionKey kek, SecretBytes audit_key)
+      : db_(db), path_(std::move(path)), kek_(std::move(kek)), audit_key_(std::move(audit_key)) {}
   ~SqliteStore() override {
     for (auto& [sql, statement] : statements_) sqlite3_finalize(statement);
     sqlite3_close_v2(db_);
@@ -165,6 +178,7 @@ class SqliteStore final : public Store {
 
   Result<void> configure();
   Result<void> migrate();
+  Result<void> check_kek();
 
   Result<AuditRecord> enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) override;
   Result<std::optional<ImageRecord>> find_image(std::string_view image_id) override;
@@ -177,6 +191,9 @@ class SqliteStore final : public Store {
   Result<AuditRecord> append_audit(const AuditEntry& entry) override;
   Result<std::vector<AuditRecord>> query_audit(const AuditQuery& query) override;
   Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) override;
+  Result<AuditRecord> delete_image(std::string_view image_id, const AdminActor& by) override;
+  Result<BackupReport> backup(const std::string& path) override;
+  Result<KekRotation> rotate_kek(KeyEncryptionKey new_kek, const AdminActor& by) override;
   Result<void> ping() override;
   Result<StoreContent> export_content() override;
   Result<void> import_content(const StoreContent& content) override;
@@ -192,9 +209,13 @@ class SqliteStore final : public Store {
   Result<AuditRecord> append_keyed(const AuditEntry& entry);
   Result<AuditChainReport> walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed);
   Result<void> seal_unkeyed_records();
+  // The audit chain's MAC keys, oldest epoch first; the last is audit_key_'s (copied).
+  Result<std::vector<SecretBytes>> chain_keys();
+  Result<void> write_meta(const char* name, const std::string& value);
 
   std::mutex mutex_;
   sqlite3* db_;
+  std::string path_;
   KeyEncryptionKey kek_;
   SecretBytes audit_key_;  // HKDF(KEK, audit_mac_key_label); wiped with the store
   std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
@@ -618,7 +639,11 @@ Result<AuditChainReport> SqliteStore::walk_chain(const std::optional<AuditHead>&
                  "previous_hash, hash, format FROM audit ORDER BY sequence ASC",
                  "verify audit chain");
   if (!q) return tl::unexpected(q.error());
-  ChainWalk walk(audit_key_, expected_head);
+  auto keys = chain_keys();
+  if (!keys) return tl::unexpected(keys.error());
+  std::vector<const SecretBytes*> epoch_keys;
+  for (const auto& key : *keys) epoch_keys.push_back(&key);
+  ChainWalk walk(std::move(epoch_keys), expected_head);
   for (;;) {
     auto row = q->step();
     if (!row) return tl::unexpected(row.error());
@@ -652,6 +677,307 @@ Result<void> SqliteStore::seal_unkeyed_records() {
   return {};
 }
 
+constexpr std::string_view kek_check_meta = "kek_check";
+
+std::string audit_key_aad(std::int64_t epoch) {
+  // Image ids cannot hold spaces, so this AAD never equals an image's.
+  return "audit chain key epoch " + std::to_string(epoch);
+}
+
+Result<std::string> kek_check_value(const KeyEncryptionKey& kek) {
+  auto value = kek.derive_key(kek_check_label);
+  if (!value) return tl::unexpected(value.error());
+  return hex_encode(value->view());
+}
+
+Result<std::vector<SecretBytes>> SqliteStore::chain_keys() {
+  std::vector<SecretBytes> keys;
+  auto q = query("SELECT epoch, wrapped_key FROM audit_keys ORDER BY epoch", "read audit chain keys");
+  if (!q) return tl::unexpected(q.error());
+  for (;;) {
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    const auto epoch = q->integer(0);
+    if (epoch != static_cast<std::int64_t>(keys.size()))
+      return fail(Errc::malformed, "sqlite store: audit chain key epochs are not 0, 1, 2, ... (epoch " +
+                                       std::to_string(epoch) + " out of place)");
+    auto key = kek_.unwrap(audit_key_aad(epoch), q->blob(1));
+    if (!key) return fail_with_context("sqlite store: audit chain key of epoch " + std::to_string(epoch), key.error());
+    keys.push_back(std::move(*key));
+  }
+  keys.push_back(SecretBytes::copy_of(audit_key_.view()));
+  return keys;
+}
+
+Result<void> SqliteStore::write_meta(const char* name, const std::string& value) {
+  auto q = query("INSERT INTO store_meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+                 "write store metadata");
+  if (!q) return tl::unexpected(q.error());
+  return q->bind(1, std::string_view(name)).bind(2, value).run();
+}
+
+// At open, before anything is served. With a check value: it must match. Without one (a store
+// from before schema version 3, or a new one): the KEK must unwrap a disk key, or else verify
+// the newest keyed audit record; an empty store accepts any KEK. Then the value is written.
+Result<void> SqliteStore::check_kek() {
+  std::lock_guard lock(mutex_);
+  if (auto ok = begin_immediate("check the key-encryption key"); !ok) return ok;
+  Transaction transaction([this] { rollback(); });
+  auto expected = kek_check_value(kek_);
+  if (!expected) return tl::unexpected(expected.error());
+  const auto wrong = [](std::string why) {
+    return fail(Errc::verification_failed,
+                "the key-encryption key does not open this store (" + why +
+                    "): a wrong KEK file or credential, or a database restored from another verifier or from before "
+                    "a KEK rotation; no key could be released with it");
+  };
+  {
+    auto q = query("SELECT value FROM store_meta WHERE name = ?1", "read the KEK check value");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->bind(1, kek_check_meta).step();
+    if (!row) return tl::unexpected(row.error());
+    if (*row) {
+      if (!same_text_constant_time(q->text(0), *expected)) return wrong("its KEK check value differs");
+      if (auto ok = execute("COMMIT", "check the key-encryption key: commit"); !ok) return ok;
+      transaction.committed();
+      return {};
+    }
+  }
+  bool checked = false;
+  {
+    auto q = query("SELECT id, wrapped_key FROM images ORDER BY id LIMIT 1", "check the key-encryption key: read a key");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (*row) {
+      if (!kek_.unwrap(q->text(0), q->blob(1))) return wrong("the disk key of image " + q->text(0) + " does not unwrap");
+      checked = true;
+    }
+  }
+  if (!checked) {
+    auto q = query("SELECT sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
+                   "previous_hash, hash, format FROM audit WHERE format = 2 ORDER BY sequence DESC LIMIT 1",
+                   "check the key-encryption key: read the newest record");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (*row) {
+      AuditRecord record = read_audit(*q);
+      auto mac = audit_record_mac(audit_key_, record);
+      if (!mac) return tl::unexpected(mac.error());
+      if (!same_text_constant_time(*mac, record.hash))
+        return wrong("audit record " + std::to_string(record.sequence) + " is not MAC'd under it");
+    }
+  }
+  if (auto ok = write_meta(kek_check_meta.data(), *expected); !ok) return ok;
+  if (auto ok = execute("COMMIT", "check the key-encryption key: commit"); !ok) return ok;
+  transaction.committed();
+  (void)sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+  return {};
+}
+
+Result<AuditRecord> SqliteStore::delete_image(std::string_view image_id, const AdminActor& by) {
+  Result<AuditRecord> record = fail(Errc::internal, "not deleted");
+  {
+    std::lock_guard lock(mutex_);
+    if (auto ok = begin_immediate("delete image"); !ok) return tl::unexpected(ok.error());
+    Transaction transaction([this] { rollback(); });
+    std::string change;
+    {
+      auto q = query("SELECT luks_uuid, status, reference_json FROM images WHERE id = ?1", "delete image: read");
+      if (!q) return tl::unexpected(q.error());
+      auto row = q->bind(1, image_id).step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
+      std::vector<std::string> sets;
+      if (auto reference = reference::parse_reference_values(q->text(2))) sets = set_names(*reference);
+      change = ChangeJson(by).text("luks_uuid", q->text(0)).text("status", q->text(1)).names("sets", sets).done();
+    }
+    {
+      auto q = query("DELETE FROM images WHERE id = ?1", "delete image");
+      if (!q) return tl::unexpected(q.error());
+      if (auto ok = q->bind(1, image_id).run(); !ok) return tl::unexpected(ok.error());
+    }
+    record = append_keyed(admin_entry(image_id, by, audit_action::delete_image, change));
+    if (!record) return record;
+    if (auto ok = execute("COMMIT", "delete image: commit"); !ok) return tl::unexpected(ok.error());
+    transaction.committed();
+    // secure_delete zeroed the row's page in the new page image; the old image may still sit
+    // in the WAL until a checkpoint copies and truncates it. Best effort: a reader in another
+    // process may hold the WAL, and the next automatic checkpoint then does it.
+    (void)sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+  }
+  return record;
+}
+
+Result<BackupReport> SqliteStore::backup(const std::string& path) {
+  if (path.empty() || path.front() != '/')
+    return fail(Errc::invalid_argument, "backup: the output path must be absolute, not \"" + path + "\"");
+  // Created here, 0600, never over an existing file and never through a symlink; SQLite then
+  // accepts the empty file as a new database.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return fail(errno == EEXIST ? Errc::invalid_argument : Errc::io,
+                "backup: " + path + ": " + std::strerror(errno) +
+                    (errno == EEXIST ? " (a backup never replaces a file; choose a new name)" : ""));
+  const bool mode_ok = ::fchmod(fd, 0600) == 0;
+  ::close(fd);
+  bool keep = false;
+  struct Remover {
+    const std::string& path;
+    const bool& keep;
+    ~Remover() {
+      if (!keep) {
+        ::unlink(path.c_str());
+        ::unlink((path + "-journal").c_str());
+      }
+    }
+  } remover{path, keep};
+  if (!mode_ok) return fail(Errc::io, "backup: " + path + ": " + std::strerror(errno));
+
+  struct Db {
+    sqlite3* db = nullptr;
+    ~Db() { sqlite3_close_v2(db); }
+  } source, copy;
+  // A connection of its own, read-only: its read transaction sees one snapshot of the WAL
+  // store while this store's connection goes on writing releases and denials.
+  if (sqlite3_open_v2(path_.c_str(), &source.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW, nullptr) != SQLITE_OK)
+    return sqlite_error(source.db, "backup: open the store for reading");
+  sqlite3_busy_timeout(source.db, busy_timeout_ms);
+  if (sqlite3_open_v2(path.c_str(), &copy.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, nullptr) != SQLITE_OK)
+    return sqlite_error(copy.db, "backup: open " + path);
+  sqlite3_busy_timeout(copy.db, busy_timeout_ms);
+  sqlite3_backup* job = sqlite3_backup_init(copy.db, "main", source.db, "main");
+  if (job == nullptr) return sqlite_error(copy.db, "backup: start");
+  // -1: every page in one step, under one read transaction of the source.
+  const int stepped = sqlite3_backup_step(job, -1);
+  const int finished = sqlite3_backup_finish(job);
+  if (stepped != SQLITE_DONE || finished != SQLITE_OK) return sqlite_error(copy.db, "backup: copy");
+  // The copy is one self-contained file (no -wal beside it); the daemon that opens it after a
+  // restore switches it back to WAL. Then it is read back and checked before it is reported.
+  BackupReport report;
+  report.path = path;
+  report.audit_head = AuditHead{0, genesis_hash};
+  auto single_text = [&](const char* sql, std::string& out) -> Result<bool> {
+    sqlite3_stmt* statement = nullptr;
+    if (sqlite3_prepare_v2(copy.db, sql, -1, &statement, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(statement);
+      return sqlite_error(copy.db, std::string("backup: ") + sql);
+    }
+    const int rc = sqlite3_step(statement);
+    const bool row = rc == SQLITE_ROW;
+    if (row) {
+      const auto* text = sqlite3_column_text(statement, 0);
+      out = text != nullptr ? reinterpret_cast<const char*>(text) : "";
+      if (sqlite3_column_count(statement) > 1) {
+        const auto* second = sqlite3_column_text(statement, 1);
+        out += std::string(":") + (second != nullptr ? reinterpret_cast<const char*>(second) : "");
+      }
+    }
+    sqlite3_finalize(statement);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sqlite_error(copy.db, std::string("backup: ") + sql);
+    return row;
+  };
+  std::string text;
+  for (const char* sql : {"PRAGMA journal_mode = DELETE", "PRAGMA quick_check"}) {
+    auto row = single_text(sql, text);
+    if (!row) return tl::unexpected(row.error());
+    if (std::string_view(sql) == "PRAGMA quick_check" && (!*row || text != "ok"))
+      return fail(Errc::io, "backup: the copy does not pass SQLite's quick_check: " + text);
+  }
+  if (auto row = single_text("SELECT count(*) FROM images", text); !row || !*row)
+    return row ? fail(Errc::io, "backup: cannot count the copy's images") : tl::unexpected(row.error());
+  report.images = std::stoll(text);
+  auto head_row = single_text("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1", text);
+  if (!head_row) return tl::unexpected(head_row.error());
+  if (*head_row) {
+    auto head = parse_audit_head(text);
+    if (!head) return fail_with_context("backup: the copy's audit head", head.error());
+    report.audit_head = std::move(*head);
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) report.bytes = static_cast<std::int64_t>(st.st_size);
+  keep = true;
+  return report;
+}
+
+Result<KekRotation> SqliteStore::rotate_kek(KeyEncryptionKey new_kek, const AdminActor& by) {
+  if (!new_kek.loaded()) return fail(Errc::invalid_argument, "rotate KEK: no new key-encryption key loaded");
+  auto new_check = kek_check_value(new_kek);
+  if (!new_check) return tl::unexpected(new_check.error());
+  auto new_audit_key = new_kek.derive_key(audit_mac_key_label);
+  if (!new_audit_key) return tl::unexpected(new_audit_key.error());
+
+  std::lock_guard lock(mutex_);
+  auto old_check = kek_check_value(kek_);
+  if (!old_check) return tl::unexpected(old_check.error());
+  if (same_text_constant_time(*old_check, *new_check))
+    return fail(Errc::invalid_argument, "rotate KEK: the new key-encryption key is the one in use");
+  if (auto ok = begin_immediate("rotate KEK"); !ok) return tl::unexpected(ok.error());
+  Transaction transaction([this] { rollback(); });
+  // A broken chain is not carried over into a new key: it would look re-authenticated.
+  auto walk = walk_chain(std::nullopt, true);
+  if (!walk) return tl::unexpected(walk.error());
+  if (!walk->intact)
+    return fail(Errc::verification_failed, "rotate KEK: refused, the audit chain is broken (" + walk->problem +
+                                               "); investigate it first");
+  KekRotation rotation;
+  // Every wrapped key, re-wrapped under the new KEK (unwrapped under the old one first: a row
+  // that does not unwrap stops the whole rotation, and nothing is changed).
+  std::vector<std::pair<std::string, Bytes>> rewrapped;
+  {
+    auto q = query("SELECT id, wrapped_key FROM images ORDER BY id", "rotate KEK: read keys");
+    if (!q) return tl::unexpected(q.error());
+    for (;;) {
+      auto row = q->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      std::string id = q->text(0);
+      auto key = kek_.unwrap(id, q->blob(1));
+      if (!key) return fail_with_context("rotate KEK", key.error());
+      Bytes wrapped = new_kek.wrap(id, *key);
+      rewrapped.emplace_back(std::move(id), std::move(wrapped));
+    }
+  }
+  for (const auto& [id, wrapped] : rewrapped) {
+    auto q = query("UPDATE images SET wrapped_key = ?2 WHERE id = ?1", "rotate KEK: write key");
+    if (!q) return tl::unexpected(q.error());
+    if (auto ok = q->bind(1, id).bind(2, ByteView(wrapped)).run(); !ok) return tl::unexpected(ok.error());
+  }
+  rotation.images = static_cast<std::int64_t>(rewrapped.size());
+  // The retired chain keys, and the one in use until now, wrapped under the new KEK.
+  auto keys = chain_keys();
+  if (!keys) return tl::unexpected(keys.error());
+  for (std::size_t epoch = 0; epoch < keys->size(); ++epoch) {
+    Bytes wrapped = new_kek.wrap(audit_key_aad(static_cast<std::int64_t>(epoch)), (*keys)[epoch]);
+    auto q = query("INSERT INTO audit_keys (epoch, wrapped_key) VALUES (?1, ?2) "
+                   "ON CONFLICT (epoch) DO UPDATE SET wrapped_key = ?2",
+                   "rotate KEK: write chain key");
+    if (!q) return tl::unexpected(q.error());
+    if (auto ok = q->bind(1, static_cast<std::int64_t>(epoch)).bind(2, ByteView(wrapped)).run(); !ok)
+      return tl::unexpected(ok.error());
+  }
+  rotation.key_epoch = static_cast<std::int64_t>(keys->size());
+  const std::string change = ChangeJson(by)
+                                 .number("images_rewrapped", rotation.images)
+                                 .number("key_epoch", rotation.key_epoch)
+                                 .text("new_kek_check", *new_check)
+                                 .done();
+  // The rotation's own record, MAC'd under the old key: it links the two halves of the chain.
+  auto record = append_keyed(admin_entry("", by, audit_action::rotate_kek, change));
+  if (!record) return tl::unexpected(record.error());
+  rotation.record = std::move(*record);
+  if (auto ok = write_meta(kek_check_meta.data(), *new_check); !ok) return tl::unexpected(ok.error());
+  if (auto ok = execute("COMMIT", "rotate KEK: commit"); !ok) return tl::unexpected(ok.error());
+  transaction.committed();
+  kek_ = std::move(new_kek);
+  audit_key_ = std::move(*new_audit_key);
+  // Into the main file at once, where `--check-config` reads the check value (best effort).
+  (void)sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+  return rotation;
+}
+
 Result<void> SqliteStore::ping() {
   std::lock_guard lock(mutex_);
   auto q = query("SELECT version FROM schema_version", "ping");
@@ -664,6 +990,12 @@ Result<StoreContent> SqliteStore::export_content() {
   // A read transaction: both tables from one snapshot.
   if (auto ok = execute("BEGIN", "export"); !ok) return tl::unexpected(ok.error());
   Transaction transaction([this] { rollback(); });
+  // A rotated store's chain needs the retired audit keys, which only this backend keeps.
+  if (auto keys = chain_keys(); !keys)
+    return tl::unexpected(keys.error());
+  else if (keys->size() > 1)
+    return fail(Errc::unsupported, "export: this store's KEK was rotated " + std::to_string(keys->size() - 1) +
+                                       " time(s); its audit chain cannot be carried to another backend yet");
   StoreContent content;
   {
     auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at, wrapped_key FROM images "
@@ -777,6 +1109,73 @@ Result<void> prepare_database_file(const std::string& path) {
 
 }  // namespace
 
+Result<void> check_sqlite_store_kek(const std::string& path, const KeyEncryptionKey& kek) {
+  if (!kek.loaded()) return fail(Errc::invalid_argument, "sqlite store: no key-encryption key loaded");
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};  // created at the first start, with this KEK's check value
+    return fail(Errc::io, "sqlite store: " + path + ": " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return fail(Errc::invalid_argument, "sqlite store: " + path + ": not a regular file");
+  // immutable: the main file only, nothing created or written (no -shm, no lock), so the check
+  // is safe as root next to a running daemon. The daemon checkpoints after writing the value.
+  std::string uri = "file:";
+  for (char c : path) {
+    if (c == '?' || c == '#' || c == '%') {
+      char escaped[4];
+      std::snprintf(escaped, sizeof escaped, "%%%02X", static_cast<unsigned char>(c));
+      uri += escaped;
+    } else {
+      uri += c;
+    }
+  }
+  uri += "?immutable=1";
+  struct Db {
+    sqlite3* db = nullptr;
+    ~Db() { sqlite3_close_v2(db); }
+  } handle;
+  if (sqlite3_open_v2(uri.c_str(), &handle.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOFOLLOW, nullptr) !=
+      SQLITE_OK)
+    return sqlite_error(handle.db, "open " + path);
+  auto expected = kek_check_value(kek);
+  if (!expected) return tl::unexpected(expected.error());
+  auto first_row = [&](const char* sql, std::string& text, Bytes* blob) -> Result<bool> {
+    sqlite3_stmt* statement = nullptr;
+    if (sqlite3_prepare_v2(handle.db, sql, -1, &statement, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(statement);
+      // SQLITE_ERROR: no such table yet (a store from before the check value, or a new one
+      // whose first commits are still in its WAL). Anything else (not a database) fails.
+      if (sqlite3_errcode(handle.db) == SQLITE_ERROR) return false;
+      return sqlite_error(handle.db, "check the key-encryption key");
+    }
+    const int rc = sqlite3_step(statement);
+    if (rc == SQLITE_ROW) {
+      const auto* value = sqlite3_column_text(statement, 0);
+      text = value != nullptr ? reinterpret_cast<const char*>(value) : "";
+      if (blob != nullptr) {
+        const auto* bytes = static_cast<const std::uint8_t*>(sqlite3_column_blob(statement, 1));
+        blob->assign(bytes, bytes + sqlite3_column_bytes(statement, 1));
+      }
+    }
+    sqlite3_finalize(statement);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sqlite_error(handle.db, "check the key-encryption key");
+    return rc == SQLITE_ROW;
+  };
+  const auto wrong = [&](const std::string& why) {
+    return fail(Errc::verification_failed, "sqlite store " + path + ": the key-encryption key does not open it (" +
+                                               why + "); the daemon would refuse to start");
+  };
+  std::string text;
+  auto check = first_row("SELECT value FROM store_meta WHERE name = 'kek_check'", text, nullptr);
+  if (!check) return tl::unexpected(check.error());
+  if (*check) return same_text_constant_time(text, *expected) ? Result<void>{} : wrong("its KEK check value differs");
+  Bytes wrapped;
+  auto image = first_row("SELECT id, wrapped_key FROM images ORDER BY id LIMIT 1", text, &wrapped);
+  if (!image) return tl::unexpected(image.error());
+  if (*image && !kek.unwrap(text, wrapped)) return wrong("the disk key of image " + text + " does not unwrap");
+  return {};
+}
+
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek) {
   if (path.empty()) return fail(Errc::invalid_argument, "sqlite store: empty database path");
   if (!kek.loaded()) return fail(Errc::invalid_argument, "sqlite store: no key-encryption key loaded");
@@ -795,9 +1194,10 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEnc
     sqlite3_close_v2(db);
     return fail_with_context("sqlite store: audit MAC key", audit_key.error());
   }
-  auto store = std::make_unique<SqliteStore>(db, std::move(kek), std::move(*audit_key));
+  auto store = std::make_unique<SqliteStore>(db, path, std::move(kek), std::move(*audit_key));
   if (auto ok = store->configure(); !ok) return fail_with_context(path, ok.error());
   if (auto ok = store->migrate(); !ok) return fail_with_context(path, ok.error());
+  if (auto ok = store->check_kek(); !ok) return fail_with_context(path, ok.error());
   return std::unique_ptr<Store>(std::move(store));
 }
 

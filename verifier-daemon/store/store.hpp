@@ -65,6 +65,8 @@ constexpr std::string_view retire_reference = "retire-reference";
 constexpr std::string_view update_reference = "update-reference";  // sets both added and retired
 constexpr std::string_view revoke = "revoke";
 constexpr std::string_view reinstate = "reinstate";
+constexpr std::string_view delete_image = "delete";     // the row and its wrapped key are gone
+constexpr std::string_view rotate_kek = "rotate-kek";   // MAC'd under the old key; the next record under the new
 // Written once by the schema upgrade: seals the unkeyed records of an older store.
 constexpr std::string_view seal_unkeyed = "seal-unkeyed-records";
 }  // namespace audit_action
@@ -107,6 +109,26 @@ std::string audit_record_hash(const AuditRecord& record);
 // domain label in front. `key` comes from KeyEncryptionKey::derive_key(audit_mac_key_label).
 Result<std::string> audit_record_mac(const SecretBytes& key, const AuditRecord& record);
 constexpr std::string_view audit_mac_key_label = "virtcca-fde/v1 audit chain MAC key";
+
+// The KEK check value kept in the store (schema version 3): HKDF-SHA-256(KEK, info = this
+// label), 32 bytes. It reveals nothing about the KEK or the keys derived from it under other
+// labels, and lets open refuse a KEK that is not the store's before anything is served.
+constexpr std::string_view kek_check_label = "virtcca-fde/v1 KEK check value";
+
+// What a backup wrote: the copy was opened again and checked before this is returned.
+struct BackupReport {
+  std::string path;
+  std::int64_t bytes = 0;
+  std::int64_t images = 0;
+  AuditHead audit_head;  // the newest record in the copy
+};
+
+// What a KEK rotation did, in one transaction.
+struct KekRotation {
+  std::int64_t images = 0;     // wrapped keys re-wrapped
+  std::int64_t key_epoch = 0;  // the audit chain's key epoch from now on (0 = the store's first KEK)
+  AuditRecord record;          // the rotate-kek record, MAC'd under the old key
+};
 
 // What append_release() hands back: the release's record and the image's unwrapped key.
 struct Release {
@@ -157,6 +179,21 @@ class Store {
   // removed from the end are found too.
   virtual Result<AuditChainReport> verify_audit_chain(const std::optional<AuditHead>& expected_head) = 0;
   Result<AuditChainReport> verify_audit_chain() { return verify_audit_chain(std::nullopt); }
+  // Removes the image and its wrapped key (crypto-shredding: without the row, no KEK opens
+  // the disk again; the freed pages are zeroed and the WAL checkpointed). The image id may be
+  // enrolled again afterwards. Errc::not_found for an unknown image.
+  virtual Result<AuditRecord> delete_image(std::string_view image_id, const AdminActor& by) = 0;
+  // A consistent copy of the whole store, taken while the store stays in use, written to a new
+  // file `path` (created 0600 with O_EXCL; an existing file or a symlink is refused). The copy
+  // opens only with the same KEK. Errc::unsupported where the backend has its own tools.
+  virtual Result<BackupReport> backup(const std::string& path) = 0;
+  // Re-wraps every disk key under `new_kek` in one transaction and continues the audit chain
+  // under the new KEK's MAC key: a "rotate-kek" record MAC'd under the old key, then every
+  // later record under the new one. The retired chain keys are kept wrapped under the new KEK,
+  // so verify_audit_chain() still checks every record. After it returns, this store object uses
+  // the new KEK, and the store no longer opens with the old one. Refused when the audit chain
+  // is broken (rotation must not launder a tampered chain) or the new KEK equals the old one.
+  virtual Result<KekRotation> rotate_kek(KeyEncryptionKey new_kek, const AdminActor& by) = 0;
   // Cheap liveness probe for /readyz.
   virtual Result<void> ping() = 0;
   // Everything, in one consistent read (for a migration; the audit log is held in memory).
@@ -184,6 +221,9 @@ Result<StoreCopyReport> copy_store(Store& source, Store& target);
 // The store may be shared by any number of threads (one connection behind a mutex), and
 // several processes may open the same file (writes take BEGIN IMMEDIATE, 5 s busy timeout).
 // An existing file with group or other permission bits is refused, like the KEK file.
+// Refuses a KEK that is not the store's (Errc::verification_failed): checked against the
+// stored KEK check value; a store written before the check value existed is checked by
+// unwrapping one disk key (or the newest keyed audit MAC) and then gets its check value.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek);
 
 // PostgreSQL through libpq, for several replicas sharing one state (postgres_store.cpp has
@@ -199,5 +239,10 @@ Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyE
 // The connection string for logs: host, port, dbname, user and sslmode only (never a
 // password written into it); "(unparsable connection string)" if libpq cannot read it.
 std::string describe_postgres_conninfo(const std::string& conninfo);
+// For `fde-verifierd --check-config`: whether `kek` opens the store at `path`, read without
+// writing anything (no -wal/-shm created, so it is safe as root beside a running daemon). A
+// missing file passes (the daemon creates it); a store without a check value passes if one
+// disk key unwraps (or there is none).
+Result<void> check_sqlite_store_kek(const std::string& path, const KeyEncryptionKey& kek);
 
 }  // namespace fde::verifier

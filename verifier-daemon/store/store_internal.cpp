@@ -103,7 +103,10 @@ AuditEntry reference_change_entry(std::string_view image_id, const AdminActor& b
 }
 
 ChainWalk::ChainWalk(const SecretBytes& audit_key, std::optional<AuditHead> expected_head)
-    : audit_key_(audit_key), expected_head_(std::move(expected_head)) {
+    : ChainWalk(std::vector<const SecretBytes*>{&audit_key}, std::move(expected_head)) {}
+
+ChainWalk::ChainWalk(std::vector<const SecretBytes*> epoch_keys, std::optional<AuditHead> expected_head)
+    : keys_(std::move(epoch_keys)), expected_head_(std::move(expected_head)) {
   report_.head = AuditHead{0, genesis_hash};
 }
 
@@ -134,13 +137,19 @@ Result<void> ChainWalk::add(const AuditRecord& record) {
     else
       ++report_.unkeyed_records;
   } else if (record.format == audit_format_keyed) {
-    auto mac = audit_record_mac(audit_key_, record);
+    if (keys_.empty()) return fail(Errc::internal, "audit chain walk without a key");
+    auto mac = audit_record_mac(*keys_[epoch_], record);
     if (!mac) return tl::unexpected(mac.error());
+    const bool rotation = record.entry.decision == "admin" && record.entry.reason == audit_action::rotate_kek;
     if (!same_text_constant_time(*mac, record.hash))
       bad(record.sequence, "MAC does not match its contents (edited, or written without this store's KEK)");
     else if (!keyed_seen_ && report_.unkeyed_records > 0 &&
              (record.entry.decision != "admin" || record.entry.reason != audit_action::seal_unkeyed))
       bad(record.sequence, "the unkeyed records before it are not sealed by the schema upgrade's record");
+    else if (rotation && epoch_ + 1 >= keys_.size())
+      bad(record.sequence, "a KEK rotation the store holds no later chain key for");
+    else if (rotation)
+      ++epoch_;
     keyed_seen_ = true;
   } else {
     bad(record.sequence, "unknown record format " + std::to_string(record.format));
@@ -161,6 +170,12 @@ const AuditChainReport& ChainWalk::finish(bool require_sealed) {
   if (require_sealed && report_.unkeyed_records > 0 && !keyed_seen_)
     bad(report_.unkeyed_records + 1, "missing: the unkeyed records 1.." + std::to_string(report_.unkeyed_records) +
                                          " are not followed by the schema upgrade's keyed record");
+  // Every rotation left its record: a chain that ends under a retired key lost its newest
+  // records, the rotate-kek record among them.
+  if (!report_.first_bad_sequence && !keys_.empty() && epoch_ + 1 != keys_.size())
+    bad(report_.head.sequence + 1, "missing: the chain ends under the audit key of KEK epoch " + std::to_string(epoch_) +
+                                       ", but the store's KEK was rotated " + std::to_string(keys_.size() - 1) +
+                                       " times (records were removed from the end)");
   if (expected_head_ && !report_.first_bad_sequence && !report_.expected_head_matched) {
     if (expected_head_->sequence == 0 && expected_head_->hash == genesis_hash)
       report_.expected_head_matched = true;

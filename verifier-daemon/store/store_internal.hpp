@@ -53,6 +53,9 @@ AuditEntry reference_change_entry(std::string_view image_id, const AdminActor& b
 class ChainWalk {
  public:
   ChainWalk(const SecretBytes& audit_key, std::optional<AuditHead> expected_head);
+  // With the chain's MAC keys by KEK epoch: records are MAC'd under keys[0] until the first
+  // rotate-kek record (itself under the old key), under keys[1] after it, and so on.
+  ChainWalk(std::vector<const SecretBytes*> epoch_keys, std::optional<AuditHead> expected_head);
   Result<void> add(const AuditRecord& record);
   // `require_sealed`: unkeyed records with no keyed record after them are a break (a keyed
   // store always seals them on upgrade, so keyed records were removed).
@@ -62,7 +65,8 @@ class ChainWalk {
 
  private:
   void bad(std::int64_t sequence, std::string problem);
-  const SecretBytes& audit_key_;
+  std::vector<const SecretBytes*> keys_;
+  std::size_t epoch_ = 0;
   std::optional<AuditHead> expected_head_;
   AuditChainReport report_;
   bool keyed_seen_ = false;
