@@ -22,7 +22,7 @@ constexpr int exit_interrupted = 130;
 const std::vector<OptionSpec> common_specs = {
     {"input-format", true, false, "FORMAT", "qcow2 (default, checked) or raw"},
     {"work-dir", true, false, "DIR", "directory for intermediate files (default: beside the output/image)"},
-    {"help", false, false, "", "show this help"},
+    {"help", false, false, "", "show this help (also -h)"},
 };
 
 std::vector<OptionSpec> build_specs() {
@@ -33,7 +33,8 @@ std::vector<OptionSpec> build_specs() {
       {"image-id", true, false, "ID", "the image's name at the verifier"},
       {"verifier", true, true, "URL", "https:// URL of a verifier, tried in the order given"},
       {"verifier-ca", true, false, "CA.pem", "CA certificate the agent pins for the verifier's TLS"},
-      {"agent", true, false, "PATH", "fde-agent binary to add to each initramfs"},
+      {"agent", true, false, "PATH", "fde-agent binary to add to each initramfs (required unless --no-agent)"},
+      {"no-agent", false, false, "", "add no agent binary: the base initramfs already holds /usr/sbin/fde-agent"},
       {"agent-config", true, false, "FILE", "use this /etc/fde/agent.conf instead of the generated one"},
       {"agent-platform", true, false, "tsi|sim", "platform of the generated agent.conf: tsi (default) or sim (QEMU tests)"},
       {"initramfs-overlay", true, false, "DIR", "directory tree added to each initramfs (no lib/, bin/, sbin/)"},
@@ -68,7 +69,7 @@ std::vector<OptionSpec> measure_specs() {
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: fde-image build --input IN.qcow2 --output OUT.qcow2 --image-id ID --verifier URL...\n"
-               "                       --verifier-ca CA.pem [options]\n"
+               "                       --verifier-ca CA.pem --rim HEX (--agent PATH | --no-agent) [options]\n"
                "       fde-image inspect IMAGE [--input-format F] [--work-dir DIR]\n"
                "       fde-image measure IMAGE [--reference-in JSON | --grub-efi-digest HEX] [options]\n"
                "\nbuild replaces the image's grub.cfg with a straight-line one that boots one kernel, so that\n"
@@ -76,6 +77,7 @@ void usage(std::FILE* out) {
                "\nWithout --grub-efi-digest and --reference-in, the `grub` reference values are the Authenticode\n"
                "digests of EFI/BOOT/BOOT{AA64,X64}.EFI and EFI/*/{grub,shim}{aa64,x64}.efi on the image's EFI\n"
                "System Partition (read in user space; inspect lists them).\n"
+               "\nEvery argument is checked before the input is read. fde-image --version prints the version.\n"
                "\nbuild options:\n%s\nmeasure options:\n%s\nSee docs/fde-image.md.\n",
                options_help(build_specs()).c_str(), options_help(measure_specs()).c_str());
 }
@@ -101,14 +103,14 @@ Result<std::optional<ImageFormat>> format_option(const ParsedOptions& parsed, co
 }
 
 int report_error(const std::string& command, const Error& error) {
-  std::fprintf(stderr, "fde-image %s: %s\n", command.c_str(), error.describe().c_str());
+  std::fprintf(stderr, "fde-image %s: %s\n", command.c_str(), error.message.c_str());
   if (cancel_requested()) return exit_interrupted;
   return error.code == Errc::invalid_argument ? exit_usage : exit_failure;
 }
 
 int run_build(const ParsedOptions& parsed) {
   BuildOptions options;
-  for (const char* required : {"input", "output", "image-id", "verifier", "verifier-ca"})
+  for (const char* required : {"input", "output", "image-id", "verifier", "verifier-ca", "rim"})
     if (!parsed.has(required)) {
       std::fprintf(stderr, "fde-image build: --%s is required (see --help)\n", required);
       return exit_usage;
@@ -119,6 +121,7 @@ int run_build(const ParsedOptions& parsed) {
   options.verifiers = parsed.get_all("verifier");
   options.verifier_ca = *parsed.get("verifier-ca");
   options.agent = parsed.get("agent");
+  options.without_agent = parsed.has("no-agent");
   options.agent_config = parsed.get("agent-config");
   options.initramfs_overlay = parsed.get("initramfs-overlay");
   if (auto platform = parsed.get("agent-platform")) {
@@ -160,7 +163,10 @@ int run_build(const ParsedOptions& parsed) {
               format_bytes(report->encrypted_bytes).c_str());
   for (const auto& path : report->grub_cfgs_written)
     std::printf("wrote grub.cfg (kernel %s) to %s\n", report->kernel_version.c_str(), path.c_str());
-  for (const auto& path : report->initramfs_changed) std::printf("added the agent to %s\n", path.c_str());
+  for (const auto& path : report->initramfs_changed)
+    std::printf(options.agent ? "added the agent, its configuration and the verifier CA to %s\n"
+                              : "added the agent's configuration and the verifier CA (no agent binary: --no-agent) to %s\n",
+                path.c_str());
   std::printf("wrote %s (reference values)\nwrote %s (enrollment bundle, mode 0600: import it with "
               "`fde-admin enroll` and then delete it; it holds the only copy of the disk key)\n",
               options.reference_path.c_str(), options.bundle_path.c_str());
@@ -228,6 +234,10 @@ int main(int argc, char** argv) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     usage(args.empty() ? stderr : stdout);
     return args.empty() ? exit_usage : 0;
+  }
+  if (args[0] == "--version") {
+    std::printf("fde-image %s\n", FDE_VERSION);
+    return 0;
   }
   const std::string command = args[0];
   args.erase(args.begin());

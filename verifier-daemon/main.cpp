@@ -193,7 +193,7 @@ int run(const std::vector<std::string>& args) {
 
   auto config = load_effective_config(*options);
   if (!config) {
-    std::cerr << "fde-verifierd: configuration: " << config.error().describe() << "\n";
+    std::cerr << "fde-verifierd: configuration: " << config.error().message << "\n";
     return exit_config;
   }
   Logger logger(config->log_level, Logger::stderr_is_journal());

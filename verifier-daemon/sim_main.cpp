@@ -35,7 +35,7 @@ int usage_error(const std::string& message) {
 }
 int usage_error(const Error& error) { return usage_error(error.message); }
 int work_failure(const Error& error) {
-  std::cerr << "fde-sim: " << error.describe() << "\n";
+  std::cerr << "fde-sim: " << error.message << "\n";
   return exit_failure;
 }
 
@@ -368,6 +368,10 @@ int run(int argc, char** argv) {
   }
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << usage_text();
+    return exit_ok;
+  }
+  if (args[0] == "--version") {
+    std::cout << "fde-sim " FDE_VERSION "\n";
     return exit_ok;
   }
   std::string name = args[0];

@@ -20,7 +20,10 @@ Result<ParsedOptions> parse_options(const std::vector<std::string>& args, const 
   ParsedOptions parsed;
   bool options_done = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
+    // -h is the one short option: the usual spelling of --help, where a program has --help.
+    const bool short_help = !options_done && args[i] == "-h" &&
+                            std::any_of(specs.begin(), specs.end(), [](const OptionSpec& s) { return s.name == "help"; });
+    const std::string& arg = short_help ? std::string("--help") : args[i];
     if (options_done || arg.rfind("--", 0) != 0 || arg == "-") {
       parsed.positional_.push_back(arg);
       continue;

@@ -26,7 +26,9 @@ struct Error {
   Errc code = Errc::internal;
   std::string message;
 
-  // "malformed: token: trailing bytes after the CBOR item"
+  // "malformed: token: trailing bytes after the CBOR item": the code and the message, for logs
+  // and machine-read output. Command lines print `message` alone: the code is an internal name
+  // an administrator has no use for (fde-admin --json and the admin socket keep it).
   std::string describe() const;
 };
 

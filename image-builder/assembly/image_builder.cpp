@@ -14,12 +14,14 @@
 #include <filesystem>
 #include <sstream>
 
+#include "common/crypto/certificate.hpp"
 #include "common/crypto/key_check.hpp"
 #include "common/crypto/random.hpp"
 #include "common/util/file.hpp"
 #include "image-builder/assembly/boot_files.hpp"
 #include "image-builder/assembly/efi_binaries.hpp"
 #include "common/protocol/enrollment_bundle.hpp"
+#include "common/protocol/messages.hpp"
 #include "image-builder/assembly/secret_file.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/subprocess.hpp"
@@ -465,11 +467,32 @@ Result<Bytes> build_initramfs_addition(const BuildOptions& options, const Volume
   return cpio.finish();
 }
 
+// Every argument is checked here, before the input is converted or a byte encrypted: what
+// the reference values and the enrollment bundle will refuse at the end is refused now.
 Result<void> check_options(const BuildOptions& options) {
   if (options.image_id.empty()) return fail(Errc::invalid_argument, "--image-id is required");
+  if (auto ok = protocol::validate_image_id(options.image_id); !ok)
+    return fail(Errc::invalid_argument, "--image-id " + options.image_id + ": " + ok.error().message);
   if (options.verifiers.empty()) return fail(Errc::invalid_argument, "at least one --verifier URL is required");
-  for (const auto& url : options.verifiers)
-    if (url.rfind("https://", 0) != 0) return fail(Errc::invalid_argument, "--verifier " + url + ": must be an https:// URL");
+  for (const auto& url : options.verifiers) {
+    const std::string_view host = std::string_view(url).substr(std::min<std::size_t>(url.size(), 8));
+    if (url.rfind("https://", 0) != 0 || host.empty() || host.front() == '/' || host.front() == ':' ||
+        url.find_first_of(" \t\r\n,") != std::string::npos)
+      return fail(Errc::invalid_argument, "--verifier " + url + ": must be an https:// URL with a host");
+  }
+  if (!options.agent && !options.without_agent)
+    return fail(Errc::invalid_argument,
+                "--agent PATH is required: the image needs fde-agent in its initramfs to unlock its root (give "
+                "--no-agent if the base initramfs already holds /usr/sbin/fde-agent)");
+  if (options.agent && options.without_agent)
+    return fail(Errc::invalid_argument, "--agent and --no-agent contradict each other");
+  // The grub.cfg fde-image writes makes a grub-boot reference set, which needs a firmware RIM.
+  if (options.firmware_rims.empty())
+    return fail(Errc::invalid_argument, "at least one --rim is required (the firmware RIM the CVM boots with)");
+  for (const auto& rim : options.firmware_rims)
+    if (rim.size() != 32) return fail(Errc::invalid_argument, "--rim: expected 64 hex digits (a SHA-256 RIM)");
+  for (const auto& digest : options.grub_efi_digests)
+    if (digest.size() != 32) return fail(Errc::invalid_argument, "--grub-efi-digest: expected 64 hex digits");
   if (options.agent_config && options.agent_platform)
     return fail(Errc::invalid_argument,
                 "--agent-platform sets the platform of the generated agent.conf; with --agent-config, set "
@@ -493,6 +516,8 @@ Result<void> check_options(const BuildOptions& options) {
   const std::string text(ca->begin(), ca->end());
   if (text.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
     return fail(Errc::malformed, "--verifier-ca " + options.verifier_ca + ": no PEM certificate");
+  if (auto certificates = crypto::Certificate::load_all(*ca); !certificates)
+    return fail(Errc::malformed, "--verifier-ca " + options.verifier_ca + ": " + certificates.error().message);
   // The archive as it will be but for the LUKS UUID, so that a refused overlay or an
   // unreadable agent fails now rather than after the encryption.
   if (auto trial = build_initramfs_addition(options, placeholder_facts()); !trial)
@@ -719,7 +744,8 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
 
   // The boot files: grub.cfg everywhere grub may read it, our archive appended to the
   // booted kernel's initramfs.
-  progress.note("writing grub.cfg (kernel " + plan->kernel.version + ") and adding the agent to the initramfs");
+  progress.note("writing grub.cfg (kernel " + plan->kernel.version + ") and adding " +
+                (options.agent ? "the agent" : "the agent's configuration") + " to the initramfs");
   // The keys' check values go into the measured agent configuration; the keys do not.
   const VolumeFacts facts{
       luks_info->uuid,

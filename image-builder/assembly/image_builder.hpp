@@ -29,6 +29,7 @@ struct BuildOptions {
   std::vector<std::string> verifiers;  // https URLs
   std::string verifier_ca;             // PEM file
   std::optional<std::string> agent;    // agent binary to put into the initramfs
+  bool without_agent = false;          // --no-agent: the base initramfs already has the agent
   std::optional<std::string> agent_config;       // ready-made agent.conf instead of ours
   std::optional<AgentPlatform> agent_platform;   // for the generated agent.conf; nullopt: tsi
   std::optional<std::string> initramfs_overlay;  // directory tree copied into the initramfs

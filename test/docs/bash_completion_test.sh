@@ -81,7 +81,7 @@ build_options=$(sed -n '/^build options:/,/^measure options:/p' <<<"$image_help"
 measure_options=$(sed -n '/^measure options:/,$p' <<<"$image_help" | table_options)
 inspect_options=$( (grep 'fde-image inspect' <<<"$image_help"; echo --help) | options_in)
 [ "$(wc -l <<<"$build_options")" -ge 20 ] || fail "fde-image --help: expected 20 or more build options"
-expect "fde-image: commands" "build help --help inspect measure" \
+expect "fde-image: commands" "build help --help --version inspect measure" \
   "$(complete_line fde-image fde-image "")"
 expect "fde-image build --" "$build_options" "$(complete_line fde-image fde-image build --)"
 expect "fde-image measure --" "$measure_options" "$(complete_line fde-image fde-image measure IMAGE --)"

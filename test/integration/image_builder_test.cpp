@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -309,10 +310,11 @@ TEST_CASE("an interrupted run removes its partial output", "[image]") {
   REQUIRE(pid >= 0);
   if (pid == 0) {
     const std::string in = f.path("in.qcow2"), out = f.path("out.qcow2"), ca = f.path("ca.pem"),
-                      rec = f.path("recovery.txt");
+                      rec = f.path("recovery.txt"), agent = f.path("agent");
     ::execl(FDE_IMAGE_BINARY, "fde-image", "build", "--input", in.c_str(), "--output", out.c_str(), "--image-id", "x",
             "--verifier", "https://v.example", "--verifier-ca", ca.c_str(), "--recovery-passphrase-file", rec.c_str(),
-            "--grub-efi-digest", "1111111111111111111111111111111111111111111111111111111111111111", "--quiet",
+            "--grub-efi-digest", "1111111111111111111111111111111111111111111111111111111111111111", "--rim",
+            "2222222222222222222222222222222222222222222222222222222222222222", "--agent", agent.c_str(), "--quiet",
             static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -703,6 +705,110 @@ TEST_CASE("fde-image --help names each option once and --agent-platform takes on
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 2);
   CHECK(no_output_left(f, "out.qcow2"));
+}
+
+namespace {
+
+// fde-image build on the fixture with `extra` arguments; stdout and stderr in `text`.
+int run_fde_image_build(const Fixture& f, const std::string& extra, std::string& text, double& seconds) {
+  int status = 0;
+  const auto start = std::chrono::steady_clock::now();
+  text = output_of(std::string(FDE_IMAGE_BINARY) + " build --input " + f.path("in.qcow2") + " --output " +
+                       f.path("out.qcow2") + " --verifier https://192.0.2.1:8443 --verifier-ca " + f.path("ca.pem") +
+                       " --grub-efi-digest " + std::string(64, '1') + " " + extra + " 2>&1",
+                   status);
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("fde-image build refuses a bad --image-id or --rim at once, before reading the input", "[image]") {
+  Fixture f;
+  const std::string rim = " --rim " + std::string(64, '2');
+  const std::string agent = " --agent " + f.path("agent");
+  std::string text;
+  double seconds = 0;
+  int code = 0;
+  SECTION("an image id with a space and a slash") {
+    code = run_fde_image_build(f, "--image-id 'web 01/x'" + rim + agent, text, seconds);
+    CHECK(text.find("--image-id web 01/x: ") != std::string::npos);
+  }
+  SECTION("no --rim") {
+    code = run_fde_image_build(f, "--image-id web-01" + agent, text, seconds);
+    CHECK(text.find("--rim is required") != std::string::npos);
+  }
+  SECTION("a --rim of 63 hex digits") {
+    code = run_fde_image_build(f, "--image-id web-01 --rim " + std::string(63, '2') + agent, text, seconds);
+    CHECK(text.find("--rim: expected 64 hex digits") != std::string::npos);
+  }
+  SECTION("a verifier CA file that is not a certificate") {
+    std::ofstream(f.path("ca.pem")) << "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+    code = run_fde_image_build(f, "--image-id web-01" + rim + agent, text, seconds);
+    CHECK(text.find("--verifier-ca " + f.path("ca.pem") + ": ") != std::string::npos);
+  }
+  INFO(text);
+  CHECK(code != 0);
+  CHECK(seconds < 1.0);
+  // Refused before the work: no progress line, and the admin reads no internal code name.
+  CHECK(text.find("encrypting") == std::string::npos);
+  CHECK(text.find("converting") == std::string::npos);
+  CHECK(text.find("invalid_argument") == std::string::npos);
+  CHECK(text.find("malformed:") == std::string::npos);
+  CHECK(no_output_left(f, "out.qcow2"));
+}
+
+TEST_CASE("a build needs --agent, or --no-agent for a base initramfs that already holds the agent", "[image]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  SECTION("the library refuses neither and both") {
+    auto options = f.options("out.qcow2");
+    options.agent.reset();
+    auto report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().code == Errc::invalid_argument);
+    CHECK(report.error().message.find("--no-agent") != std::string::npos);
+    options.agent = f.path("agent");
+    options.without_agent = true;
+    report = build_image(options, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("contradict") != std::string::npos);
+    CHECK(no_output_left(f, "out.qcow2"));
+  }
+  SECTION("the command refuses a build without either") {
+    std::string text;
+    double seconds = 0;
+    CHECK(run_fde_image_build(f, "--image-id web-01 --rim " + std::string(64, '2'), text, seconds) == 2);
+    CHECK(text.find("--agent PATH is required") != std::string::npos);
+    CHECK(text.find("added the agent") == std::string::npos);
+    CHECK(no_output_left(f, "out.qcow2"));
+  }
+  SECTION("--no-agent adds the configuration but no agent, and says so") {
+    std::string text;
+    double seconds = 0;
+    const int code = run_fde_image_build(
+        f, "--image-id web-01 --rim " + std::string(64, '2') + " --no-agent --output-format raw --quiet", text, seconds);
+    INFO(text);
+    REQUIRE(code == 0);
+    CHECK(text.find("added the agent,") == std::string::npos);
+    CHECK(text.find("no agent binary: --no-agent") != std::string::npos);
+    const Bytes initramfs = booted_initramfs(f.path("out.qcow2"));
+    const auto entries = list_appended_cpio(initramfs);
+    CHECK(std::none_of(entries.begin(), entries.end(), [](const CpioEntry& e) { return e.path == "/usr/sbin/fde-agent"; }));
+    CHECK(std::any_of(entries.begin(), entries.end(), [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; }));
+  }
+}
+
+TEST_CASE("fde-image answers -h, build -h and --version", "[image]") {
+  int status = 0;
+  CHECK(output_of(std::string(FDE_IMAGE_BINARY) + " -h", status).find("--no-agent") != std::string::npos);
+  CHECK(status == 0);
+  CHECK(output_of(std::string(FDE_IMAGE_BINARY) + " build -h", status).find("usage: fde-image build") !=
+        std::string::npos);
+  CHECK(status == 0);
+  CHECK(output_of(std::string(FDE_IMAGE_BINARY) + " --version", status).rfind("fde-image ", 0) == 0);
+  CHECK(status == 0);
 }
 
 namespace {

@@ -570,7 +570,8 @@ TEST_CASE("a token that is not a well-formed token is unusable input, with the r
   }
   SECTION("not CBOR") {
     // The first byte happens to be a CBOR text head; what follows is garbage.
-    unusable(dir.write("text.cbor", "this is a text file, not an attestation token\n"), "malformed: ");
+    unusable(dir.write("text.cbor", "this is a text file, not an attestation token\n"),
+             "token: CBOR: 25 trailing bytes after the item");
   }
   SECTION("an empty file") { unusable(dir.write("empty.cbor", ""), "empty"); }
   SECTION("hex text with an odd number of digits") { unusable(dir.write("odd.hex", "d9018fa"), "odd.hex"); }

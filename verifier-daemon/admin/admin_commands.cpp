@@ -584,7 +584,8 @@ int run_admin_command(const std::string& name, const std::vector<std::string>& a
   const bool ok = ok_value != nullptr && ok_value->IsBool() && ok_value->GetBool();
   if (options->has("json")) out << pretty(doc) << "\n";
   if (!ok) {
-    err << "fde-admin " << name << ": refused: " << text_of(doc, "error") << ": " << text_of(doc, "message") << "\n";
+    // The stable code (`error`) is for scripts, in --json output; a person reads the message.
+    err << "fde-admin " << name << ": refused: " << text_of(doc, "message") << "\n";
     return admin_exit_refused;
   }
   const Value* result = json::find(doc, "result");

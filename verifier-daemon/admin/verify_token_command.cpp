@@ -366,7 +366,7 @@ int run_verify_token(const std::vector<std::string>& args, std::ostream& out, st
   }
   auto inputs = load_inputs(*options);
   if (!inputs) {
-    err << "fde-admin verify-token: " << printable(inputs.error().describe()) << "\n";
+    err << "fde-admin verify-token: " << printable(inputs.error().message) << "\n";
     return exit_unusable;
   }
   Verdict verdict = run_checks(*inputs);
