@@ -423,7 +423,7 @@ EOF
   chmod 0755 "$work/hv-root/sbin/init" "$work/hv-root/usr/sbin/fde-agent"
   make_plain_image "$work/hv-root" "$work/hv-plain.qcow2"
   "$fde_image" build --quiet --input "$work/hv-plain.qcow2" --output "$work/hv.raw" --output-format raw \
-    --image-id host-made --verifier https://10.0.2.100:1 --verifier-ca "$work/tls-ca.pem" --agent-platform sim \
+    --image-id host-made --verifier https://10.0.2.100:1 --verifier-ca "$work/tls-ca.pem" --agent-platform sim --no-agent \
     --rim "$rim" --grub-efi-digest "$grub_digest" --bundle "$work/hv-bundle.json" --reference-out "$work/hv-reference.json"
   host_passphrase="host-passphrase-$(openssl rand -hex 4)"
   printf '%s' "$host_passphrase" >"$work/hv-passphrase"
