@@ -207,6 +207,7 @@ class SqliteStore final : public Store {
   void rollback();
   // Inside a write transaction: links `entry` to the chain head and inserts it, MAC'd.
   Result<AuditRecord> append_keyed(const AuditEntry& entry);
+  Result<void> insert_audit_row(const AuditRecord& record, const char* what);
   Result<AuditChainReport> walk_chain(const std::optional<AuditHead>& expected_head, bool require_sealed);
   Result<void> seal_unkeyed_records();
   // The audit chain's MAC keys, oldest epoch first; the last is audit_key_'s (copied).
@@ -530,6 +531,28 @@ AuditRecord read_audit(const Query& row) {
   return record;
 }
 
+// One audit row, exactly as `record` has it (sequence, link and MAC already computed).
+Result<void> SqliteStore::insert_audit_row(const AuditRecord& record, const char* what) {
+  auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
+                 "checks, previous_hash, hash, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 what);
+  if (!q) return tl::unexpected(q.error());
+  const AuditEntry& e = record.entry;
+  q->bind(1, record.sequence)
+      .bind(2, record.time)
+      .bind(3, e.image_id)
+      .bind(4, e.peer)
+      .bind(5, e.token_digest)
+      .bind(6, e.measurements)
+      .bind(7, e.decision)
+      .bind(8, e.reason)
+      .bind(9, e.checks)
+      .bind(10, record.previous_hash)
+      .bind(11, record.hash)
+      .bind(12, std::int64_t{record.format});
+  return q->run();
+}
+
 Result<AuditRecord> SqliteStore::append_keyed(const AuditEntry& entry) {
   AuditRecord record;
   record.entry = entry;
@@ -547,23 +570,7 @@ Result<AuditRecord> SqliteStore::append_keyed(const AuditEntry& entry) {
   auto mac = audit_record_mac(audit_key_, record);
   if (!mac) return tl::unexpected(mac.error());
   record.hash = std::move(*mac);
-  auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
-                 "checks, previous_hash, hash, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                 "append audit");
-  if (!q) return tl::unexpected(q.error());
-  q->bind(1, record.sequence)
-      .bind(2, record.time)
-      .bind(3, entry.image_id)
-      .bind(4, entry.peer)
-      .bind(5, entry.token_digest)
-      .bind(6, entry.measurements)
-      .bind(7, entry.decision)
-      .bind(8, entry.reason)
-      .bind(9, entry.checks)
-      .bind(10, record.previous_hash)
-      .bind(11, record.hash)
-      .bind(12, std::int64_t{record.format});
-  if (auto ok = q->run(); !ok) return tl::unexpected(ok.error());
+  if (auto ok = insert_audit_row(record, "append audit"); !ok) return tl::unexpected(ok.error());
   return record;
 }
 
@@ -1058,24 +1065,7 @@ Result<void> SqliteStore::import_content(const StoreContent& content) {
     if (auto ok = q->run(); !ok) return ok;
   }
   for (const auto& record : content.audit) {
-    auto q = query("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, "
-                   "checks, previous_hash, hash, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                   "import audit record");
-    if (!q) return tl::unexpected(q.error());
-    const AuditEntry& e = record.entry;
-    q->bind(1, record.sequence)
-        .bind(2, record.time)
-        .bind(3, e.image_id)
-        .bind(4, e.peer)
-        .bind(5, e.token_digest)
-        .bind(6, e.measurements)
-        .bind(7, e.decision)
-        .bind(8, e.reason)
-        .bind(9, e.checks)
-        .bind(10, record.previous_hash)
-        .bind(11, record.hash)
-        .bind(12, std::int64_t{record.format});
-    if (auto ok = q->run(); !ok) return ok;
+    if (auto ok = insert_audit_row(record, "import audit record"); !ok) return ok;
   }
   if (auto ok = execute("COMMIT", "import: commit"); !ok) return ok;
   transaction.committed();
