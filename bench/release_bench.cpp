@@ -24,6 +24,7 @@
 
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
@@ -260,15 +261,27 @@ std::string tang_exchange(std::uint16_t port, const std::string& request) {
     if (n <= 0) return std::string("send: ") + std::strerror(errno);
     sent += static_cast<std::size_t>(n);
   }
+  // Read the head and Content-Length bytes of body, then close (as curl in clevis does: tangd
+  // serves the connection until the client goes).
   std::string reply;
+  std::optional<std::size_t> total;
   char buffer[4096];
-  for (;;) {
+  while (!total || reply.size() < *total) {
     ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
     if (n < 0) return std::string("recv: ") + std::strerror(errno);
     if (n == 0) break;
     reply.append(buffer, static_cast<std::size_t>(n));
     if (reply.size() > 64 * 1024) return "reply too large";
+    const auto head_end = reply.find("\r\n\r\n");
+    if (!total && head_end != std::string::npos) {
+      std::string head = reply.substr(0, head_end);
+      for (auto& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const auto field = head.find("\r\ncontent-length:");
+      if (field == std::string::npos) return "tang's reply has no Content-Length";
+      total = head_end + 4 + std::strtoul(head.c_str() + field + 17, nullptr, 10);
+    }
   }
+  if (!total || reply.size() < *total) return "tang's reply ended early";
   if (reply.rfind("HTTP/1.1 200", 0) != 0 && reply.rfind("HTTP/1.0 200", 0) != 0)
     return "tang answered: " + reply.substr(0, reply.find('\r'));
   if (reply.find("\"kty\"") == std::string::npos) return "tang's reply holds no JWK";
