@@ -222,7 +222,7 @@ peak_release_mib=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) { split($i, p
 
 # The chart: releases/s by client count, ours and Tang.
 {
-  printf 'clients\tours\ttang\n'
+  printf '# clients\tours\ttang\n'
   for c in 1 16 64 256; do eval "printf '%s\t%s\t%s\n' $c \"\$ours_$c\" \"\$tang_$c\""; done
 } > "$out/chart.dat"
 gnuplot <<EOF

@@ -26,6 +26,9 @@ packages=(
   # test downloads grub-efi-arm64-bin, the arm64 kernel and busybox-static as arm64 .debs
   # (apt-get download, so dpkg must know arm64: added below)
   qemu-system-arm qemu-efi-aarch64 grub-common qemu-user-static
+  # bench/run-all.sh and its CTest bench-smoke: Tang and clevis as the peers (served by socat,
+  # the recovery request built with jose, checked with curl), hyperfine, the gnuplot chart
+  tang clevis jose curl hyperfine gnuplot-nox
 )
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64

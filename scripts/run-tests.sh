@@ -13,7 +13,11 @@ BUILD_DIR=build-test BUILD_TYPE=Debug scripts/build.sh -DFDE_SANITIZE=ON
 echo "== static agents for x86_64 and aarch64 =="
 FDE_HOST_BUILD=build-test scripts/build-agent-aarch64.sh
 
-ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE '^e2e'
+ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE '^(e2e|bench-smoke)'
+
+echo "== benchmark smoke test: bench/run-all.sh --quick (every row of the table has figures) =="
+# Alone, because it measures; with the sanitized binaries, so its figures are not the product's.
+ctest --test-dir build-test --output-on-failure -L '^bench-smoke$'
 
 echo "== end to end: QEMU boots an encrypted image that unlocks through fde-verifierd =="
 # Alone, so the TCG guest has the CPU to itself and the other suites' timings are unaffected.
