@@ -17,7 +17,7 @@
 //   storm_bench [--agents N] [--window-ms W] [--capacity-agents M] [--capacity-clients C]
 //               [--half-seconds S] [--threads T] [--blocking-threads B] [--max-connections K]
 //               [--max-connections-per-peer P] [--attest-per-minute R] [--attest-burst B]
-//               [--backoff-initial D] [--backoff-max D]
+//               [--backoff-initial D] [--backoff-max D] [--label NAME]
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -44,7 +44,7 @@ namespace {
   std::cerr << "usage: storm_bench [--agents N] [--window-ms W] [--capacity-agents M] [--capacity-clients C]\n"
                "                   [--half-seconds S] [--threads T] [--blocking-threads B] [--max-connections K]\n"
                "                   [--max-connections-per-peer P] [--attest-per-minute R] [--attest-burst B]\n"
-               "                   [--backoff-initial DURATION] [--backoff-max DURATION]\n";
+               "                   [--backoff-initial DURATION] [--backoff-max DURATION] [--label NAME]\n";
   std::exit(2);
 }
 
@@ -184,11 +184,14 @@ int main(int argc, char** argv) {
   int capacity_agents = 600;
   int capacity_clients = 64;
   int half_seconds = 10;
+  std::string label = "storm";
   std::string backoff_initial = "1s";  // the agent's defaults (docs/fde-agent.md)
   std::string backoff_max = "30s";
   DaemonOptions options;
   options.threads = 2;
   options.blocking_threads = 4;
+  options.handshake_timeout_ms = 5000;  // the daemon's defaults, not the test fixture's
+  options.request_timeout_ms = 15000;
   // The settings of docs/benchmarks.md "Boot storms": every agent of this bench is 127.0.0.1,
   // so the per-address caps would make one address of a thousand VMs.
   long max_connections = 1024;
@@ -213,6 +216,7 @@ int main(int argc, char** argv) {
     else if (arg == "--attest-burst") options.attest_burst = static_cast<unsigned>(parse_number(value, "burst", 1, 1 << 30));
     else if (arg == "--backoff-initial") backoff_initial = value;
     else if (arg == "--backoff-max") backoff_max = value;
+    else if (arg == "--label") label = value;
     else usage();
   }
   options.server_settings = "max_connections = " + std::to_string(max_connections) +
@@ -324,10 +328,10 @@ int main(int argc, char** argv) {
     std::printf("  start to key: p50 %.0f ms, p99 %.0f ms\n", bench::percentile_ms(storm.latencies, 0.50),
                 bench::percentile_ms(storm.latencies, 0.99));
     std::printf("daemon RSS: idle %.1f MiB, peak (VmHWM) %.1f MiB\n", idle_rss / 1024.0, hwm / 1024.0);
-    std::printf("result-storm agents=%d window_ms=%d capacity=%.1f half_rate=%.1f half_p50_ms=%.2f half_p99_ms=%.2f "
+    std::printf("result-storm label=%s agents=%d window_ms=%d capacity=%.1f half_rate=%.1f half_p50_ms=%.2f half_p99_ms=%.2f "
                 "half_failed=%zu all_unlocked=%s failed=%zu retried=%zu last_key_s=%.3f bound_s=%.3f within=%s "
                 "storm_p50_ms=%.1f storm_p99_ms=%.1f idle_rss_kib=%ld hwm_kib=%ld\n",
-                agents, window_ms, capacity, half_rate, bench::percentile_ms(half.latencies, 0.50),
+                label.c_str(), agents, window_ms, capacity, half_rate, bench::percentile_ms(half.latencies, 0.50),
                 bench::percentile_ms(half.latencies, 0.99), half.failed, yes_no(all), storm.failed, storm.retried,
                 last_key_s, bound_s, yes_no(all && last_key_s <= bound_s), bench::percentile_ms(storm.latencies, 0.50),
                 bench::percentile_ms(storm.latencies, 0.99), idle_rss, hwm);
