@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -64,6 +65,7 @@ struct AgentRun {
   std::optional<Clock::time_point> key_in_hand;
   int attempts = 0;
   std::string last_failure;  // the last attempt that did not release, "step: message"
+  std::vector<std::string> retry_reasons;  // every attempt that did not release
 };
 
 // The device node is there at once and nothing is open yet.
@@ -119,7 +121,10 @@ agent::FlowResult run_agent(const agent::AgentConfig& config, const std::string&
       [&](const agent::VerifierUrl& verifier, agent::TimePoint deadline) {
         ++run.attempts;
         auto result = client.attempt(verifier, deadline);
-        if (result.status != agent::AttemptStatus::released) run.last_failure = result.step + ": " + result.message;
+        if (result.status != agent::AttemptStatus::released) {
+          run.last_failure = result.step + ": " + result.message;
+          run.retry_reasons.push_back(run.last_failure);
+        }
         return result;
       },
       [&](const std::string&) -> std::unique_ptr<agent::VolumeUnlocker> {
@@ -138,6 +143,7 @@ struct Summary {
   std::string first_failure;
   std::vector<std::chrono::nanoseconds> latencies;  // start to key in hand
   std::optional<Clock::time_point> last_key;
+  std::map<std::string, int> reasons;  // why attempts did not release, with how often
 };
 
 Summary summarize(const std::vector<AgentRun>& runs, const std::vector<agent::FlowResult>& results) {
@@ -145,6 +151,7 @@ Summary summarize(const std::vector<AgentRun>& runs, const std::vector<agent::Fl
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const AgentRun& run = runs[i];
     summary.max_attempts = std::max(summary.max_attempts, run.attempts);
+    for (const auto& reason : run.retry_reasons) ++summary.reasons[reason];
     if (run.attempts > 1) ++summary.retried;
     if (results[i] == agent::FlowResult::unlocked && run.key_in_hand) {
       ++summary.unlocked;
@@ -323,6 +330,11 @@ int main(int argc, char** argv) {
                 "one agent: %d)\n",
                 agents, window_ms, yes_no(all), storm.failed, storm.retried, storm.max_attempts);
     if (!storm.first_failure.empty()) std::printf("  first failure: %s\n", storm.first_failure.c_str());
+    std::vector<std::pair<int, std::string>> reasons;
+    for (const auto& [reason, times] : storm.reasons) reasons.emplace_back(times, reason);
+    std::sort(reasons.rbegin(), reasons.rend());
+    for (std::size_t i = 0; i < std::min<std::size_t>(reasons.size(), 3); ++i)
+      std::printf("  attempts that did not release: %d x %s\n", reasons[i].first, reasons[i].second.c_str());
     std::printf("  time to the last key %.2f s; bound 1.5 x %d / %.1f per s = %.2f s: within %s\n", last_key_s, agents,
                 capacity, bound_s, yes_no(all && last_key_s <= bound_s));
     std::printf("  start to key: p50 %.0f ms, p99 %.0f ms\n", bench::percentile_ms(storm.latencies, 0.50),
