@@ -17,7 +17,7 @@
 //   storm_bench [--agents N] [--window-ms W] [--capacity-agents M] [--capacity-clients C]
 //               [--half-seconds S] [--threads T] [--blocking-threads B] [--max-connections K]
 //               [--max-connections-per-peer P] [--attest-per-minute R] [--attest-burst B]
-//               [--backoff-initial D] [--backoff-max D] [--label NAME]
+//               [--backoff-initial D] [--backoff-max D] [--handshake-timeout-ms T] [--label NAME]
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -45,7 +45,8 @@ namespace {
   std::cerr << "usage: storm_bench [--agents N] [--window-ms W] [--capacity-agents M] [--capacity-clients C]\n"
                "                   [--half-seconds S] [--threads T] [--blocking-threads B] [--max-connections K]\n"
                "                   [--max-connections-per-peer P] [--attest-per-minute R] [--attest-burst B]\n"
-               "                   [--backoff-initial DURATION] [--backoff-max DURATION] [--label NAME]\n";
+               "                   [--backoff-initial DURATION] [--backoff-max DURATION] [--handshake-timeout-ms T]\n"
+               "                   [--label NAME]\n";
   std::exit(2);
 }
 
@@ -224,6 +225,8 @@ int main(int argc, char** argv) {
     else if (arg == "--backoff-initial") backoff_initial = value;
     else if (arg == "--backoff-max") backoff_max = value;
     else if (arg == "--label") label = value;
+    else if (arg == "--handshake-timeout-ms")
+      options.handshake_timeout_ms = static_cast<int>(parse_number(value, "handshake timeout", 100, 600000));
     else usage();
   }
   options.server_settings = "max_connections = " + std::to_string(max_connections) +
