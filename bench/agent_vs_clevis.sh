@@ -14,7 +14,7 @@
 # Writes hyperfine's CSV (mean, median, min, max in seconds) to CSV.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-build= tang_dir= out= runs=10
+build='' tang_dir='' out='' runs=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -36,6 +36,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/fde-agent-bench.XXXXXX")
 e2e_messages agent_vs_clevis
 cleanup() { stop_verifier; rm -rf "$work"; }
 trap cleanup EXIT
+# shellcheck disable=SC2034  # used by e2e_lib.sh
 daemon=$build/verifier-daemon/fde-verifierd
 admin=$build/verifier-daemon/fde-admin
 sim=$build/verifier-daemon/fde-sim
@@ -70,7 +71,7 @@ failure_policy = poweroff
 released_key_check = $(check "virtcca-fde released-key check v1" "$work/disk.key")
 volume_key_check = $(check "virtcca-fde volume-key check v1" "$work/volume.key")
 EOF
-mkdir -m 0700 -p "$work/hdr"
+mkdir -m 0700 "$work/hdr"
 agent_cmd="$agent --platform sim --config $work/agent.conf --cmdline /dev/null --device $work/disk.luks --header-dir $work/hdr --test-passphrase"
 $agent_cmd 2>"$work/agent.log" || { cat "$work/agent.log" >&2; fail "the agent did not unlock"; }
 clevis_cmd="clevis decrypt < $tang_dir/secret.jwe > /dev/null"

@@ -4,7 +4,7 @@
 #
 #   bench/run-all.sh [--quick] [--out DIR] [--build DIR] [--reps N]
 #
-#   --quick      small counts, one repetition, a 1 GiB image and a 200-agent storm: about
+#   --quick      small counts, one repetition, a 1 GiB image and a 100-agent storm: about
 #                3 minutes (the CTest bench-smoke runs it)
 #   --out DIR    where results go (default bench/results/<UTC date>/): results.md (the table),
 #                results.tsv (the same, tab-separated), chart.png, raw.txt (every measurement)
@@ -18,14 +18,14 @@
 # cryptsetup, openssl (scripts/install-deps.sh installs them).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-quick=0 out= build= reps=
+quick=0 out='' build='' reps=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1; shift ;;
     --out) out=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-all: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

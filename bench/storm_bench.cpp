@@ -17,7 +17,8 @@
 //   storm_bench [--agents N] [--window-ms W] [--capacity-agents M] [--capacity-clients C]
 //               [--half-seconds S] [--threads T] [--blocking-threads B] [--max-connections K]
 //               [--max-connections-per-peer P] [--attest-per-minute R] [--attest-burst B]
-//               [--backoff-initial D] [--backoff-max D] [--handshake-timeout-ms T] [--label NAME]
+//               [--backoff-initial D] [--backoff-max D] [--handshake-timeout-ms T] [--request-timeout-ms T]
+//               [--label NAME]
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -46,7 +47,7 @@ namespace {
                "                   [--half-seconds S] [--threads T] [--blocking-threads B] [--max-connections K]\n"
                "                   [--max-connections-per-peer P] [--attest-per-minute R] [--attest-burst B]\n"
                "                   [--backoff-initial DURATION] [--backoff-max DURATION] [--handshake-timeout-ms T]\n"
-               "                   [--label NAME]\n";
+               "                   [--request-timeout-ms T] [--label NAME]\n";
   std::exit(2);
 }
 
@@ -225,6 +226,8 @@ int main(int argc, char** argv) {
     else if (arg == "--backoff-initial") backoff_initial = value;
     else if (arg == "--backoff-max") backoff_max = value;
     else if (arg == "--label") label = value;
+    else if (arg == "--request-timeout-ms")
+      options.request_timeout_ms = static_cast<int>(parse_number(value, "request timeout", 100, 600000));
     else if (arg == "--handshake-timeout-ms")
       options.handshake_timeout_ms = static_cast<int>(parse_number(value, "handshake timeout", 100, 600000));
     else usage();
