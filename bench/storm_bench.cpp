@@ -19,7 +19,12 @@
 //               [--max-connections-per-peer P] [--attest-per-minute R] [--attest-burst B]
 //               [--backoff-initial D] [--backoff-max D] [--handshake-timeout-ms T] [--request-timeout-ms T]
 //               [--label NAME]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -153,7 +158,14 @@ Summary summarize(const std::vector<AgentRun>& runs, const std::vector<agent::Fl
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const AgentRun& run = runs[i];
     summary.max_attempts = std::max(summary.max_attempts, run.attempts);
-    for (const auto& reason : run.retry_reasons) ++summary.reasons[reason];
+    for (const auto& reason : run.retry_reasons) {
+      // Counted by kind: ports and durations become N.
+      std::string kind;
+      for (char c : reason)
+        if (!std::isdigit(static_cast<unsigned char>(c))) kind += c;
+        else if (kind.empty() || kind.back() != 'N') kind += 'N';
+      ++summary.reasons[kind];
+    }
     if (run.attempts > 1) ++summary.retried;
     if (results[i] == agent::FlowResult::unlocked && run.key_in_hand) {
       ++summary.unlocked;
@@ -184,6 +196,33 @@ void run_agents(const agent::AgentConfig& config, const std::string& ca_pem, Clo
 }
 
 const char* yes_no(bool value) { return value ? "yes" : "no"; }
+
+// The daemon's transport counters (fde_transport_*) from its operator listener's /metrics:
+// what it shed, refused or timed out during the storm.
+std::string transport_counters(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {};
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string reply;
+  const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+    char buffer[4096];
+    for (ssize_t n; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0 && reply.size() < (1 << 20);)
+      reply.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  std::string lines;
+  std::istringstream in(reply);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("fde_transport_", 0) == 0) lines += "  " + line + "\n";
+  return lines;
+}
 
 }  // namespace
 
@@ -345,6 +384,7 @@ int main(int argc, char** argv) {
                 capacity, bound_s, yes_no(all && last_key_s <= bound_s));
     std::printf("  start to key: p50 %.0f ms, p99 %.0f ms\n", bench::percentile_ms(storm.latencies, 0.50),
                 bench::percentile_ms(storm.latencies, 0.99));
+    std::printf("daemon transport counters after the storm:\n%s", transport_counters(daemon.operator_port).c_str());
     std::printf("daemon RSS: idle %.1f MiB, peak (VmHWM) %.1f MiB\n", idle_rss / 1024.0, hwm / 1024.0);
     std::printf("result-storm label=%s agents=%d window_ms=%d capacity=%.1f half_rate=%.1f half_p50_ms=%.2f half_p99_ms=%.2f "
                 "half_failed=%zu all_unlocked=%s failed=%zu retried=%zu last_key_s=%.3f bound_s=%.3f within=%s "
