@@ -247,7 +247,7 @@ set title "Key releases per second, a new connection per release ($cores cores, 
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
-set key top left
+set key below horizontal
 set ylabel "releases/s"
 set xlabel "concurrent clients"
 set yrange [0:*]
