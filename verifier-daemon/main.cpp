@@ -210,9 +210,8 @@ int run(const std::vector<std::string>& args) {
   if (options->has("check-config")) {
     // A KEK that does not open the store is a configuration error (the start refuses it when
     // the store is opened below). Read-only here, so it is safe beside a running daemon.
-    // (SQLite only: a PostgreSQL store is checked when the daemon connects at start.)
-    if (config->store_backend == StoreBackend::sqlite)
-      if (auto ok = check_sqlite_store_kek(config->database, *kek); !ok) return config_failed(ok.error());
+    // PostgreSQL: read in a READ ONLY transaction, so the database must be reachable.
+    if (auto ok = check_configured_store_kek(*config, *kek); !ok) return config_failed(ok.error());
     std::cout << "configuration OK\n";
     return exit_clean;
   }

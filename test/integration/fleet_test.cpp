@@ -213,3 +213,158 @@ TEST_CASE("fde-admin migrate-store moves a daemon's SQLite store into PostgreSQL
   CHECK(verified.status == 0);
   CHECK(verified.output.find("audit chain intact: 6 records") != std::string::npos);
 }
+
+namespace {
+
+// fde-verifierd run to its end with `args` (e.g. --check-config) on a replica's configuration.
+Daemon::AdminResult run_verifierd(const Daemon& daemon, const std::vector<std::string>& args) {
+  const std::string log = daemon.root + "/verifierd-run.log";
+  fs::remove(log);
+  std::vector<std::string> argv{FDE_VERIFIERD, "--config", daemon.root + "/verifier.toml", "--listen", "127.0.0.1:0"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process process(argv, daemon.root, log);
+  auto status = process.wait(60s);
+  return Daemon::AdminResult{status.value_or(-1), read_text(log)};
+}
+
+}  // namespace
+
+TEST_CASE("a replica whose KEK is not the store's: --check-config fails and the start is refused, exit status 2") {
+  Fleet fleet(2);
+  const SecretBytes key = SecretBytes::copy_of(crypto::random_bytes(64));
+  REQUIRE(fleet[0].enroll("kek-image", key).status == 0);
+  CHECK(run_verifierd(fleet[1], {"--check-config"}).status == 0);
+  fleet[1].stop();
+  write_text(fleet[1].root + "/kek", hex_encode(crypto::random_bytes(32)) + "\n", 0600);
+  auto checked = run_verifierd(fleet[1], {"--check-config"});
+  INFO(checked.output);
+  CHECK(checked.status == 2);
+  CHECK(checked.output.find("the key-encryption key does not open it (its KEK check value differs)") != std::string::npos);
+  auto started = run_verifierd(fleet[1], {});
+  INFO(started.output);
+  CHECK(started.status == 2);
+  CHECK(started.output.find("the key-encryption key does not open this store") != std::string::npos);
+  // The replica with the right KEK serves on, and the refused one wrote nothing.
+  expect_release(attest(fleet[0], {"kek-image"}), key);
+  auto verified = fleet[0].admin({"audit", "--verify"});
+  INFO(verified.output);
+  CHECK(verified.output.find("audit chain intact: 2 records") != std::string::npos);
+}
+
+TEST_CASE("fde-admin rotate-kek through one replica: the others answer 503 until restarted with the new KEK; backup and restore from any replica") {
+  Fleet fleet(3);
+  const std::string image = "rotated-image";
+  const SecretBytes key = SecretBytes::copy_of(crypto::random_bytes(64));
+  REQUIRE(fleet[0].enroll(image, key).status == 0);
+  expect_release(attest(fleet[1], {image}), key);
+
+  const std::string new_kek = hex_encode(crypto::random_bytes(32)) + "\n";
+  write_text(fleet[0].root + "/kek.new", new_kek, 0600);
+  auto rotated = fleet[0].admin({"rotate-kek", "--new-kek", fleet[0].root + "/kek.new"});
+  INFO(rotated.output);
+  REQUIRE(rotated.status == 0);
+  CHECK(rotated.output.find("KEK rotated: 1 disk keys re-wrapped, audit chain key epoch 1") != std::string::npos);
+  // The rotating replica releases at once; the others still hold the old KEK and refuse to
+  // write under it: a clear 503 (the agent moves on to another replica), nothing in the chain.
+  expect_release(attest(fleet[0], {image}), key);
+  for (std::size_t i : {std::size_t{1}, std::size_t{2}}) {
+    auto exchange = attest(fleet[i], {image});
+    INFO("replica " << i << ": " << (exchange.attest ? exchange.attest->body : exchange.challenge.body));
+    CHECK(attest_status(exchange) == 503);
+    CHECK_FALSE(exchange.key);
+    CHECK(fleet[i].log().find("KEK rotated through another replica") != std::string::npos);
+  }
+  // The new KEK installed on every replica, each restarted in turn: all release again.
+  for (std::size_t i : {std::size_t{1}, std::size_t{2}}) {
+    fleet[i].stop();
+    write_text(fleet[i].root + "/kek", new_kek, 0600);
+    CHECK(run_verifierd(fleet[i], {"--check-config"}).status == 0);
+    fleet[i].start();
+    expect_release(attest(fleet[i], {image}), key);
+  }
+  for (std::size_t i = 0; i < 3; ++i) {
+    auto verified = fleet[i].admin({"audit", "--verify"});
+    INFO(verified.output);
+    CHECK(verified.output.find("audit chain intact: 6 records") != std::string::npos);  // enroll, 2 releases, rotate, 2 releases
+  }
+
+  // A backup through any replica: a consistent SQLite copy that the current KEK opens; it
+  // goes back into an empty PostgreSQL database with migrate-store, every key releasable.
+  const std::string backup = fleet[2].root + "/backup.db";
+  auto written = fleet[2].admin({"backup", "--output", backup});
+  INFO(written.output);
+  REQUIRE(written.status == 0);
+  CHECK(written.output.find("1 images") != std::string::npos);
+  write_text(fleet[2].root + "/kek", new_kek, 0600);
+  const std::string toml = read_text(fleet[2].root + "/verifier.toml");
+  const std::string store_start = toml.substr(toml.find("[store]\n"));
+  const std::string store_section = store_start.substr(0, store_start.find("kek_file"));
+  std::string from = toml;
+  from.replace(from.find(store_section), store_section.size(), "[store]\ndatabase = \"backup.db\"\n");
+  write_text(fleet[2].root + "/from-backup.toml", from);
+  const std::string restored_name = fleet.database.create_database();
+  std::string to = toml;
+  to.replace(to.find(store_section), store_section.size(),
+             "[store]\nbackend = \"postgresql\"\nconninfo = \"" + fleet.database.conninfo(restored_name) +
+                 "\"\npassword_file = \"" + fleet.directory + "/db-password\"\n");
+  write_text(fleet[2].root + "/restored.toml", to);
+  auto restore = migrate_store(fleet[2], fleet[2].root + "/from-backup.toml", fleet[2].root + "/restored.toml");
+  INFO(restore.output);
+  REQUIRE(restore.status == 0);
+  CHECK(restore.output.find("copied 1 images and 6 audit records") != std::string::npos);
+  CHECK(restore.output.find("(1 checked)") != std::string::npos);
+}
+
+TEST_CASE("fde-admin migrate-store carries a rotated SQLite store into PostgreSQL and back, audit --verify intact on each") {
+  testing::PostgresServer database;
+  const std::string name = database.create_database();
+  Daemon daemon;
+  const std::string image = "rotated-migrated";
+  const SecretBytes key = SecretBytes::copy_of(crypto::random_bytes(64));
+  daemon.start();
+  REQUIRE(daemon.enroll(image, key).status == 0);
+  expect_release(attest(daemon, {image}), key);
+  const std::string new_kek = hex_encode(crypto::random_bytes(32)) + "\n";
+  write_text(daemon.root + "/kek.new", new_kek, 0600);
+  auto rotated = daemon.admin({"rotate-kek", "--new-kek", daemon.root + "/kek.new"});
+  INFO(rotated.output);
+  REQUIRE(rotated.status == 0);
+  expect_release(attest(daemon, {image}), key);
+  daemon.stop();
+  write_text(daemon.root + "/kek", new_kek, 0600);
+
+  const std::string sqlite_toml = read_text(daemon.root + "/verifier.toml");
+  const std::string sqlite_store = "database = \"verifier.db\"\n";
+  auto with_store = [&](const std::string& store) {
+    std::string toml = sqlite_toml;
+    toml.replace(toml.find(sqlite_store), sqlite_store.size(), store);
+    return toml;
+  };
+  write_text(daemon.root + "/db-password", std::string(testing::PostgresServer::password) + "\n", 0600);
+  write_text(daemon.root + "/sqlite.toml", sqlite_toml);
+  write_text(daemon.root + "/pg.toml", with_store("backend = \"postgresql\"\nconninfo = \"" + database.conninfo(name) +
+                                                   "\"\npassword_file = \"db-password\"\n"));
+  write_text(daemon.root + "/back.toml", with_store("database = \"back.db\"\n"));
+
+  auto there = migrate_store(daemon, daemon.root + "/sqlite.toml", daemon.root + "/pg.toml");
+  INFO(there.output);
+  REQUIRE(there.status == 0);
+  CHECK(there.output.find("copied 1 images and 4 audit records") != std::string::npos);  // enroll, release, rotate, release
+  write_text(daemon.root + "/verifier.toml", read_text(daemon.root + "/pg.toml"));
+  daemon.start();
+  expect_release(attest(daemon, {image}), key);
+  auto in_postgres = daemon.admin({"audit", "--verify"});
+  INFO(in_postgres.output);
+  CHECK(in_postgres.output.find("audit chain intact: 5 records") != std::string::npos);
+  daemon.stop();
+
+  auto back = migrate_store(daemon, daemon.root + "/pg.toml", daemon.root + "/back.toml");
+  INFO(back.output);
+  REQUIRE(back.status == 0);
+  write_text(daemon.root + "/verifier.toml", read_text(daemon.root + "/back.toml"));
+  daemon.start();
+  expect_release(attest(daemon, {image}), key);
+  auto verified = daemon.admin({"audit", "--verify"});
+  INFO(verified.output);
+  CHECK(verified.output.find("audit chain intact: 6 records") != std::string::npos);
+}

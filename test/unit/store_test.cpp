@@ -165,10 +165,13 @@ class Backend {
   }
   Result<std::unique_ptr<Store>> try_open(std::uint8_t kek_fill = 0x5c) const {
     if (is_sqlite()) return open_sqlite_store(path_, test_kek(kek_fill));
+    return open_postgres_store(postgres_options(), test_kek(kek_fill));
+  }
+  PostgresOptions postgres_options() const {
     PostgresOptions options;
     options.conninfo = testing::PostgresServer::shared().conninfo(database_);
     options.password = SecretBytes::copy_of(as_bytes(std::string_view(testing::PostgresServer::password)));
-    return open_postgres_store(std::move(options), test_kek(kek_fill));
+    return options;
   }
   // SQL run behind the store's back (SQLite syntax; PostgreSQL needs "ON audit" after a
   // trigger name and takes the rest as it is).
@@ -705,17 +708,16 @@ TEST_CASE("a table rewritten with recomputed hashes does not verify: the records
   }
 }
 
-TEST_CASE("the store opened with another KEK finds no record authentic") {
-  // PostgreSQL opens with any KEK (it keeps no KEK check value yet) but cannot vouch for the
-  // chain; SQLite refuses another KEK at open (the next test and the lifecycle tests).
-  const Backend backend("postgresql");
+TEST_CASE("both backends refuse another KEK at open, before anything is served") {
+  STORE_BACKEND();
   { append_records(*backend.open(), 3); }
-  auto other = backend.open(0x77);
-  auto report = other->verify_audit_chain();
-  REQUIRE(report.has_value());
-  CHECK_FALSE(report->intact);
-  CHECK(report->first_bad_sequence == 1);
-  CHECK(report->problem.find("without this store's KEK") != std::string::npos);
+  auto other = backend.try_open(0x77);
+  REQUIRE_FALSE(other.has_value());
+  CHECK(other.error().code == Errc::verification_failed);
+  CHECK(other.error().message.find("KEK check value differs") != std::string::npos);
+  // The right KEK still opens it, and the chain it wrote is intact.
+  auto store = backend.open();
+  CHECK(store->verify_audit_chain()->intact);
 }
 
 TEST_CASE("sqlite: another KEK is refused at open, even in a store without the check value") {
@@ -863,18 +865,10 @@ TEST_CASE("reopening the database keeps images, keys and the audit chain") {
     CHECK(store->verify_audit_chain()->intact);
   }
   {
-    if (backend.is_sqlite()) {
-      // Another KEK does not open the file at all (the store's KEK check value differs).
-      auto other = backend.try_open(0x77);
-      REQUIRE_FALSE(other.has_value());
-      CHECK(other.error().code == Errc::verification_failed);
-    } else {
-      // PostgreSQL: another KEK opens the database but unwraps nothing, and cannot vouch for the chain.
-      auto store = backend.open(0x77);
-      CHECK(store->find_image("img-a")->has_value());
-      CHECK(store->disk_key("img-a").error().code == Errc::verification_failed);
-      CHECK_FALSE(store->verify_audit_chain()->intact);
-    }
+    // Another KEK does not open the store at all (the store's KEK check value differs).
+    auto other = backend.try_open(0x77);
+    REQUIRE_FALSE(other.has_value());
+    CHECK(other.error().code == Errc::verification_failed);
   }
 }
 
@@ -1787,4 +1781,204 @@ TEST_CASE("--check-config's KEK check reads the store without writing anything b
   const std::string junk = dir.file("junk.db");
   { std::ofstream(junk) << std::string(4096, 'x'); }
   CHECK_FALSE(check_sqlite_store_kek(junk, test_kek()).has_value());
+}
+
+// --- PostgreSQL: the KEK check value, rotation with replicas running, backup, migration of a
+// rotated store ---
+
+TEST_CASE("postgresql: a store from before the check value is checked by one key, then gets its value") {
+  const Backend backend("postgresql");
+  { enroll_images(*backend.open(), {{"img-a", 1}}); }
+  // As a database written by a version without the check value.
+  backend.tamper("DELETE FROM store_meta");
+  auto wrong = backend.try_open(0x77);
+  REQUIRE_FALSE(wrong.has_value());
+  CHECK(wrong.error().code == Errc::verification_failed);
+  CHECK(wrong.error().message.find("disk key of image img-a does not unwrap") != std::string::npos);
+  { auto right = backend.open(); CHECK(releases(*right, "img-a", 1)); }
+  auto again = backend.try_open(0x77);
+  REQUIRE_FALSE(again.has_value());
+  CHECK(again.error().message.find("KEK check value differs") != std::string::npos);
+}
+
+TEST_CASE("postgresql: --check-config's KEK check reads the database and writes nothing") {
+  const Backend backend("postgresql");
+  // A database the daemon has not set up yet passes: the daemon creates the store.
+  CHECK(check_postgres_store_kek(backend.postgres_options(), test_kek()).has_value());
+  { enroll_images(*backend.open(), {{"img-a", 1}}); }
+  CHECK(check_postgres_store_kek(backend.postgres_options(), test_kek()).has_value());
+  auto wrong = check_postgres_store_kek(backend.postgres_options(), test_kek(0x77));
+  REQUIRE_FALSE(wrong.has_value());
+  CHECK(wrong.error().code == Errc::verification_failed);
+  CHECK(wrong.error().message.find("would refuse to start") != std::string::npos);
+  // Without a check value: one disk key must unwrap; and the check wrote none.
+  backend.tamper("DELETE FROM store_meta");
+  CHECK(check_postgres_store_kek(backend.postgres_options(), test_kek()).has_value());
+  CHECK_FALSE(check_postgres_store_kek(backend.postgres_options(), test_kek(0x77)).has_value());
+  CHECK(backend.try_sql("DO $$ BEGIN IF (SELECT count(*) FROM store_meta) <> 0 THEN RAISE EXCEPTION 'written'; END IF; END $$"));
+  // A server that cannot be reached is an error, not a pass.
+  PostgresOptions nowhere;
+  nowhere.conninfo = "host=/nonexistent-fde-socket-dir dbname=none";
+  nowhere.connect_timeout_seconds = 2;
+  CHECK_FALSE(check_postgres_store_kek(std::move(nowhere), test_kek()).has_value());
+}
+
+TEST_CASE("postgresql: a KEK rotation through one replica re-wraps every key; a replica left with the old KEK refuses to write") {
+  const Backend backend("postgresql");
+  auto rotating = backend.open();
+  auto stale = backend.open();  // a second replica on the same database, same KEK
+  enroll_images(*rotating, {{"img-a", 1}, {"img-b", 2}, {"img-c", 3}});
+  append_records(*stale, 2);
+  CHECK(releases(*stale, "img-b", 2));
+
+  auto rotation = rotating->rotate_kek(test_kek(0x11), operator_actor);
+  INFO((rotation ? std::string() : rotation.error().describe()));
+  REQUIRE(rotation.has_value());
+  CHECK(rotation->images == 3);
+  CHECK(rotation->key_epoch == 1);
+  CHECK(rotation->record.entry.reason == "rotate-kek");
+  CHECK(rotation->record.hash == independent_mac(test_kek(0x5c), rotation->record));
+  CHECK(releases(*rotating, "img-a", 1));
+  auto newest = rotating->query_audit(audit_query(1));
+  REQUIRE(newest.has_value());
+  CHECK(newest->front().hash == independent_mac(test_kek(0x11), newest->front()));
+
+  // The replica still holding the old KEK: no release, no denial, no change is written (each
+  // would be MAC'd under a retired key or wrap under a retired KEK), and it is not ready.
+  auto release = stale->append_release(release_entry(7, "img-a"));
+  REQUIRE_FALSE(release.has_value());
+  CHECK(release.error().code == Errc::verification_failed);
+  CHECK(release.error().message.find("KEK rotated through another replica") != std::string::npos);
+  CHECK_FALSE(stale->append_audit(audit_entry(8)).has_value());
+  CHECK_FALSE(stale->set_status("img-c", ImageStatus::revoked, operator_actor).has_value());
+  CHECK_FALSE(stale->enroll(image_record("img-d"), disk_key_for(4), operator_actor).has_value());
+  CHECK_FALSE(stale->ping().has_value());
+  CHECK(rotating->ping().has_value());
+  // Reads that need no key still work on it.
+  CHECK(stale->find_image("img-a")->has_value());
+
+  // A second rotation, then the chain checks across both from a fresh replica with the newest
+  // KEK; the old KEKs no longer open the store.
+  auto second = rotating->rotate_kek(test_kek(0x22), operator_actor);
+  REQUIRE(second.has_value());
+  CHECK(second->key_epoch == 2);
+  CHECK_FALSE(rotating->rotate_kek(test_kek(0x22), operator_actor).has_value());
+  for (std::uint8_t old_kek : {std::uint8_t{0x5c}, std::uint8_t{0x11}}) {
+    auto refused = backend.try_open(old_kek);
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == Errc::verification_failed);
+    CHECK_FALSE(check_postgres_store_kek(backend.postgres_options(), test_kek(old_kek)).has_value());
+  }
+  CHECK(check_postgres_store_kek(backend.postgres_options(), test_kek(0x22)).has_value());
+  auto restarted = backend.open(0x22);
+  for (const auto& [id, seed] : {std::pair{"img-a", 1}, {"img-b", 2}, {"img-c", 3}}) CHECK(releases(*restarted, id, seed));
+  auto report = restarted->verify_audit_chain();
+  REQUIRE(report.has_value());
+  INFO(report->problem);
+  CHECK(report->intact);
+  CHECK(rotating->verify_audit_chain()->intact);
+}
+
+TEST_CASE("postgresql: a KEK rotation is refused on a broken chain and changes nothing") {
+  const Backend backend("postgresql");
+  auto store = backend.open();
+  enroll_images(*store, {{"img-a", 1}});
+  append_records(*store, 3);
+  backend.tamper("DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'edited' WHERE sequence = 2");
+  auto refused = store->rotate_kek(test_kek(0x11), operator_actor);
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == Errc::verification_failed);
+  CHECK_FALSE(backend.try_open(0x11).has_value());
+  CHECK(releases(*store, "img-a", 1));
+}
+
+TEST_CASE("postgresql: a backup taken while releases go on is an SQLite store with every key and an intact chain") {
+  const Backend backend("postgresql");
+  TempDir dir;
+  const std::string copy = dir.file("backup.db");
+  auto store = backend.open();
+  enroll_images(*store, {{"img-a", 1}, {"img-b", 2}});
+  REQUIRE(store->rotate_kek(test_kek(0x11), operator_actor).has_value());  // the copy carries the key epochs
+  enroll_images(*store, {{"img-c", 3}});
+  std::atomic<bool> stop{false};
+  std::atomic<int> released{0};
+  auto other = backend.open(0x11);  // another replica releasing meanwhile
+  std::thread attestations([&] {
+    while (!stop.load())
+      if (releases(*other, "img-b", 2)) ++released;
+  });
+  auto report = store->backup(copy);
+  stop = true;
+  attestations.join();
+  INFO((report ? std::string() : report.error().describe()));
+  REQUIRE(report.has_value());
+  CHECK(report->images == 3);
+  struct stat st {};
+  REQUIRE(::stat(copy.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(report->bytes == static_cast<std::int64_t>(st.st_size));
+  CHECK_FALSE(std::filesystem::exists(copy + "-wal"));
+  CHECK_FALSE(contains(file_bytes(copy), disk_key_for(1).view()));
+  // Only the current KEK opens the copy; it releases every key and its chain holds the head.
+  CHECK_FALSE(open_sqlite_store(copy, test_kek(0x5c)).has_value());
+  auto restored = open_store(copy, 0x11);
+  for (const auto& [id, seed] : {std::pair{"img-a", 1}, {"img-b", 2}, {"img-c", 3}}) CHECK(releases(*restored, id, seed));
+  auto verified = restored->verify_audit_chain(report->audit_head);
+  REQUIRE(verified.has_value());
+  INFO(verified->problem);
+  CHECK(verified->intact);
+  CHECK(verified->expected_head_matched);
+  // Never over an existing file, never through a symlink, never a relative path.
+  CHECK_FALSE(store->backup(copy).has_value());
+  const std::string link = dir.file("link");
+  std::filesystem::create_symlink(dir.file("target"), link);
+  CHECK_FALSE(store->backup(link).has_value());
+  CHECK_FALSE(std::filesystem::exists(dir.file("target")));
+  CHECK_FALSE(store->backup("relative.db").has_value());
+}
+
+TEST_CASE("copy_store carries a rotated store's key epochs both ways: every key releases, every record checks") {
+  const Backend sqlite("sqlite");
+  const Backend postgresql("postgresql");
+  const Backend back("sqlite");
+  auto original = sqlite.open();
+  enroll_images(*original, {{"img-a", 1}, {"img-b", 2}});
+  append_records(*original, 2);
+  REQUIRE(original->rotate_kek(test_kek(0x11), operator_actor).has_value());
+  CHECK(releases(*original, "img-a", 1));
+  REQUIRE(original->rotate_kek(test_kek(0x22), operator_actor).has_value());
+  append_records(*original, 2);
+  const AuditHead head = original->verify_audit_chain()->head;
+
+  // The target opens with the current KEK (the source's): the older ones never open it.
+  auto middle = postgresql.open(0x22);
+  auto there = copy_store(*original, *middle);
+  INFO((there ? std::string() : there.error().describe()));
+  REQUIRE(there.has_value());
+  CHECK(there->records == head.sequence);
+  CHECK(there->head.hash == head.hash);
+  auto in_postgres = middle->verify_audit_chain(head);
+  REQUIRE(in_postgres.has_value());
+  INFO(in_postgres->problem);
+  CHECK(in_postgres->intact);
+  CHECK(releases(*middle, "img-b", 2));
+  // Rotated once more in PostgreSQL, then back into SQLite: three epochs carried.
+  REQUIRE(middle->rotate_kek(test_kek(0x33), operator_actor).has_value());
+  CHECK(releases(*middle, "img-a", 1));
+
+  auto last = back.open(0x33);
+  auto home = copy_store(*middle, *last);
+  INFO((home ? std::string() : home.error().describe()));
+  REQUIRE(home.has_value());
+  auto in_sqlite = last->verify_audit_chain(head);
+  REQUIRE(in_sqlite.has_value());
+  INFO(in_sqlite->problem);
+  CHECK(in_sqlite->intact);
+  CHECK(in_sqlite->records == head.sequence + 3);  // a release, a rotation, a release
+  for (const auto& [id, seed] : {std::pair{"img-a", 1}, {"img-b", 2}}) CHECK(releases(*last, id, seed));
+  // And the copy rotates on.
+  auto fourth = last->rotate_kek(test_kek(0x44), operator_actor);
+  REQUIRE(fourth.has_value());
+  CHECK(fourth->key_epoch == 4);
+  CHECK(last->verify_audit_chain()->intact);
 }

@@ -480,7 +480,8 @@ int print_result(std::string_view command, const Value& result, std::ostream& ou
     out << "KEK rotated: " << text_of(result, "images") << " disk keys re-wrapped, audit chain key epoch "
         << text_of(result, "key_epoch") << " (audit record " << text_of(result, "audit")
         << ").\nInstall the new KEK where the configuration reads it (store.kek_file or the kek credential) now: "
-           "the store no longer opens with the old one.\n";
+           "the store no longer opens with the old one.\nOn a PostgreSQL fleet, every other replica refuses to write "
+           "(503, /readyz fails) until it is restarted with the new KEK.\n";
   } else if (command == "reload") {
     out << "reloaded\n";
   } else if (command == "retire-reference") {

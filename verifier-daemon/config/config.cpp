@@ -692,8 +692,9 @@ Result<void> validate_config(const Config& config) {
 // The longest database password taken from a file or credential.
 constexpr std::size_t max_database_password_size = 1024;
 
-Result<std::unique_ptr<Store>> open_configured_store(const Config& config, KeyEncryptionKey kek) {
-  if (config.store_backend == StoreBackend::sqlite) return open_sqlite_store(config.database, std::move(kek));
+namespace {
+
+Result<PostgresOptions> configured_postgres_options(const Config& config) {
   PostgresOptions options;
   options.conninfo = config.postgres_conninfo;
   options.pool_size = config.postgres_pool_size;
@@ -702,7 +703,23 @@ Result<std::unique_ptr<Store>> open_configured_store(const Config& config, KeyEn
     if (!password) return fail_with_context("store password " + config.postgres_password.describe(), password.error());
     options.password = std::move(*password);
   }
-  return open_postgres_store(std::move(options), std::move(kek));
+  return options;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_configured_store(const Config& config, KeyEncryptionKey kek) {
+  if (config.store_backend == StoreBackend::sqlite) return open_sqlite_store(config.database, std::move(kek));
+  auto options = configured_postgres_options(config);
+  if (!options) return tl::unexpected(options.error());
+  return open_postgres_store(std::move(*options), std::move(kek));
+}
+
+Result<void> check_configured_store_kek(const Config& config, const KeyEncryptionKey& kek) {
+  if (config.store_backend == StoreBackend::sqlite) return check_sqlite_store_kek(config.database, kek);
+  auto options = configured_postgres_options(config);
+  if (!options) return tl::unexpected(options.error());
+  return check_postgres_store_kek(std::move(*options), kek);
 }
 
 std::string describe_store(const Config& config) {

@@ -86,6 +86,9 @@ Result<void> validate_config(const Config& config);
 
 // The configured store backend, opened with `kek` (the PostgreSQL password is read here).
 Result<std::unique_ptr<Store>> open_configured_store(const Config& config, KeyEncryptionKey kek);
+// `--check-config`: whether `kek` opens the configured store, read without writing anything
+// (check_sqlite_store_kek / check_postgres_store_kek). Errc::verification_failed when not.
+Result<void> check_configured_store_kek(const Config& config, const KeyEncryptionKey& kek);
 // "sqlite" or "postgresql <conninfo>", for logs (the connection string holds no password
 // unless the operator put one there: use password_file).
 std::string describe_store(const Config& config);

@@ -18,6 +18,14 @@
 // the pool; the next request connects afresh. A statement that starts a transaction or a
 // lone read is retried once on a fresh connection, since nothing was written yet.
 //
+// The KEK. The store keeps the KEK check value (as the SQLite store does): open refuses a KEK
+// that is not the store's. A KEK rotation through one replica re-wraps every key, keeps the
+// retired audit chain keys wrapped under the new KEK and replaces the check value, all in one
+// transaction under the chain lock. Every write transaction re-reads the check value right
+// after taking the chain lock, so a replica still holding the old KEK refuses to write (its
+// attestations answer 503, its /readyz fails) instead of wrapping keys or MAC'ing records
+// under a retired key; it serves again once restarted with the new KEK.
+//
 // Text of audit records is kept as bytea, byte for byte (PostgreSQL text refuses NUL and
 // invalid UTF-8, which a requester's image id may carry into a denial record).
 #include <libpq-fe.h>
@@ -28,7 +36,14 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <utility>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <openssl/crypto.h>
 
@@ -83,6 +98,19 @@ $$;
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit FOR EACH ROW EXECUTE FUNCTION fde_audit_append_only();
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit FOR EACH ROW EXECUTE FUNCTION fde_audit_append_only();
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit FOR EACH STATEMENT EXECUTE FUNCTION fde_audit_append_only();
+)sql",
+    // Version 2: the KEK check value (store_meta 'kek_check', written by check_kek() on the
+    // first open with a KEK shown to be the store's) and the audit chain's retired MAC keys,
+    // one per KEK rotation, each wrapped under the current KEK (as the SQLite store keeps them).
+    R"sql(
+CREATE TABLE store_meta (
+  name text PRIMARY KEY,
+  value text NOT NULL
+);
+CREATE TABLE audit_keys (
+  epoch bigint PRIMARY KEY CHECK (epoch >= 0),
+  wrapped_key bytea NOT NULL
+);
 )sql",
 };
 constexpr int latest_schema_version = static_cast<int>(std::size(migrations));
@@ -403,12 +431,13 @@ tl::unexpected<Error> not_enrolled(std::string_view image_id) {
 
 class PostgresStore final : public Store {
  public:
-  PostgresStore(PostgresOptions options, KeyEncryptionKey kek, SecretBytes audit_key)
+  PostgresStore(PostgresOptions options, KeyEncryptionKey kek, SecretBytes audit_key, std::string kek_check)
       : pool_(std::move(options.conninfo), std::move(options.password), options.pool_size,
               options.connect_timeout_seconds),
-        kek_(std::move(kek)), audit_key_(std::move(audit_key)) {}
+        kek_(std::move(kek)), audit_key_(std::move(audit_key)), kek_check_(std::move(kek_check)) {}
 
   Result<void> migrate();
+  Result<void> check_kek();
 
   Result<AuditRecord> enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) override;
   Result<std::optional<ImageRecord>> find_image(std::string_view image_id) override;
@@ -434,6 +463,15 @@ class PostgresStore final : public Store {
     if (!conn) return tl::unexpected(conn.error());
     return Session(pool_, *conn);
   }
+  // BEGIN, the chain lock, then the store's KEK check value, which must still be this
+  // object's KEK: a replica left with a KEK that another replica rotated away writes nothing.
+  // Callers hold keys_mutex_ (shared or exclusive).
+  Result<void> begin_write(Session& session, std::string_view operation);
+  // Inside a transaction: the audit chain's MAC keys, oldest epoch first; the last is
+  // audit_key_'s (copied). Callers hold keys_mutex_.
+  Result<std::vector<SecretBytes>> chain_keys(Session& session);
+  // Inside a transaction: every record oldest first, page by page, through ChainWalk.
+  Result<AuditChainReport> walk_chain(Session& session, const std::optional<AuditHead>& expected_head);
   // Inside a transaction holding the chain lock: links `entry` to the chain head and inserts it, MAC'd.
   Result<AuditRecord> append_keyed(Session& session, const AuditEntry& entry);
   // Inside a write transaction: the image's status and wrapped key; nullopt if not enrolled.
@@ -441,9 +479,123 @@ class PostgresStore final : public Store {
                                                                      std::string_view operation);
 
   Pool pool_;
+  // kek_, audit_key_ and kek_check_ change together, only in rotate_kek() (exclusive); every
+  // operation that wraps, unwraps or MACs holds the lock shared for its whole transaction.
+  std::shared_mutex keys_mutex_;
   KeyEncryptionKey kek_;
   SecretBytes audit_key_;  // HKDF(KEK, audit_mac_key_label); wiped with the store
+  std::string kek_check_;  // hex of HKDF(KEK, kek_check_label), as store_meta must hold it
 };
+
+tl::unexpected<Error> kek_not_the_stores(const std::string& why) {
+  return fail(Errc::verification_failed,
+              "the key-encryption key does not open this store (" + why +
+                  "): a wrong KEK file or credential, a database restored from another verifier or from before a "
+                  "KEK rotation, or a KEK rotated through another replica (install the new KEK and restart)");
+}
+
+Result<void> PostgresStore::begin_write(Session& session, std::string_view operation) {
+  if (auto ok = session.begin(operation, true); !ok) return ok;
+  Params p;
+  p.text(kek_check_meta);
+  auto row = session.run("SELECT value FROM store_meta WHERE name = $1::text", p, operation);
+  if (!row) return tl::unexpected(row.error());
+  if (PQntuples(row->get()) == 0) return kek_not_the_stores("its KEK check value is missing");
+  if (!same_text_constant_time(column_text(row->get(), 0, 0), kek_check_))
+    return kek_not_the_stores("its KEK check value differs; nothing written");
+  return {};
+}
+
+Result<std::vector<SecretBytes>> PostgresStore::chain_keys(Session& session) {
+  auto rows = session.run("SELECT epoch, wrapped_key FROM audit_keys ORDER BY epoch", "read audit chain keys");
+  if (!rows) return tl::unexpected(rows.error());
+  std::vector<SecretBytes> keys;
+  for (int i = 0; i < PQntuples(rows->get()); ++i) {
+    const std::int64_t epoch = column_int64(rows->get(), i, 0);
+    if (epoch != static_cast<std::int64_t>(keys.size()))
+      return fail(Errc::malformed, "postgresql store: audit chain key epochs are not 0, 1, 2, ... (epoch " +
+                                       std::to_string(epoch) + " out of place)");
+    auto key = kek_.unwrap(audit_key_aad(epoch), column_bytes(rows->get(), i, 1));
+    if (!key)
+      return fail_with_context("postgresql store: audit chain key of epoch " + std::to_string(epoch), key.error());
+    keys.push_back(std::move(*key));
+  }
+  keys.push_back(SecretBytes::copy_of(audit_key_.view()));
+  return keys;
+}
+
+Result<AuditChainReport> PostgresStore::walk_chain(Session& session, const std::optional<AuditHead>& expected_head) {
+  auto keys = chain_keys(session);
+  if (!keys) return tl::unexpected(keys.error());
+  std::vector<const SecretBytes*> epoch_keys;
+  for (const auto& key : *keys) epoch_keys.push_back(&key);
+  ChainWalk walk(std::move(epoch_keys), expected_head);
+  const std::string sql = std::string("SELECT ") + audit_columns +
+                          " FROM audit WHERE sequence > $1::bigint ORDER BY sequence ASC LIMIT $2::bigint";
+  std::int64_t after = std::numeric_limits<std::int64_t>::min();
+  for (;;) {
+    Params p;
+    p.integer(after).integer(static_cast<std::int64_t>(chain_page_size));
+    auto rows = session.run(sql.c_str(), p, "verify audit chain");
+    if (!rows) return tl::unexpected(rows.error());
+    const int count = PQntuples(rows->get());
+    for (int i = 0; i < count; ++i) {
+      AuditRecord record = read_audit(rows->get(), i);
+      after = record.sequence;
+      if (auto ok = walk.add(record); !ok) return tl::unexpected(ok.error());
+    }
+    if (static_cast<std::size_t>(count) < chain_page_size) break;
+  }
+  return walk.finish(true);
+}
+
+// At open, before anything is served, as the SQLite store does: with a check value it must
+// match; without one (a new database, or one written before schema version 2) the KEK must
+// unwrap a disk key, or else verify the newest keyed audit record; an empty store accepts any
+// KEK. Then the value is written. Under the chain lock, so replicas starting together agree.
+Result<void> PostgresStore::check_kek() {
+  std::shared_lock keys(keys_mutex_);
+  auto s = session();
+  if (!s) return tl::unexpected(s.error());
+  if (auto ok = s->begin("check the key-encryption key", true); !ok) return ok;
+  Params name;
+  name.text(kek_check_meta);
+  auto stored = s->run("SELECT value FROM store_meta WHERE name = $1::text", name, "read the KEK check value");
+  if (!stored) return tl::unexpected(stored.error());
+  if (PQntuples(stored->get()) > 0) {
+    if (!same_text_constant_time(column_text(stored->get(), 0, 0), kek_check_))
+      return kek_not_the_stores("its KEK check value differs");
+    return s->commit("check the key-encryption key: commit");
+  }
+  auto image = s->run("SELECT id, wrapped_key FROM images ORDER BY id COLLATE \"C\" LIMIT 1",
+                      "check the key-encryption key: read a key");
+  if (!image) return tl::unexpected(image.error());
+  if (PQntuples(image->get()) > 0) {
+    const std::string id = column_text(image->get(), 0, 0);
+    if (!kek_.unwrap(id, column_bytes(image->get(), 0, 1)))
+      return kek_not_the_stores("the disk key of image " + id + " does not unwrap");
+  } else {
+    auto newest = s->run((std::string("SELECT ") + audit_columns +
+                          " FROM audit WHERE format = 2 ORDER BY sequence DESC LIMIT 1")
+                             .c_str(),
+                         "check the key-encryption key: read the newest record");
+    if (!newest) return tl::unexpected(newest.error());
+    if (PQntuples(newest->get()) > 0) {
+      AuditRecord record = read_audit(newest->get(), 0);
+      auto mac = audit_record_mac(audit_key_, record);
+      if (!mac) return tl::unexpected(mac.error());
+      if (!same_text_constant_time(*mac, record.hash))
+        return kek_not_the_stores("audit record " + std::to_string(record.sequence) + " is not MAC'd under it");
+    }
+  }
+  Params write;
+  write.text(kek_check_meta).text(kek_check_);
+  if (auto ok = s->run("INSERT INTO store_meta (name, value) VALUES ($1::text, $2::text)", write,
+                       "write the KEK check value");
+      !ok)
+    return tl::unexpected(ok.error());
+  return s->commit("check the key-encryption key: commit");
+}
 
 Result<void> PostgresStore::migrate() {
   auto s = session();
@@ -531,6 +683,7 @@ Result<std::optional<std::pair<std::string, Bytes>>> PostgresStore::read_key_row
 }
 
 Result<AuditRecord> PostgresStore::enroll(const ImageRecord& image, const SecretBytes& disk_key, const AdminActor& by) {
+  std::shared_lock keys(keys_mutex_);
   if (auto ok = protocol::validate_image_id(image.image_id); !ok)
     return fail(Errc::invalid_argument, "enroll: " + ok.error().message);
   if (disk_key.empty() || disk_key.size() > protocol::max_disk_key_size)
@@ -548,7 +701,7 @@ Result<AuditRecord> PostgresStore::enroll(const ImageRecord& image, const Secret
                                  .done();
   auto s = session();
   if (!s) return tl::unexpected(s.error());
-  if (auto ok = s->begin("enroll", true); !ok) return tl::unexpected(ok.error());
+  if (auto ok = begin_write(*s, "enroll"); !ok) return tl::unexpected(ok.error());
   Params p;
   p.text(image.image_id)
       .text(image.luks_uuid)
@@ -604,6 +757,7 @@ Result<std::vector<ImageRecord>> PostgresStore::list_images() {
 }
 
 Result<std::optional<SecretBytes>> PostgresStore::disk_key(std::string_view image_id) {
+  std::shared_lock keys(keys_mutex_);
   Bytes wrapped;
   {
     auto s = session();
@@ -626,6 +780,7 @@ Result<std::optional<SecretBytes>> PostgresStore::disk_key(std::string_view imag
 
 Result<AuditRecord> PostgresStore::update_reference(std::string_view image_id,
                                                     const reference::ReferenceValues& reference, const AdminActor& by) {
+  std::shared_lock keys(keys_mutex_);
   if (auto ok = check_reference_image(image_id, reference); !ok) return tl::unexpected(ok.error());
   auto reference_json = reference::serialize_reference_values(reference);
   if (!reference_json)
@@ -633,7 +788,7 @@ Result<AuditRecord> PostgresStore::update_reference(std::string_view image_id,
   const std::string now = now_text();
   auto s = session();
   if (!s) return tl::unexpected(s.error());
-  if (auto ok = s->begin("update reference values", true); !ok) return tl::unexpected(ok.error());
+  if (auto ok = begin_write(*s, "update reference values"); !ok) return tl::unexpected(ok.error());
   Params read;
   read.text(image_id);
   auto row = s->run("SELECT reference_json FROM images WHERE id = $1::text", read, "update reference values: read");
@@ -654,10 +809,11 @@ Result<AuditRecord> PostgresStore::update_reference(std::string_view image_id,
 }
 
 Result<AuditRecord> PostgresStore::set_status(std::string_view image_id, ImageStatus status, const AdminActor& by) {
+  std::shared_lock keys(keys_mutex_);
   const std::string now = now_text();
   auto s = session();
   if (!s) return tl::unexpected(s.error());
-  if (auto ok = s->begin("set image status", true); !ok) return tl::unexpected(ok.error());
+  if (auto ok = begin_write(*s, "set image status"); !ok) return tl::unexpected(ok.error());
   Params read;
   read.text(image_id);
   auto row = s->run("SELECT status FROM images WHERE id = $1::text", read, "set image status: read");
@@ -680,9 +836,10 @@ Result<AuditRecord> PostgresStore::set_status(std::string_view image_id, ImageSt
 }
 
 Result<AuditRecord> PostgresStore::delete_image(std::string_view image_id, const AdminActor& by) {
+  std::shared_lock keys(keys_mutex_);
   auto s = session();
   if (!s) return tl::unexpected(s.error());
-  if (auto ok = s->begin("delete image", true); !ok) return tl::unexpected(ok.error());
+  if (auto ok = begin_write(*s, "delete image"); !ok) return tl::unexpected(ok.error());
   Params read;
   read.text(image_id);
   auto row = s->run("SELECT luks_uuid, status, reference_json FROM images WHERE id = $1::text", read,
@@ -706,23 +863,140 @@ Result<AuditRecord> PostgresStore::delete_image(std::string_view image_id, const
   return record;
 }
 
-// A consistent copy of a PostgreSQL store is the database server's job (pg_dump, or the
-// server's own backups); the daemon does not copy a shared database into a local file.
-Result<BackupReport> PostgresStore::backup(const std::string&) {
-  return fail(Errc::unsupported,
-              "backup: the PostgreSQL store is backed up with the database's own tools (pg_dump or base backups); "
-              "`fde-admin backup` copies the SQLite store");
+// A consistent logical copy into a new SQLite file, from one REPEATABLE READ snapshot while
+// every replica goes on serving: the copy is a complete store that opens with the same KEK
+// (one fde-verifierd can run on it, or `fde-admin migrate-store` puts it back into an empty
+// PostgreSQL database). It is read back and its chain verified before this returns. The
+// audit log is held in memory during the copy, as for a migration.
+Result<BackupReport> PostgresStore::backup(const std::string& path) {
+  if (path.empty() || path.front() != '/')
+    return fail(Errc::invalid_argument, "backup: the output path must be absolute, not \"" + path + "\"");
+  // Created here, 0600, never over an existing file and never through a symlink; the SQLite
+  // store then takes the empty file as a new database.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return fail(errno == EEXIST ? Errc::invalid_argument : Errc::io,
+                "backup: " + path + ": " + std::strerror(errno) +
+                    (errno == EEXIST ? " (a backup never replaces a file; choose a new name)" : ""));
+  const bool mode_ok = ::fchmod(fd, 0600) == 0;
+  ::close(fd);
+  bool keep = false;
+  struct Remover {
+    const std::string& path;
+    const bool& keep;
+    ~Remover() {
+      if (keep) return;
+      for (const char* suffix : {"", "-wal", "-shm", "-journal"}) ::unlink((path + suffix).c_str());
+    }
+  } remover{path, keep};
+  if (!mode_ok) return fail(Errc::io, "backup: " + path + ": " + std::strerror(errno));
+
+  auto content = export_content();
+  if (!content) return fail_with_context("backup", content.error());
+  Result<KeyEncryptionKey> kek = fail(Errc::internal, "no KEK");
+  {
+    std::shared_lock keys(keys_mutex_);
+    kek = KeyEncryptionKey::from_bytes(kek_.bytes());
+  }
+  if (!kek) return tl::unexpected(kek.error());
+  BackupReport report;
+  report.path = path;
+  report.images = static_cast<std::int64_t>(content->images.size());
+  report.audit_head = content->audit.empty()
+                          ? AuditHead{0, genesis_hash}
+                          : AuditHead{content->audit.back().sequence, content->audit.back().hash};
+  {
+    auto copy = open_sqlite_store(path, std::move(*kek));
+    if (!copy) return fail_with_context("backup: " + path, copy.error());
+    if (auto ok = (*copy)->import_content(*content); !ok) return fail_with_context("backup: " + path, ok.error());
+    auto verified = (*copy)->verify_audit_chain(report.audit_head);
+    if (!verified) return fail_with_context("backup: " + path, verified.error());
+    if (!verified->intact || verified->records != static_cast<std::int64_t>(content->audit.size()))
+      return fail(Errc::verification_failed, "backup: the copy's audit chain does not verify: " + verified->problem);
+  }  // closed: the last connection folds its WAL into the one file
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) report.bytes = static_cast<std::int64_t>(st.st_size);
+  keep = true;
+  return report;
 }
 
-// Not yet for PostgreSQL: every replica would have to switch KEK in one step, and the chain's
-// key epochs would have to live in the shared database (docs/fde-verifierd.md says so).
-Result<KekRotation> PostgresStore::rotate_kek(KeyEncryptionKey, const AdminActor&) {
-  return fail(Errc::unsupported,
-              "rotate-kek: not supported on the PostgreSQL store yet (all replicas must change KEK together); "
-              "keep the KEK, or migrate to one SQLite store");
+// One transaction under the chain lock, as on SQLite: the chain checked, every wrapped key
+// re-wrapped, the retired chain keys wrapped under the new KEK, the rotate-kek record MAC'd
+// under the old chain key, the check value replaced. Other replicas still holding the old
+// KEK find the new check value at their next write and refuse it (503) until restarted with
+// the new KEK; their reads of images and the audit log go on.
+Result<KekRotation> PostgresStore::rotate_kek(KeyEncryptionKey new_kek, const AdminActor& by) {
+  if (!new_kek.loaded()) return fail(Errc::invalid_argument, "rotate KEK: no new key-encryption key loaded");
+  auto new_check = kek_check_value(new_kek);
+  if (!new_check) return tl::unexpected(new_check.error());
+  auto new_audit_key = new_kek.derive_key(audit_mac_key_label);
+  if (!new_audit_key) return tl::unexpected(new_audit_key.error());
+
+  std::unique_lock keys(keys_mutex_);
+  if (same_text_constant_time(kek_check_, *new_check))
+    return fail(Errc::invalid_argument, "rotate KEK: the new key-encryption key is the one in use");
+  auto s = session();
+  if (!s) return tl::unexpected(s.error());
+  if (auto ok = begin_write(*s, "rotate KEK"); !ok) return tl::unexpected(ok.error());
+  // Under the chain lock nobody appends: the walk sees the whole chain. A broken chain is not
+  // carried over into a new key, where it would look re-authenticated.
+  auto walk = walk_chain(*s, std::nullopt);
+  if (!walk) return tl::unexpected(walk.error());
+  if (!walk->intact)
+    return fail(Errc::verification_failed, "rotate KEK: refused, the audit chain is broken (" + walk->problem +
+                                               "); investigate it first");
+  KekRotation rotation;
+  auto rows = s->run("SELECT id, wrapped_key FROM images ORDER BY id COLLATE \"C\"", "rotate KEK: read keys");
+  if (!rows) return tl::unexpected(rows.error());
+  for (int i = 0; i < PQntuples(rows->get()); ++i) {
+    const std::string id = column_text(rows->get(), i, 0);
+    // A row that does not unwrap stops the whole rotation, and nothing is changed.
+    auto key = kek_.unwrap(id, column_bytes(rows->get(), i, 1));
+    if (!key) return fail_with_context("rotate KEK: image " + id, key.error());
+    Params p;
+    p.text(id).bytes(new_kek.wrap(id, *key));
+    if (auto ok = s->run("UPDATE images SET wrapped_key = $2::bytea WHERE id = $1::text", p, "rotate KEK: write key");
+        !ok)
+      return tl::unexpected(ok.error());
+    ++rotation.images;
+  }
+  auto chain = chain_keys(*s);
+  if (!chain) return tl::unexpected(chain.error());
+  for (std::size_t epoch = 0; epoch < chain->size(); ++epoch) {
+    Params p;
+    p.integer(static_cast<std::int64_t>(epoch))
+        .bytes(new_kek.wrap(audit_key_aad(static_cast<std::int64_t>(epoch)), (*chain)[epoch]));
+    if (auto ok = s->run("INSERT INTO audit_keys (epoch, wrapped_key) VALUES ($1::bigint, $2::bytea) "
+                         "ON CONFLICT (epoch) DO UPDATE SET wrapped_key = EXCLUDED.wrapped_key",
+                         p, "rotate KEK: write chain key");
+        !ok)
+      return tl::unexpected(ok.error());
+  }
+  rotation.key_epoch = static_cast<std::int64_t>(chain->size());
+  const std::string change = ChangeJson(by)
+                                 .number("images_rewrapped", rotation.images)
+                                 .number("key_epoch", rotation.key_epoch)
+                                 .text("new_kek_check", *new_check)
+                                 .done();
+  // The rotation's own record, MAC'd under the old key: it links the two halves of the chain.
+  auto record = append_keyed(*s, admin_entry("", by, audit_action::rotate_kek, change));
+  if (!record) return tl::unexpected(record.error());
+  rotation.record = std::move(*record);
+  Params meta;
+  meta.text(kek_check_meta).text(*new_check);
+  if (auto ok = s->run("UPDATE store_meta SET value = $2::text WHERE name = $1::text", meta,
+                       "rotate KEK: write the check value");
+      !ok)
+    return tl::unexpected(ok.error());
+  if (auto ok = s->commit("rotate KEK: commit"); !ok) return tl::unexpected(ok.error());
+  kek_ = std::move(new_kek);
+  audit_key_ = std::move(*new_audit_key);
+  kek_check_ = std::move(*new_check);
+  return rotation;
 }
 
 Result<std::optional<Release>> PostgresStore::append_release(const AuditEntry& entry) {
+  std::shared_lock keys(keys_mutex_);
   if (entry.decision != "release")
     return fail(Errc::invalid_argument, "audit: append_release records releases, not \"" + entry.decision + "\"");
   auto s = session();
@@ -730,7 +1004,7 @@ Result<std::optional<Release>> PostgresStore::append_release(const AuditEntry& e
   // The chain lock is taken before the status is read: a revoke on any replica (which takes
   // it too) commits either before this read, and is seen, or after this commit, and is
   // chained after the release.
-  if (auto ok = s->begin("release", true); !ok) return tl::unexpected(ok.error());
+  if (auto ok = begin_write(*s, "release"); !ok) return tl::unexpected(ok.error());
   auto row = read_key_row(*s, entry.image_id, "release: read disk key");
   if (!row) return tl::unexpected(row.error());
   if (!*row) return not_enrolled(entry.image_id);
@@ -745,11 +1019,12 @@ Result<std::optional<Release>> PostgresStore::append_release(const AuditEntry& e
 }
 
 Result<AuditRecord> PostgresStore::append_audit(const AuditEntry& entry) {
+  std::shared_lock keys(keys_mutex_);
   if (entry.decision != "deny")
     return fail(Errc::invalid_argument, "audit: append_audit records denials, not \"" + entry.decision + "\"");
   auto s = session();
   if (!s) return tl::unexpected(s.error());
-  if (auto ok = s->begin("append audit", true); !ok) return tl::unexpected(ok.error());
+  if (auto ok = begin_write(*s, "append audit"); !ok) return tl::unexpected(ok.error());
   auto record = append_keyed(*s, entry);
   if (!record) return record;
   if (auto ok = s->commit("append audit: commit"); !ok) return tl::unexpected(ok.error());
@@ -776,41 +1051,36 @@ Result<std::vector<AuditRecord>> PostgresStore::query_audit(const AuditQuery& fi
 }
 
 Result<AuditChainReport> PostgresStore::verify_audit_chain(const std::optional<AuditHead>& expected_head) {
+  std::shared_lock keys(keys_mutex_);
   auto s = session();
   if (!s) return tl::unexpected(s.error());
   // One snapshot for every page: records appended meanwhile by any replica are not seen,
   // and the walk's memory stays one page.
   if (auto ok = s->begin("verify audit chain", false, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !ok)
     return tl::unexpected(ok.error());
-  ChainWalk walk(audit_key_, expected_head);
-  const std::string sql = std::string("SELECT ") + audit_columns +
-                          " FROM audit WHERE sequence > $1::bigint ORDER BY sequence ASC LIMIT $2::bigint";
-  std::int64_t after = std::numeric_limits<std::int64_t>::min();
-  for (;;) {
-    Params p;
-    p.integer(after).integer(static_cast<std::int64_t>(chain_page_size));
-    auto rows = s->run(sql.c_str(), p, "verify audit chain");
-    if (!rows) return tl::unexpected(rows.error());
-    const int count = PQntuples(rows->get());
-    for (int i = 0; i < count; ++i) {
-      AuditRecord record = read_audit(rows->get(), i);
-      after = record.sequence;
-      if (auto ok = walk.add(record); !ok) return tl::unexpected(ok.error());
-    }
-    if (static_cast<std::size_t>(count) < chain_page_size) break;
-  }
+  auto report = walk_chain(*s, expected_head);
+  if (!report) return report;
   if (auto ok = s->commit("verify audit chain"); !ok) return tl::unexpected(ok.error());
-  return walk.finish(true);
+  return report;
 }
 
 Result<void> PostgresStore::ping() {
+  std::shared_lock keys(keys_mutex_);
   auto s = session();
   if (!s) return tl::unexpected(s.error());
-  if (auto ok = s->run("SELECT version FROM schema_version", "ping", true); !ok) return tl::unexpected(ok.error());
+  // Ready only while this replica's KEK is still the store's: after a rotation through
+  // another replica, /readyz fails here and a load balancer's health check takes it out.
+  Params p;
+  p.text(kek_check_meta);
+  auto row = s->run("SELECT value FROM store_meta WHERE name = $1::text", p, "ping", true);
+  if (!row) return tl::unexpected(row.error());
+  if (PQntuples(row->get()) == 0 || !same_text_constant_time(column_text(row->get(), 0, 0), kek_check_))
+    return kek_not_the_stores("its KEK check value differs");
   return {};
 }
 
 Result<StoreContent> PostgresStore::export_content() {
+  std::shared_lock keys(keys_mutex_);
   auto s = session();
   if (!s) return tl::unexpected(s.error());
   if (auto ok = s->begin("export", false, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !ok)
@@ -829,19 +1099,28 @@ Result<StoreContent> PostgresStore::export_content() {
                         "export audit");
   if (!records) return tl::unexpected(records.error());
   for (int i = 0; i < PQntuples(records->get()); ++i) content.audit.push_back(read_audit(records->get(), i));
+  // The retired chain keys as stored, checked by unwrapping (a copy never carries a key it
+  // could not use).
+  if (auto chain = chain_keys(*s); !chain) return tl::unexpected(chain.error());
+  auto retired = s->run("SELECT wrapped_key FROM audit_keys ORDER BY epoch", "export audit chain keys");
+  if (!retired) return tl::unexpected(retired.error());
+  for (int i = 0; i < PQntuples(retired->get()); ++i) content.retired_audit_keys.push_back(column_bytes(retired->get(), i, 0));
   if (auto ok = s->commit("export"); !ok) return tl::unexpected(ok.error());
   return content;
 }
 
 Result<void> PostgresStore::import_content(const StoreContent& content) {
+  std::shared_lock keys(keys_mutex_);
   auto s = session();
   if (!s) return tl::unexpected(s.error());
-  if (auto ok = s->begin("import", true); !ok) return ok;
-  auto count = s->run("SELECT ((SELECT count(*) FROM images) + (SELECT count(*) FROM audit))::bigint",
+  if (auto ok = begin_write(*s, "import"); !ok) return ok;
+  auto count = s->run("SELECT ((SELECT count(*) FROM images) + (SELECT count(*) FROM audit) + "
+                      "(SELECT count(*) FROM audit_keys))::bigint",
                       "import: check empty");
   if (!count) return tl::unexpected(count.error());
   if (column_int64(count->get(), 0, 0) != 0)
-    return fail(Errc::invalid_argument, "postgresql store: import needs an empty store (it has images or audit records)");
+    return fail(Errc::invalid_argument,
+                "postgresql store: import needs an empty store (it has images, audit records or retired chain keys)");
   for (const auto& stored : content.images) {
     const ImageRecord& image = stored.image;
     auto reference_json = reference::serialize_reference_values(image.reference);
@@ -883,6 +1162,16 @@ Result<void> PostgresStore::import_content(const StoreContent& content) {
         !ok)
       return tl::unexpected(ok.error());
   }
+  for (std::size_t epoch = 0; epoch < content.retired_audit_keys.size(); ++epoch) {
+    Params p;
+    p.integer(static_cast<std::int64_t>(epoch)).bytes(content.retired_audit_keys[epoch]);
+    if (auto ok = s->run("INSERT INTO audit_keys (epoch, wrapped_key) VALUES ($1::bigint, $2::bytea)", p,
+                         "import audit chain key");
+        !ok)
+      return tl::unexpected(ok.error());
+  }
+  // Each retired key must unwrap under this store's KEK, or the chain could not be checked.
+  if (auto chain = chain_keys(*s); !chain) return fail_with_context("import", chain.error());
   return s->commit("import: commit");
 }
 
@@ -907,6 +1196,46 @@ std::string describe_postgres_conninfo(const std::string& conninfo) {
   return out;
 }
 
+Result<void> check_postgres_store_kek(PostgresOptions options, const KeyEncryptionKey& kek) {
+  if (options.conninfo.empty()) return fail(Errc::invalid_argument, "postgresql store: empty connection string");
+  if (!kek.loaded()) return fail(Errc::invalid_argument, "postgresql store: no key-encryption key loaded");
+  auto expected = kek_check_value(kek);
+  if (!expected) return tl::unexpected(expected.error());
+  const std::string where = describe_postgres_conninfo(options.conninfo);
+  Pool pool(std::move(options.conninfo), std::move(options.password), 1, options.connect_timeout_seconds);
+  auto conn = pool.acquire();
+  if (!conn) return tl::unexpected(conn.error());
+  Session s(pool, *conn);
+  if (auto ok = s.begin("check the key-encryption key", false, "BEGIN READ ONLY"); !ok) return ok;
+  const auto wrong = [&](const std::string& why) {
+    return fail(Errc::verification_failed, "postgresql store " + where + ": the key-encryption key does not open it (" +
+                                               why + "); the daemon would refuse to start");
+  };
+  // A database the daemon has not set up yet has neither table; one from before schema
+  // version 2 has images but no check value.
+  auto tables = s.run("SELECT to_regclass('store_meta')::text, to_regclass('images')::text", "check the KEK: tables");
+  if (!tables) return tl::unexpected(tables.error());
+  if (!PQgetisnull(tables->get(), 0, 0)) {
+    Params p;
+    p.text(kek_check_meta);
+    auto stored = s.run("SELECT value FROM store_meta WHERE name = $1::text", p, "read the KEK check value");
+    if (!stored) return tl::unexpected(stored.error());
+    if (PQntuples(stored->get()) > 0) {
+      if (!same_text_constant_time(column_text(stored->get(), 0, 0), *expected)) return wrong("its KEK check value differs");
+      return s.commit("check the key-encryption key");
+    }
+  }
+  if (!PQgetisnull(tables->get(), 0, 1)) {
+    auto image = s.run("SELECT id, wrapped_key FROM images ORDER BY id COLLATE \"C\" LIMIT 1", "check the KEK: a key");
+    if (!image) return tl::unexpected(image.error());
+    if (PQntuples(image->get()) > 0) {
+      const std::string id = column_text(image->get(), 0, 0);
+      if (!kek.unwrap(id, column_bytes(image->get(), 0, 1))) return wrong("the disk key of image " + id + " does not unwrap");
+    }
+  }
+  return s.commit("check the key-encryption key");
+}
+
 Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyEncryptionKey kek) {
   if (options.conninfo.empty()) return fail(Errc::invalid_argument, "postgresql store: empty connection string");
   if (!kek.loaded()) return fail(Errc::invalid_argument, "postgresql store: no key-encryption key loaded");
@@ -914,8 +1243,12 @@ Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyE
     return fail(Errc::invalid_argument, "postgresql store: pool_size must be 1.." + std::to_string(max_postgres_pool_size));
   auto audit_key = kek.derive_key(audit_mac_key_label);
   if (!audit_key) return fail_with_context("postgresql store: audit MAC key", audit_key.error());
-  auto store = std::make_unique<PostgresStore>(std::move(options), std::move(kek), std::move(*audit_key));
+  auto check = kek_check_value(kek);
+  if (!check) return tl::unexpected(check.error());
+  auto store =
+      std::make_unique<PostgresStore>(std::move(options), std::move(kek), std::move(*audit_key), std::move(*check));
   if (auto ok = store->migrate(); !ok) return tl::unexpected(ok.error());
+  if (auto ok = store->check_kek(); !ok) return tl::unexpected(ok.error());
   return std::unique_ptr<Store>(std::move(store));
 }
 

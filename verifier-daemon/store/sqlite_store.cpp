@@ -684,19 +684,6 @@ Result<void> SqliteStore::seal_unkeyed_records() {
   return {};
 }
 
-constexpr std::string_view kek_check_meta = "kek_check";
-
-std::string audit_key_aad(std::int64_t epoch) {
-  // Image ids cannot hold spaces, so this AAD never equals an image's.
-  return "audit chain key epoch " + std::to_string(epoch);
-}
-
-Result<std::string> kek_check_value(const KeyEncryptionKey& kek) {
-  auto value = kek.derive_key(kek_check_label);
-  if (!value) return tl::unexpected(value.error());
-  return hex_encode(value->view());
-}
-
 Result<std::vector<SecretBytes>> SqliteStore::chain_keys() {
   std::vector<SecretBytes> keys;
   auto q = query("SELECT epoch, wrapped_key FROM audit_keys ORDER BY epoch", "read audit chain keys");
@@ -997,13 +984,20 @@ Result<StoreContent> SqliteStore::export_content() {
   // A read transaction: both tables from one snapshot.
   if (auto ok = execute("BEGIN", "export"); !ok) return tl::unexpected(ok.error());
   Transaction transaction([this] { rollback(); });
-  // A rotated store's chain needs the retired audit keys, which only this backend keeps.
-  if (auto keys = chain_keys(); !keys)
-    return tl::unexpected(keys.error());
-  else if (keys->size() > 1)
-    return fail(Errc::unsupported, "export: this store's KEK was rotated " + std::to_string(keys->size() - 1) +
-                                       " time(s); its audit chain cannot be carried to another backend yet");
   StoreContent content;
+  // A rotated store's retired chain keys, as stored (wrapped under the KEK that opens both
+  // stores); checked here by unwrapping, so a copy never carries a key it could not use.
+  if (auto keys = chain_keys(); !keys) return tl::unexpected(keys.error());
+  {
+    auto q = query("SELECT wrapped_key FROM audit_keys ORDER BY epoch", "export audit chain keys");
+    if (!q) return tl::unexpected(q.error());
+    for (;;) {
+      auto row = q->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      content.retired_audit_keys.push_back(q->blob(0));
+    }
+  }
   {
     auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at, wrapped_key FROM images "
                    "ORDER BY id",
@@ -1047,6 +1041,14 @@ Result<void> SqliteStore::import_content(const StoreContent& content) {
     if (*row && q->integer(0) != 0)
       return fail(Errc::invalid_argument, "sqlite store: import needs an empty store (it has images or audit records)");
   }
+  {
+    auto q = query("SELECT count(*) FROM audit_keys", "import: check empty");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return tl::unexpected(row.error());
+    if (*row && q->integer(0) != 0)
+      return fail(Errc::invalid_argument, "sqlite store: import needs an empty store (it has retired audit chain keys)");
+  }
   for (const auto& stored : content.images) {
     const ImageRecord& image = stored.image;
     auto reference_json = reference::serialize_reference_values(image.reference);
@@ -1067,6 +1069,15 @@ Result<void> SqliteStore::import_content(const StoreContent& content) {
   for (const auto& record : content.audit) {
     if (auto ok = insert_audit_row(record, "import audit record"); !ok) return ok;
   }
+  for (std::size_t epoch = 0; epoch < content.retired_audit_keys.size(); ++epoch) {
+    auto q = query("INSERT INTO audit_keys (epoch, wrapped_key) VALUES (?1, ?2)", "import audit chain key");
+    if (!q) return tl::unexpected(q.error());
+    if (auto ok = q->bind(1, static_cast<std::int64_t>(epoch)).bind(2, ByteView(content.retired_audit_keys[epoch])).run();
+        !ok)
+      return ok;
+  }
+  // Each retired key must unwrap under this store's KEK, or the chain could not be checked.
+  if (auto keys = chain_keys(); !keys) return fail_with_context("import", keys.error());
   if (auto ok = execute("COMMIT", "import: commit"); !ok) return ok;
   transaction.committed();
   return {};

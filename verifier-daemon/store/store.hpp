@@ -145,6 +145,10 @@ struct StoredImage {
 struct StoreContent {
   std::vector<StoredImage> images;
   std::vector<AuditRecord> audit;  // oldest first
+  // The audit chain's retired MAC keys of a store whose KEK was rotated, epoch 0, 1, ... in
+  // order, each still wrapped under the current KEK (empty: never rotated). Without them the
+  // records before the last rotation could not be checked in the copy.
+  std::vector<Bytes> retired_audit_keys;
 };
 
 class Store {
@@ -185,7 +189,8 @@ class Store {
   virtual Result<AuditRecord> delete_image(std::string_view image_id, const AdminActor& by) = 0;
   // A consistent copy of the whole store, taken while the store stays in use, written to a new
   // file `path` (created 0600 with O_EXCL; an existing file or a symlink is refused). The copy
-  // opens only with the same KEK. Errc::unsupported where the backend has its own tools.
+  // opens only with the same KEK. SQLite copies its pages; PostgreSQL writes a logical copy
+  // of one snapshot into a new SQLite store (restored with fde-admin migrate-store).
   virtual Result<BackupReport> backup(const std::string& path) = 0;
   // Re-wraps every disk key under `new_kek` in one transaction and continues the audit chain
   // under the new KEK's MAC key: a "rotate-kek" record MAC'd under the old key, then every
@@ -227,7 +232,9 @@ Result<StoreCopyReport> copy_store(Store& source, Store& target);
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek);
 
 // PostgreSQL through libpq, for several replicas sharing one state (postgres_store.cpp has
-// the locking). The schema is created or upgraded on open; a newer schema is refused.
+// the locking). The schema is created or upgraded on open; a newer schema is refused. A KEK
+// that is not the store's is refused (Errc::verification_failed) as on SQLite, at open and,
+// after a rotation through another replica, at every write and every ping.
 struct PostgresOptions {
   std::string conninfo;  // a libpq connection string or URI ("host=db.example dbname=fde sslmode=verify-full")
   SecretBytes password;  // empty: libpq's own sources (conninfo, ~/.pgpass) or none
@@ -236,6 +243,11 @@ struct PostgresOptions {
 };
 constexpr std::size_t max_postgres_pool_size = 64;
 Result<std::unique_ptr<Store>> open_postgres_store(PostgresOptions options, KeyEncryptionKey kek);
+// For `fde-verifierd --check-config`: whether `kek` opens the PostgreSQL store, read in one
+// READ ONLY transaction (nothing written). A database without the store's tables passes (the
+// daemon creates them); one without a check value passes if one disk key unwraps (or there is
+// none). A database that cannot be reached is an error too: the check could not be made.
+Result<void> check_postgres_store_kek(PostgresOptions options, const KeyEncryptionKey& kek);
 // The connection string for logs: host, port, dbname, user and sslmode only (never a
 // password written into it); "(unparsable connection string)" if libpq cannot read it.
 std::string describe_postgres_conninfo(const std::string& conninfo);

@@ -24,6 +24,17 @@ Result<void> check_reference_image(std::string_view image_id, const reference::R
   return {};
 }
 
+std::string audit_key_aad(std::int64_t epoch) {
+  // Image ids cannot hold spaces, so this AAD never equals an image's.
+  return "audit chain key epoch " + std::to_string(epoch);
+}
+
+Result<std::string> kek_check_value(const KeyEncryptionKey& kek) {
+  auto value = kek.derive_key(kek_check_label);
+  if (!value) return tl::unexpected(value.error());
+  return hex_encode(value->view());
+}
+
 ChangeJson::ChangeJson(const AdminActor& by) {
   number("uid", by.uid);
   number("pid", by.pid);

@@ -46,6 +46,13 @@ AuditEntry reference_change_entry(std::string_view image_id, const AdminActor& b
                                   const reference::ReferenceValues& before, const reference::ReferenceValues& after,
                                   const std::string& after_json);
 
+// store_meta's row name for the KEK check value (both backends keep it there).
+constexpr std::string_view kek_check_meta = "kek_check";
+// The check value of `kek` as stored: hex of HKDF-SHA-256(KEK, kek_check_label).
+Result<std::string> kek_check_value(const KeyEncryptionKey& kek);
+// The AAD under which a retired audit chain key of `epoch` is wrapped (audit_keys table).
+std::string audit_key_aad(std::int64_t epoch);
+
 // Checks a chain fed oldest first: every link, every hash or MAC; unkeyed (format 1)
 // records only at the start and, once the store is keyed, sealed by the upgrade's record
 // right after them; then the expected head. Only the first problem is reported; records
