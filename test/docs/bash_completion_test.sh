@@ -88,7 +88,6 @@ expect "fde-image build --" "$build_options" "$(complete_line fde-image fde-imag
 expect "fde-image measure --" "$measure_options" "$(complete_line fde-image fde-image measure IMAGE --)"
 expect "fde-image inspect --" "$inspect_options" "$(complete_line fde-image fde-image inspect --)"
 expect "fde-image rebind --" "$rebind_options" "$(complete_line fde-image fde-image rebind IMAGE --)"
-expect "fde-image rebind IMAGE: files" "$work/file1" "$(complete_line fde-image fde-image rebind "$work/fi")"
 expect "fde-image build --input-format q" "qcow2" "$(complete_line fde-image fde-image build --input-format q)"
 expect "fde-image build --agent-platform" "sim tsi" \
   "$(complete_line fde-image fde-image build --agent-platform "")"
@@ -96,6 +95,7 @@ expect "fde-image build --agent-platform" "sim tsi" \
 expect "fde-image build --work-dir: directories only" "$work/dir1" \
   "$(complete_line fde-image fde-image build --work-dir "$work/")"
 expect "fde-image inspect IMAGE: files" "$work/file1" "$(complete_line fde-image fde-image inspect "$work/fi")"
+expect "fde-image rebind IMAGE: files" "$work/file1" "$(complete_line fde-image fde-image rebind "$work/fi")"
 
 # --- fde-admin ---
 admin_help=$("$admin" --help)
