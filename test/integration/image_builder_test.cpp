@@ -1582,6 +1582,16 @@ TEST_CASE("rebind --in-place replaces the image only once everything succeeded",
   struct stat untouched {};
   REQUIRE(::stat(f.path("out.qcow2").c_str(), &untouched) == 0);
   CHECK(untouched.st_ino == after.st_ino);
+  // One that fails after the image was read (not fde-image's) leaves it and nothing else.
+  const Bytes plain = read_all(f.path("in.qcow2"));
+  options.input = f.path("in.qcow2");
+  options.verifiers = {"https://192.0.2.7:9443"};
+  auto refused = rebind_image(options, quiet);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("rebind changes only images that fde-image build made") != std::string::npos);
+  CHECK(read_all(f.path("in.qcow2")) == plain);
+  CHECK_FALSE(fsys::exists(f.path("in.qcow2.partial")));
+  CHECK_FALSE(fsys::exists(options.reference_path));
 }
 
 TEST_CASE("rebind of a raw image with a FAT /boot (MBR) writes the initramfs through mtools", "[image][rebind][mbr]") {
