@@ -1,4 +1,4 @@
-// fde-image: command-line front end of the image builder (build, inspect, measure).
+// fde-image: command-line front end of the image builder (build, inspect, measure, rebind).
 // Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
 #include <signal.h>
 
@@ -9,6 +9,7 @@
 #include "common/util/command_line.hpp"
 #include "common/util/file.hpp"
 #include "image-builder/assembly/image_builder.hpp"
+#include "image-builder/assembly/rebind.hpp"
 
 namespace {
 
@@ -66,20 +67,42 @@ std::vector<OptionSpec> measure_specs() {
   return specs;
 }
 
+std::vector<OptionSpec> rebind_specs() {
+  std::vector<OptionSpec> specs = {
+      {"output", true, false, "OUT.qcow2", "the rebound image to write (neither it nor OUT.qcow2.partial may exist)"},
+      {"in-place", false, false, "", "replace IMAGE itself (atomically, once everything succeeded) instead of --output"},
+      {"verifier", true, true, "URL", "https:// URL of a verifier, tried in the order given; replaces all of the image's"},
+      {"verifier-ca", true, false, "CA.pem", "CA certificate the agent pins for the verifier's TLS; replaces the image's"},
+      {"rim", true, true, "HEX", "accepted firmware RIM for the reference values"},
+      {"grub-efi-digest", true, true, "HEX", "Authenticode sha256 of an EFI application the firmware starts (grub, shim); default: computed from the image's EFI System Partition"},
+      {"reference-in", true, false, "JSON", "the SDK's image_reference_measurement.json (grub); with it the ESP is not read"},
+      {"reference-out", true, false, "FILE", "reference values to write (default: OUT.reference.json; with --in-place: IMAGE.rebind.reference.json)"},
+      {"quiet", false, false, "", "no progress output"},
+  };
+  specs.insert(specs.end(), common_specs.begin(), common_specs.end());
+  return specs;
+}
+
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: fde-image build --input IN.qcow2 --output OUT.qcow2 --image-id ID --verifier URL...\n"
                "                       --verifier-ca CA.pem --rim HEX (--agent PATH | --no-agent) [options]\n"
                "       fde-image inspect IMAGE [--input-format F] [--work-dir DIR]\n"
                "       fde-image measure IMAGE [--reference-in JSON | --grub-efi-digest HEX] [options]\n"
+               "       fde-image rebind IMAGE (--output OUT.qcow2 | --in-place) [--verifier URL...]\n"
+               "                        [--verifier-ca CA.pem] --rim HEX [options]\n"
                "\nbuild replaces the image's grub.cfg with a straight-line one that boots one kernel, so that\n"
                "the reference values name every command grub runs; measure reads that file back.\n"
                "\nWithout --grub-efi-digest and --reference-in, the `grub` reference values are the Authenticode\n"
                "digests of EFI/BOOT/BOOT{AA64,X64}.EFI and EFI/*/{grub,shim}{aa64,x64}.efi on the image's EFI\n"
                "System Partition (read in user space; inspect lists them).\n"
+               "\nrebind points an image build made at other verifiers: it rewrites the agent configuration\n"
+               "(verifier URLs, CA) in the archive build appended to the initramfs and writes new reference\n"
+               "values. The LUKS2 header, the encrypted root and the disk key stay: the enrollment stays valid.\n"
                "\nEvery argument is checked before the input is read. fde-image --version prints the version.\n"
-               "\nbuild options:\n%s\nmeasure options:\n%s\nSee docs/fde-image.md.\n",
-               options_help(build_specs()).c_str(), options_help(measure_specs()).c_str());
+               "\nbuild options:\n%s\nmeasure options:\n%s\nrebind options:\n%s\nSee docs/fde-image.md.\n",
+               options_help(build_specs()).c_str(), options_help(measure_specs()).c_str(),
+               options_help(rebind_specs()).c_str());
 }
 
 void on_signal(int) { request_cancel(); }
@@ -220,6 +243,67 @@ int run_measure(const ParsedOptions& parsed) {
   return 0;
 }
 
+std::string joined(const std::vector<std::string>& items) {
+  std::string text;
+  for (const auto& item : items) text += (text.empty() ? "" : ", ") + item;
+  return text;
+}
+
+int run_rebind(const ParsedOptions& parsed) {
+  if (parsed.positional().size() != 1) {
+    std::fprintf(stderr, "fde-image rebind: expected one IMAGE argument\n");
+    return exit_usage;
+  }
+  if (!parsed.has("rim")) {
+    std::fprintf(stderr, "fde-image rebind: --rim is required (see --help)\n");
+    return exit_usage;
+  }
+  RebindOptions options;
+  options.input = parsed.positional()[0];
+  options.output = parsed.get("output").value_or("");
+  options.in_place = parsed.has("in-place");
+  options.verifiers = parsed.get_all("verifier");
+  options.verifier_ca = parsed.get("verifier-ca");
+  options.reference_in = parsed.get("reference-in");
+  options.work_dir = parsed.get("work-dir");
+  options.reference_path = parsed.get("reference-out").value_or(
+      options.in_place ? options.input + ".rebind.reference.json" : options.output + ".reference.json");
+  auto format = format_option(parsed, "input-format");
+  auto rims = hex_list(parsed, "rim");
+  auto grub = hex_list(parsed, "grub-efi-digest");
+  if (!format) return report_error("rebind", format.error());
+  if (!rims) return report_error("rebind", rims.error());
+  if (!grub) return report_error("rebind", grub.error());
+  options.input_format = *format;
+  options.firmware_rims = *rims;
+  options.grub_efi_digests = *grub;
+  Progress progress(parsed.has("quiet") ? nullptr : stderr);
+  auto report = rebind_image(options, progress);
+  if (!report) return report_error("rebind", report.error());
+  for (const auto& warning : report->warnings) std::fprintf(stderr, "warning: %s\n", warning.c_str());
+  const std::string& written = options.in_place ? options.input : options.output;
+  std::printf("wrote %s: the agent configuration in %s now names verifier%s %s%s\n", written.c_str(),
+              report->initramfs.c_str(), report->new_verifiers.size() == 1 ? "" : "s",
+              joined(report->new_verifiers).c_str(),
+              report->ca_replaced ? " and the new verifier CA" : " (verifier CA unchanged)");
+  if (report->new_verifiers != report->old_verifiers)
+    std::printf("  (it named %s before)\n", joined(report->old_verifiers).c_str());
+  std::printf("the LUKS2 header, the encrypted root and the disk key are unchanged: the enrollment of image %s "
+              "(LUKS2 %s) stays valid, no re-enrollment is needed\n",
+              report->image_id.c_str(), report->luks_uuid.c_str());
+  std::printf("wrote %s (reference values: set %s; the image measured as set %s before)\n",
+              options.reference_path.c_str(), report->new_set.c_str(), report->old_set.c_str());
+  std::printf("next, on each verifier that serves %s (the new one holds the enrollment: moved with `fde-admin "
+              "backup` or enrolled from the original bundle):\n"
+              "  fde-admin add-reference %s --file %s --replace %s\n"
+              "(without --replace the old set stays, for VMs still booting the old image; retire it later with\n"
+              "`fde-admin retire-reference %s --set %s`). Until the new set is added, boots of the rebound image\n"
+              "are denied.\n",
+              report->image_id.c_str(), report->image_id.c_str(), options.reference_path.c_str(),
+              report->old_set.c_str(), report->image_id.c_str(), report->old_set.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -241,9 +325,13 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[0];
   args.erase(args.begin());
-  const auto specs = command == "build" ? build_specs() : command == "measure" ? measure_specs() : common_specs;
-  if (command != "build" && command != "inspect" && command != "measure") {
-    std::fprintf(stderr, "fde-image: unknown command \"%s\" (build, inspect, measure; see --help)\n", command.c_str());
+  const auto specs = command == "build"     ? build_specs()
+                     : command == "measure" ? measure_specs()
+                     : command == "rebind"  ? rebind_specs()
+                                            : common_specs;
+  if (command != "build" && command != "inspect" && command != "measure" && command != "rebind") {
+    std::fprintf(stderr, "fde-image: unknown command \"%s\" (build, inspect, measure, rebind; see --help)\n",
+                 command.c_str());
     return exit_usage;
   }
   auto parsed = parse_options(args, specs);
@@ -254,5 +342,6 @@ int main(int argc, char** argv) {
   }
   if (command == "build") return run_build(*parsed);
   if (command == "inspect") return run_inspect(*parsed);
+  if (command == "rebind") return run_rebind(*parsed);
   return run_measure(*parsed);
 }

@@ -20,6 +20,7 @@
 #include "common/util/file.hpp"
 #include "image-builder/assembly/boot_files.hpp"
 #include "image-builder/assembly/efi_binaries.hpp"
+#include "image-builder/assembly/image_files.hpp"
 #include "common/protocol/enrollment_bundle.hpp"
 #include "common/protocol/messages.hpp"
 #include "image-builder/assembly/secret_file.hpp"
@@ -30,6 +31,7 @@
 #include "image-builder/disk/staged_files.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
 #include "image-builder/fs/fat_filesystem.hpp"
+#include "image-builder/initramfs/agent_config_file.hpp"
 #include "image-builder/initramfs/agent_runtime_files.hpp"
 #include "image-builder/initramfs/cpio_writer.hpp"
 #include "image-builder/luks/luks_volume.hpp"
@@ -44,102 +46,6 @@ namespace fs = std::filesystem;
 constexpr std::size_t max_agent_size = 128u << 20;
 constexpr std::size_t max_small_file = 1u << 20;
 constexpr std::uint64_t io_chunk = 1u << 20;
-
-// A private directory for intermediate files, removed with everything in it on every path.
-class WorkDir {
- public:
-  static Result<WorkDir> create(const std::string& parent) {
-    std::string pattern = parent + "/.fde-image-XXXXXX";
-    if (!::mkdtemp(pattern.data()))
-      return fail(Errc::io, "cannot create a work directory in " + parent + ": " + std::strerror(errno));
-    WorkDir dir;
-    dir.path_ = pattern;
-    return dir;
-  }
-  WorkDir() = default;
-  WorkDir(WorkDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
-  ~WorkDir() {
-    if (path_.empty()) return;
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-std::string directory_of(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  return parent.empty() ? "." : parent.string();
-}
-
-bool path_exists(const std::string& path) {
-  struct stat st {};
-  return ::lstat(path.c_str(), &st) == 0;
-}
-
-// The image as given, opened once; a qcow2 one has passed check_self_contained.
-struct OpenedImage {
-  RawFile file;
-  ImageFormat format = ImageFormat::raw;
-};
-
-Result<OpenedImage> open_image(const std::string& image, std::optional<ImageFormat> format, bool require_qcow2) {
-  auto file = RawFile::open(image, RawFile::Mode::read_only);
-  if (!file) return tl::unexpected(file.error());
-  auto detected = detect_image_format(*file);
-  if (!detected) return tl::unexpected(detected.error());
-  if (require_qcow2 && !format && *detected != ImageFormat::qcow2)
-    return fail(Errc::invalid_argument,
-                image + " is not a qcow2 image (no qcow2 magic); pass --input-format raw for a raw disk image");
-  if (format && *format == ImageFormat::qcow2 && *detected != ImageFormat::qcow2)
-    return fail(Errc::invalid_argument, image + " is not a qcow2 image");
-  OpenedImage opened;
-  opened.format = format.value_or(*detected);
-  if (opened.format == ImageFormat::qcow2) {
-    auto header = read_qcow2_header(*file);
-    if (!header) return tl::unexpected(header.error());
-    if (auto ok = check_self_contained(*header, image); !ok) return tl::unexpected(ok.error());
-  }
-  opened.file = std::move(*file);
-  return opened;
-}
-
-// The raw disk everything reads: the image itself, or its conversion in the work directory.
-// `path` names the open file by descriptor (RawFile::fd_path), so the libraries that open by
-// name read the very file checked here.
-struct RawInput {
-  RawFile file;
-  std::string path;
-};
-
-Result<RawInput> to_raw(OpenedImage image, const std::string& name, const WorkDir& work, Progress& progress) {
-  RawInput input;
-  if (image.format == ImageFormat::raw) {
-    input.file = std::move(image.file);
-  } else {
-    auto converted = RawFile::create(work.file("input.raw"), 0600);
-    if (!converted) return tl::unexpected(converted.error());
-    progress.note("converting " + name + " to raw (qemu-img)");
-    if (auto ok = convert_image(image.file, ImageFormat::qcow2, *converted, ImageFormat::raw); !ok)
-      return tl::unexpected(ok.error());
-    // The header again: an image that changed while qemu-img read it is not used.
-    auto header = read_qcow2_header(image.file);
-    if (!header) return tl::unexpected(header.error());
-    if (auto ok = check_self_contained(*header, name); !ok) return fail_with_context("after the conversion", ok.error());
-    input.file = std::move(*converted);
-  }
-  input.path = input.file.fd_path();
-  return input;
-}
-
-Result<RawInput> open_raw(const std::string& image, std::optional<ImageFormat> format, const WorkDir& work,
-                          Progress& progress) {
-  auto opened = open_image(image, format, false);
-  if (!opened) return tl::unexpected(opened.error());
-  return to_raw(std::move(*opened), image, work, progress);
-}
 
 bool is_root_type(const Guid& type) { return type == gpt_type::root_x86_64 || type == gpt_type::root_aarch64; }
 
@@ -206,70 +112,6 @@ Result<PartitionRoles> find_partitions(const GptTable& table, const std::string&
     return fail(Errc::not_found, "no boot partition with a kernel (vmlinuz-*) found on an ext or FAT filesystem");
   }
   return roles;
-}
-
-// A file name fde-image hands to mtools: plain characters only, so that nothing in a
-// hostile image's directory names is read as an mtools wildcard or option.
-Result<void> check_mtools_path(const std::string& path) {
-  for (char c : path)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' || c == '.' ||
-          c == '-' || c == '_' || c == '+'))
-      return fail(Errc::unsupported, "the FAT path " + path + " has characters other than letters, digits and ./-_+");
-  return {};
-}
-
-// Writes files (whole, replacing them) into the FAT filesystem of one partition of the
-// output with mtools. mtools works on a copy of just that partition, which is then copied
-// back: whatever the filesystem's own fields say, nothing outside the partition changes.
-Result<void> write_fat_files(RawFile& disk, const GptPartition& partition, const WorkDir& work,
-                             const std::vector<std::pair<std::string, ByteView>>& files) {
-  const std::string copy = work.file("fat-" + std::to_string(partition.index) + ".img");
-  const std::string staged = work.file("fat-file");
-  {
-    auto out = RawFile::open(copy, RawFile::Mode::create_new);
-    if (!out) return tl::unexpected(out.error());
-    if (auto ok = out->resize(partition.size()); !ok) return tl::unexpected(ok.error());
-    Bytes buffer(static_cast<std::size_t>(io_chunk));
-    for (std::uint64_t at = 0; at < partition.size(); at += io_chunk) {
-      std::span<std::uint8_t> part(buffer.data(), static_cast<std::size_t>(std::min(io_chunk, partition.size() - at)));
-      if (auto ok = disk.read_at(partition.offset() + at, part); !ok) return ok;
-      if (auto ok = out->write_sparse_at(at, part); !ok) return ok;
-    }
-    out->close();
-  }
-  // Our reader refuses a filesystem larger than the partition before mtools sees it.
-  if (auto fat = FatFilesystem::open(copy, 0, partition.size()); !fat)
-    return fail_with_context("partition " + std::to_string(partition.index), fat.error());
-  for (const auto& [path, content] : files) {
-    if (auto ok = check_mtools_path(path); !ok) return ok;
-    if (auto ok = write_file_atomic(staged, content, 0600); !ok) return ok;
-    auto run = run_process({"env", "MTOOLS_SKIP_CHECK=1", "MTOOLSRC=/dev/null", "mcopy", "-o", "-i", copy, staged,
-                            "::" + path});
-    ::unlink(staged.c_str());
-    if (!run) return fail_with_context("mcopy (mtools)", run.error());
-    if (run->exit_code != 0)
-      return fail(Errc::io, "mcopy could not write " + path + " on partition " + std::to_string(partition.index) +
-                                ": " + run->output);
-  }
-  auto in = RawFile::open(copy, RawFile::Mode::read_only);
-  if (!in) return tl::unexpected(in.error());
-  auto size = in->size();
-  if (!size) return tl::unexpected(size.error());
-  if (*size != partition.size())
-    return fail(Errc::malformed, "mtools changed the size of partition " + std::to_string(partition.index) + "'s copy");
-  // Back into the output, block by block, writing only what changed.
-  Bytes changed(static_cast<std::size_t>(io_chunk)), current(static_cast<std::size_t>(io_chunk));
-  for (std::uint64_t at = 0; at < partition.size(); at += io_chunk) {
-    const std::size_t n = static_cast<std::size_t>(std::min(io_chunk, partition.size() - at));
-    std::span<std::uint8_t> next(changed.data(), n), now(current.data(), n);
-    if (auto ok = in->read_at(at, next); !ok) return ok;
-    if (auto ok = disk.read_at(partition.offset() + at, now); !ok) return ok;
-    if (!std::equal(next.begin(), next.end(), now.begin()))
-      if (auto ok = disk.write_at(partition.offset() + at, next); !ok) return ok;
-  }
-  in->close();
-  ::unlink(copy.c_str());
-  return {};
 }
 
 // What build writes for the boot: decided from the input image, before any heavy work.
@@ -377,8 +219,8 @@ std::string key_check_lines(const VolumeFacts& facts) {
 std::string agent_config_text(const BuildOptions& options, const VolumeFacts& facts) {
   std::string text = "# fde-agent configuration, written by fde-image (measured as part of the initramfs)\n";
   text += "image_id = " + options.image_id + "\n";
-  for (const auto& url : options.verifiers) text += "verifier = " + url + "\n";
-  text += "ca_file = /etc/fde/verifier-ca.pem\n";  // key names: docs/fde-agent.md
+  text += verifier_config_lines(options.verifiers);
+  text += "ca_file = " + std::string(verifier_ca_path) + "\n";  // key names: docs/fde-agent.md
   text += "luks_uuid = " + facts.luks_uuid + "\n";
   if (options.agent_platform == AgentPlatform::sim) text += "platform = sim\n";
   return text + key_check_lines(facts);
@@ -456,10 +298,10 @@ Result<Bytes> build_initramfs_addition(const BuildOptions& options, const Volume
     const std::string text = agent_config_text(options, facts);
     config.assign(text.begin(), text.end());
   }
-  if (auto ok = cpio.add_file("/etc/fde/agent.conf", config, 0644); !ok) return tl::unexpected(ok.error());
-  auto ca = read_file(options.verifier_ca, max_small_file);
-  if (!ca) return fail_with_context("--verifier-ca", ca.error());
-  if (auto ok = cpio.add_file("/etc/fde/verifier-ca.pem", *ca, 0644); !ok) return tl::unexpected(ok.error());
+  if (auto ok = cpio.add_file(agent_conf_path, config, 0644); !ok) return tl::unexpected(ok.error());
+  auto ca = load_verifier_ca(options.verifier_ca);
+  if (!ca) return tl::unexpected(ca.error());
+  if (auto ok = cpio.add_file(verifier_ca_path, *ca, 0644); !ok) return tl::unexpected(ok.error());
   if (auto ok = add_agent_runtime_files(cpio); !ok) return fail_with_context("agent runtime files", ok.error());
   if (options.initramfs_overlay)
     if (auto ok = add_overlay(cpio, *options.initramfs_overlay); !ok)
@@ -473,13 +315,7 @@ Result<void> check_options(const BuildOptions& options) {
   if (options.image_id.empty()) return fail(Errc::invalid_argument, "--image-id is required");
   if (auto ok = protocol::validate_image_id(options.image_id); !ok)
     return fail(Errc::invalid_argument, "--image-id " + options.image_id + ": " + ok.error().message);
-  if (options.verifiers.empty()) return fail(Errc::invalid_argument, "at least one --verifier URL is required");
-  for (const auto& url : options.verifiers) {
-    const std::string_view host = std::string_view(url).substr(std::min<std::size_t>(url.size(), 8));
-    if (url.rfind("https://", 0) != 0 || host.empty() || host.front() == '/' || host.front() == ':' ||
-        url.find_first_of(" \t\r\n,") != std::string::npos)
-      return fail(Errc::invalid_argument, "--verifier " + url + ": must be an https:// URL with a host");
-  }
+  if (auto ok = check_verifier_urls(options.verifiers); !ok) return ok;
   if (!options.agent && !options.without_agent)
     return fail(Errc::invalid_argument,
                 "--agent PATH is required: the image needs fde-agent in its initramfs to unlock its root (give "
@@ -511,13 +347,7 @@ Result<void> check_options(const BuildOptions& options) {
   }
   for (const auto& path : {options.output, options.bundle_path, options.reference_path})
     if (path_exists(path)) return fail(Errc::invalid_argument, path + " already exists; remove it first");
-  auto ca = read_file(options.verifier_ca, max_small_file);
-  if (!ca) return fail_with_context("--verifier-ca", ca.error());
-  const std::string text(ca->begin(), ca->end());
-  if (text.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
-    return fail(Errc::malformed, "--verifier-ca " + options.verifier_ca + ": no PEM certificate");
-  if (auto certificates = crypto::Certificate::load_all(*ca); !certificates)
-    return fail(Errc::malformed, "--verifier-ca " + options.verifier_ca + ": " + certificates.error().message);
+  if (auto ca = load_verifier_ca(options.verifier_ca); !ca) return tl::unexpected(ca.error());
   // The archive as it will be but for the LUKS UUID, so that a refused overlay or an
   // unreadable agent fails now rather than after the encryption.
   if (auto trial = build_initramfs_addition(options, placeholder_facts()); !trial)
@@ -941,7 +771,7 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
       if (!content) continue;
       const auto entries = list_appended_cpio(*content);
       const bool ours = std::any_of(entries.begin(), entries.end(),
-                                    [](const CpioEntry& e) { return e.path == "/etc/fde/agent.conf"; });
+                                    [](const CpioEntry& e) { return e.path == agent_conf_path; });
       out << "    initramfs " << *kernel.initramfs_path << ": "
           << (ours ? "fde-image archive appended:" : "no fde-image archive") << "\n";
       if (!ours) continue;

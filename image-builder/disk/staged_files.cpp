@@ -41,23 +41,48 @@ Result<RawFile*> StagedFiles::create(const std::string& final_path, mode_t permi
   return &entries_.back()->file;
 }
 
+Result<RawFile*> StagedFiles::create_replacing(const std::string& final_path, mode_t permissions, int current_fd) {
+  auto file = create(final_path, permissions);
+  if (!file) return file;
+  entries_.back()->replaces_fd = current_fd;
+  return file;
+}
+
 Result<void> StagedFiles::publish() {
   for (auto& entry : entries_)
     if (auto ok = entry->file.sync(); !ok) return ok;
+  auto undo = [&] {
+    for (auto& done : entries_)
+      if (done->published && done->replaces_fd < 0) {
+        remove_if_ours(done->final_path, done->file.fd());
+        done->published = false;
+      }
+  };
   for (auto& entry : entries_) {
+    if (entry->replaces_fd >= 0) continue;  // after every new name is in place
     // Without AT_SYMLINK_FOLLOW linkat would link the /proc magic link itself.
     if (::linkat(AT_FDCWD, entry->file.fd_path().c_str(), AT_FDCWD, entry->final_path.c_str(), AT_SYMLINK_FOLLOW) !=
         0) {
       const int err = errno;
-      for (auto& done : entries_)
-        if (done->published) {
-          remove_if_ours(done->final_path, done->file.fd());
-          done->published = false;
-        }
+      undo();
       if (err == EEXIST)
         return fail(Errc::io, entry->final_path + " appeared while fde-image ran; it is not replaced");
       return fail(Errc::io, "cannot create " + entry->final_path + ": " + std::strerror(err) +
                                 (err == ENOENT ? " (is /proc mounted?)" : ""));
+    }
+    entry->published = true;
+  }
+  for (auto& entry : entries_) {
+    if (entry->replaces_fd < 0) continue;
+    const std::string partial = partial_name(entry->final_path);
+    if (!names_file(entry->final_path, entry->replaces_fd) || !names_file(partial, entry->file.fd())) {
+      undo();
+      return fail(Errc::io, entry->final_path + " or " + partial + " changed while fde-image ran; nothing is replaced");
+    }
+    if (::rename(partial.c_str(), entry->final_path.c_str()) != 0) {
+      const int err = errno;
+      undo();
+      return fail(Errc::io, "cannot replace " + entry->final_path + ": " + std::strerror(err));
     }
     entry->published = true;
   }

@@ -27,8 +27,14 @@ class StagedFiles {
   // Creates `final_path`.partial with exactly `permissions`. The file stays open, owned here.
   Result<RawFile*> create(const std::string& final_path, mode_t permissions);
 
+  // Like create, for a file that is to take the place of an existing one: publish renames
+  // `final_path`.partial over `final_path`, and only while `final_path` still names the file
+  // open as `current_fd` (checked just before; a name swapped meanwhile fails the publish).
+  Result<RawFile*> create_replacing(const std::string& final_path, mode_t permissions, int current_fd);
+
   // fsyncs each file and links it to its final name (an existing name fails: never replaced),
-  // then removes the .partial names. On failure no final name is left.
+  // then renames the replacing ones into place, then removes the .partial names. On failure
+  // no new final name is left and no replaced file is touched.
   Result<void> publish();
 
  private:
@@ -36,6 +42,7 @@ class StagedFiles {
     std::string final_path;
     RawFile file;
     bool published = false;
+    int replaces_fd = -1;  // create_replacing: the file final_path must still name
   };
   std::vector<std::unique_ptr<Entry>> entries_;
 };

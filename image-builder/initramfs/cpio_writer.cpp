@@ -1,6 +1,7 @@
 // newc cpio writer and a small reader for the archive fde-image appends.
 #include "image-builder/initramfs/cpio_writer.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstring>
@@ -23,6 +24,10 @@ constexpr std::uint32_t type_symlink = 0120000;
 // replace the symlink with an empty directory and take every library and tool behind it
 // out of the boot.
 constexpr std::array<const char*, 7> usr_merge_symlinks = {"lib", "lib32", "lib64", "libx32", "bin", "sbin", "usr/sbin"};
+
+bool is_all_zero_tail(ByteView data) {
+  return std::all_of(data.begin(), data.end(), [](std::uint8_t b) { return b == 0; });
+}
 
 void pad4(Bytes& out) {
   while (out.size() % 4 != 0) out.push_back(0);
@@ -152,10 +157,15 @@ Bytes CpioWriter::finish() {
 }
 
 std::vector<CpioEntry> list_appended_cpio(ByteView data) {
+  auto found = find_appended_cpio(data);
+  return found ? std::move(found->entries) : std::vector<CpioEntry>{};
+}
+
+std::optional<AppendedCpio> find_appended_cpio(ByteView data) {
   // Our archive is the last uncompressed newc archive in the file: look for newc headers at
   // 4-byte boundaries (the kernel reads each archive from one, and fde-image pads to one)
   // and keep the last run of entries that parses to a trailer.
-  std::vector<CpioEntry> entries;
+  std::optional<AppendedCpio> last;
   const std::size_t window = 64u << 20;
   const std::size_t search_from = data.size() > window ? (data.size() - window) / 4 * 4 : 0;
   auto hex_field = [&](std::size_t header, int index, std::uint64_t& value) {
@@ -190,11 +200,53 @@ std::vector<CpioEntry> list_appended_cpio(ByteView data) {
       pos = (content + size + 3) / 4 * 4;
     }
     if (complete) {
-      entries = std::move(parsed);
+      const std::size_t archive_start = at;
+      // Past the trailer's header and name: where the archive's own bytes end.
       at = pos;  // continue after this archive's trailer: the last complete one wins
+      const std::size_t trailer_end = (pos + header_size + sizeof "TRAILER!!!" + 3) / 4 * 4;
+      last = AppendedCpio{archive_start, std::min(trailer_end, data.size()), std::move(parsed)};
     }
   }
-  return entries;
+  return last;
+}
+
+Result<Bytes> rewrite_appended_cpio(ByteView data, const AppendedCpio& archive,
+                                    const std::map<std::string, Bytes>& replacements) {
+  if (archive.offset > archive.end || archive.end > data.size())
+    return fail(Errc::invalid_argument, "the archive does not lie inside the data");
+  if (!is_all_zero_tail(data.subspan(static_cast<std::size_t>(archive.end))))
+    return fail(Errc::unsupported, "data follows the appended archive (something was added after fde-image's "
+                                   "archive); it would be lost");
+  std::size_t replaced = 0;
+  CpioWriter cpio;
+  for (const auto& entry : archive.entries) {
+    const std::uint32_t type = entry.mode & type_mask;
+    const std::uint32_t mode = entry.mode & 07777;
+    const auto replacement = replacements.find(entry.path);
+    if (replacement != replacements.end() && type != type_regular)
+      return fail(Errc::unsupported, entry.path + " is not a regular file in the appended archive");
+    Result<void> added;
+    // Every parent CpioWriter added came before its child, so none is added twice here.
+    if (type == type_directory)
+      added = cpio.add_directory(entry.path, mode);
+    else if (type == type_symlink)
+      added = cpio.add_symlink(entry.path, std::string(as_text(cpio_entry_content(data, entry))),
+                               Parents::assume_present);
+    else if (type == type_regular)
+      added = cpio.add_file(entry.path,
+                            replacement != replacements.end() ? ByteView(replacement->second)
+                                                              : cpio_entry_content(data, entry),
+                            mode, Parents::assume_present);
+    else
+      added = fail(Errc::unsupported, entry.path + ": an entry type fde-image does not write");
+    if (!added) return fail_with_context("appended archive", added.error());
+    if (replacement != replacements.end()) ++replaced;
+  }
+  if (replaced != replacements.size()) return fail(Errc::not_found, "a file to replace is not in the appended archive");
+  Bytes out(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(archive.offset));
+  const Bytes rewritten = cpio.finish();
+  out.insert(out.end(), rewritten.begin(), rewritten.end());
+  return out;
 }
 
 }  // namespace fde::image

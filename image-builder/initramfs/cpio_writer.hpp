@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,23 @@ struct CpioEntry {
 // trailer (bounded parser; found by its magic at a 4-byte boundary, so compressed archives
 // before it are skipped). Used by inspect to show what we appended.
 std::vector<CpioEntry> list_appended_cpio(ByteView data);
+
+// Where that archive lies in `data` and what it holds; nullopt when there is none.
+struct AppendedCpio {
+  std::uint64_t offset = 0;  // of its first header (a 4-byte boundary)
+  std::uint64_t end = 0;     // just after its trailer entry
+  std::vector<CpioEntry> entries;
+};
+std::optional<AppendedCpio> find_appended_cpio(ByteView data);
+
+// `data` up to the archive found there, then the archive written again by CpioWriter with
+// the same entries in the same order, modes and targets, but the contents of the files named
+// in `replacements` ("/etc/fde/agent.conf") exchanged. Each replaced path must be a regular
+// file of the archive; anything but zero padding after the archive's trailer is refused
+// (it would be dropped). An archive CpioWriter wrote comes back byte for byte when nothing
+// is replaced.
+Result<Bytes> rewrite_appended_cpio(ByteView data, const AppendedCpio& archive,
+                                    const std::map<std::string, Bytes>& replacements);
 
 // The content of an entry listed from `data` (a file's bytes, a symlink's target).
 inline ByteView cpio_entry_content(ByteView data, const CpioEntry& entry) {

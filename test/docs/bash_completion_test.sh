@@ -78,14 +78,16 @@ expect "fde-verifierd --threads: no choices" "" "$(complete_line fde-verifierd f
 # --- fde-image ---
 image_help=$("$image" --help)
 build_options=$(sed -n '/^build options:/,/^measure options:/p' <<<"$image_help" | table_options)
-measure_options=$(sed -n '/^measure options:/,$p' <<<"$image_help" | table_options)
+measure_options=$(sed -n '/^measure options:/,/^rebind options:/p' <<<"$image_help" | table_options)
+rebind_options=$(sed -n '/^rebind options:/,$p' <<<"$image_help" | table_options)
 inspect_options=$( (grep 'fde-image inspect' <<<"$image_help"; echo --help) | options_in)
 [ "$(wc -l <<<"$build_options")" -ge 20 ] || fail "fde-image --help: expected 20 or more build options"
-expect "fde-image: commands" "build help --help --version inspect measure" \
+expect "fde-image: commands" "build help --help --version inspect measure rebind" \
   "$(complete_line fde-image fde-image "")"
 expect "fde-image build --" "$build_options" "$(complete_line fde-image fde-image build --)"
 expect "fde-image measure --" "$measure_options" "$(complete_line fde-image fde-image measure IMAGE --)"
 expect "fde-image inspect --" "$inspect_options" "$(complete_line fde-image fde-image inspect --)"
+expect "fde-image rebind --" "$rebind_options" "$(complete_line fde-image fde-image rebind IMAGE --)"
 expect "fde-image build --input-format q" "qcow2" "$(complete_line fde-image fde-image build --input-format q)"
 expect "fde-image build --agent-platform" "sim tsi" \
   "$(complete_line fde-image fde-image build --agent-platform "")"
@@ -93,6 +95,7 @@ expect "fde-image build --agent-platform" "sim tsi" \
 expect "fde-image build --work-dir: directories only" "$work/dir1" \
   "$(complete_line fde-image fde-image build --work-dir "$work/")"
 expect "fde-image inspect IMAGE: files" "$work/file1" "$(complete_line fde-image fde-image inspect "$work/fi")"
+expect "fde-image rebind IMAGE: files" "$work/file1" "$(complete_line fde-image fde-image rebind "$work/fi")"
 
 # --- fde-admin ---
 admin_help=$("$admin" --help)

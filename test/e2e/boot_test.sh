@@ -11,7 +11,7 @@
 #   --build      a build tree with fde-image, fde-verifierd, fde-admin and fde-sim
 #   --agent      the static fde-agent built with the sim platform (FDE_WITH_SIM=ON)
 #   --scenarios  any of: positive tampered late revoked hostile-disk shadow-root host-volume
-#                (default: all)
+#                moved (default: all)
 #   --work       work directory (default: a new one under /tmp, removed at the end)
 #   --keep       keep the work directory
 # Needs (scripts/install-deps.sh): qemu-system-x86_64, dracut-core and dracut-network,
@@ -24,7 +24,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source_dir=$(cd "$here/../.." && pwd)
 build= agent= work= keep=0
-scenarios="positive tampered late revoked hostile-disk shadow-root host-volume"
+scenarios="positive tampered late revoked hostile-disk shadow-root host-volume moved"
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$(cd "$2" && pwd); shift 2 ;;
@@ -462,12 +462,79 @@ EOF
     "$boot_seconds"
 }
 
+# moved: the service moves to a second verifier (another TLS CA, another port) with a backup
+# of the store; fde-image rebind points the encrypted image at it without touching the
+# encrypted root, the set it prints is loaded, and the rebound image unlocks with its old
+# enrollment. The first verifier (and its store) are back afterwards.
+scenario_moved() {
+  step "moved: fde-admin backup to a second verifier (new CA, new port), fde-image rebind, unlock there"
+  adm backup --output "$work/moved.db" | sed 's/^/   | /'
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=e2e second TLS CA" \
+    -keyout "$work/tls2-ca.key" -out "$work/tls2-ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fde-verifierd second" \
+    -keyout "$work/server2.key" -out "$work/server2.csr" 2>/dev/null
+  openssl x509 -req -in "$work/server2.csr" -CA "$work/tls2-ca.pem" -CAkey "$work/tls2-ca.key" -CAcreateserial \
+    -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server2.crt" 2>/dev/null
+  chmod 600 "$work/server2.key"
+  local first_port=$port port2= candidate
+  for _ in $(seq 50); do
+    candidate=$((20000 + RANDOM % 30000))
+    if [ "$candidate" != "$port" ] && ! ss -Htln "sport = :$candidate" | grep -q .; then port2=$candidate; break; fi
+  done
+  [ -n "$port2" ] || setup_error "no second free TCP port on 127.0.0.1"
+  sed -e "s|127.0.0.1:$port\"|127.0.0.1:$port2\"|" -e 's|"server.crt"|"server2.crt"|' -e 's|"server.key"|"server2.key"|' \
+    -e 's|"verifier.db"|"moved.db"|' "$work/verifier.toml" >"$work/moved.toml"
+  grep -q "127.0.0.1:$port2" "$work/moved.toml" || setup_error "moved: the second configuration has no new port"
+  stop_verifier
+  verifier_config=$work/moved.toml start_verifier
+  note "the second fde-verifierd is listening on $(tr '\n' ' ' <"$work/ready")"
+
+  local t0 old_set
+  t0=$(date +%s.%N)
+  "$fde_image" rebind --quiet "$work/encrypted.qcow2" --output "$work/moved.qcow2" \
+    --verifier "https://10.0.2.100:$port2" --verifier-ca "$work/tls2-ca.pem" \
+    --rim "$rim" --grub-efi-digest "$grub_digest" --reference-out "$work/moved-reference.json" >"$work/rebind.out"
+  note "fde-image rebind took $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)") s"
+  sed 's/^/   | /' "$work/rebind.out"
+  grep -q 'no re-enrollment is needed' "$work/rebind.out" || fail "moved: rebind did not say the enrollment stays"
+  old_set=$(sed -n 's/.*fde-admin add-reference e2e-image --file [^ ]* --replace \([^ ]*\)$/\1/p' "$work/rebind.out")
+  [ -n "$old_set" ] || fail "moved: rebind printed no add-reference --replace command"
+  # The rebound image's root partition (LUKS2 header and ciphertext) is the build's, byte for byte.
+  qemu-img convert -O raw "$work/encrypted.qcow2" "$work/a.raw"
+  qemu-img convert -O raw "$work/moved.qcow2" "$work/b.raw"
+  local start
+  start=$(sgdisk -i 2 "$work/b.raw" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
+  [ "$(tail -c +$((start * 512 + 1)) "$work/a.raw" | sha256sum)" = "$(tail -c +$((start * 512 + 1)) "$work/b.raw" | sha256sum)" ] ||
+    fail "moved: rebind changed the root partition"
+  rm -f "$work/a.raw"
+  dd if="$work/b.raw" of="$work/moved-boot.ext4" bs=1M skip=1 count=$boot_mib status=none
+  rm -f "$work/b.raw"
+  debugfs -R "dump /initrd.img-$kver $work/moved-initrd.booted" "$work/moved-boot.ext4" >/dev/null 2>&1
+  [ -s "$work/moved-initrd.booted" ] || fail "moved: cannot read the rebound initramfs"
+  cmp -s "$work/moved-initrd.booted" "$work/initrd.img-$kver.booted" && fail "moved: the initramfs did not change"
+
+  adm add-reference e2e-image --file "$work/moved-reference.json" --replace "$old_set" | sed 's/^/   | /'
+  play_firmware "$work/moved-initrd.booted"
+  port=$port2
+  boot moved "$work/moved-initrd.booted" "file=$work/moved.qcow2,format=qcow2"
+  port=$first_port
+  grep -q "https://10.0.2.100:$port2: key released" "$work/moved.serial" ||
+    fail "moved: the key was not released by the second verifier"
+  expect_unlocked moved
+  adm audit --image e2e-image --decision release --limit 1 | grep -q . || fail "moved: no release at the second verifier"
+
+  stop_verifier
+  rm -f "$work/moved.qcow2" "$work/moved.db"*
+  start_verifier
+}
+
 for s in $scenarios; do
   case "$s" in
     positive | tampered | late | revoked) "scenario_$s" ;;
     hostile-disk) scenario_hostile_disk ;;
     shadow-root) scenario_shadow_root ;;
     host-volume) scenario_host_volume ;;
+    moved) scenario_moved ;;
     *) setup_error "unknown scenario $s" ;;
   esac
 done

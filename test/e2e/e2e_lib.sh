@@ -135,7 +135,8 @@ e2e_verifier() {
 daemon_pid=
 start_verifier() {
   rm -f "$work/ready"
-  "$daemon" --config "$work/verifier.toml" --ready-file "$work/ready" 2>>"$work/verifierd.log" &
+  # verifier_config: another configuration (a second verifier); default the one made above.
+  "$daemon" --config "${verifier_config:-$work/verifier.toml}" --ready-file "$work/ready" 2>>"$work/verifierd.log" &
   daemon_pid=$!
   for _ in $(seq 100); do [ -s "$work/ready" ] && return 0; sleep 0.1; done
   cat "$work/verifierd.log" >&2

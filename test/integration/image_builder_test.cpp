@@ -25,6 +25,7 @@
 #include "common/crypto/hash.hpp"
 #include "image-builder/assembly/boot_files.hpp"
 #include "image-builder/assembly/image_builder.hpp"
+#include "image-builder/assembly/rebind.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
 #include "image-builder/initramfs/cpio_writer.hpp"
@@ -1248,4 +1249,421 @@ TEST_CASE("the straight-line grub.cfg reads back to its commands; other grub.cfg
   CHECK(compare_versions("6.6.0-28.oe2403", "6.6.0-28.oe2403") == 0);
   CHECK(prepare_kernel_arguments("root=x  ro") == std::string("root=x ro ima_rot=tpm"));
   CHECK(prepare_kernel_arguments("root=x ima_rot=tpm") == std::string("root=x ima_rot=tpm"));
+}
+
+// ---- fde-image rebind --------------------------------------------------------------------
+
+namespace {
+
+// A second CA (another verifier's) in the fixture's directory.
+std::string make_second_ca(const Fixture& f) {
+  REQUIRE(sh("cd " + f.dir + " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+             "ca2.key -out ca2.pem -subj /CN=second-verifier -days 1") == 0);
+  return f.path("ca2.pem");
+}
+
+RebindOptions rebind_options(const Fixture& f, const std::string& input, const std::string& output) {
+  RebindOptions o;
+  o.input = f.path(input);
+  o.output = f.path(output);
+  o.grub_efi_digests = {Bytes(32, 0x11)};
+  o.firmware_rims = {Bytes(32, 0x22)};
+  o.reference_path = o.output + ".reference.json";
+  return o;
+}
+
+std::string sha256_file_range(const std::string& path, std::uint64_t offset, std::uint64_t length) {
+  auto file = RawFile::open(path, RawFile::Mode::read_only);
+  REQUIRE(file);
+  Bytes range(static_cast<std::size_t>(length));
+  REQUIRE(file->read_at(offset, range));
+  return hex_encode(crypto::sha256(range));
+}
+
+std::string appended_file(ByteView initramfs, const std::string& path) {
+  for (const auto& e : list_appended_cpio(initramfs))
+    if (e.path == path) return std::string(as_text(cpio_entry_content(initramfs, e)));
+  return "(missing)";
+}
+
+std::string first_set_name(const std::string& reference_path) {
+  const Bytes json = read_all(reference_path);
+  rapidjson::Document doc;
+  doc.Parse(reinterpret_cast<const char*>(json.data()), json.size());
+  REQUIRE(doc.IsObject());
+  return doc["sets"][0]["name"].GetString();
+}
+
+}  // namespace
+
+TEST_CASE("rebind changes the verifiers and CA in the initramfs and nothing of the LUKS2 partition", "[image][rebind]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  const auto build = f.options("out.qcow2");
+  REQUIRE(build_image(build, quiet));
+  const std::string ca2 = make_second_ca(f);
+  auto options = rebind_options(f, "out.qcow2", "re.qcow2");
+  options.verifiers = {"https://192.0.2.7:9443", "https://192.0.2.8:9443"};
+  options.verifier_ca = ca2;
+  auto report = rebind_image(options, quiet);
+  REQUIRE(report);
+  CHECK(report->image_id == "test-image");
+  CHECK(report->old_verifiers == build.verifiers);
+  CHECK(report->new_verifiers == options.verifiers);
+  CHECK(report->ca_replaced);
+
+  REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("out.qcow2") + " " + f.path("a.raw")) == 0);
+  REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("re.qcow2") + " " + f.path("b.raw")) == 0);
+  auto disk = RawFile::open(f.path("b.raw"), RawFile::Mode::read_only);
+  REQUIRE(disk);
+  auto table = read_gpt(*disk);
+  REQUIRE(table);
+  const GptPartition* boot = table->find(1);
+  const GptPartition* root = table->find(2);
+  REQUIRE((boot && root));
+  const auto size = fsys::file_size(f.path("a.raw"));
+  REQUIRE(fsys::file_size(f.path("b.raw")) == size);
+  // The LUKS2 header and every encrypted byte (the whole root partition), the partition
+  // table and everything in front of the boot partition, and the backup GPT: all unchanged.
+  CHECK(sha256_file_range(f.path("a.raw"), root->offset(), root->size()) ==
+        sha256_file_range(f.path("b.raw"), root->offset(), root->size()));
+  CHECK(sha256_file_range(f.path("a.raw"), 0, boot->offset()) == sha256_file_range(f.path("b.raw"), 0, boot->offset()));
+  const std::uint64_t tail = root->offset() + root->size();
+  CHECK(sha256_file_range(f.path("a.raw"), tail, size - tail) == sha256_file_range(f.path("b.raw"), tail, size - tail));
+
+  // The new agent.conf names the new verifiers; everything else in it, the key check values
+  // included, is as build wrote it; the CA is the new one; the base initramfs is untouched.
+  const Bytes before = booted_initramfs(f.path("a.raw"));
+  const Bytes after = booted_initramfs(f.path("b.raw"));
+  const std::string old_conf = appended_file(before, "/etc/fde/agent.conf");
+  const std::string new_conf = appended_file(after, "/etc/fde/agent.conf");
+  INFO(new_conf);
+  CHECK(new_conf.find("verifier = https://192.0.2.7:9443\nverifier = https://192.0.2.8:9443\n") != std::string::npos);
+  CHECK(new_conf.find("verifier.example") == std::string::npos);
+  std::string expected = old_conf;
+  expected.replace(expected.find("verifier = https://verifier.example:8443\n"), 41,
+                   "verifier = https://192.0.2.7:9443\nverifier = https://192.0.2.8:9443\n");
+  CHECK(new_conf == expected);
+  CHECK(new_conf.find("released_key_check = ") != std::string::npos);
+  const Bytes ca2_bytes = read_all(ca2);
+  CHECK(appended_file(after, "/etc/fde/verifier-ca.pem") == std::string(ca2_bytes.begin(), ca2_bytes.end()));
+  auto old_archive = find_appended_cpio(before);
+  auto new_archive = find_appended_cpio(after);
+  REQUIRE((old_archive && new_archive));
+  CHECK(old_archive->offset == new_archive->offset);
+  CHECK(std::equal(before.begin(), before.begin() + static_cast<std::ptrdiff_t>(old_archive->offset), after.begin()));
+  CHECK(new_archive->entries.size() == old_archive->entries.size());
+  REQUIRE(sh("dd if=" + f.path("b.raw") + " of=" + f.path("boot.img") + " bs=1M skip=1 count=32") == 0);
+  CHECK(sh("e2fsck -fn " + f.path("boot.img")) == 0);
+
+  // The new reference values are what measure reads from the rebound image; the build's no
+  // longer match it (another initramfs digest, another set name).
+  MeasureRequest measure;
+  measure.image = f.path("re.qcow2");
+  measure.image_id = "test-image";
+  measure.grub_efi_digests = options.grub_efi_digests;
+  measure.firmware_rims = options.firmware_rims;
+  auto values = measure_image(measure);
+  REQUIRE(values);
+  auto json = reference::serialize_reference_values(*values);
+  REQUIRE(json);
+  const Bytes written = read_all(options.reference_path);
+  CHECK(*json == std::string(written.begin(), written.end()));
+  CHECK(values->sets[0].grub.initramfs == crypto::sha256(after));
+  const Bytes old_written = read_all(build.reference_path);
+  CHECK(std::string(old_written.begin(), old_written.end()) != *json);
+  CHECK(first_set_name(build.reference_path) == report->old_set);
+  CHECK(report->new_set == values->sets[0].name);
+  CHECK(report->new_set != report->old_set);
+  measure.image = f.path("out.qcow2");
+  auto old_values = measure_image(measure);
+  REQUIRE(old_values);
+  CHECK(old_values->sets[0].grub.initramfs != values->sets[0].grub.initramfs);
+  CHECK(old_values->sets[0].grub.kernel == values->sets[0].grub.kernel);
+  CHECK(old_values->sets[0].grub.grub_commands == values->sets[0].grub.grub_commands);
+
+  // Bound back to the build's verifier and CA, the initramfs is the build's byte for byte:
+  // the archive is written again entry for entry, nothing else moves.
+  auto back = rebind_options(f, "re.qcow2", "back.qcow2");
+  back.verifiers = build.verifiers;
+  back.verifier_ca = build.verifier_ca;
+  REQUIRE(rebind_image(back, quiet));
+  REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("back.qcow2") + " " + f.path("c.raw")) == 0);
+  CHECK(booted_initramfs(f.path("c.raw")) == before);
+  CHECK(read_all(back.reference_path) == old_written);
+}
+
+TEST_CASE("rebind with only a new CA keeps the verifiers; with only URLs keeps the CA", "[image][rebind]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  REQUIRE(build_image(f.options("out.qcow2"), quiet));
+  auto ca_only = rebind_options(f, "out.qcow2", "ca.qcow2");
+  ca_only.verifier_ca = make_second_ca(f);
+  auto report = rebind_image(ca_only, quiet);
+  REQUIRE(report);
+  CHECK(report->new_verifiers == report->old_verifiers);
+  auto urls_only = rebind_options(f, "out.qcow2", "urls.qcow2");
+  urls_only.verifiers = {"https://192.0.2.9:8443"};
+  REQUIRE(rebind_image(urls_only, quiet));
+  for (const char* name : {"out", "ca", "urls"})
+    REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path(std::string(name) + ".qcow2") + " " +
+               f.path(std::string(name) + ".raw")) == 0);
+  const Bytes original = booted_initramfs(f.path("out.raw"));
+  const Bytes with_ca = booted_initramfs(f.path("ca.raw"));
+  const Bytes with_urls = booted_initramfs(f.path("urls.raw"));
+  CHECK(appended_file(with_ca, "/etc/fde/agent.conf") == appended_file(original, "/etc/fde/agent.conf"));
+  CHECK(appended_file(with_ca, "/etc/fde/verifier-ca.pem") != appended_file(original, "/etc/fde/verifier-ca.pem"));
+  CHECK(appended_file(with_urls, "/etc/fde/verifier-ca.pem") == appended_file(original, "/etc/fde/verifier-ca.pem"));
+  CHECK(appended_file(with_urls, "/etc/fde/agent.conf").find("verifier = https://192.0.2.9:8443\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("rebind refuses images fde-image did not build, backing files, planted names and bad arguments",
+          "[image][rebind][hostile]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  REQUIRE(build_image(f.options("out.qcow2"), quiet));
+  const std::string ca2 = make_second_ca(f);
+  auto refused = [&](RebindOptions options, const std::string& message) {
+    auto report = rebind_image(options, quiet);
+    REQUIRE_FALSE(report);
+    INFO(report.error().message);
+    CHECK(report.error().message.find(message) != std::string::npos);
+    CHECK_FALSE(fsys::exists(options.output));
+    CHECK_FALSE(fsys::exists(options.output + ".partial"));
+    CHECK_FALSE(fsys::exists(options.reference_path));
+  };
+  auto options = rebind_options(f, "out.qcow2", "re.qcow2");
+  options.verifiers = {"https://192.0.2.7:9443"};
+  options.verifier_ca = ca2;
+
+  SECTION("the plaintext input: its grub.cfg is not fde-image's") {
+    auto o = options;
+    o.input = f.path("in.qcow2");
+    refused(o, "rebind changes only images that fde-image build made");
+  }
+  SECTION("fde-image's grub.cfg but an initramfs without the agent configuration") {
+    REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("out.qcow2") + " " + f.path("plain.raw")) == 0);
+    {
+      auto boot = ExtFilesystem::open(f.path("plain.raw"), 1u << 20, true);
+      REQUIRE(boot);
+      REQUIRE(boot->replace_file("/initrd.img-6.1.0-test", read_all(f.path("boot/initrd.img-6.1.0-test"))));
+      REQUIRE(boot->close());
+    }
+    REQUIRE(sh("qemu-img convert -O qcow2 " + f.path("plain.raw") + " " + f.path("plain.qcow2")) == 0);
+    auto o = options;
+    o.input = f.path("plain.qcow2");
+    refused(o, "holds no fde-image agent configuration (/etc/fde/agent.conf)");
+  }
+  SECTION("something appended after fde-image's archive would be lost") {
+    REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("out.qcow2") + " " + f.path("more.raw")) == 0);
+    {
+      auto boot = ExtFilesystem::open(f.path("more.raw"), 1u << 20, true);
+      REQUIRE(boot);
+      REQUIRE(boot->append_to_file("/initrd.img-6.1.0-test", as_bytes(std::string("extra archive"))));
+      REQUIRE(boot->close());
+    }
+    REQUIRE(sh("qemu-img convert -O qcow2 " + f.path("more.raw") + " " + f.path("more.qcow2")) == 0);
+    auto o = options;
+    o.input = f.path("more.qcow2");
+    refused(o, "data follows the appended archive");
+  }
+  SECTION("a qcow2 with a backing file") {
+    REQUIRE(sh("cd " + f.dir + " && qemu-img create -q -f qcow2 -b out.qcow2 -F qcow2 overlay.qcow2") == 0);
+    auto o = options;
+    o.input = f.path("overlay.qcow2");
+    refused(o, "backing");
+  }
+  SECTION("a raw image given without --input-format raw") {
+    REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("out.qcow2") + " " + f.path("out.raw")) == 0);
+    auto o = options;
+    o.input = f.path("out.raw");
+    refused(o, "is not a qcow2 image");
+  }
+  SECTION("a symlink planted at the output's staging name is neither written through nor removed") {
+    std::ofstream(f.path("victim")) << "victim";
+    REQUIRE(::symlink(f.path("victim").c_str(), f.path("re.qcow2.partial").c_str()) == 0);
+    auto report = rebind_image(options, quiet);
+    REQUIRE_FALSE(report);
+    const Bytes victim = read_all(f.path("victim"));
+    CHECK(std::string(victim.begin(), victim.end()) == "victim");
+    CHECK(fsys::is_symlink(f.path("re.qcow2.partial")));
+    CHECK_FALSE(fsys::exists(f.path("re.qcow2")));
+    CHECK_FALSE(fsys::exists(options.reference_path));
+  }
+  SECTION("an existing output, a symlink included, is refused before any work") {
+    REQUIRE(::symlink(f.path("victim").c_str(), f.path("re.qcow2").c_str()) == 0);
+    ProgressLog log;
+    auto report = rebind_image(options, log.progress);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("already exists") != std::string::npos);
+    CHECK(log.text().empty());
+    CHECK_FALSE(fsys::exists(f.path("victim")));
+  }
+  SECTION("--in-place on a symlink is refused") {
+    REQUIRE(::symlink(f.path("out.qcow2").c_str(), f.path("link.qcow2").c_str()) == 0);
+    auto o = options;
+    o.input = f.path("link.qcow2");
+    o.output.clear();
+    o.in_place = true;
+    o.reference_path = f.path("link.reference.json");
+    auto report = rebind_image(o, quiet);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("not a regular file") != std::string::npos);
+  }
+  SECTION("arguments are checked before the image is read") {
+    ProgressLog log;
+    auto check = [&](RebindOptions o, const std::string& message) {
+      auto report = rebind_image(o, log.progress);
+      REQUIRE_FALSE(report);
+      INFO(report.error().message);
+      CHECK(report.error().code == Errc::invalid_argument);
+      CHECK(report.error().message.find(message) != std::string::npos);
+    };
+    auto o = options;
+    o.verifiers.clear();
+    o.verifier_ca.reset();
+    check(o, "nothing to change");
+    o = options;
+    o.verifiers = {"http://192.0.2.7:9443"};
+    check(o, "must be an https:// URL");
+    o = options;
+    o.firmware_rims.clear();
+    check(o, "--rim");
+    o = options;
+    o.in_place = true;
+    check(o, "contradict");
+    o = options;
+    o.verifier_ca = f.path("agent");
+    auto report = rebind_image(o, log.progress);
+    REQUIRE_FALSE(report);
+    CHECK(report.error().message.find("no PEM certificate") != std::string::npos);
+    CHECK(log.text().empty());
+    CHECK_FALSE(fsys::exists(options.output));
+  }
+}
+
+TEST_CASE("rebind --in-place replaces the image only once everything succeeded", "[image][rebind]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  REQUIRE(build_image(f.options("out.qcow2"), quiet));
+  REQUIRE(::chmod(f.path("out.qcow2").c_str(), 0640) == 0);
+  struct stat before {};
+  REQUIRE(::stat(f.path("out.qcow2").c_str(), &before) == 0);
+  auto options = rebind_options(f, "out.qcow2", "");
+  options.output.clear();
+  options.in_place = true;
+  options.verifiers = {"https://192.0.2.7:9443"};
+  options.reference_path = f.path("out.qcow2.rebind.reference.json");
+  REQUIRE(rebind_image(options, quiet));
+  struct stat after {};
+  REQUIRE(::stat(f.path("out.qcow2").c_str(), &after) == 0);
+  CHECK(after.st_ino != before.st_ino);
+  CHECK((after.st_mode & 0777) == 0640);
+  CHECK_FALSE(fsys::exists(f.path("out.qcow2.partial")));
+  REQUIRE(sh("qemu-img convert -f qcow2 -O raw " + f.path("out.qcow2") + " " + f.path("b.raw")) == 0);
+  CHECK(appended_file(booted_initramfs(f.path("b.raw")), "/etc/fde/agent.conf").find("https://192.0.2.7:9443") !=
+        std::string::npos);
+  MeasureRequest measure;
+  measure.image = f.path("out.qcow2");
+  measure.image_id = "test-image";
+  measure.grub_efi_digests = options.grub_efi_digests;
+  measure.firmware_rims = options.firmware_rims;
+  auto values = measure_image(measure);
+  REQUIRE(values);
+  auto json = reference::serialize_reference_values(*values);
+  REQUIRE(json);
+  const Bytes written = read_all(options.reference_path);
+  CHECK(*json == std::string(written.begin(), written.end()));
+  // A failing in-place rebind (nothing to change) leaves the image as it was.
+  options.verifiers.clear();
+  options.reference_path = f.path("again.json");
+  CHECK_FALSE(rebind_image(options, quiet));
+  struct stat untouched {};
+  REQUIRE(::stat(f.path("out.qcow2").c_str(), &untouched) == 0);
+  CHECK(untouched.st_ino == after.st_ino);
+  // One that fails after the image was read (not fde-image's) leaves it and nothing else.
+  const Bytes plain = read_all(f.path("in.qcow2"));
+  options.input = f.path("in.qcow2");
+  options.verifiers = {"https://192.0.2.7:9443"};
+  auto refused = rebind_image(options, quiet);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("rebind changes only images that fde-image build made") != std::string::npos);
+  CHECK(read_all(f.path("in.qcow2")) == plain);
+  CHECK_FALSE(fsys::exists(f.path("in.qcow2.partial")));
+  CHECK_FALSE(fsys::exists(options.reference_path));
+}
+
+TEST_CASE("rebind of a raw image with a FAT /boot (MBR) writes the initramfs through mtools", "[image][rebind][mbr]") {
+  MbrFatFixture f;
+  if (!f.ready) return;
+  auto build = f.base.options("out.raw");
+  build.input = f.base.path("mbr.qcow2");
+  build.output_format = ImageFormat::raw;
+  build.kernel_version = "6.6.0-2";
+  Progress quiet(nullptr);
+  REQUIRE(build_image(build, quiet));
+  auto options = rebind_options(f.base, "out.raw", "re.raw");
+  options.input_format = ImageFormat::raw;
+  options.verifiers = {"https://192.0.2.7:9443"};
+  options.verifier_ca = make_second_ca(f.base);
+  auto report = rebind_image(options, quiet);
+  REQUIRE(report);
+  CHECK(report->initramfs == "/initramfs-6.6.0-2.img (partition 1)");
+  const std::string conf = [&] {
+    const std::string initramfs = mtype(f.base.path("re.raw"), "/initramfs-6.6.0-2.img");
+    return appended_file(as_bytes(initramfs), "/etc/fde/agent.conf");
+  }();
+  CHECK(conf.find("verifier = https://192.0.2.7:9443\n") != std::string::npos);
+  // The root partition (LUKS2 header and data) is the build's, byte for byte.
+  auto disk = RawFile::open(f.base.path("re.raw"), RawFile::Mode::read_only);
+  REQUIRE(disk);
+  auto table = read_partition_table(*disk);
+  REQUIRE(table);
+  const GptPartition* root = table->find(2);
+  REQUIRE(root);
+  CHECK(sha256_file_range(f.base.path("out.raw"), root->offset(), root->size()) ==
+        sha256_file_range(f.base.path("re.raw"), root->offset(), root->size()));
+  MeasureRequest measure;
+  measure.image = f.base.path("re.raw");
+  measure.format = ImageFormat::raw;
+  measure.image_id = "test-image";
+  measure.grub_efi_digests = options.grub_efi_digests;
+  measure.firmware_rims = options.firmware_rims;
+  auto values = measure_image(measure);
+  REQUIRE(values);
+  auto json = reference::serialize_reference_values(*values);
+  REQUIRE(json);
+  const Bytes written = read_all(options.reference_path);
+  CHECK(*json == std::string(written.begin(), written.end()));
+}
+
+TEST_CASE("fde-image rebind says the enrollment stays and how to load the new reference set", "[image][rebind]") {
+  Fixture f;
+  Progress quiet(nullptr);
+  REQUIRE(build_image(f.options("out.qcow2"), quiet));
+  int status = 0;
+  const std::string text =
+      output_of(std::string(FDE_IMAGE_BINARY) + " rebind " + f.path("out.qcow2") + " --output " + f.path("re.qcow2") +
+                    " --verifier https://192.0.2.7:9443 --rim " + std::string(64, '2') + " --grub-efi-digest " +
+                    std::string(64, '1') + " --quiet 2>&1",
+                status);
+  INFO(text);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(text.find("no re-enrollment is needed") != std::string::npos);
+  const std::string old_set = first_set_name(f.path("out.qcow2.reference.json"));
+  CHECK(text.find("fde-admin add-reference test-image --file " + f.path("re.qcow2.reference.json") + " --replace " +
+                  old_set) != std::string::npos);
+  const std::string refused = output_of(std::string(FDE_IMAGE_BINARY) + " rebind " + f.path("in.qcow2") +
+                                            " --output " + f.path("x.qcow2") + " --verifier https://192.0.2.7:9443 --rim " +
+                                            std::string(64, '2') + " --quiet 2>&1",
+                                        status);
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(refused.find("fde-image rebind: ") == 0);
+  CHECK(refused.find("rebind changes only images that fde-image build made") != std::string::npos);
+  output_of(std::string(FDE_IMAGE_BINARY) + " rebind " + f.path("out.qcow2") + " --output " + f.path("y.qcow2") +
+                " --rim " + std::string(64, '2') + " 2>&1",
+            status);
+  CHECK(WEXITSTATUS(status) == 2);
 }

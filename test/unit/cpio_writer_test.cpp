@@ -163,3 +163,57 @@ TEST_CASE("GNU cpio reads the archive back to the same files, modes and symlink"
   CHECK(fsys::read_symlink(link) == "../fde-agent.service");
   fsys::remove_all(dir);
 }
+
+namespace {
+Bytes bytes_of(const std::string& s) { return Bytes(s.begin(), s.end()); }
+}  // namespace
+
+TEST_CASE("rewrite_appended_cpio writes the archive again entry for entry, with only the named files exchanged",
+          "[cpio][rebind]") {
+  CpioWriter cpio;
+  REQUIRE(cpio.add_file("/usr/sbin/fde-agent", text("agent"), 0755, Parents::assume_present));
+  REQUIRE(cpio.add_file("/etc/fde/agent.conf", text("verifier = https://192.0.2.1:8443\n"), 0644));
+  REQUIRE(cpio.add_file("/etc/fde/verifier-ca.pem", text("CA ONE"), 0644));
+  REQUIRE(cpio.add_file("/lib/dracut/hooks/pre-pivot/10-x.sh", text("#!/bin/sh\n"), 0755, Parents::assume_present));
+  REQUIRE(cpio.add_symlink("/usr/lib/systemd/system/initrd.target.wants/a.service", "../a.service"));
+  REQUIRE(cpio.add_directory("/etc/extra", 0700));
+  const Bytes archive = cpio.finish();
+  // A base initramfs (here: bytes that are no cpio) padded to 4, then the archive.
+  const std::string base = "compressed base!";
+  Bytes initramfs(base.begin(), base.end());
+  initramfs.insert(initramfs.end(), archive.begin(), archive.end());
+
+  auto found = find_appended_cpio(initramfs);
+  REQUIRE(found);
+  CHECK(found->offset == 16);
+  CHECK(found->entries.size() == list_appended_cpio(initramfs).size());
+  auto same = rewrite_appended_cpio(initramfs, *found, {});
+  REQUIRE(same);
+  CHECK(*same == initramfs);  // nothing replaced: byte for byte
+
+  auto changed = rewrite_appended_cpio(initramfs, *found, {{"/etc/fde/verifier-ca.pem", bytes_of("CA TWO, longer")}});
+  REQUIRE(changed);
+  CHECK(std::equal(initramfs.begin(), initramfs.begin() + 16, changed->begin()));
+  const auto entries = list_appended_cpio(*changed);
+  REQUIRE(entries.size() == found->entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    CHECK(entries[i].path == found->entries[i].path);
+    CHECK(entries[i].mode == found->entries[i].mode);
+    const std::string content(as_text(cpio_entry_content(*changed, entries[i])));
+    if (entries[i].path == "/etc/fde/verifier-ca.pem")
+      CHECK(content == "CA TWO, longer");
+    else
+      CHECK(content == std::string(as_text(cpio_entry_content(initramfs, found->entries[i]))));
+  }
+
+  // Refused: a directory or a path not in the archive as a replacement, data after the archive.
+  CHECK_FALSE(rewrite_appended_cpio(initramfs, *found, {{"/etc/extra", bytes_of("x")}}));
+  CHECK_FALSE(rewrite_appended_cpio(initramfs, *found, {{"/etc/fde/other", bytes_of("x")}}));
+  Bytes more = initramfs;
+  more.push_back('x');
+  auto after = find_appended_cpio(more);
+  REQUIRE(after);
+  auto refused = rewrite_appended_cpio(more, *after, {});
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().message.find("data follows the appended archive") != std::string::npos);
+}
