@@ -26,6 +26,10 @@ packages=(
   # test downloads grub-efi-arm64-bin, the arm64 kernel and busybox-static as arm64 .debs
   # (apt-get download, so dpkg must know arm64: added below)
   qemu-system-arm qemu-efi-aarch64 grub-common qemu-user-static
+  # the openEuler RPMs (packaging/rpm/build-rpms.sh, test/packaging/rpm_packages_test.sh):
+  # rpmbuild, find-debuginfo (debugedit), rpmlint; ccache makes a rebuild of an unchanged
+  # tree quick
+  rpm debugedit rpmlint ccache
 )
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64

@@ -13,7 +13,11 @@ BUILD_DIR=build-test BUILD_TYPE=Debug scripts/build.sh -DFDE_SANITIZE=ON
 echo "== static agents for x86_64 and aarch64 =="
 FDE_HOST_BUILD=build-test scripts/build-agent-aarch64.sh
 
-ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE '^e2e'
+ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE '^(e2e|packaging)'
+
+echo "== packages: the openEuler RPMs (rpmbuild + rpmlint) =="
+# Alone: each packaging test compiles a release tree of its own.
+ctest --test-dir build-test --output-on-failure -L '^packaging' --verbose
 
 echo "== end to end: QEMU boots an encrypted image that unlocks through fde-verifierd =="
 # Alone, so the TCG guest has the CPU to itself and the other suites' timings are unaffected.
