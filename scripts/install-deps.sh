@@ -27,9 +27,9 @@ packages=(
   # (apt-get download, so dpkg must know arm64: added below)
   qemu-system-arm qemu-efi-aarch64 grub-common qemu-user-static
   # the openEuler RPMs (packaging/rpm/build-rpms.sh, test/packaging/rpm_packages_test.sh):
-  # rpmbuild, find-debuginfo (debugedit), rpmlint; ccache makes a rebuild of an unchanged
-  # tree quick
-  rpm debugedit rpmlint ccache
+  # rpmbuild, find-debuginfo (debugedit, and eu-strip from elfutils), rpmlint; ccache makes a
+  # rebuild of an unchanged tree quick
+  rpm debugedit elfutils rpmlint ccache
 )
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64

@@ -5,7 +5,7 @@
 # tmpfiles.d files, its configuration as a %config(noreplace) file in /etc/fde-verifier and
 # the directories' owner and mode; a complete dracut module and a static agent without the
 # simulated platform; the image builder; man pages and bash completions; the simulator only
-# in the -sim test package; the debug info in -debuginfo; the scriptlets that create the user
+# in the -simulator test package; the debug info in -debuginfo; the scriptlets that create the user
 # and hand the unit to systemd; rpmlint without errors or warnings.
 #
 #   test/packaging/rpm_packages_test.sh --source DIR
@@ -48,9 +48,9 @@ rpm_of() { find "$out" -maxdepth 1 -name "$1-[0-9]*.rpm" ! -name '*.src.rpm' | h
 verifier=$(rpm_of virtcca-fde-verifier)
 agent=$(rpm_of virtcca-fde-agent)
 image=$(rpm_of virtcca-fde-image)
-sim=$(rpm_of virtcca-fde-sim)
+simulator=$(rpm_of virtcca-fde-simulator)
 debuginfo=$(rpm_of virtcca-fde-debuginfo)
-for p in verifier agent image sim debuginfo; do
+for p in verifier agent image simulator debuginfo; do
   check "a virtcca-fde-$p package was built" test -n "${!p}"
 done
 check "a source package was built" compgen -G "$out/virtcca-fde-*.src.rpm" >/dev/null
@@ -115,7 +115,7 @@ done
 check "agent: the packaged agent is static (no program interpreter)" \
   bash -c "! readelf -l '$extract/usr/sbin/fde-agent' | grep -q INTERP"
 check "agent: the packaged agent has no simulated platform" \
-  bash -c "'$extract/usr/sbin/fde-agent' --version | grep -F -q '(platforms: tsi)'"
+  bash -c "'$extract/usr/sbin/fde-agent' --version | grep -F -q '(platforms: tsi;'"
 check "agent: the packaged agent is stripped (debug info in -debuginfo)" \
   bash -c "! readelf -S '$extract/usr/sbin/fde-agent' | grep -q '\.debug_info'"
 requires=$(rpm -qp --requires "$agent" 2>/dev/null)
@@ -130,9 +130,9 @@ check "image: bash completion" has virtcca-fde-image /usr/share/bash-completion/
 for p in virtcca-fde-verifier virtcca-fde-agent virtcca-fde-image; do
   check "$p: no simulator file" bash -c "! grep -i -E 'fde-sim|/sim/|simulat' '$out/$p.files'"
 done
-check "sim: fde-sim in /usr/bin, and nothing else" \
-  test "$(grep -v -E '^/usr/share/(doc|licenses)/' "$out/virtcca-fde-sim.files")" = /usr/bin/fde-sim
-check "sim: says it is for tests" bash -c "rpm -qp --qf '%{SUMMARY}' '$sim' 2>/dev/null | grep -q -i test"
+check "simulator: fde-sim in /usr/bin, and nothing else" \
+  test "$(grep -v -E '^/usr/(share/(doc|licenses)|lib/\.build-id)(/|$)' "$out/virtcca-fde-simulator.files")" = /usr/bin/fde-sim
+check "simulator: says it is for tests" bash -c "rpm -qp --qf '%{SUMMARY}' '$simulator' 2>/dev/null | grep -q -i test"
 
 # Debug info for every program, found by build id.
 for p in fde-verifierd fde-admin fde-agent fde-image fde-sim; do
