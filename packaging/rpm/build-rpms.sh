@@ -92,7 +92,7 @@ rm -f "$out"/*.rpm "$out"/*.files "$out"/rpmlint.txt
 
 echo "== rpmlint"
 lint_status=0
-rpmlint -r "$here/virtcca-fde.rpmlintrc" "$topdir/SPECS/virtcca-fde.spec" "${srpms[@]}" "${rpms[@]}" \
+rpmlint -c "$here/rpmlint.toml" -r "$here/virtcca-fde.rpmlintrc" "$topdir/SPECS/virtcca-fde.spec" "${srpms[@]}" "${rpms[@]}" \
   >"$out/rpmlint.txt" 2>&1 || lint_status=$?
 cat "$out/rpmlint.txt"
 
