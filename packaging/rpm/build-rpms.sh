@@ -10,6 +10,9 @@
 #   --keep      keep the temporary _topdir (its path is printed)
 #   RPMBUILD-ARGS are passed to rpmbuild, e.g. -- --with tests
 #
+# Exit status: 0 built and rpmlint clean; 1 the build failed; 2 usage or missing tools;
+# 3 built, but rpmlint reported errors (the packages and file lists are written all the same).
+#
 # The tarball holds the committed tree plus uncommitted changes to tracked files (git stash
 # create); untracked files are not in it.
 #
@@ -30,7 +33,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --) shift; rpmbuild_args=("$@"); break ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-rpms.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -107,7 +110,7 @@ for r in "${rpms[@]}"; do
   rpm -qlvp "$r" 2>/dev/null | awk '{ print "   " $1, $3, $4, $NF }'
 done
 if [ "$lint_status" -ne 0 ]; then
-  echo "build-rpms.sh: rpmlint found errors (above)" >&2
-  exit 1
+  echo "build-rpms.sh: rpmlint found errors (above); the packages and file lists are in $out" >&2
+  exit 3
 fi
 echo "packages and file lists in $out"
