@@ -130,7 +130,7 @@ check "image: bash completion" has virtcca-fde-image /usr/share/bash-completion/
 
 # The simulator only in the test package.
 for p in virtcca-fde-verifier virtcca-fde-agent virtcca-fde-image; do
-  check "$p: no simulator file" bash -c "! grep -i -E 'fde-sim|/sim/|simulat' '$out/$p.files'"
+  check "$p: no simulator file" bash -c "! grep -q -i -E 'fde-sim|/sim/|simulat' '$out/$p.files'"
 done
 check "simulator: fde-sim in /usr/bin, and nothing else" \
   test "$(grep -v -E '^/usr/(share/(doc|licenses)|lib/\.build-id)(/|$)' "$out/virtcca-fde-simulator.files")" = /usr/bin/fde-sim
