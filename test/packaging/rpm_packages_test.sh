@@ -10,8 +10,10 @@
 #
 #   test/packaging/rpm_packages_test.sh --source DIR
 #
-# About 6 minutes on 2 idle cores with a cold ccache (it compiles the release tree and the
-# simulator), under a minute with a warm one (CTest label packaging).
+# It compiles a release tree and the simulator (CTest label packaging, run on its own). With a
+# warm ccache it took 2.5 min of wall time on the shared 2-core machine (about 35 s of CPU);
+# cold, it needs several hundred CPU seconds, about 5-6 min on 2 idle cores
+# (docs/install.md, "openEuler RPM").
 set -uo pipefail
 
 source_dir=''
