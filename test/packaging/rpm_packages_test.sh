@@ -12,7 +12,7 @@
 #
 # It compiles a release tree and the simulator (CTest label packaging, run on its own). With a
 # warm ccache it took 2.5 min of wall time on the shared 2-core machine (about 35 s of CPU);
-# cold, it needs several hundred CPU seconds, about 5-6 min on 2 idle cores
+# cold (no ccache), rpmbuild used 347 CPU seconds, about 3-4 min on 2 idle cores
 # (docs/install.md, "openEuler RPM").
 set -uo pipefail
 
