@@ -29,6 +29,10 @@ packages=(
   # bench/run-all.sh and its CTest bench-smoke: Tang and clevis as the peers (served by socat,
   # the recovery request built with jose, checked with curl), hyperfine, the gnuplot chart
   tang clevis jose curl hyperfine gnuplot-nox
+  # the openEuler RPMs (packaging/rpm/build-rpms.sh, test/packaging/rpm_packages_test.sh):
+  # rpmbuild, find-debuginfo (debugedit, and eu-strip from elfutils), rpmlint; ccache makes a
+  # rebuild of an unchanged tree quick
+  rpm debugedit elfutils rpmlint ccache
 )
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64

@@ -13,7 +13,11 @@ BUILD_DIR=build-test BUILD_TYPE=Debug scripts/build.sh -DFDE_SANITIZE=ON
 echo "== static agents for x86_64 and aarch64 =="
 FDE_HOST_BUILD=build-test scripts/build-agent-aarch64.sh
 
-ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE '^(e2e|bench-smoke)'
+ctest --test-dir build-test --output-on-failure -j"$(nproc)" -LE '^(e2e|bench-smoke|packaging)'
+
+echo "== packages: the openEuler RPMs (rpmbuild + rpmlint) =="
+# Alone: each packaging test compiles a release tree of its own.
+ctest --test-dir build-test --output-on-failure -L '^packaging' --verbose
 
 echo "== benchmark smoke test: bench/run-all.sh --quick (every row of the table has figures) =="
 # Alone, because it measures; with the sanitized binaries, so its figures are not the product's.
