@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a bounded time from its seed corpus plus extra seed folders.
-# usage: run-fuzzer.sh FUZZER SECONDS SEED_DIR [EXTRA_SEED_DIR...]
+# usage: run-fuzzer.sh FUZZER SECONDS SEED_DIR [EXTRA_SEED_DIR_OR_FILE...]
+# FDE_FUZZ_MAX_LEN (default 16384) bounds the input size.
 set -euo pipefail
 fuzzer=$1 seconds=$2 seeds=$3
 shift 3
@@ -10,10 +11,15 @@ mkdir -p "$work/corpus" "$work/artifacts"
 [ -d "$seeds" ] && cp -r "$seeds"/. "$work/corpus/" 2>/dev/null || true
 for extra in "$@"; do
   # Only files the target's size limit admits are useful seeds.
-  [ -d "$extra" ] && find "$extra" -maxdepth 1 -type f -size -1100k -exec cp {} "$work/corpus/" \;
+  if [ -d "$extra" ]; then
+    find "$extra" -maxdepth 1 -type f -size -1100k -exec cp {} "$work/corpus/" \;
+  elif [ -f "$extra" ]; then
+    cp "$extra" "$work/corpus/"
+  fi
 done
+max_len=${FDE_FUZZ_MAX_LEN:-16384}
 echo "fuzzing $(basename "$fuzzer") for ${seconds}s from $(ls "$work/corpus" | wc -l) seeds"
-"$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
+"$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" \
   -artifact_prefix="$work/artifacts/" -print_final_stats=1 "$work/corpus" 2>&1 | tail -n 25
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
