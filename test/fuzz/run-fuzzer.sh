@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a bounded time from its seed corpus plus extra seed folders.
 # usage: run-fuzzer.sh FUZZER SECONDS SEED_DIR [EXTRA_SEED_DIR_OR_FILE...]
-# FDE_FUZZ_MAX_LEN (default 16384) bounds the input size.
+# FDE_FUZZ_MAX_LEN (default 16384) bounds the input size; FDE_FUZZ_ARTIFACTS=DIR keeps the
+# crashing inputs there (to add them to seeds/<target>/ once fixed).
 set -euo pipefail
 fuzzer=$1 seconds=$2 seeds=$3
 shift 3
@@ -25,5 +26,8 @@ status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
   echo "fuzzer failed with status $status; crashing inputs:"
   for f in "$work"/artifacts/*; do [ -f "$f" ] && { echo "$f"; xxd "$f" | head -20; }; done
+  if [ -n "${FDE_FUZZ_ARTIFACTS:-}" ]; then
+    mkdir -p "$FDE_FUZZ_ARTIFACTS" && cp "$work"/artifacts/* "$FDE_FUZZ_ARTIFACTS"/ 2>/dev/null || true
+  fi
 fi
 exit "$status"
