@@ -57,7 +57,7 @@ struct Daemon {
   std::string dir;
   std::unique_ptr<Store> store;
   Metrics metrics;
-  Logger logger{LogLevel::error, [](std::string_view) {}};
+  Logger logger{LogLevel::error, Logger::Sink([](std::string_view) {})};
   std::unique_ptr<AttestationApi> api;
 };
 

@@ -19,7 +19,7 @@ run_one() {
   local target=$1
   # The same seeds and size limit as the CTest test (test/fuzz/CMakeLists.txt).
   local line
-  line=$(ctest --test-dir "$build" -N -V -R "^$target\$" | sed -n 's/^[0-9]*: Test command: //p' | head -1)
+  line=$(ctest --test-dir "$build" -N -V -R "^$target\$" | sed -n 's/^[0-9]*: Test command: //p' | tr -d '"' | head -1)
   local max_len
   max_len=$(ctest --test-dir "$build" -N -V -R "^$target\$" | sed -n 's/.*FDE_FUZZ_MAX_LEN=\([0-9]*\).*/\1/p' | head -1)
   # shellcheck disable=SC2086
@@ -47,11 +47,11 @@ echo "|---|---|---|---|---|---|---|---|"
 for target in "${targets[@]}"; do
   read -r _ took status < "$out/$target.status"
   log=$out/$target.log
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-  corpus=$(grep -o 'corp: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+  cov=$(grep -ao 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
+  ft=$(grep -ao 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
+  corpus=$(grep -ao 'corp: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
   crashes=0
   [ "$status" -ne 0 ] && crashes="1 (exit $status, input in $target-crashes/)"
   echo "| $target | $took | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | ${corpus:-?} | $crashes |"

@@ -21,7 +21,8 @@ done
 max_len=${FDE_FUZZ_MAX_LEN:-16384}
 echo "fuzzing $(basename "$fuzzer") for ${seconds}s from $(ls "$work/corpus" | wc -l) seeds"
 "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$max_len" \
-  -artifact_prefix="$work/artifacts/" -print_final_stats=1 "$work/corpus" 2>&1 | tail -n 25
+  -artifact_prefix="$work/artifacts/" -print_final_stats=1 "$work/corpus" 2>&1 |
+  grep -av -e '# Uses: ' -e 'recommended dictionary' | tail -n 30
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
   echo "fuzzer failed with status $status; crashing inputs:"

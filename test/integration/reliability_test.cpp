@@ -87,7 +87,7 @@ Summary summarize(const std::string& name, const std::vector<HonestOutcome>& out
   std::cout << name << ": " << summary.released << "/" << outcomes.size() << " agents got their key, "
             << summary.attempts << " attempts, the slowest after " << summary.slowest << " s; answers:";
   for (const auto& [status, count] : summary.statuses)
-    std::cout << " " << (status == 0 ? std::string("none") : std::to_string(status)) << "x" << count;
+    std::cout << " " << (status == 0 ? std::string("none") : std::to_string(status)) << ":" << count;
   std::cout << std::endl;
   return summary;
 }
@@ -144,7 +144,7 @@ TEST_CASE("agents all unlock across two SIGKILLs of the daemon; nothing enrolled
       daemon.start();
     }
   });
-  const Summary summary = summarize("kill", outcomes);
+  Summary summary = summarize("kill", outcomes);
   CHECK(kills == 2);
   CHECK(summary.released == 30);
   // The kills were felt: some attempts found no daemon or lost their connection.
@@ -183,17 +183,18 @@ TEST_CASE("a store locked by another process gets 503 unavailable, never a 500 o
   CHECK(!locked.key);
   auto error = protocol::parse_error_response(locked.attest->body);
   REQUIRE(error);
-  CHECK(error->code == protocol::ErrorCode::unavailable);
+  CHECK(error->error == protocol::ErrorCode::unavailable);
   // Agents that start while it is locked retry the 503s and get their keys once the lock
-  // is gone (released here 3 s after they start).
+  // is gone: released 8 s after they start, when each has had a 503 after the store's 5 s
+  // busy timeout and is waiting in its retry.
   auto outcomes = run_agents(daemon, fleet, 3, 100ms, [&] {
-    std::this_thread::sleep_for(3s);
+    std::this_thread::sleep_for(8s);
     REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(other);
     other = nullptr;
   });
   if (other != nullptr) sqlite3_close(other);
-  const Summary summary = summarize("store locked", outcomes);
+  Summary summary = summarize("store locked", outcomes);
   CHECK(summary.released == 3);
   CHECK(summary.statuses[503] > 0);
   CHECK(summary.statuses[500] == 0);
@@ -230,7 +231,7 @@ TEST_CASE("the TLS certificate is rotated with a reload under load: no agent fai
   });
   INFO(reload_output);
   CHECK(reloaded);
-  const Summary summary = summarize("tls rotation", outcomes);
+  Summary summary = summarize("tls rotation", outcomes);
   CHECK(summary.released == 30);
   // No attempt failed at all: a reload does not drop connections or refuse handshakes.
   CHECK(summary.attempts == 30);
