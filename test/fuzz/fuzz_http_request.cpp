@@ -48,7 +48,12 @@ struct Daemon {
     AttestationOptions options;
     options.rate_limit.per_minute = 0;  // no limit: every input reaches the parsers
     api = std::make_unique<AttestationApi>(policy, *store, metrics, logger, [] { return Clock::now(); }, options);
-    std::atexit([] { std::filesystem::remove_all(instance().dir); });
+  }
+  ~Daemon() {
+    api.reset();
+    store.reset();
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
   }
   static Daemon& instance() {
     static Daemon daemon;

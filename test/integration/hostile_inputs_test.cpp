@@ -190,6 +190,8 @@ void token_rows(Table& table) {
     }
     token::TokenPolicy policy;
     policy.trusted_roots.push_back(need(crypto::Certificate::from_pem_or_der(read_bytes(external + "/huawei-pki/Huawei_Equipment_CA_root.pem")), "root"));
+    policy.intermediates.push_back(
+        need(crypto::Certificate::from_pem_or_der(read_bytes(external + "/huawei-pki/Huawei_IT_Product_CA.pem")), "CA"));
     policy.expected_challenge = Bytes(64, 0x5a);
     policy.allow_legacy = true;  // secGear's token is CVM-only: let the later checks speak
     policy.at_time = 1767225600;  // 2026-01-01: the table does not change with the date
