@@ -238,3 +238,49 @@ TEST_CASE("the TLS certificate is rotated with a reload under load: no agent fai
   CHECK(served_certificate(daemon) == daemon.next_server_cert_pem);
   CHECK(daemon.stop() == 0);
 }
+
+TEST_CASE("a store the service user cannot write stops the daemon at start with a clear error; fixed, it serves again",
+          "[reliability][store][readonly]") {
+  if (::geteuid() != 0) {
+    WARN("needs root to run the daemon as another user; skipped");
+    return;
+  }
+  constexpr uid_t nobody = 65534;
+  DaemonOptions options;
+  options.attest_per_minute = 0;
+  options.run_as = nobody;
+  Daemon daemon(options);
+  daemon.start();
+  const Fleet fleet = enroll(daemon, 1, "rel-ro-");
+  REQUIRE(attest(daemon, {fleet.images[0]}).key);
+  REQUIRE(daemon.stop() == 0);
+  // As after a restore by root that kept root's ownership: the database and its WAL files
+  // are root's (0600), and the daemon runs as another user.
+  auto own_database = [&](uid_t uid) {
+    for (const auto& entry : fs::directory_iterator(daemon.root))
+      if (entry.path().filename().string().rfind("verifier.db", 0) == 0) {
+        REQUIRE(::chown(entry.path().c_str(), uid, static_cast<gid_t>(uid)) == 0);
+        REQUIRE(::chmod(entry.path().c_str(), 0600) == 0);
+      }
+  };
+  own_database(0);
+  std::string refusal;
+  try {
+    daemon.start();
+  } catch (const std::exception& error) {
+    refusal = error.what();
+  }
+  std::cout << "read-only store: " << (refusal.empty() ? std::string("started") : refusal) << std::endl;
+  // Not a daemon that runs and then fails every release: it does not start, and says why.
+  CHECK(refusal.find("event=store_failed") != std::string::npos);
+  CHECK(refusal.find("Permission denied") != std::string::npos);
+
+  own_database(nobody);
+  daemon.start();
+  auto exchange = attest(daemon, {fleet.images[0]});
+  REQUIRE(exchange.attest);
+  CHECK(exchange.attest->status == 200);
+  CHECK(exchange.key);
+  check_audit_chain(daemon);
+  CHECK(daemon.stop() == 0);
+}
