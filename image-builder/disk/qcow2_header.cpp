@@ -87,6 +87,11 @@ Result<Qcow2Header> parse_qcow2_header(ByteView head) {
   // backing file name, which qemu places after them).
   std::size_t end = limit;
   if (backing_offset != 0 && backing_offset < end) end = static_cast<std::size_t>(backing_offset);
+  // A name that starts inside the header would leave the extensions an area that ends
+  // before it begins (qemu writes the name after the header and its extensions).
+  if (end < header_length)
+    return malformed("the backing file name at byte " + std::to_string(backing_offset) + " lies inside the " +
+                     std::to_string(header_length) + "-byte header");
   std::size_t at = header_length;
   for (;;) {
     if (at == end) break;  // no end marker before the name or the cluster's end

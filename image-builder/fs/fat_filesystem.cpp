@@ -241,7 +241,8 @@ Result<std::uint32_t> FatFilesystem::next_cluster(std::uint32_t cluster) const {
 Result<Bytes> FatFilesystem::read_chain(std::uint32_t first, std::uint64_t length, bool exact) const {
   Bytes out;
   if (length == 0) return out;
-  out.resize(static_cast<std::size_t>(length));
+  // Grown cluster by cluster: `length` is a bound (a directory's is max_directory_bytes),
+  // not what the chain holds, and zeroing it all up front made every listing cost that much.
   std::uint32_t cluster = first;
   std::uint64_t done = 0;
   // The chain is followed only as far as `length` needs, and a cluster seen twice is a loop
@@ -253,6 +254,7 @@ Result<Bytes> FatFilesystem::read_chain(std::uint32_t first, std::uint64_t lengt
     if (seen[cluster]) return malformed("cluster chain loops at cluster " + std::to_string(cluster));
     seen[cluster] = true;
     const std::uint64_t n = std::min<std::uint64_t>(cluster_bytes_, length - done);
+    out.resize(static_cast<std::size_t>(done + n));
     const std::uint64_t at = data_offset_ + static_cast<std::uint64_t>(cluster - 2) * cluster_bytes_;
     if (auto ok = file_.read_at(offset_ + at, std::span<std::uint8_t>(out.data() + done, static_cast<std::size_t>(n)));
         !ok)
@@ -262,7 +264,6 @@ Result<Bytes> FatFilesystem::read_chain(std::uint32_t first, std::uint64_t lengt
     if (!next) return tl::unexpected(next.error());
     if (*next == 0) {
       if (done < length && exact) return malformed("a file's cluster chain is shorter than its size");
-      out.resize(static_cast<std::size_t>(done));
       break;
     }
     cluster = *next;

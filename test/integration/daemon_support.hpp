@@ -129,6 +129,9 @@ struct Tls {
   std::string ca_pem;
   std::string server_cert_pem;
   std::string server_key_pem;
+  // A second certificate and key from the same CA (serial 3), for rotation tests.
+  std::string next_server_cert_pem;
+  std::string next_server_key_pem;
 };
 
 inline Tls make_tls(const std::string& name) {
@@ -144,7 +147,12 @@ inline Tls make_tls(const std::string& name) {
   server_request.subject_alt_names = {"IP:127.0.0.1"};
   auto server = need(crypto::issue_certificate(server_request, server_key.public_key(), ca_key, &ca), "server cert");
   SecretBytes key_pem = server_key.to_pem();
-  return Tls{ca.pem(), server.pem(), std::string(as_text(key_pem.view()))};
+  auto next_key = need(crypto::PrivateKey::generate(crypto::KeyType::ec_p256), "next server key");
+  server_request.serial = 3;
+  auto next = need(crypto::issue_certificate(server_request, next_key.public_key(), ca_key, &ca), "next server cert");
+  SecretBytes next_key_pem = next_key.to_pem();
+  return Tls{ca.pem(), server.pem(), std::string(as_text(key_pem.view())), next.pem(),
+             std::string(as_text(next_key_pem.view()))};
 }
 
 // The grub boot the enrolled image's reference values describe.
@@ -229,6 +237,8 @@ class Daemon {
     write_text(root + "/sim-ca.pem", device->ca_certificate().pem());
     Tls tls = make_tls("fde daemon test verifier");
     ca_pem = tls.ca_pem;
+    next_server_cert_pem = tls.next_server_cert_pem;
+    next_server_key_pem = tls.next_server_key_pem;
     write_text(root + "/server.crt", tls.server_cert_pem);
     write_text(root + "/server.key", tls.server_key_pem, 0600);
     write_text(root + "/nonce-secret", hex_encode(crypto::random_bytes(32)) + "\n", 0600);
@@ -257,12 +267,13 @@ class Daemon {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
-  // Starts fde-verifierd on 127.0.0.1, port 0, and waits (bounded) for its ready file.
+  // Starts fde-verifierd on `listen` (127.0.0.1, port 0 unless a test set it to restart on
+  // the same port) and waits (bounded) for its ready file.
   void start() {
     fs::remove(root + "/ready");
     process_ = std::make_unique<Process>(
         std::vector<std::string>{verifierd, "--config", root + "/verifier.toml", "--ready-file", root + "/ready",
-                                 "--listen", "127.0.0.1:0"},
+                                 "--listen", listen},
         root, root + "/daemon.log", options_.run_as);
     const auto deadline = std::chrono::steady_clock::now() + 20s;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -336,6 +347,9 @@ class Daemon {
 
   std::string root;
   std::string ca_pem;
+  std::string next_server_cert_pem;  // same CA as server.crt, for rotation (not installed)
+  std::string next_server_key_pem;
+  std::string listen = "127.0.0.1:0";
   std::uint16_t port = 0;           // the attestation port (HTTPS)
   std::uint16_t operator_port = 0;  // the operator listener (plain HTTP: health, metrics)
   std::string verifierd = FDE_VERIFIERD;  // the binary start() runs (a benchmark may compare builds)

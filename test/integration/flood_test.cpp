@@ -21,9 +21,9 @@
 #include <catch2/catch.hpp>
 
 #include "common/util/process.hpp"
-#include "guest-agent/retry/retry_schedule.hpp"
 #include "test/integration/daemon_support.hpp"
 #include "test/integration/hostile_clients.hpp"
+#include "test/integration/retrying_agent.hpp"
 
 using namespace fde;
 using namespace fde::itest;
@@ -31,60 +31,6 @@ using namespace fde::itest;
 namespace {
 
 constexpr const char* image = "it-flood-01";
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-template <class Condition>
-bool wait_until(Condition condition, std::chrono::milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return condition();
-}
-
-struct HonestOutcome {
-  bool released = false;
-  int attempts = 0;
-  double seconds = 0;
-  std::string last_error;
-};
-
-// One agent: full attempts (challenge, token, attest, open) on fde-agent's retry schedule;
-// transport errors and 5xx are retried, any other answer ends it.
-HonestOutcome honest_agent(const Daemon& daemon, const SecretBytes& key) {
-  HonestOutcome outcome;
-  const auto start = std::chrono::steady_clock::now();
-  agent::RetrySettings settings;
-  settings.attempt_timeout = 15s;
-  settings.overall_timeout = 25s;
-  settings.backoff_initial = 250ms;
-  settings.backoff_max = 2s;
-  agent::RetrySchedule schedule(settings, 1, start);
-  while (auto attempt = schedule.next(std::chrono::steady_clock::now())) {
-    std::this_thread::sleep_until(attempt->start);
-    ++outcome.attempts;
-    try {
-      auto exchange = attest(daemon, {image});
-      const unsigned status =
-          exchange.challenge.status != 200 ? exchange.challenge.status : exchange.attest ? exchange.attest->status : 0;
-      if (status == 200 && exchange.key &&
-          std::equal(exchange.key->view().begin(), exchange.key->view().end(), key.view().begin(), key.view().end())) {
-        outcome.released = true;
-        break;
-      }
-      outcome.last_error = "answered " + std::to_string(status);
-      if (status == 200 || (status >= 400 && status < 500)) break;  // a wrong key or a denial: not transient
-    } catch (const std::exception& error) {
-      outcome.last_error = error.what();
-    }
-  }
-  outcome.seconds = seconds_since(start);
-  return outcome;
-}
 
 }  // namespace
 
@@ -149,7 +95,7 @@ TEST_CASE("50 honest agents get their keys while 2,000 hostile connections are h
       // on a small machine: they run at a lower priority, which only makes their case harder.
       ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
       std::this_thread::sleep_for(50ms * i);  // boots arrive over 2.5 s
-      outcomes[static_cast<std::size_t>(i)] = honest_agent(daemon, key);
+      outcomes[static_cast<std::size_t>(i)] = honest_agent(daemon, image, key);
     });
   for (auto& agent : agents) agent.join();
   agents_done = true;

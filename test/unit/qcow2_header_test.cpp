@@ -193,6 +193,25 @@ TEST_CASE("malformed qcow2 headers are refused", "[qcow2]") {
     put_be32(head, 116, 16);
     CHECK(malformed(head).find("header extension runs past") != std::string::npos);
   }
+  SECTION("a backing file name that starts inside the header") {
+    // Found by fuzz_qcow2_header: the extension area then ended before it began, the
+    // unsigned distance between the two wrapped around, and the loop read past the buffer.
+    head.resize(200);
+    set_backing(head, 16, "");
+    put_be64(head, 8, 16);
+    put_be32(head, 16, 0);
+    add_extension(head, 112, 0x44415441, "");
+    put_be32(head, 116, 0xfffffff0);
+    CHECK(malformed(head).find("backing file name at byte 16 lies inside the 112-byte header") != std::string::npos);
+  }
+  SECTION("the fuzzer's input: version 2, backing file name at byte 16") {
+    const Bytes crash = {0x51, 0x46, 0x49, 0xfb, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+                         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x0c, 0x00, 0x00, 0x10, 0x04, 0xff, 0xff, 0xff,
+                         0xff, 0xff, 0xff, 0xff, 0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x02, 0xe8, 0x00, 0x00, 0x00,
+                         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    CHECK(malformed(crash).find("lies inside the 72-byte header") != std::string::npos);
+  }
   SECTION("an extension header cut by the end of the file") {
     head.resize(116);
     put_be32(head, 112, 0x44415441);
