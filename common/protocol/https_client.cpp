@@ -284,8 +284,9 @@ struct HttpsSession::Impl {
       const bool reused = stream != nullptr;
       // Handshake (when new), request and response together within request_timeout.
       auto deadline = std::chrono::steady_clock::now() + timeouts.request_timeout;
-      if (!reused)
+      if (!reused) {
         if (auto ok = connect(timeouts, deadline); !ok) return tl::unexpected(ok.error());
+      }
       Outcome outcome;
       if (auto ran = run(run_request(*stream, buffer, message, where, timeouts, deadline, reused, outcome)); !ran) {
         drop();

@@ -199,6 +199,7 @@ class SqliteStore final : public Store {
         sync_file_(options.sync_file ? std::move(options.sync_file) : [](int fd) { return ::fdatasync(fd); }) {}
   ~SqliteStore() override {
     for (auto& [sql, statement] : statements_) sqlite3_finalize(statement);
+    sqlite3_close_v2(checkpoint_db_);
     sqlite3_close_v2(db_);
     if (wal_fd_ >= 0) ::close(wal_fd_);
   }
@@ -241,6 +242,9 @@ class SqliteStore final : public Store {
   Result<std::uint64_t> commit(const char* operation);
   Result<void> wait_durable(std::uint64_t ticket);
   Result<void> sync_wal();
+  // After a sync, by the thread that made it: copies the WAL into the database (PASSIVE, on
+  // its own connection, without the store's lock) once the WAL has grown past a few MiB.
+  void checkpoint_if_due();
   // Write transactions other than releases and denials (rare) wait with the lock held.
   Result<void> commit_durably(const char* operation);
   // Callers hold mutex_ (except during open): one connection serves every thread, so
@@ -275,6 +279,8 @@ class SqliteStore final : public Store {
   std::optional<Error> sync_failed_;
   int wal_fd_ = -1;
   std::atomic<std::uint64_t> syncs_{0};
+  std::mutex checkpoint_mutex_;  // one checkpointer at a time; guards checkpoint_db_
+  sqlite3* checkpoint_db_ = nullptr;
 };
 
 // Rolls back on every path that does not reach committed().
@@ -355,7 +361,33 @@ Result<void> SqliteStore::wait_durable(std::uint64_t ticket) {
       sync_failed_ = Error{Errc::io, "sqlite store: the audit log could not be made durable (" +
                                          synced.error().message + "); restart the daemon after fixing the disk"};
     durable_changed_.notify_all();
+    if (synced && durable_ >= ticket) {
+      lock.unlock();
+      checkpoint_if_due();
+      return {};
+    }
   }
+}
+
+void SqliteStore::checkpoint_if_due() {
+  constexpr off_t checkpoint_after_bytes = 4 * 1024 * 1024;
+  std::unique_lock lock(checkpoint_mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // another thread is at it
+  struct stat wal {};
+  if (::stat((path_ + "-wal").c_str(), &wal) != 0 || wal.st_size < checkpoint_after_bytes) return;
+  if (checkpoint_db_ == nullptr) {
+    if (sqlite3_open_v2(path_.c_str(), &checkpoint_db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW, nullptr) != SQLITE_OK) {
+      sqlite3_close_v2(checkpoint_db_);
+      checkpoint_db_ = nullptr;
+      return;
+    }
+    sqlite3_busy_timeout(checkpoint_db_, busy_timeout_ms);
+    (void)sqlite3_exec(checkpoint_db_, "PRAGMA synchronous = FULL", nullptr, nullptr, nullptr);
+  }
+  // PASSIVE: copies what no reader still needs and never waits for writers. A failure is
+  // harmless (the WAL keeps the data; the next sync tries again).
+  (void)sqlite3_wal_checkpoint_v2(checkpoint_db_, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
 }
 
 Result<void> SqliteStore::sync_wal() {
@@ -412,7 +444,11 @@ Result<void> SqliteStore::configure() {
                              // acknowledged audit record or enrollment survives a power cut.
                              "PRAGMA synchronous = NORMAL",
                              // Freed pages are zeroed, so replaced rows do not linger in the file.
-                             "PRAGMA secure_delete = ON"}) {
+                             "PRAGMA secure_delete = ON",
+                             // Checkpoints (which sync the WAL and the database) run on a
+                             // second connection after a group sync (checkpoint_if_due), not
+                             // inside a commit under the store's lock.
+                             "PRAGMA wal_autocheckpoint = 0"}) {
     if (sqlite3_exec(db_, pragma, nullptr, nullptr, nullptr) != SQLITE_OK) return sqlite_error(db_, pragma);
   }
   // journal_mode answers with the mode in force; a file that cannot do WAL is refused
@@ -533,16 +569,34 @@ Result<AuditRecord> SqliteStore::enroll(const ImageRecord& image, const SecretBy
 }
 
 Result<std::optional<ImageRecord>> SqliteStore::find_image(std::string_view image_id) {
-  HeldLock lock(mutex_, lock_held_ns_);
-  auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at FROM images WHERE id = ?1",
-                 "find image");
-  if (!q) return tl::unexpected(q.error());
-  auto row = q->bind(1, image_id).step();
-  if (!row) return tl::unexpected(row.error());
-  if (!*row) return std::optional<ImageRecord>{};
-  auto image = read_image(*q);
-  if (!image) return tl::unexpected(image.error());
-  return std::optional<ImageRecord>(std::move(*image));
+  // The row's text is copied under the lock; the reference values are parsed after it (every
+  // attestation reads its image: the parse should not serialise them).
+  ImageRecord image;
+  std::string status;
+  std::string reference_json;
+  {
+    HeldLock lock(mutex_, lock_held_ns_);
+    auto q = query("SELECT id, luks_uuid, status, reference_json, created_at, updated_at FROM images WHERE id = ?1",
+                   "find image");
+    if (!q) return tl::unexpected(q.error());
+    auto row = q->bind(1, image_id).step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return std::optional<ImageRecord>{};
+    image.image_id = q->text(0);
+    image.luks_uuid = q->text(1);
+    status = q->text(2);
+    reference_json = q->text(3);
+    image.created_at = q->text(4);
+    image.updated_at = q->text(5);
+  }
+  auto parsed_status = image_status_from_name(status);
+  if (!parsed_status)
+    return fail(Errc::malformed, "sqlite store: image " + image.image_id + ": unknown status in the database");
+  image.status = *parsed_status;
+  auto reference = reference::parse_reference_values(reference_json);
+  if (!reference) return fail_with_context("sqlite store: image " + image.image_id, reference.error());
+  image.reference = std::move(*reference);
+  return std::optional<ImageRecord>(std::move(image));
 }
 
 Result<std::vector<ImageRecord>> SqliteStore::list_images() {
