@@ -429,10 +429,14 @@ int main(int argc, char** argv) {
       const double ms = median(server_ms);
       const double rate = median(rates);
       server_ms_by_threads.push_back(ms);
-      std::printf("  threads=%d (median of %d): %.1f attestations/s, server CPU %.3f ms/attestation, "
+          std::printf("  threads=%d (median of %d): %.1f attestations/s, server CPU %.3f ms/attestation, "
                   "store lock held %s of wall time\n",
                   threads, repeat, rate, ms,
-                  locks.empty() ? "(not exported)" : (std::to_string(median(locks) * 100).substr(0, 5) + " %").c_str());
+                  locks.empty() ? "(not exported)"
+                                : (std::to_string(median(locks) * 100).substr(0, 5) + " % (" +
+                                   std::to_string(median(locks) * 1000.0 / rate).substr(0, 5) +
+                                   " ms wall per attestation; a preempted holder counts)")
+                                      .c_str());
       std::printf("    throughput / bound: %.1f %% (measured rate against %.0f/s; the load client shares the cores)\n",
                   100.0 * rate / (cores / bound.strict()), cores / bound.strict());
       std::printf("    server CPU efficiency: %.1f %% (bound %.3f ms / server %.3f ms: the rate on dedicated cores "
