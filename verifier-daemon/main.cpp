@@ -261,6 +261,7 @@ int run(const std::vector<std::string>& args) {
   }
   HttpsServer& https = **server;
   metrics.set_transport_stats([&https] { return https.stats(); });
+  metrics.set_store_stats([&store = **store] { return store.stats(); });
   std::unique_ptr<OperatorServer> operator_server;
   if (config->operator_enabled) {
     auto created = OperatorServer::create(config->operator_listen,

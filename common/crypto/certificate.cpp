@@ -118,20 +118,33 @@ std::optional<std::int64_t> Certificate::not_after_seconds() const {
 Bytes Certificate::sha256_fingerprint() const { return sha256(der()); }
 bool Certificate::is_self_signed() const { return X509_self_signed(cert_.get(), 0) == 1; }
 
-Result<std::vector<Certificate>> verify_chain(const Certificate& leaf, std::span<const Certificate> intermediates,
-                          std::span<const Certificate> roots, const ChainOptions& options) {
-  if (roots.empty()) return fail(Errc::verification_failed, "no trusted roots are configured");
-  X509StorePtr store(X509_STORE_new());
+Result<TrustAnchors> TrustAnchors::create(std::span<const Certificate> roots) {
+  std::shared_ptr<X509_STORE> store(X509_STORE_new(), X509_STORE_free);
   if (!store) return fail(Errc::internal, "X509_STORE_new failed");
   for (const auto& root : roots)
     if (X509_STORE_add_cert(store.get(), root.native()) != 1) ERR_clear_error();  // duplicates are fine
+  return TrustAnchors(std::move(store), roots.size());
+}
+
+Result<std::vector<Certificate>> verify_chain(const Certificate& leaf, std::span<const Certificate> intermediates,
+                          std::span<const Certificate> roots, const ChainOptions& options) {
+  if (roots.empty()) return fail(Errc::verification_failed, "no trusted roots are configured");
+  auto anchors = TrustAnchors::create(roots);
+  if (!anchors) return tl::unexpected(anchors.error());
+  return anchors->verify(leaf, intermediates, options);
+}
+
+Result<std::vector<Certificate>> TrustAnchors::verify(const Certificate& leaf,
+                                                      std::span<const Certificate> intermediates,
+                                                      const ChainOptions& options) const {
+  if (count_ == 0) return fail(Errc::verification_failed, "no trusted roots are configured");
   struct StackFree {
     void operator()(STACK_OF(X509) * s) const { sk_X509_free(s); }
   };
   std::unique_ptr<STACK_OF(X509), StackFree> untrusted(sk_X509_new_null());
   for (const auto& cert : intermediates) sk_X509_push(untrusted.get(), cert.native());
   X509StoreCtxPtr ctx(X509_STORE_CTX_new());
-  if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), leaf.native(), untrusted.get()) != 1)
+  if (!ctx || X509_STORE_CTX_init(ctx.get(), store_.get(), leaf.native(), untrusted.get()) != 1)
     return fail(Errc::internal, "X509_STORE_CTX_init failed");
   if (options.at_time) X509_STORE_CTX_set_time(ctx.get(), 0, *options.at_time);
   int rc = X509_verify_cert(ctx.get());

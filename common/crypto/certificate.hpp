@@ -12,6 +12,7 @@
 #include "common/util/bytes.hpp"
 
 typedef struct x509_st X509;
+typedef struct x509_store_st X509_STORE;
 
 namespace fde::crypto {
 
@@ -46,6 +47,22 @@ class Certificate {
 struct ChainOptions {
   // Time at which validity is checked; nullopt = now.
   std::optional<std::time_t> at_time;
+};
+
+// Pinned roots as one OpenSSL store, built once (per configuration load) and shared by every
+// validation: X509_STORE is safe for concurrent verifications. Only these roots are trusted.
+class TrustAnchors {
+ public:
+  static Result<TrustAnchors> create(std::span<const Certificate> roots);
+  // Validates leaf -> intermediates -> one of the roots (see verify_chain).
+  Result<std::vector<Certificate>> verify(const Certificate& leaf, std::span<const Certificate> intermediates,
+                                          const ChainOptions& options = {}) const;
+  std::size_t size() const { return count_; }
+
+ private:
+  TrustAnchors(std::shared_ptr<X509_STORE> store, std::size_t count) : store_(std::move(store)), count_(count) {}
+  std::shared_ptr<X509_STORE> store_;
+  std::size_t count_ = 0;
 };
 
 // Validates leaf -> intermediates -> one of `roots`. Only the given roots are trusted (no

@@ -1,6 +1,8 @@
 // Hash functions through OpenSSL EVP.
 #include "common/crypto/hash.hpp"
 
+#include "common/crypto/algorithms.hpp"
+
 #include <memory>
 #include <string>
 
@@ -46,14 +48,7 @@ std::size_t digest_size(HashAlg alg) {
 }
 
 namespace {
-const EVP_MD* md_for(HashAlg alg) {
-  switch (alg) {
-    case HashAlg::sha256: return EVP_sha256();
-    case HashAlg::sha384: return EVP_sha384();
-    case HashAlg::sha512: return EVP_sha512();
-  }
-  return EVP_sha256();
-}
+const EVP_MD* md_for(HashAlg alg) { return algorithms::md(alg); }
 }  // namespace
 
 Bytes digest_parts(HashAlg alg, std::initializer_list<ByteView> parts) {

@@ -4,6 +4,7 @@
 #include <openssl/core_names.h>
 #include <openssl/kdf.h>
 
+#include "common/crypto/algorithms.hpp"
 #include "common/crypto/openssl_util.hpp"
 #include "common/crypto/random.hpp"
 
@@ -43,8 +44,7 @@ Bytes hpke_suite_id(Aead aead) {
 
 // HKDF-Extract or HKDF-Expand through EVP_KDF; the output is secret in every use here.
 Result<SecretBytes> hkdf(int mode, ByteView salt, ByteView key, ByteView info, std::size_t length) {
-  std::unique_ptr<EVP_KDF, Deleter<EVP_KDF_free>> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
-  std::unique_ptr<EVP_KDF_CTX, Deleter<EVP_KDF_CTX_free>> ctx(kdf ? EVP_KDF_CTX_new(kdf.get()) : nullptr);
+  std::unique_ptr<EVP_KDF_CTX, Deleter<EVP_KDF_CTX_free>> ctx(EVP_KDF_CTX_new(algorithms::hkdf()));
   if (!ctx) return fail(Errc::internal, "HKDF unavailable");
   char digest[] = "SHA256";
   OSSL_PARAM params[6];
@@ -130,7 +130,7 @@ Result<SecretBytes> kem_shared_secret(const SecretBytes& dh, ByteView enc, ByteV
 Result<Bytes> aes_gcm(bool encrypt, Aead aead, const SecretBytes& key, ByteView nonce, ByteView aad, ByteView input) {
   if (!encrypt && input.size() < tag_size) return fail(Errc::malformed, "ciphertext shorter than the AEAD tag");
   std::unique_ptr<EVP_CIPHER_CTX, Deleter<EVP_CIPHER_CTX_free>> ctx(EVP_CIPHER_CTX_new());
-  const EVP_CIPHER* cipher = aead == Aead::aes128_gcm ? EVP_aes_128_gcm() : EVP_aes_256_gcm();
+  const EVP_CIPHER* cipher = algorithms::aes_gcm(aead != Aead::aes128_gcm);
   std::size_t body = encrypt ? input.size() : input.size() - tag_size;
   Bytes out(body + (encrypt ? tag_size : 0));
   int len = 0;

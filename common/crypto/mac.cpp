@@ -4,6 +4,7 @@
 #include <openssl/core_names.h>
 #include <openssl/kdf.h>
 
+#include "common/crypto/algorithms.hpp"
 #include "common/crypto/openssl_util.hpp"
 
 namespace fde::crypto {
@@ -21,8 +22,7 @@ std::uint8_t* octets(ByteView bytes) {
 }  // namespace
 
 Result<Bytes> hmac_sha256(ByteView key, ByteView data) {
-  std::unique_ptr<EVP_MAC, Deleter<EVP_MAC_free>> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
-  std::unique_ptr<EVP_MAC_CTX, Deleter<EVP_MAC_CTX_free>> ctx(mac ? EVP_MAC_CTX_new(mac.get()) : nullptr);
+  std::unique_ptr<EVP_MAC_CTX, Deleter<EVP_MAC_CTX_free>> ctx(EVP_MAC_CTX_new(algorithms::hmac()));
   if (!ctx) return fail(Errc::internal, "HMAC unavailable");
   char digest[] = "SHA256";
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
@@ -38,8 +38,7 @@ Result<Bytes> hmac_sha256(ByteView key, ByteView data) {
 Result<SecretBytes> hkdf_sha256(ByteView ikm, ByteView salt, ByteView info, std::size_t length) {
   if (length == 0 || length > 255 * hmac_sha256_size)
     return fail(Errc::invalid_argument, "HKDF-SHA-256: cannot derive " + std::to_string(length) + " bytes");
-  std::unique_ptr<EVP_KDF, Deleter<EVP_KDF_free>> kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
-  std::unique_ptr<EVP_KDF_CTX, Deleter<EVP_KDF_CTX_free>> ctx(kdf ? EVP_KDF_CTX_new(kdf.get()) : nullptr);
+  std::unique_ptr<EVP_KDF_CTX, Deleter<EVP_KDF_CTX_free>> ctx(EVP_KDF_CTX_new(algorithms::hkdf()));
   if (!ctx) return fail(Errc::internal, "HKDF unavailable");
   int mode = EVP_KDF_HKDF_MODE_EXTRACT_AND_EXPAND;
   char digest[] = "SHA256";

@@ -1,4 +1,5 @@
-// Protocol v1's HTTPS client: one request per connection over TLS 1.3, the server checked
+// Protocol v1's HTTPS client: a session of requests over one TLS 1.3 connection (or one
+// request per connection), the server checked
 // against the pinned CA only and against the expected name or IP, every step on a deadline.
 // Asynchronous Beast on a private io_context, so the deadlines apply; synchronous to callers.
 #include "common/protocol/https_client.hpp"
@@ -128,119 +129,234 @@ std::string describe(const error_code& ec, std::chrono::milliseconds timeout) {
   return ec.message();
 }
 
-struct Exchange {
-  std::vector<tcp::endpoint> endpoints;
-  std::string where;  // "127.0.0.1:8443" for messages
-  http::request<http::string_body> request;
-  const HttpsClientOptions& options;
+// What one request on the session's connection came to. `retry_fresh`: the connection was
+// an old one and the server closed it before any byte of an answer, so the same request may
+// go out once more on a new connection.
+struct Outcome {
   Result<HttpsResult> result = fail(Errc::internal, "the request did not run");
+  bool retry_fresh = false;
+  bool server_keeps = false;  // the answer allows another request on this connection
 };
 
-asio::awaitable<void> run_exchange(TlsStream& stream, Exchange& exchange) {
-  const HttpsClientOptions& options = exchange.options;
+asio::awaitable<void> open_connection(TlsStream& stream, const std::vector<tcp::endpoint>& endpoints,
+                                      const std::string& where, const HttpsClientOptions& options,
+                                      std::chrono::steady_clock::time_point& deadline, Result<void>& out) {
   beast::tcp_stream& transport = beast::get_lowest_layer(stream);
   error_code ec;
-
   transport.expires_after(options.connect_timeout);
-  co_await transport.async_connect(exchange.endpoints, on_error(ec));
+  co_await transport.async_connect(endpoints, on_error(ec));
   if (ec) {
-    exchange.result =
-        fail(Errc::io, "cannot connect to " + exchange.where + ": " + describe(ec, options.connect_timeout));
+    out = fail(Errc::io, "cannot connect to " + where + ": " + describe(ec, options.connect_timeout));
     co_return;
   }
   // Beast writes the header and the body as separate TLS records; with Nagle on, the second
   // waits for the server's delayed ACK (about 40 ms per request).
   transport.socket().set_option(asio::ip::tcp::no_delay(true), ec);
-
   // One deadline for the rest: handshake, request and response together.
-  const auto deadline = std::chrono::steady_clock::now() + options.request_timeout;
+  deadline = std::chrono::steady_clock::now() + options.request_timeout;
   transport.expires_at(deadline);
   co_await stream.async_handshake(ssl::stream_base::client, on_error(ec));
   if (ec) {
     const long verify = SSL_get_verify_result(stream.native_handle());
     ERR_clear_error();
     if (verify != X509_V_OK)
-      exchange.result =
-          fail(Errc::verification_failed, "the server certificate of " + exchange.where +
-                                              " is not trusted: " + X509_verify_cert_error_string(verify));
+      out = fail(Errc::verification_failed,
+                 "the server certificate of " + where + " is not trusted: " + X509_verify_cert_error_string(verify));
     else
-      exchange.result =
-          fail(Errc::io, "TLS handshake with " + exchange.where + " failed: " + describe(ec, options.request_timeout));
+      out = fail(Errc::io, "TLS handshake with " + where + " failed: " + describe(ec, options.request_timeout));
     co_return;
   }
+  out = {};
+}
 
+asio::awaitable<void> run_request(TlsStream& stream, beast::flat_buffer& buffer,
+                                  http::request<http::string_body>& request, const std::string& where,
+                                  const HttpsClientOptions& options, std::chrono::steady_clock::time_point deadline,
+                                  bool reused, Outcome& out) {
+  beast::tcp_stream& transport = beast::get_lowest_layer(stream);
+  error_code ec;
   transport.expires_at(deadline);
-  co_await http::async_write(stream, exchange.request, on_error(ec));
+  co_await http::async_write(stream, request, on_error(ec));
   // A server may answer early and close while the request is still going out (a 413, say);
   // its answer is still worth reading, so only a timeout ends the exchange here.
   if (ec == beast::error::timeout) {
-    exchange.result =
-        fail(Errc::io, "sending the request to " + exchange.where + " " + describe(ec, options.request_timeout));
+    out.result = fail(Errc::io, "sending the request to " + where + " " + describe(ec, options.request_timeout));
     co_return;
   }
   const error_code write_error = ec;
 
-  beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(static_cast<std::uint64_t>(options.max_response_body));
   transport.expires_at(deadline);
   co_await http::async_read(stream, buffer, parser, on_error(ec));
   if (ec == http::error::body_limit) {
-    exchange.result = fail(Errc::too_large, "the response from " + exchange.where + " exceeds " +
-                                                std::to_string(options.max_response_body) + " bytes");
+    out.result = fail(Errc::too_large, "the response from " + where + " exceeds " +
+                                           std::to_string(options.max_response_body) + " bytes");
   } else if (ec) {
     const error_code& cause = write_error ? write_error : ec;
-    exchange.result =
-        fail(Errc::io, "no response from " + exchange.where + ": " + describe(cause, options.request_timeout));
+    out.retry_fresh = reused && !parser.got_some() && ec != beast::error::timeout;
+    out.result = fail(Errc::io, "no response from " + where + ": " + describe(cause, options.request_timeout));
   } else {
-    HttpsResult out;
-    out.status = parser.get().result_int();
-    out.body = std::move(parser.get().body());
-    exchange.result = std::move(out);
+    HttpsResult result;
+    result.status = parser.get().result_int();
+    result.body = std::move(parser.get().body());
+    out.server_keeps = parser.get().keep_alive() && !write_error;
+    out.result = std::move(result);
   }
-  transport.close();  // the message is complete; the TLS close exchange adds nothing
 }
 
+}  // namespace
+
+struct HttpsSession::Impl {
+  HttpsEndpoint endpoint;
+  HttpsClientOptions options;
+  bool keep_alive = true;
+  std::optional<Error> setup_error;  // reported by the first request
+  std::vector<tcp::endpoint> endpoints;
+  std::string server_name;
+  std::string authority;  // the Host header
+  std::string where;      // "127.0.0.1:8443" for messages
+  std::optional<ssl::context> context;
+  asio::io_context io{1};
+  std::unique_ptr<TlsStream> stream;  // the open connection, if any
+  beast::flat_buffer buffer;
+  std::size_t opened = 0;
+
+  // Runs one coroutine on the private context to its end.
+  template <class Awaitable>
+  Result<void> run(Awaitable awaitable) {
+    bool crashed = false;
+    asio::co_spawn(io, std::move(awaitable), [&crashed](std::exception_ptr error) { crashed = error != nullptr; });
+    try {
+      io.run();
+    } catch (const std::exception& e) {
+      io.restart();
+      return fail(Errc::internal, std::string("HTTPS request failed unexpectedly: ") + e.what());
+    }
+    io.restart();
+    if (crashed) return fail(Errc::internal, "HTTPS request failed unexpectedly");
+    return {};
+  }
+
+  void drop() {
+    if (stream) {
+      error_code ignored;
+      beast::get_lowest_layer(*stream).socket().close(ignored);  // no TLS close exchange: it adds nothing
+    }
+    stream.reset();
+    buffer.clear();
+  }
+
+  Result<void> connect(const HttpsClientOptions& timeouts, std::chrono::steady_clock::time_point& deadline) {
+    drop();
+    stream = std::make_unique<TlsStream>(io, *context);
+    if (auto ok = expect_server_identity(stream->native_handle(), server_name); !ok) {
+      stream.reset();
+      return ok;
+    }
+    ++opened;
+    Result<void> connected = fail(Errc::internal, "the connection did not run");
+    if (auto ran = run(open_connection(*stream, endpoints, where, timeouts, deadline, connected)); !ran) {
+      drop();
+      return ran;
+    }
+    if (!connected) drop();
+    return connected;
+  }
+
+  Result<HttpsResult> request(http::verb method, const std::string& target, const std::string* body,
+                              const HttpsClientOptions& timeouts) {
+    if (auto ok = check_target(target); !ok) return tl::unexpected(ok.error());
+    if (setup_error) return tl::unexpected(*setup_error);
+    http::request<http::string_body> message{method, target, 11};
+    message.set(http::field::host, authority);
+    message.set(http::field::user_agent, "virtcca-fde");
+    message.set(http::field::accept, "application/json");
+    if (body != nullptr) {
+      message.set(http::field::content_type, "application/json");
+      message.body() = *body;
+    }
+    message.keep_alive(keep_alive);
+    message.prepare_payload();
+
+    // At most two tries: a kept connection the server has meanwhile closed, then a new one.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool reused = stream != nullptr;
+      // Handshake (when new), request and response together within request_timeout.
+      auto deadline = std::chrono::steady_clock::now() + timeouts.request_timeout;
+      if (!reused) {
+        if (auto ok = connect(timeouts, deadline); !ok) return tl::unexpected(ok.error());
+      }
+      Outcome outcome;
+      if (auto ran = run(run_request(*stream, buffer, message, where, timeouts, deadline, reused, outcome)); !ran) {
+        drop();
+        return tl::unexpected(ran.error());
+      }
+      if (!outcome.result || !outcome.server_keeps || !keep_alive) drop();
+      if (!outcome.result && outcome.retry_fresh) continue;
+      return std::move(outcome.result);
+    }
+    return fail(Errc::io, "no response from " + where + ": the connection closed twice");
+  }
+};
+
+HttpsSession::HttpsSession(HttpsEndpoint endpoint, HttpsClientOptions options, bool keep_alive)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.keep_alive = keep_alive;
+  s.endpoint = std::move(endpoint);
+  s.options = std::move(options);
+  auto endpoints = endpoints_for(s.endpoint.host, s.endpoint.port);
+  if (!endpoints) {
+    s.setup_error = endpoints.error();
+    return;
+  }
+  s.endpoints = std::move(*endpoints);
+  auto context = make_client_context(s.options.ca_pem);
+  if (!context) {
+    s.setup_error = context.error();
+    return;
+  }
+  s.context.emplace(std::move(*context));
+  s.server_name = s.endpoint.server_name.empty() ? strip_brackets(s.endpoint.host) : s.endpoint.server_name;
+  const bool bracket = s.server_name.find(':') != std::string::npos;  // an IPv6 literal
+  s.authority = (bracket ? "[" + s.server_name + "]" : s.server_name) +
+                (s.endpoint.port == 443 ? "" : ":" + std::to_string(s.endpoint.port));
+  const std::string host_text = strip_brackets(s.endpoint.host);
+  s.where = (host_text.find(':') != std::string::npos ? "[" + host_text + "]" : host_text) + ":" +
+            std::to_string(s.endpoint.port);
+}
+
+HttpsSession::~HttpsSession() {
+  if (impl_) impl_->drop();
+}
+
+Result<HttpsResult> HttpsSession::post_json(const std::string& target, const std::string& body) {
+  return impl_->request(http::verb::post, target, &body, impl_->options);
+}
+
+Result<HttpsResult> HttpsSession::post_json(const std::string& target, const std::string& body,
+                                            const HttpsClientOptions& timeouts) {
+  return impl_->request(http::verb::post, target, &body, timeouts);
+}
+
+Result<HttpsResult> HttpsSession::get(const std::string& target) {
+  return impl_->request(http::verb::get, target, nullptr, impl_->options);
+}
+
+void HttpsSession::close() { impl_->drop(); }
+
+std::size_t HttpsSession::connections_opened() const { return impl_->opened; }
+
+const HttpsEndpoint& HttpsSession::endpoint() const { return impl_->endpoint; }
+
+namespace {
+
+// One request, one connection, "Connection: close".
 Result<HttpsResult> https_request(const HttpsEndpoint& endpoint, http::verb method, const std::string& target,
                                   const std::string* body, const HttpsClientOptions& options) {
-  if (auto ok = check_target(target); !ok) return tl::unexpected(ok.error());
-  auto endpoints = endpoints_for(endpoint.host, endpoint.port);
-  if (!endpoints) return tl::unexpected(endpoints.error());
-  auto context = make_client_context(options.ca_pem);
-  if (!context) return tl::unexpected(context.error());
-  const std::string server_name = endpoint.server_name.empty() ? strip_brackets(endpoint.host) : endpoint.server_name;
-
-  asio::io_context io(1);
-  TlsStream stream(io, *context);
-  if (auto ok = expect_server_identity(stream.native_handle(), server_name); !ok) return tl::unexpected(ok.error());
-
-  const bool bracket = server_name.find(':') != std::string::npos;  // an IPv6 literal
-  const std::string authority = (bracket ? "[" + server_name + "]" : server_name) +
-                                (endpoint.port == 443 ? "" : ":" + std::to_string(endpoint.port));
-  const std::string host_text = strip_brackets(endpoint.host);
-  Exchange exchange{*endpoints,
-                    (host_text.find(':') != std::string::npos ? "[" + host_text + "]" : host_text) + ":" +
-                        std::to_string(endpoint.port),
-                    http::request<http::string_body>{method, target, 11}, options};
-  exchange.request.set(http::field::host, authority);
-  exchange.request.set(http::field::user_agent, "virtcca-fde");
-  exchange.request.set(http::field::accept, "application/json");
-  if (body != nullptr) {
-    exchange.request.set(http::field::content_type, "application/json");
-    exchange.request.body() = *body;
-  }
-  exchange.request.keep_alive(false);
-  exchange.request.prepare_payload();
-
-  asio::co_spawn(io, run_exchange(stream, exchange), [&exchange](std::exception_ptr error) {
-    if (error) exchange.result = fail(Errc::internal, "HTTPS request failed unexpectedly");
-  });
-  try {
-    io.run();
-  } catch (const std::exception& e) {
-    return fail(Errc::internal, std::string("HTTPS request failed unexpectedly: ") + e.what());
-  }
-  return std::move(exchange.result);
+  HttpsSession session(endpoint, options, false);
+  return method == http::verb::get ? session.get(target) : session.post_json(target, *body);
 }
 
 }  // namespace

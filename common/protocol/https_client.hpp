@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "common/util/error.hpp"
@@ -27,6 +28,36 @@ struct HttpsClientOptions {
 struct HttpsResult {
   unsigned status = 0;
   std::string body;
+};
+
+// Several requests over one TLS connection (HTTP/1.1 keep-alive): the agent's challenge and
+// attest requests share one handshake. The connection opens on the first request; when the
+// server has closed a kept connection (its idle timeout, its per-connection request limit,
+// a restart) before any byte of the answer came back, the request is sent once more on a
+// fresh connection. A server that answers "Connection: close" is followed. close() ends the
+// connection; so does the destructor. Not thread-safe: one session per thread.
+class HttpsSession {
+ public:
+  // `options.ca_pem` is fixed for the session; the timeouts and the response bound may be
+  // given again per request. keep_alive = false: each request on its own connection, sent
+  // with "Connection: close".
+  HttpsSession(HttpsEndpoint endpoint, HttpsClientOptions options, bool keep_alive = true);
+  ~HttpsSession();
+  HttpsSession(const HttpsSession&) = delete;
+  HttpsSession& operator=(const HttpsSession&) = delete;
+
+  Result<HttpsResult> post_json(const std::string& target, const std::string& body);
+  Result<HttpsResult> post_json(const std::string& target, const std::string& body,
+                                const HttpsClientOptions& timeouts);
+  Result<HttpsResult> get(const std::string& target);
+  void close();
+  // TLS connections this session has opened (handshakes made).
+  std::size_t connections_opened() const;
+  const HttpsEndpoint& endpoint() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // One request on a fresh connection. Transport failures (refused, timeout, certificate not

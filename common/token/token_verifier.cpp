@@ -167,7 +167,10 @@ std::optional<ValidatedDevice> check_device_chain(const DeviceEvidence& device, 
   }
   crypto::ChainOptions options;
   options.at_time = policy.at_time;
-  auto chain = crypto::verify_chain(cert, policy.intermediates, policy.trusted_roots, options);
+  auto chain = policy.chain_validator != nullptr
+                   ? policy.chain_validator->validate(cert, policy.intermediates,
+                                                      policy.at_time.value_or(std::time(nullptr)))
+                   : crypto::verify_chain(cert, policy.intermediates, policy.trusted_roots, options);
   if (!chain) {
     verdict.add_fail("device.chain", expected, who + ": " + chain.error().message);
     return std::nullopt;

@@ -2,7 +2,9 @@
 // (docs/virtcca-platform.md b.6-b.8 and g; docs/fde-verifierd.md "The checks", the token checks).
 #pragma once
 
+#include <ctime>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "common/crypto/certificate.hpp"
@@ -12,6 +14,18 @@
 
 namespace fde::token {
 
+// How the device certificate's chain is validated at a given time. The default validates
+// against TokenPolicy::trusted_roots each time; the daemon supplies one that keeps its root
+// store and remembers validated chains (verifier-daemon/policy/device_certificates).
+class ChainValidator {
+ public:
+  virtual ~ChainValidator() = default;
+  // The validated path, leaf first and trust anchor last, or why it does not validate.
+  virtual Result<std::vector<crypto::Certificate>> validate(const crypto::Certificate& leaf,
+                                                            std::span<const crypto::Certificate> intermediates,
+                                                            std::time_t at) const = 0;
+};
+
 struct TokenPolicy {
   std::vector<crypto::Certificate> trusted_roots;   // pinned roots (Huawei or simulator CA)
   std::vector<crypto::Certificate> intermediates;   // untrusted helpers for path building
@@ -19,6 +33,7 @@ struct TokenPolicy {
   std::optional<Bytes> expected_challenge;          // the 64-byte challenge the CVM token must carry
   std::optional<std::time_t> at_time;               // certificate validity time; nullopt = now
   PlatformPolicy platform;                          // lifecycle, firmware minimum, issuer pins
+  const ChainValidator* chain_validator = nullptr;  // nullptr: crypto::verify_chain against trusted_roots
 };
 
 struct DeviceEvidence {

@@ -60,6 +60,11 @@ std::string_view attempt_status_name(AttemptStatus status) {
 }
 
 AttemptResult AttestationClient::attempt(const VerifierUrl& verifier, TimePoint deadline) {
+  // The challenge and the attest request share a connection; it does not outlive the attempt.
+  struct EndAttempt {
+    Transport& transport;
+    ~EndAttempt() { transport.end_attempt(); }
+  } end_attempt{transport_};
   // Evidence that does not depend on the nonce first: a platform that cannot provide it
   // should not cost the verifier a challenge.
   if (!device_certificate_) {

@@ -1,4 +1,4 @@
-// The HTTPS transport over the shared client.
+// The HTTPS transport over the shared client: one session (one connection) per attempt.
 #include "guest-agent/client/transport.hpp"
 
 #include <algorithm>
@@ -16,11 +16,17 @@ Result<protocol::HttpsResult> HttpsTransport::post_json(const VerifierUrl& verif
   endpoint.server_name = server_name_.empty() ? verifier.host : server_name_;
   protocol::HttpsClientOptions options;
   options.ca_pem = ca_pem_;
+  if (session_ && (session_->endpoint().host != endpoint.host || session_->endpoint().port != endpoint.port ||
+                   session_->endpoint().server_name != endpoint.server_name))
+    session_.reset();
+  if (!session_) session_ = std::make_unique<protocol::HttpsSession>(endpoint, options);
   // Connect, then the rest (handshake, write, read), together within the attempt deadline.
   options.connect_timeout = std::min(remaining, options.connect_timeout);
   options.request_timeout = std::max(remaining - options.connect_timeout, std::min(remaining, Milliseconds(1'000)));
   options.max_response_body = max_response_body;
-  return protocol::https_post_json(endpoint, std::string(target), body, options);
+  return session_->post_json(std::string(target), body, options);
 }
+
+void HttpsTransport::end_attempt() { session_.reset(); }
 
 }  // namespace fde::agent

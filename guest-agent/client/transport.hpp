@@ -1,8 +1,9 @@
-// How the client reaches a verifier: one JSON POST on a fresh TLS 1.3 connection to a pinned
-// CA. HttpsTransport is the real one (common/protocol/https_client); tests of the retry and
+// How the client reaches a verifier: JSON POSTs over TLS 1.3 to a pinned CA, the requests of
+// one attempt (challenge, then attest) on one connection when the verifier keeps it open. HttpsTransport is the real one (common/protocol/https_client); tests of the retry and
 // failure logic substitute their own.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,8 @@ class Transport {
   virtual Result<protocol::HttpsResult> post_json(const VerifierUrl& verifier, std::string_view target,
                                                   const std::string& body, std::size_t max_response_body,
                                                   TimePoint deadline) = 0;
+  // The attempt is over: a connection kept for it is closed.
+  virtual void end_attempt() {}
 };
 
 class HttpsTransport final : public Transport {
@@ -31,10 +34,13 @@ class HttpsTransport final : public Transport {
   Result<protocol::HttpsResult> post_json(const VerifierUrl& verifier, std::string_view target,
                                           const std::string& body, std::size_t max_response_body,
                                           TimePoint deadline) override;
+  void end_attempt() override;
 
  private:
   std::string ca_pem_;
   std::string server_name_;
+  // The connection kept between the requests of one attempt, to one verifier.
+  std::unique_ptr<protocol::HttpsSession> session_;
 };
 
 }  // namespace fde::agent

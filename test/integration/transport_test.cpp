@@ -933,6 +933,49 @@ TEST_CASE("keep-alive serves several requests on one connection, up to max_reque
   }
 }
 
+TEST_CASE("an HTTPS session sends its requests over one connection and reconnects when the server closed it") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_requests_per_connection = 2;
+  limits.idle_timeout = 300ms;
+  TestServer server(pki.files, limits);
+  protocol::HttpsSession session({"127.0.0.1", server.port(), ""}, client_options(pki.ca_pem));
+
+  // Challenge and attest on one TLS connection: one handshake.
+  auto challenge = session.post_json("/v1/challenge", R"({"image_id":"a"})");
+  auto attest = session.post_json("/v1/attest", R"({"n":1})");
+  REQUIRE(challenge);
+  REQUIRE(attest);
+  CHECK(challenge->status == 200);
+  CHECK(attest->body.find(R"("target":"/v1/attest")") != std::string::npos);
+  CHECK(session.connections_opened() == 1);
+  CHECK(server.server->stats().connections_accepted == 1);
+
+  // The server's request limit (2) ended that connection with "Connection: close": the
+  // next request opens another.
+  auto third = session.get("/healthz");
+  REQUIRE(third);
+  CHECK(third->status == 200);
+  CHECK(session.connections_opened() == 2);
+
+  // The server closes the kept connection after its idle timeout; the session notices only
+  // when it sends, and sends the request again on a new connection.
+  std::this_thread::sleep_for(900ms);
+  auto fourth = session.get("/healthz?after=idle");
+  REQUIRE(fourth);
+  CHECK(fourth->body.find("/healthz?after=idle") != std::string::npos);
+  CHECK(session.connections_opened() == 3);
+  CHECK(server.server->stats().connections_accepted == 3);
+  CHECK(server.calls == 4);
+
+  // A session to a server that is gone fails like a one-shot request.
+  session.close();
+  server.server->stop();
+  auto gone = session.get("/healthz");
+  CHECK_FALSE(gone);
+}
+
 TEST_CASE("200 concurrent requests from 8 threads all succeed") {
   TempDir dir;
   const Pki pki = make_pki(dir.path, "main");

@@ -35,6 +35,7 @@ struct ScriptedVerifier final : Transport {
     }
     return attest_answer;
   }
+  void end_attempt() override { targets.emplace_back("(end of attempt)"); }
 };
 
 AttemptResult attempt_with(protocol::HttpsResult answer) {
@@ -47,7 +48,8 @@ AttemptResult attempt_with(protocol::HttpsResult answer) {
   url.host = "192.0.2.10";
   url.port = 8443;
   AttemptResult result = client.attempt(url, SteadyClock::now() + std::chrono::seconds(30));
-  CHECK(verifier.targets == std::deque<std::string>{"/v1/challenge", "/v1/attest"});
+  // Both requests within one attempt, whose end closes the connection they shared.
+  CHECK(verifier.targets == std::deque<std::string>{"/v1/challenge", "/v1/attest", "(end of attempt)"});
   return result;
 }
 

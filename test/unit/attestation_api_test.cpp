@@ -3,7 +3,11 @@
 // is tested by the integration tests).
 #include <rapidjson/document.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <functional>
 #include <filesystem>
 #include <mutex>
@@ -21,6 +25,17 @@ using namespace fde::test;
 using namespace fde::verifier;
 
 namespace {
+
+// Every Verifier's store syncs through this: fdatasync, unless a test makes it fail.
+std::atomic<int> failing_sync_errno{0};
+
+int test_sync(int fd) {
+  if (const int e = failing_sync_errno.load(); e != 0) {
+    errno = e;
+    return -1;
+  }
+  return ::fdatasync(fd);
+}
 
 // One verifier: store, policy, metrics, a log captured in memory, clocks the test moves. The
 // rate limit is the daemon's default unless a test names another.
@@ -59,7 +74,9 @@ struct Verifier {
 
   Store* open_store() {
     auto kek = expect_ok(KeyEncryptionKey::from_bytes(crypto::random_bytes(KeyEncryptionKey::key_size)));
-    store = expect_ok(open_sqlite_store(dir.path("verifier.db"), std::move(kek)));
+    SqliteOptions sqlite;
+    sqlite.sync_file = test_sync;
+    store = expect_ok(open_sqlite_store(dir.path("verifier.db"), std::move(kek), std::move(sqlite)));
     return store.get();
   }
 
@@ -243,6 +260,24 @@ TEST_CASE("the API releases the key to a genuine guest, which opens it, and audi
     CHECK(metrics.body.find("fde_requests_in_flight 0\n") != std::string::npos);
     CHECK(metrics.body.find("/metrics") == std::string::npos);
   }
+}
+
+TEST_CASE("a release whose audit record cannot be made durable is answered 503 and no key leaves") {
+  Verifier v;
+  const Guest guest = v.challenge_and_prepare();
+  failing_sync_errno = EIO;
+  struct Restore {
+    ~Restore() { failing_sync_errno = 0; }
+  } restore;
+  const HttpResponse response = v.post("/v1/attest", protocol::serialize(guest.request));
+  INFO(response.body << "\n" << v.log);
+  CHECK(response.status == 503);
+  CHECK(error_code(response) == "unavailable");
+  CHECK(response.body.find("sealed_key") == std::string::npos);
+  CHECK(response.body.find("\"enc\"") == std::string::npos);
+  CHECK(v.log.find("release_failed") != std::string::npos);
+  CHECK(v.log.find("decision=release") == std::string::npos);
+  CHECK(v.metrics_text().find("fde_releases_total 1") == std::string::npos);
 }
 
 TEST_CASE("the API denies a tampered boot with 403 attestation_failed, audits it, and explain shows the failed check") {

@@ -56,6 +56,7 @@ TEST_CASE("the annotated example configuration parses and sets every section") {
   CHECK(config.limits.header_timeout == defaults.header_timeout);
   CHECK(config.limits.request_timeout == defaults.request_timeout);
   CHECK(config.limits.idle_timeout == defaults.idle_timeout);
+  CHECK(config.limits.max_requests_per_connection == defaults.max_requests_per_connection);
 }
 
 TEST_CASE("tls.expiry_warning_days sets the warning window, 0 to 3650 days") {

@@ -384,3 +384,49 @@ TEST_CASE("a verdict survives the JSON the audit record stores it in") {
     CHECK(back.checks().front().found == "\\xff\\xfex");
   }
 }
+
+TEST_CASE("a device certificate's chain is validated once, and a remembered chain is not trusted past its validity") {
+  auto policy = make_policy();
+  const auto& known = policy->decider().device_certificates();
+  const auto now = Clock::now();
+  const Decision first = decide(*policy, make_guest(policy->nonces(), now), sample_image(), now);
+  INFO(transcript(first.verdict));
+  REQUIRE(first.verdict.passed());
+  CHECK(known.size() == 1);
+  CHECK(known.validations() == 1);
+
+  // The same certificate again: parsed and validated from the cache.
+  const Decision second = decide(*policy, make_guest(policy->nonces(), now), sample_image(), now);
+  REQUIRE(second.verdict.passed());
+  CHECK(known.hits() == 1);
+  CHECK(known.validations() == 1);
+
+  // Sixteen years on, the simulated device certificate (15 years) has expired: the
+  // remembered chain must not vouch for it.
+  const auto later = now + std::chrono::hours(24 * 365 * 16);
+  const Decision expired = decide(*policy, make_guest(policy->nonces(), later), sample_image(), later);
+  require_denied(expired, "device.chain", protocol::ErrorCode::attestation_failed);
+  CHECK(known.validations() == 2);
+  // And before its notBefore, equally.
+  const auto earlier = now - std::chrono::hours(24 * 3);
+  const Decision early = decide(*policy, make_guest(policy->nonces(), earlier), sample_image(), earlier);
+  require_denied(early, "device.chain", protocol::ErrorCode::attestation_failed);
+  // Back within the validity the certificate passes again.
+  CHECK(decide(*policy, make_guest(policy->nonces(), now), sample_image(), now).verdict.passed());
+}
+
+TEST_CASE("reloaded roots start from an empty device certificate cache") {
+  auto trusting = make_policy();
+  const auto now = Clock::now();
+  const Guest guest = make_guest(trusting->nonces(), now);
+  REQUIRE(decide(*trusting, guest, sample_image(), now).verdict.passed());
+  REQUIRE(trusting->decider().device_certificates().size() == 1);
+
+  // A reload that no longer trusts the simulator's CA: the same certificate is untrusted.
+  PolicyOptions other;
+  other.roots = {foreign_device().ca_certificate()};
+  auto reloaded = make_policy(other);
+  CHECK(reloaded->decider().device_certificates().size() == 0);
+  const Decision after = decide(*reloaded, make_guest(reloaded->nonces(), now), sample_image(), now);
+  require_denied(after, "device.chain", protocol::ErrorCode::attestation_failed);
+}

@@ -18,6 +18,9 @@
 #include <regex>
 #include <set>
 #include <thread>
+#include <condition_variable>
+#include <future>
+#include <mutex>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -1981,4 +1984,146 @@ TEST_CASE("copy_store carries a rotated store's key epochs both ways: every key 
   REQUIRE(fourth.has_value());
   CHECK(fourth->key_epoch == 4);
   CHECK(last->verify_audit_chain()->intact);
+}
+
+// Group commit (SQLite): the sync seam below stands for fdatasync; it really syncs.
+namespace {
+
+struct SyncProbe {
+  std::atomic<int> calls{0};
+  std::atomic<int> fail_errno{0};      // non-zero: the next syncs fail with it
+  std::chrono::milliseconds delay{0};  // each sync takes at least this long
+  // While `hold` is set, a sync waits until it is cleared (bounded).
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool hold = false;
+  bool inside = false;
+
+  std::function<int(int)> hook() {
+    return [this](int fd) {
+      calls.fetch_add(1);
+      {
+        std::unique_lock lock(mutex);
+        inside = true;
+        changed.notify_all();
+        changed.wait_for(lock, std::chrono::seconds(10), [this] { return !hold; });
+        inside = false;
+      }
+      if (delay.count() > 0) std::this_thread::sleep_for(delay);
+      if (const int e = fail_errno.load(); e != 0) {
+        errno = e;
+        return -1;
+      }
+      return ::fdatasync(fd);
+    };
+  }
+};
+
+std::unique_ptr<Store> open_probed_store(const std::string& path, SyncProbe& probe) {
+  SqliteOptions options;
+  options.sync_file = probe.hook();
+  auto store = open_sqlite_store(path, test_kek(), std::move(options));
+  INFO((store ? std::string() : store.error().describe()));
+  REQUIRE(store.has_value());
+  return std::move(*store);
+}
+
+}  // namespace
+
+TEST_CASE("concurrent releases share fdatasyncs and the audit chain stays one unbroken chain") {
+  TempDir dir;
+  SyncProbe probe;
+  auto store = open_probed_store(dir.file("verifier.db"), probe);
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  // A sync that takes a while, as on a real disk under load: commits made meanwhile wait
+  // for the next one together.
+  probe.delay = std::chrono::milliseconds(4);
+  const int before = probe.calls.load();
+  constexpr int threads = 8;
+  constexpr int per_thread = 30;
+  std::atomic<int> released{0};
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        const int n = t * per_thread + i;
+        if (n % 5 == 0) {
+          (store->append_audit(audit_entry(n)) ? released : wrong).fetch_add(1);
+          continue;
+        }
+        auto release = store->append_release(release_entry(n));
+        const bool ok = release && *release &&
+                        equal_constant_time((*release)->disk_key.view(), disk_key_for(1).view());
+        (ok ? released : wrong).fetch_add(1);
+      }
+    });
+  for (auto& worker : workers) worker.join();
+  CHECK(wrong == 0);
+  CHECK(released == threads * per_thread);
+  const int syncs = probe.calls.load() - before;
+  INFO("syncs for " << threads * per_thread << " commits: " << syncs);
+  CHECK(syncs < threads * per_thread / 2);
+  CHECK(store->stats().syncs >= static_cast<std::uint64_t>(syncs));
+  CHECK(store->stats().commits >= static_cast<std::uint64_t>(threads * per_thread + 1));
+
+  auto report = store->verify_audit_chain();
+  REQUIRE(report.has_value());
+  CHECK(report->intact);
+  CHECK(report->records == threads * per_thread + 1);
+  CHECK(report->head.sequence == threads * per_thread + 1);
+  // Reopened from the file (no cache): the same chain.
+  store.reset();
+  auto reopened = open_store(dir.file("verifier.db"));
+  auto again = reopened->verify_audit_chain();
+  REQUIRE(again.has_value());
+  CHECK(again->intact);
+  CHECK(again->records == threads * per_thread + 1);
+}
+
+TEST_CASE("a release is not handed back before its audit record has been synced") {
+  TempDir dir;
+  SyncProbe probe;
+  auto store = open_probed_store(dir.file("verifier.db"), probe);
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  {
+    std::lock_guard lock(probe.mutex);
+    probe.hold = true;
+  }
+  auto pending = std::async(std::launch::async, [&] { return store->append_release(release_entry(1)); });
+  {
+    std::unique_lock lock(probe.mutex);
+    REQUIRE(probe.changed.wait_for(lock, std::chrono::seconds(10), [&] { return probe.inside; }));
+  }
+  // Committed, but the sync has not completed: no key yet.
+  CHECK(pending.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
+  // Meanwhile the store is not locked: another thread can read.
+  CHECK(store->find_image("img-a").has_value());
+  {
+    std::lock_guard lock(probe.mutex);
+    probe.hold = false;
+  }
+  probe.changed.notify_all();
+  auto released = pending.get();
+  REQUIRE(released.has_value());
+  REQUIRE(released->has_value());
+  CHECK(equal_constant_time((*released)->disk_key.view(), disk_key_for(1).view()));
+}
+
+TEST_CASE("a failed sync fails the release without its key, and every later commit") {
+  TempDir dir;
+  SyncProbe probe;
+  auto store = open_probed_store(dir.file("verifier.db"), probe);
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  probe.fail_errno = EIO;
+  auto released = store->append_release(release_entry(1));
+  REQUIRE_FALSE(released.has_value());
+  CHECK(released.error().code == Errc::io);
+  CHECK(released.error().message.find("durable") != std::string::npos);
+  // The disk may have lost what it was given: nothing later is acknowledged either, even
+  // once syncs would succeed again.
+  probe.fail_errno = 0;
+  CHECK_FALSE(store->append_release(release_entry(2)).has_value());
+  CHECK_FALSE(store->append_audit(audit_entry(3)).has_value());
+  CHECK_FALSE(store->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
 }

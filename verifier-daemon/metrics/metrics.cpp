@@ -90,6 +90,11 @@ void Metrics::set_transport_stats(std::function<TransportStats()> source) {
   transport_ = std::move(source);
 }
 
+void Metrics::set_store_stats(std::function<StoreStats()> source) {
+  std::lock_guard lock(mutex_);
+  store_ = std::move(source);
+}
+
 void Metrics::set_tls_certificate_expiry(std::int64_t not_after) {
   std::lock_guard lock(mutex_);
   tls_not_after_ = not_after;
@@ -102,10 +107,12 @@ void Metrics::set_reload_result(bool applied) {
 
 std::string Metrics::render() const {
   std::function<TransportStats()> transport;
+  std::function<StoreStats()> store;
   std::string out;
   {
     std::lock_guard lock(mutex_);
     transport = transport_;
+    store = store_;
 
     header(out, "fde_requests_total", "counter", "HTTP requests handled, by endpoint and status code.");
     for (const auto& [key, count] : requests_)
@@ -155,7 +162,20 @@ std::string Metrics::render() const {
     }
   }
 
-  // Outside the lock: the transport takes its own.
+  // Outside the lock: the store and the transport take their own.
+  if (store) {
+    const StoreStats stats = store();
+    header(out, "fde_store_lock_held_seconds_total", "counter",
+           "Time the store's lock was held (divided by elapsed time: the share of time the store is serialised).");
+    char held[64];
+    std::snprintf(held, sizeof held, "%.6f", stats.lock_held_seconds);
+    sample(out, "fde_store_lock_held_seconds_total", "", held);
+    header(out, "fde_store_commits_total", "counter", "Write transactions committed to the store.");
+    sample(out, "fde_store_commits_total", "", std::to_string(stats.commits));
+    header(out, "fde_store_syncs_total", "counter",
+           "fdatasync calls that made commits durable (concurrent commits share one).");
+    sample(out, "fde_store_syncs_total", "", std::to_string(stats.syncs));
+  }
   if (transport) {
     const TransportStats stats = transport();
     struct Counter {

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "verifier-daemon/server/https_server.hpp"
+#include "verifier-daemon/store/store.hpp"
 
 namespace fde::verifier {
 
@@ -38,6 +39,8 @@ class Metrics {
 
   // Where transport counters come from (set once, before the server starts).
   void set_transport_stats(std::function<TransportStats()> source);
+  // Where the store's counters come from (set once, before the server starts).
+  void set_store_stats(std::function<StoreStats()> source);
   // The serving TLS certificate's notAfter (seconds since the epoch), set at start and reload.
   void set_tls_certificate_expiry(std::int64_t not_after);
   // Whether the last reload applied its configuration (1) or kept the previous one (0).
@@ -61,6 +64,7 @@ class Metrics {
   std::optional<std::int64_t> tls_not_after_;
   std::optional<bool> last_reload_applied_;
   std::function<TransportStats()> transport_;
+  std::function<StoreStats()> store_;
 };
 
 }  // namespace fde::verifier

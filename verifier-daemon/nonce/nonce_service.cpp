@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "common/crypto/mac.hpp"
 #include "common/crypto/random.hpp"
 #include "common/protocol/messages.hpp"
 
@@ -37,12 +38,10 @@ Mac compute_mac(const SecretBytes& secret, ByteView head, std::string_view image
   input.insert(input.end(), head.begin(), head.end());
   input.insert(input.end(), image_id.begin(), image_id.end());
   Mac mac{};
-  unsigned int length = 0;
-  // HMAC() fails only on allocation failure; a wrong MAC must never be compared against.
-  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), input.data(), input.size(), mac.data(),
-           &length) == nullptr ||
-      length != mac_size)
-    std::abort();
+  // HMAC fails only on allocation failure; a wrong MAC must never be compared against.
+  auto computed = crypto::hmac_sha256(secret.view(), input);
+  if (!computed || computed->size() != mac_size) std::abort();
+  std::copy(computed->begin(), computed->end(), mac.begin());
   return mac;
 }
 

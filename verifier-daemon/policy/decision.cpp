@@ -49,21 +49,23 @@ void check_image_known(const std::optional<ImageRecord>& image, const std::strin
 
 // The device certificate as TMM_GET_DEVICE_CERT returns it: DER (legacy firmware) or PEM
 // (newer firmware); further PEM certificates are untrusted intermediates for path building.
-std::optional<crypto::Certificate> check_device_certificate(const Bytes& blob,
-                                                            std::vector<crypto::Certificate>& intermediates,
-                                                            Verdict& verdict) {
+// The blob is parsed once per configuration (DeviceCertificates); the entry then also
+// validates the chain, remembering the result within the certificates' validity.
+std::shared_ptr<const DeviceCertificates::Entry> check_device_certificate(DeviceCertificates& known, const Bytes& blob,
+                                                                          std::vector<crypto::Certificate>& intermediates,
+                                                                          Verdict& verdict) {
   const std::string expected = "a device certificate in DER or PEM";
-  auto certificates = crypto::Certificate::load_all(blob);
-  if (!certificates) {
-    verdict.add_fail("device.certificate", expected, certificates.error().describe());
-    return std::nullopt;
+  auto entry = known.parse(blob);
+  if (!entry) {
+    verdict.add_fail("device.certificate", expected, entry.error().describe());
+    return nullptr;
   }
-  const crypto::Certificate& leaf = certificates->front();
-  intermediates.insert(intermediates.end(), certificates->begin() + 1, certificates->end());
+  const auto& certificates = (*entry)->certificates();
+  intermediates.insert(intermediates.end(), certificates.begin() + 1, certificates.end());
   verdict.add_pass("device.certificate", expected,
-                   "\"" + leaf.subject() + "\"" +
-                       (certificates->size() > 1 ? " with " + std::to_string(certificates->size() - 1) + " more" : ""));
-  return leaf;
+                   "\"" + (*entry)->leaf_subject() + "\"" +
+                       (certificates.size() > 1 ? " with " + std::to_string(certificates.size() - 1) + " more" : ""));
+  return *entry;
 }
 
 // Step 4: challenge == SHA-512("virtcca-fde/v1" || nonce || E.public). The token's challenge
@@ -247,7 +249,12 @@ Decision Decider::decide(const protocol::AttestRequest& request, const std::opti
   policy.platform = config_.platform;
   policy.at_time = Clock::to_time_t(now);
   token::DeviceEvidence device;
-  device.device_certificate = check_device_certificate(request.device_cert, policy.intermediates, verdict);
+  const auto device_entry =
+      check_device_certificate(device_certificates_, request.device_cert, policy.intermediates, verdict);
+  if (device_entry) {
+    device.device_certificate = device_entry->certificates().front();
+    policy.chain_validator = device_entry.get();
+  }
   Verdict token_verdict;
   if (token != nullptr) token_verdict = token::verify_token(*token, device, policy);
   verdict.append(token_verdict);

@@ -10,6 +10,7 @@
 #include "common/token/verdict.hpp"
 #include "common/util/secret_bytes.hpp"
 #include "verifier-daemon/nonce/nonce_service.hpp"
+#include "verifier-daemon/policy/device_certificates.hpp"
 #include "verifier-daemon/store/store.hpp"
 
 namespace fde::verifier {
@@ -50,7 +51,8 @@ struct DeciderConfig {
 
 class Decider {
  public:
-  Decider(DeciderConfig config, const NonceService& nonces) : config_(std::move(config)), nonces_(nonces) {}
+  Decider(DeciderConfig config, const NonceService& nonces)
+      : config_(std::move(config)), nonces_(nonces), device_certificates_(config_.trusted_roots) {}
   // Checks, in the order of docs/fde-verifierd.md "The checks": nonce (authentic, unexpired, for this image);
   // image known; token parse and verify (device cert chained to the roots); challenge ==
   // SHA-512(label || nonce || ephemeral_public); reference values (RIM, RPV, event log);
@@ -61,6 +63,11 @@ class Decider {
  private:
   DeciderConfig config_;
   const NonceService& nonces_;
+  // Built with this configuration's roots; a reload builds a new Decider and so a new cache.
+  mutable DeviceCertificates device_certificates_;
+
+ public:
+  const DeviceCertificates& device_certificates() const { return device_certificates_; }
 };
 
 // The reloadable part of the verifier, swapped as one on SIGHUP: the nonce secrets and the

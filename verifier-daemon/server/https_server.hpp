@@ -46,9 +46,11 @@ struct ServerLimits {
   std::chrono::milliseconds handshake_timeout{5'000};
   std::chrono::milliseconds header_timeout{5'000};
   std::chrono::milliseconds request_timeout{15'000};
-  std::chrono::milliseconds idle_timeout{30'000};
+  // An agent's attempt is two requests (challenge, attest) on one connection, with the
+  // token fetched in between: a short idle wait and a small request count suffice.
+  std::chrono::milliseconds idle_timeout{5'000};
   std::size_t max_header_bytes = 8 * 1024;
-  std::size_t max_requests_per_connection = 100;
+  std::size_t max_requests_per_connection = 4;
   unsigned threads = 0;           // I/O threads; 0 = one per core
   unsigned blocking_threads = 4;  // the pool the handler runs on (SQLite writes happen there)
 };

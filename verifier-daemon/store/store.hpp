@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -151,6 +152,13 @@ struct StoreContent {
   std::vector<Bytes> retired_audit_keys;
 };
 
+// What a store reports for the daemon's metrics; a backend that does not measure leaves zeros.
+struct StoreStats {
+  double lock_held_seconds = 0;  // time the store's own lock was held (SQLite: the one connection's mutex)
+  std::uint64_t commits = 0;     // write transactions committed
+  std::uint64_t syncs = 0;       // fdatasync calls that made them durable (group commit: fewer)
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -206,6 +214,7 @@ class Store {
   // Writes `content` as is into a store with no images and no audit records, in one
   // transaction; Errc::invalid_argument if the store is not empty.
   virtual Result<void> import_content(const StoreContent& content) = 0;
+  virtual StoreStats stats() const { return {}; }
 };
 
 // What copy_store() did and checked.
@@ -223,6 +232,9 @@ struct StoreCopyReport {
 Result<StoreCopyReport> copy_store(Store& source, Store& target);
 
 // SQLite in WAL mode; creates the file (0600) and schema on first open.
+// Every write transaction returns only once its commit is on disk; concurrent releases and
+// denials share one fdatasync of the WAL (group commit), and none holds the store's lock
+// while it waits for it.
 // The store may be shared by any number of threads (one connection behind a mutex), and
 // several processes may open the same file (writes take BEGIN IMMEDIATE, 5 s busy timeout).
 // An existing file with group or other permission bits is refused, like the KEK file.
@@ -230,6 +242,12 @@ Result<StoreCopyReport> copy_store(Store& source, Store& target);
 // stored KEK check value; a store written before the check value existed is checked by
 // unwrapping one disk key (or the newest keyed audit MAC) and then gets its check value.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek);
+struct SqliteOptions {
+  // The call that makes a file's written data durable (fdatasync); tests substitute a slow
+  // or failing one. Returns 0 or -1 with errno set.
+  std::function<int(int fd)> sync_file;
+};
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path, KeyEncryptionKey kek, SqliteOptions options);
 
 // PostgreSQL through libpq, for several replicas sharing one state (postgres_store.cpp has
 // the locking). The schema is created or upgraded on open; a newer schema is refused. A KEK
