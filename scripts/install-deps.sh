@@ -26,6 +26,9 @@ packages=(
   # test downloads grub-efi-arm64-bin, the arm64 kernel and busybox-static as arm64 .debs
   # (apt-get download, so dpkg must know arm64: added below)
   qemu-system-arm qemu-efi-aarch64 grub-common qemu-user-static
+  # the Debian packages (debian/, test/packaging/deb_package_test.sh): built with
+  # dpkg-buildpackage and debhelper, checked with lintian, installed on a debootstrap root
+  dpkg-dev debhelper lintian debootstrap
 )
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64
