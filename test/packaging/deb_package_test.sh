@@ -10,7 +10,8 @@
 #
 # usage: deb_package_test.sh --source DIR
 # Environment: FDE_DEBIAN_MIRROR (default http://deb.debian.org/debian), FDE_DEBIAN_SUITE
-# (default bookworm), FDE_DEB_KEEP=1 keeps the work directory.
+# (default bookworm), FDE_DEB_KEEP=1 keeps the work directory, FDE_DEB_WORK=DIR works in DIR
+# (which must not exist) instead of a new temporary directory.
 set -uo pipefail
 
 source_dir=''
@@ -33,7 +34,12 @@ for tool in dpkg-buildpackage lintian debootstrap chroot lsinitrd; do
   command -v "$tool" >/dev/null || { echo "FAILED: $tool is missing (scripts/install-deps.sh)"; exit 1; }
 done
 
-work=$(mktemp -d /tmp/fde-deb-test-XXXXXX)
+if [ -n "${FDE_DEB_WORK:-}" ]; then
+  mkdir "$FDE_DEB_WORK" || { echo "FAILED: FDE_DEB_WORK=$FDE_DEB_WORK must be a new directory"; exit 1; }
+  work=$(cd "$FDE_DEB_WORK" && pwd)
+else
+  work=$(mktemp -d /tmp/fde-deb-test-XXXXXX)
+fi
 root=$work/root
 cleanup() {
   # Unmount before deleting, and never cross into another filesystem while deleting.
