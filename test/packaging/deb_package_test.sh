@@ -63,7 +63,9 @@ check() {  # check DESCRIPTION COMMAND...
 fatal() { echo "FAILED: $*"; echo "deb packages: $passed checks passed, $((failed + 1)) failed"; exit 1; }
 t_start=$(date +%s)
 elapsed() { echo "$(($(date +%s) - t_start)) s"; }
-in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 "$@"; }
+in_root() {  # a command in the root, with a clean environment
+  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+}
 
 # ---- a clean root, made while the packages build -------------------------------------------
 # debootstrap mostly waits for the network and the disk, the build for the CPU.
@@ -151,7 +153,7 @@ for p in "${production[@]}"; do cp "$(deb "$p")" "$root/tmp/fde-debs/"; done
 in_root dpkg -i /tmp/fde-debs/fde-verifierd_"${version}"_"$arch".deb /tmp/fde-debs/fde-agent_"${version}"_"$arch".deb \
   /tmp/fde-debs/fde-image_"${version}"_"$arch".deb >"$work/dpkg.log" 2>&1
 in_root apt-get update -qq >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fatal "apt-get update in the root"; }
-if ! DEBIAN_FRONTEND=noninteractive in_root apt-get -f install -y -q --no-install-recommends >>"$work/apt.log" 2>&1; then
+if ! in_root apt-get -f install -y -q --no-install-recommends >>"$work/apt.log" 2>&1; then
   cat "$work/dpkg.log" "$work/apt.log"
   fatal "apt-get -f install in the root"
 fi
@@ -231,7 +233,7 @@ verifier = https://192.0.2.10:8443
 ca_file = /etc/fde-verifier-ca.pem
 luks_uuid = 493500c5-ec0f-4ce7-8ccf-1ae6f2168f3e
 EOF
-check "the installed agent accepts the configuration" in_root fde-agent --config /etc/fde/agent.conf --check-config
+check "the installed agent accepts the configuration" in_root sh -c 'fde-agent --config /etc/fde/agent.conf --check-config >/dev/null'
 t0=$(date +%s)
 # --no-kernel: the root has no kernel; the module's files and the agent are what is checked.
 if in_root dracut --force --no-hostonly --no-kernel --no-early-microcode --gzip --add fde-agent \
