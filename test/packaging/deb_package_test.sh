@@ -73,11 +73,16 @@ debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log
 debootstrap_pid=$!
 
 # ---- build ---------------------------------------------------------------------------------
-# A copy of the tree without build directories or an earlier package build, as a clone is.
+# A copy of the tree as a clone has it: the files git tracks (and new ones it does not
+# ignore), without build directories or an earlier package build (.gitignore, debian/.gitignore).
 mkdir -p "$work/src"
-tar -C "$source_dir" --exclude=./.git --exclude='./build*' --exclude='./obj-*' \
-    --exclude=./debian/tmp --exclude=./debian/.debhelper --exclude='./debian/fde-*' \
-    -cf - . | tar -C "$work/src" -xf -
+if git -C "$source_dir" rev-parse --git-dir >/dev/null 2>&1; then
+  (cd "$source_dir" && git ls-files -z --cached --others --exclude-standard |
+     tar --null -T - --ignore-failed-read -cf -) | tar -C "$work/src" -xf -
+else
+  tar -C "$source_dir" --exclude=./.git --exclude='./build*' --exclude='./obj-*' -cf - . | tar -C "$work/src" -xf -
+fi
+[ -f "$work/src/debian/rules" ] || fatal "copying the source tree"
 # nocheck: the unit tests run in scripts/run-tests.sh's own build; the packages here are built
 # exactly as without it otherwise.
 if ! (cd "$work/src" && DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" \
