@@ -101,7 +101,8 @@ for p in "${production[@]}" fde-sim; do
 done
 for p in "${production[@]}" fde-sim; do
   [ -f "$(deb "$p-dbgsym")" ] || continue
-  check "$p-dbgsym holds debug files" grep -q '/usr/lib/debug/\.build-id/.*\.debug$' <(dpkg-deb -c "$(deb "$p-dbgsym")")
+  listing=$(dpkg-deb -c "$(deb "$p-dbgsym")")
+  check "$p-dbgsym holds debug files" grep -q '/usr/lib/debug/\.build-id/.*\.debug$' <<<"$listing"
   echo "size: $p $(stat -c %s "$(deb "$p")") bytes, $p-dbgsym $(stat -c %s "$(deb "$p-dbgsym")") bytes"
 done
 
@@ -123,11 +124,11 @@ check "fde-sim runs from its package" "$work/x-sim/usr/bin/fde-sim" --version
 # ---- the maintainer scripts ----------------------------------------------------------------
 postinst=$(dpkg-deb -I "$(deb fde-verifierd)" postinst)
 check "postinst runs systemd-sysusers" grep -q 'systemd-sysusers' <<<"$postinst"
-check "postinst runs systemd-tmpfiles --create" grep -q 'systemd-tmpfiles --create' <<<"$postinst"
+check "postinst runs systemd-tmpfiles --create" grep -Eq 'systemd-tmpfiles .*--create' <<<"$postinst"
 check "postinst enables the unit" grep -q 'deb-systemd-helper .*enable' <<<"$postinst"
 check "postinst never starts the daemon" bash -c '! grep -Eq "deb-systemd-invoke .*(start|restart)" <<<"$1"' _ "$postinst"
 sysusers_line=$(grep -n 'systemd-sysusers' <<<"$postinst" | head -n 1 | cut -d: -f1)
-tmpfiles_line=$(grep -n 'systemd-tmpfiles --create' <<<"$postinst" | head -n 1 | cut -d: -f1)
+tmpfiles_line=$(grep -En 'systemd-tmpfiles .*--create' <<<"$postinst" | head -n 1 | cut -d: -f1)
 check "postinst makes the user before the directories owned by its group" \
   test "${sysusers_line:-0}" -lt "${tmpfiles_line:-0}"
 
@@ -237,6 +238,8 @@ image_id = deb-package-test
 verifier = https://192.0.2.10:8443
 ca_file = /etc/fde-verifier-ca.pem
 luks_uuid = 493500c5-ec0f-4ce7-8ccf-1ae6f2168f3e
+released_key_check = 0000000000000000000000000000000000000000000000000000000000000001
+volume_key_check = 0000000000000000000000000000000000000000000000000000000000000002
 EOF
 check "the installed agent accepts the configuration" in_root sh -c 'fde-agent --config /etc/fde/agent.conf --check-config >/dev/null'
 t0=$(date +%s)
