@@ -134,7 +134,7 @@ check "postinst makes the user before the directories owned by its group" \
 
 # ---- lintian -------------------------------------------------------------------------------
 changes=$(ls "$work"/*.changes)
-if lintian --fail-on error,warning,info --display-info --no-tag-display-limit "$changes" >"$work/lintian.log" 2>&1; then
+if lintian --fail-on error,warning,info --display-info --tag-display-limit 0 "$changes" >"$work/lintian.log" 2>&1; then
   ok
 else
   bad "lintian: $(cat "$work/lintian.log")"
