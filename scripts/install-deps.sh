@@ -33,6 +33,9 @@ packages=(
   # rpmbuild, find-debuginfo (debugedit, and eu-strip from elfutils), rpmlint; ccache makes a
   # rebuild of an unchanged tree quick
   rpm debugedit elfutils rpmlint ccache
+  # the Debian packages (debian/, test/packaging/deb_package_test.sh): built with
+  # dpkg-buildpackage and debhelper, checked with lintian, installed on a debootstrap root
+  dpkg-dev debhelper lintian debootstrap
 )
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64

@@ -31,6 +31,9 @@ ctest --test-dir build-test --output-on-failure -L '^e2e$' --verbose  # prints e
 echo "== end to end with real firmware: OVMF + swtpm measure shim, grub and the kernel; the TMM is simulated =="
 ctest --test-dir build-test --output-on-failure -L e2e-firmware --verbose  # prints each boot's wall time
 
+echo "== Debian packages: dpkg-buildpackage, lintian, installed on a clean debootstrap root =="
+ctest --test-dir build-test --output-on-failure -L e2e-deb --verbose  # prints its phases' times
+
 echo "== build and run the fuzz targets =="
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFDE_FUZZ=ON -DFDE_BUILD_TESTS=OFF -DFDE_WITH_SIM=OFF \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DFDE_FUZZ_SECONDS="${FDE_FUZZ_SECONDS:-25}" >/dev/null
