@@ -7,6 +7,7 @@
 #include "common/crypto/hash.hpp"
 #include "common/crypto/random.hpp"
 #include "test/unit/verifier_fixture.hpp"
+#include "verifier-daemon/policy/device_certificates.hpp"
 #include "verifier-daemon/policy/verdict_json.hpp"
 
 using namespace fde;
@@ -413,6 +414,28 @@ TEST_CASE("a device certificate's chain is validated once, and a remembered chai
   require_denied(early, "device.chain", protocol::ErrorCode::attestation_failed);
   // Back within the validity the certificate passes again.
   CHECK(decide(*policy, make_guest(policy->nonces(), now), sample_image(), now).verdict.passed());
+}
+
+TEST_CASE("a remembered chain stops at the notAfter second, as OpenSSL does") {
+  const auto& device = foreign_device();
+  verifier::DeviceCertificates known({device.ca_certificate()});
+  auto entry = known.parse(device.device_certificate_blob());
+  REQUIRE(entry.has_value());
+  const auto& leaf = (*entry)->certificates().front();
+  const std::span<const crypto::Certificate> intermediates((*entry)->certificates().data() + 1,
+                                                           (*entry)->certificates().size() - 1);
+  const auto not_after = leaf.not_after_seconds();
+  REQUIRE(not_after.has_value());
+  const auto valid = static_cast<std::time_t>(std::min<std::int64_t>(
+      *not_after, *device.ca_certificate().not_after_seconds()));
+  // Validated (and remembered) one second before the end of the window ...
+  REQUIRE((*entry)->validate(leaf, intermediates, valid - 1).has_value());
+  CHECK(known.validations() == 1);
+  CHECK((*entry)->validate(leaf, intermediates, valid - 1).has_value());
+  CHECK(known.validations() == 1);
+  // ... but at the notAfter second itself the certificate has expired for OpenSSL, and so for
+  // the cache: not served from memory.
+  CHECK_FALSE((*entry)->validate(leaf, intermediates, valid).has_value());
 }
 
 TEST_CASE("reloaded roots start from an empty device certificate cache") {

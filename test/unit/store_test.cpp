@@ -2127,3 +2127,37 @@ TEST_CASE("a failed sync fails the release without its key, and every later comm
   CHECK_FALSE(store->append_audit(audit_entry(3)).has_value());
   CHECK_FALSE(store->set_status("img-a", ImageStatus::revoked, operator_actor).has_value());
 }
+
+TEST_CASE("after a failed sync the store is not ready") {
+  TempDir dir;
+  SyncProbe probe;
+  auto store = open_probed_store(dir.file("verifier.db"), probe);
+  REQUIRE(store->enroll(image_record("img-a"), disk_key_for(1), operator_actor).has_value());
+  CHECK(store->ping().has_value());
+  probe.fail_errno = EIO;
+  REQUIRE_FALSE(store->append_release(release_entry(1)).has_value());
+  probe.fail_errno = 0;
+  // Every write is refused until restart, so /readyz must not say "ready".
+  CHECK_FALSE(store->ping().has_value());
+}
+
+TEST_CASE("a KEK rotation whose sync fails says it is committed, and the store uses the new KEK") {
+  TempDir dir;
+  const std::string path = dir.file("verifier.db");
+  SyncProbe probe;
+  auto store = open_probed_store(path, probe);
+  enroll_images(*store, {{"img-a", 1}, {"img-b", 2}});
+  probe.fail_errno = EIO;
+  auto rotation = store->rotate_kek(test_kek(0x11), operator_actor);
+  probe.fail_errno = 0;
+  REQUIRE_FALSE(rotation.has_value());
+  // Not "nothing changed": the admin must keep both KEK files.
+  CHECK(rotation.error().message.find("rotation is committed") != std::string::npos);
+  CHECK(rotation.error().message.find("BOTH KEK files") != std::string::npos);
+  // The running store reads with the KEK the database now has (its chain keys unwrap).
+  CHECK(store->export_content().has_value());
+  store.reset();
+  CHECK_FALSE(open_sqlite_store(path, test_kek()).has_value());
+  auto reopened = open_store(path, 0x11);
+  for (const auto& [id, seed] : {std::pair{"img-a", 1}, {"img-b", 2}}) CHECK(releases(*reopened, id, seed));
+}

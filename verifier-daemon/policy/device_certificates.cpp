@@ -59,7 +59,7 @@ Result<std::vector<crypto::Certificate>> DeviceCertificates::Entry::validate(
   const bool own_leaf = !certificates_.empty() && leaf.native() == certificates_.front().native();
   if (own_leaf) {
     std::lock_guard lock(mutex_);
-    if (validated_ && at >= validated_->not_before && at <= validated_->not_after) return validated_->path;
+    if (validated_ && at >= validated_->not_before && at < validated_->not_after) return validated_->path;
   }
   if (!anchors_) return fail(Errc::verification_failed, "no trusted roots are configured");
   validations_->fetch_add(1);

@@ -41,7 +41,7 @@ class DeviceCertificates {
     struct Validated {
       std::vector<crypto::Certificate> path;
       std::int64_t not_before = 0;  // the latest notBefore on the path
-      std::int64_t not_after = 0;   // the earliest notAfter on the path
+      std::int64_t not_after = 0;   // the earliest notAfter on the path (expired from that second on)
     };
     std::shared_ptr<const crypto::TrustAnchors> anchors_;
     std::shared_ptr<std::atomic<std::uint64_t>> validations_;

@@ -362,8 +362,10 @@ Result<void> SqliteStore::wait_durable(std::uint64_t ticket) {
     if (synced)
       durable_ = std::max(durable_, covered);
     else
-      sync_failed_ = Error{Errc::io, "sqlite store: the audit log could not be made durable (" +
-                                         synced.error().message + "); restart the daemon after fixing the disk"};
+      sync_failed_ = Error{Errc::io, "sqlite store: a committed change could not be made durable (" +
+                                         synced.error().message +
+                                         "; after a crash it may or may not be in force); restart the daemon "
+                                         "after fixing the disk"};
     durable_changed_.notify_all();
     if (synced && durable_ >= ticket && separate_checkpoints) {
       lock.unlock();
@@ -1168,16 +1170,29 @@ Result<KekRotation> SqliteStore::rotate_kek(KeyEncryptionKey new_kek, const Admi
   if (!record) return tl::unexpected(record.error());
   rotation.record = std::move(*record);
   if (auto ok = write_meta(kek_check_meta.data(), *new_check); !ok) return tl::unexpected(ok.error());
-  if (auto ok = commit_durably("rotate KEK: commit"); !ok) return tl::unexpected(ok.error());
+  auto ticket = commit("rotate KEK: commit");
+  if (!ticket) return tl::unexpected(ticket.error());
+  // Committed: from here the store opens with the new KEK only, whatever the sync says, so
+  // this daemon uses it too; a failed sync must not read as "nothing changed".
   transaction.committed();
   kek_ = std::move(new_kek);
   audit_key_ = std::move(*new_audit_key);
+  if (auto durable = wait_durable(*ticket); !durable)
+    return fail(Errc::io, "rotate KEK: the rotation is committed (the store now opens with the new KEK) but the "
+                          "disk did not confirm it (" + durable.error().message +
+                          "); keep BOTH KEK files: after fixing the disk, `fde-verifierd --check-config` with "
+                          "each tells which one opens the store");
   // Into the main file at once, where `--check-config` reads the check value (best effort).
   (void)sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
   return rotation;
 }
 
 Result<void> SqliteStore::ping() {
+  {
+    // After a failed sync every write is refused until restart: not ready.
+    std::lock_guard durable(durable_mutex_);
+    if (sync_failed_) return tl::unexpected(*sync_failed_);
+  }
   HeldLock lock(mutex_, lock_held_ns_);
   auto q = query("SELECT version FROM schema_version", "ping");
   if (!q) return tl::unexpected(q.error());
