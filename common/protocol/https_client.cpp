@@ -279,21 +279,30 @@ struct HttpsSession::Impl {
     message.keep_alive(keep_alive);
     message.prepare_payload();
 
-    // At most two tries: a kept connection the server has meanwhile closed, then a new one.
+    // At most two tries: a kept connection the server has meanwhile closed, then a new one;
+    // both together within what one request on a new connection may take.
+    const auto limit = std::chrono::steady_clock::now() + timeouts.connect_timeout + timeouts.request_timeout;
     for (int attempt = 0; attempt < 2; ++attempt) {
       const bool reused = stream != nullptr;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(limit - std::chrono::steady_clock::now());
+      if (left <= std::chrono::milliseconds(0))
+        return fail(Errc::io, "no response from " + where + ": timed out after a closed connection");
+      HttpsClientOptions bounded = timeouts;
+      bounded.connect_timeout = std::min(timeouts.connect_timeout, left);
+      bounded.request_timeout = std::min(timeouts.request_timeout, left);
       // Handshake (when new), request and response together within request_timeout.
-      auto deadline = std::chrono::steady_clock::now() + timeouts.request_timeout;
+      auto deadline = std::chrono::steady_clock::now() + bounded.request_timeout;
       if (!reused) {
-        if (auto ok = connect(timeouts, deadline); !ok) return tl::unexpected(ok.error());
+        if (auto ok = connect(bounded, deadline); !ok) return tl::unexpected(ok.error());
       }
+      deadline = std::min(deadline, limit);
       Outcome outcome;
       if (auto ran = run(run_request(*stream, buffer, message, where, timeouts, deadline, reused, outcome)); !ran) {
         drop();
         return tl::unexpected(ran.error());
       }
       if (!outcome.result || !outcome.server_keeps || !keep_alive) drop();
-      if (!outcome.result && outcome.retry_fresh) continue;
+      if (!outcome.result && outcome.retry_fresh && timeouts.resend_unanswered) continue;
       return std::move(outcome.result);
     }
     return fail(Errc::io, "no response from " + where + ": the connection closed twice");

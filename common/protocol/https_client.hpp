@@ -23,6 +23,10 @@ struct HttpsClientOptions {
   std::chrono::milliseconds connect_timeout{5'000};
   std::chrono::milliseconds request_timeout{15'000};  // handshake + write + read
   std::size_t max_response_body = 64 * 1024;
+  // HttpsSession: whether a request left unanswered on a kept connection the server closed
+  // may be sent again on a new one. False for a request with an effect on the server (the
+  // agent's attest, which may release a key): the caller's own retry decides instead.
+  bool resend_unanswered = true;
 };
 
 struct HttpsResult {

@@ -80,7 +80,7 @@ AttemptResult AttestationClient::attempt(const VerifierUrl& verifier, TimePoint 
 
   auto challenge_response = transport_.post_json(verifier, "/v1/challenge",
                                                  protocol::serialize(protocol::ChallengeRequest{image_id_}),
-                                                 protocol::max_error_body, deadline);
+                                                 protocol::max_error_body, deadline, /*has_effect=*/false);
   if (!challenge_response) return outcome(AttemptStatus::retry, "challenge", challenge_response.error().message);
   if (challenge_response->status != 200) return http_failure("challenge", *challenge_response);
   auto challenge = protocol::parse_challenge_response(challenge_response->body);
@@ -103,7 +103,7 @@ AttemptResult AttestationClient::attempt(const VerifierUrl& verifier, TimePoint 
     request.ccel_table = (*event_log_)->ccel_table;
   }
   auto attest_response = transport_.post_json(verifier, "/v1/attest", protocol::serialize(request),
-                                              protocol::max_error_body, deadline);
+                                              protocol::max_error_body, deadline, /*has_effect=*/true);
   if (!attest_response) return outcome(AttemptStatus::retry, "attest", attest_response.error().message);
   if (attest_response->status != 200) return http_failure("attest", *attest_response);
   auto sealed = protocol::parse_attest_response(attest_response->body);

@@ -7,7 +7,7 @@ namespace fde::agent {
 
 Result<protocol::HttpsResult> HttpsTransport::post_json(const VerifierUrl& verifier, std::string_view target,
                                                         const std::string& body, std::size_t max_response_body,
-                                                        TimePoint deadline) {
+                                                        TimePoint deadline, bool has_effect) {
   auto remaining = std::chrono::duration_cast<Milliseconds>(deadline - SteadyClock::now());
   if (remaining <= Milliseconds(0)) return fail(Errc::io, "attempt deadline reached");
   protocol::HttpsEndpoint endpoint;
@@ -24,6 +24,7 @@ Result<protocol::HttpsResult> HttpsTransport::post_json(const VerifierUrl& verif
   options.connect_timeout = std::min(remaining, options.connect_timeout);
   options.request_timeout = std::max(remaining - options.connect_timeout, std::min(remaining, Milliseconds(1'000)));
   options.max_response_body = max_response_body;
+  options.resend_unanswered = !has_effect;
   return session_->post_json(std::string(target), body, options);
 }
 

@@ -17,10 +17,12 @@ class Transport {
  public:
   virtual ~Transport() = default;
   // Any HTTP status is a result; transport failures (refused, timed out, certificate not
-  // trusted) are errors. The exchange must end by `deadline`.
+  // trusted) are errors. The exchange must end by `deadline`. `has_effect`: the request
+  // changes the verifier's state (attest: a release and its audit record), so the transport
+  // never sends it twice on its own.
   virtual Result<protocol::HttpsResult> post_json(const VerifierUrl& verifier, std::string_view target,
                                                   const std::string& body, std::size_t max_response_body,
-                                                  TimePoint deadline) = 0;
+                                                  TimePoint deadline, bool has_effect) = 0;
   // The attempt is over: a connection kept for it is closed.
   virtual void end_attempt() {}
 };
@@ -33,7 +35,7 @@ class HttpsTransport final : public Transport {
       : ca_pem_(std::move(ca_pem)), server_name_(std::move(server_name)) {}
   Result<protocol::HttpsResult> post_json(const VerifierUrl& verifier, std::string_view target,
                                           const std::string& body, std::size_t max_response_body,
-                                          TimePoint deadline) override;
+                                          TimePoint deadline, bool has_effect) override;
   void end_attempt() override;
 
  private:

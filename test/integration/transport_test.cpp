@@ -969,6 +969,20 @@ TEST_CASE("an HTTPS session sends its requests over one connection and reconnect
   CHECK(server.server->stats().connections_accepted == 3);
   CHECK(server.calls == 4);
 
+  // A request with an effect (the agent's attest) is never sent twice by the session: left
+  // unanswered on a connection the server closed, it fails, and the caller's retry decides.
+  std::this_thread::sleep_for(900ms);
+  auto once = client_options(pki.ca_pem);
+  once.resend_unanswered = false;
+  auto unanswered = session.post_json("/v1/attest", R"({"n":2})", once);
+  CHECK_FALSE(unanswered);
+  CHECK(session.connections_opened() == 3);
+  CHECK(server.calls == 4);
+  auto next = session.post_json("/v1/attest", R"({"n":3})", once);
+  REQUIRE(next);
+  CHECK(session.connections_opened() == 4);
+  CHECK(server.calls == 5);
+
   // A session to a server that is gone fails like a one-shot request.
   session.close();
   server.server->stop();

@@ -25,7 +25,8 @@ struct ScriptedVerifier final : Transport {
   protocol::HttpsResult attest_answer;
   std::deque<std::string> targets;
   Result<protocol::HttpsResult> post_json(const VerifierUrl&, std::string_view target, const std::string&, std::size_t,
-                                          TimePoint) override {
+                                          TimePoint, bool has_effect) override {
+    if (has_effect != (target == "/v1/attest")) throw std::logic_error("only the attest request has an effect");
     targets.emplace_back(target);
     if (target == "/v1/challenge") {
       protocol::ChallengeResponse challenge;
