@@ -354,8 +354,12 @@ class Session {
     return fail(Errc::io, "postgresql store: " + std::string(operation) + ": " + message);
   }
 
-  // BEGIN (of the given kind), then the chain lock when `writes`.
-  Result<void> begin(std::string_view operation, bool writes, const char* begin_sql = "BEGIN") {
+  // BEGIN (of the given kind), then the chain lock when `writes`. READ COMMITTED is named, not
+  // left to the server's default_transaction_isolation: under REPEATABLE READ the snapshot
+  // would be taken before the chain lock is granted, and the chain head and the KEK check
+  // value read after it could be stale.
+  Result<void> begin(std::string_view operation, bool writes,
+                     const char* begin_sql = "BEGIN ISOLATION LEVEL READ COMMITTED") {
     if (auto ok = run(begin_sql, operation, true); !ok) return tl::unexpected(ok.error());
     in_transaction_ = true;
     if (writes)
