@@ -215,7 +215,7 @@ TEST_CASE("an encrypted image opens with the bundle's key and decrypts to the in
   const Bytes input = read_all(f.path("disk.raw"));
   auto input_fs = ExtFilesystem::open(f.path("disk.raw"), 34603008, false);
   REQUIRE(input_fs);
-  auto used = input_fs->used_extents(4096);
+  auto used = input_fs->live_extents(4096);
   REQUIRE(used);
   std::size_t compared = 0;
   for (const auto& e : *used) {
