@@ -25,6 +25,7 @@
 #include "common/protocol/enrollment_bundle.hpp"
 #include "common/protocol/messages.hpp"
 #include "image-builder/assembly/secret_file.hpp"
+#include "image-builder/disk/background_writer.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/subprocess.hpp"
 #include "image-builder/disk/qcow2_image.hpp"
@@ -695,18 +696,22 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   if (!encryptor) return tl::unexpected(encryptor.error());
   progress.begin("encrypting root", report.encrypted_bytes);
   {
-    Bytes buffer(static_cast<std::size_t>(io_chunk));
+    // Reading and encrypting one chunk overlaps with writing the previous one.
+    BackgroundWriter writer(*encrypted_to, static_cast<std::size_t>(io_chunk));
     const std::uint64_t data_start = new_root.offset() + luks_info->data_offset;
     for (const auto& extent : extents) {
       for (std::uint64_t at = extent.offset; at < extent.offset + extent.length; at += io_chunk) {
         const std::size_t n = static_cast<std::size_t>(std::min(io_chunk, extent.offset + extent.length - at));
-        std::span<std::uint8_t> part(buffer.data(), n);
+        auto buffer = writer.take_buffer();
+        if (!buffer) break;  // a write failed: finish() says why
+        std::span<std::uint8_t> part(buffer->data(), n);
         if (auto ok = (*input)->read_at(root.offset() + at, part); !ok) return tl::unexpected(ok.error());
         if (auto ok = encryptor->process(part, at); !ok) return tl::unexpected(ok.error());
-        if (auto ok = encrypted_to->write_at(data_start + at, part); !ok) return tl::unexpected(ok.error());
+        writer.submit(data_start + at, std::move(*buffer), n);
         if (auto ok = progress.advance(n); !ok) return tl::unexpected(ok.error());
       }
     }
+    if (auto ok = writer.finish(); !ok) return tl::unexpected(ok.error());
   }
   progress.end();
 

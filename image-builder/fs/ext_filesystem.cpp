@@ -194,13 +194,15 @@ Result<void> unmark_clean_journal(ext2_filsys fs, ext2fs_block_bitmap map) {
 }
 
 // Inode-table blocks past each group's high-water mark, when the group descriptors carry
-// checksums (which is what makes the kernel and e2fsck trust bg_itable_unused).
+// checksums (which is what makes the kernel and e2fsck trust bg_itable_unused) and the group
+// does not claim a zeroed table (no INODE_ZEROED flag: the kernel's lazy init zeroes those
+// blocks itself after the first mount, as it does after mke2fs -E lazy_itable_init=1).
 void unmark_unused_inode_tables(ext2_filsys fs, ext2fs_block_bitmap map) {
   if (!ext2fs_has_group_desc_csum(fs)) return;
   const std::uint64_t inode_size = EXT2_INODE_SIZE(fs->super);
   const std::uint64_t per_group = fs->super->s_inodes_per_group;
   for (dgrp_t g = 0; g < fs->group_desc_count; ++g) {
-    if (!ext2fs_group_desc_csum_verify(fs, g)) continue;
+    if (!ext2fs_group_desc_csum_verify(fs, g) || ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_ZEROED)) continue;
     const std::uint64_t unused = ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_UNINIT) ? per_group
                                                                                   : ext2fs_bg_itable_unused(fs, g);
     if (unused > per_group) continue;

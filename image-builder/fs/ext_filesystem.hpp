@@ -51,9 +51,9 @@ class ExtFilesystem {
   // - the journal's blocks after its superblock, when the journal is clean (nothing to
   //   replay; jbd2 and e2fsck read only the journal superblock then);
   // - with group descriptor checksums (uninit_bg / metadata_csum), the inode-table blocks of
-  //   a group that hold only inodes past its high-water mark (bg_itable_unused, or all of
-  //   them with INODE_UNINIT): the kernel and e2fsck do not read those inodes, the kernel
-  //   zeroes such blocks (lazy init) or the inode it allocates there.
+  //   a group not flagged INODE_ZEROED that hold only inodes past its high-water mark
+  //   (bg_itable_unused, or all of them with INODE_UNINIT): the kernel and e2fsck do not read
+  //   those inodes, and the kernel zeroes such blocks itself (lazy init) after mounting.
   Result<std::vector<ByteExtent>> live_extents(std::uint64_t granularity) const;
 
   Result<std::vector<ExtDirEntry>> list_directory(const std::string& path) const;
