@@ -2,7 +2,7 @@
 # Benchmark: fde-image build on a multi-GiB synthetic CVM image, next to `qemu-img convert`
 # of the same image in the same run, plus input vs output allocated sizes. Each command runs
 # RUNS times (default 3), alternating; the figures are medians.
-# Goals (docs/benchmarks.md): build time at most 1.3x the convert time, output allocated
+# Goals (docs/fde-image.md, "Performance"): build time at most 1.3x the convert time, output allocated
 # size at most 1.1x the input's.
 # usage: bench/image_builder_bench.sh [FDE_IMAGE_BINARY] [SIZE_GIB (default 4)] [FILL_MIB (default 1024)] [RUNS (default 3)]
 set -euo pipefail

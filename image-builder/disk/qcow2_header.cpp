@@ -128,7 +128,7 @@ Result<Qcow2Header> read_qcow2_header(const RawFile& file) {
 
 Result<void> check_self_contained(const Qcow2Header& header, const std::string& image) {
   const std::string why =
-      ": fde-image reads only self-contained images, since qemu-img would read that file from this machine and "
+      ": fde-image reads only self-contained images: the image's data would come from that file on this machine, and "
       "whatever lies outside the root partition is copied into the output unchanged";
   if (header.has_backing_file)
     return fail(Errc::unsupported,

@@ -420,7 +420,7 @@ TEST_CASE("a qcow2 input that reads another file of this machine is refused befo
   CHECK_FALSE(outputs_hold(f, options.output, admin_marker));
   REQUIRE_FALSE(report);
   CHECK(report.error().message.find(refusal) != std::string::npos);
-  CHECK(log.text().find("converting") == std::string::npos);
+  CHECK(log.text().find("copying other partitions") == std::string::npos);
   CHECK(no_output_left(f, "out.qcow2"));
 
   // inspect and measure read the image the same way.
@@ -512,7 +512,7 @@ TEST_CASE("a name planted where an output is staged is neither written through n
   }
   CHECK_FALSE(report);
   if (!report) CHECK(report.error().message.find(planted + " already exists") != std::string::npos);
-  CHECK(log.text().find("converting") == std::string::npos);
+  CHECK(log.text().find("copying other partitions") == std::string::npos);
   for (const auto& path : {options.output, options.bundle_path, options.reference_path}) {
     CHECK_FALSE(fsys::exists(fsys::symlink_status(path)));
     ::unlink(path.c_str());
@@ -753,7 +753,7 @@ TEST_CASE("fde-image build refuses a bad --image-id or --rim at once, before rea
   CHECK(seconds < 1.0);
   // Refused before the work: no progress line, and the admin reads no internal code name.
   CHECK(text.find("encrypting") == std::string::npos);
-  CHECK(text.find("converting") == std::string::npos);
+  CHECK(text.find("copying other partitions") == std::string::npos);
   CHECK(text.find("invalid_argument") == std::string::npos);
   CHECK(text.find("malformed:") == std::string::npos);
   CHECK(no_output_left(f, "out.qcow2"));
