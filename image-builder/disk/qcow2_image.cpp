@@ -140,7 +140,8 @@ Result<void> Qcow2Reader::read_compressed(const Mapping& mapping, std::span<std:
   Bytes compressed(static_cast<std::size_t>(mapping.host_size));
   if (auto ok = file_.read_at(mapping.host, compressed); !ok) return ok;
   z_stream stream{};
-  if (inflateInit2(&stream, -12) != Z_OK) return fail(Errc::internal, "zlib: inflateInit2 failed");
+  // Raw deflate; qemu writes with a 4 KiB window, and the largest window reads any.
+  if (inflateInit2(&stream, -15) != Z_OK) return fail(Errc::internal, "zlib: inflateInit2 failed");
   stream.next_in = compressed.data();
   stream.avail_in = static_cast<uInt>(compressed.size());
   stream.next_out = cluster.data();
