@@ -817,7 +817,6 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
 }
 
 Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) {
-  Progress quiet(nullptr);
   auto work = WorkDir::create(request.work_dir.value_or(directory_of(request.image)));
   if (!work) return tl::unexpected(work.error());
   auto input = open_disk(request.image, request.format, false);
@@ -852,7 +851,6 @@ Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) 
 
 Result<std::string> inspect_image(const std::string& path, std::optional<ImageFormat> format,
                                   const std::optional<std::string>& work_dir) {
-  Progress quiet(nullptr);
   auto work = WorkDir::create(work_dir.value_or(directory_of(path)));
   if (!work) return tl::unexpected(work.error());
   auto input = open_disk(path, format, false);
