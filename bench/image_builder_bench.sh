@@ -1,11 +1,15 @@
 #!/bin/bash
 # Benchmark: fde-image build on a multi-GiB synthetic CVM image, next to `qemu-img convert`
-# of the same image in the same run, plus input vs output allocated sizes.
-# usage: bench/image_builder_bench.sh [FDE_IMAGE_BINARY] [SIZE_GIB (default 4)] [FILL_MIB (default 1024)]
+# of the same image in the same run, plus input vs output allocated sizes. Each command runs
+# RUNS times (default 3), alternating; the figures are medians.
+# Goals (docs/fde-image.md, "Performance"): build time at most 1.3x the convert time, output allocated
+# size at most 1.1x the input's.
+# usage: bench/image_builder_bench.sh [FDE_IMAGE_BINARY] [SIZE_GIB (default 4)] [FILL_MIB (default 1024)] [RUNS (default 3)]
 set -euo pipefail
 bin=$(realpath "${1:-build/image-builder/fde-image}")
 size_gib=${2:-4}
 fill_mib=${3:-1024}
+runs=${4:-3}
 work=$(mktemp -d "${TMPDIR:-/tmp}/fde-image-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -25,15 +29,37 @@ qemu-img convert -O qcow2 disk.raw in.qcow2
 rm -rf boot root disk.raw
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -subj /CN=b -days 1 2>/dev/null
 
-t0=$(date +%s.%N)
-qemu-img convert -f qcow2 -O qcow2 -S 4k in.qcow2 copy.qcow2
-t1=$(date +%s.%N)
-"$bin" build --input in.qcow2 --output out.qcow2 --image-id bench --verifier https://v.example \
-  --verifier-ca ca.pem --grub-efi-digest "$(printf x | sha256sum | cut -c1-64)" --rim "$(printf y | sha256sum | cut -c1-64)" --no-agent --quiet >/dev/null
-t2=$(date +%s.%N)
 alloc() { du -B1 "$1" | cut -f1; }
-printf 'image: %s GiB virtual, %s MiB of file data in the root filesystem\n' "$size_gib" "$fill_mib"
-printf 'qemu-img convert qcow2->qcow2: %6.2f s\n' "$(echo "$t1 - $t0" | bc)"
-printf 'fde-image build:               %6.2f s\n' "$(echo "$t2 - $t1" | bc)"
-printf 'allocated: input %s MiB, qemu-img copy %s MiB, fde-image output %s MiB\n' \
-  $(( $(alloc in.qcow2) >> 20 )) $(( $(alloc copy.qcow2) >> 20 )) $(( $(alloc out.qcow2) >> 20 ))
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# "wall cpu" seconds of a command (cpu: user + system of it and its children).
+timed() {
+  local TIMEFORMAT='%R %U %S' t
+  t=$( { time "$@" >/dev/null 2>&1; } 2>&1 ) || { echo "failed: $*" >&2; exit 1; }
+  awk '{printf "%.3f %.3f\n", $1, $2 + $3}' <<<"$t"
+}
+convert_s=() build_s=() convert_cpu=() build_cpu=() copy_b=() out_b=()
+for run in $(seq 1 "$runs"); do
+  rm -rf out copy && mkdir out copy
+  read -r w c < <(timed qemu-img convert -f qcow2 -O qcow2 -S 4k in.qcow2 copy/copy.qcow2)
+  convert_s+=("$w") convert_cpu+=("$c")
+  read -r w c < <(timed "$bin" build --input in.qcow2 --output out/out.qcow2 --image-id bench \
+    --verifier https://v.example --verifier-ca ca.pem --grub-efi-digest "$(printf x | sha256sum | cut -c1-64)" \
+    --rim "$(printf y | sha256sum | cut -c1-64)" --no-agent --quiet)
+  build_s+=("$w") build_cpu+=("$c")
+  copy_b+=("$(alloc copy/copy.qcow2)")
+  out_b+=("$(alloc out/out.qcow2)")
+done
+in_b=$(alloc in.qcow2)
+c=$(median "${convert_s[@]}") b=$(median "${build_s[@]}")
+cc=$(median "${convert_cpu[@]}") bc_=$(median "${build_cpu[@]}")
+cb=$(median "${copy_b[@]}") ob=$(median "${out_b[@]}")
+printf 'image: %s GiB virtual, %s MiB of file data in the root filesystem; medians of %s runs\n' \
+  "$size_gib" "$fill_mib" "$runs"
+printf 'qemu-img convert qcow2->qcow2: %7.3f s wall, %7.3f s CPU   (wall: %s)\n' "$c" "$cc" "${convert_s[*]}"
+printf 'fde-image build:               %7.3f s wall, %7.3f s CPU   (wall: %s)\n' "$b" "$bc_" "${build_s[*]}"
+printf 'time ratio build/convert:      %7.2f x wall, %7.2f x CPU   (goal <= 1.3)\n' \
+  "$(echo "$b / $c" | bc -l)" "$(echo "$bc_ / $cc" | bc -l)"
+printf 'allocated input:               %12d B\n' "$in_b"
+printf 'allocated qemu-img copy:       %12d B\n' "$cb"
+printf 'allocated fde-image output:    %12d B\n' "$ob"
+printf 'size ratio output/input:       %7.3f x   (goal <= 1.1)\n' "$(echo "$ob / $in_b" | bc -l)"

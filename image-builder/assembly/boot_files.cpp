@@ -263,14 +263,21 @@ std::string upper_hex(ByteView bytes) {
 
 Result<std::unique_ptr<BootVolume>> open_boot_volume(const std::string& image_path, std::uint64_t offset,
                                                      std::uint64_t size) {
-  auto ext = has_ext_magic(image_path, offset);
+  auto file = RawFile::open(image_path, RawFile::Mode::read_only);
+  if (!file) return tl::unexpected(file.error());
+  return open_boot_volume(std::make_shared<RawFile>(std::move(*file)), offset, size);
+}
+
+Result<std::unique_ptr<BootVolume>> open_boot_volume(std::shared_ptr<const DiskReader> disk, std::uint64_t offset,
+                                                     std::uint64_t size) {
+  auto ext = has_ext_magic(*disk, offset);
   if (!ext) return tl::unexpected(ext.error());
   if (*ext) {
-    auto fs = ExtFilesystem::open(image_path, offset, false);
+    auto fs = ExtFilesystem::open(disk, offset);
     if (!fs) return tl::unexpected(fs.error());
     return std::unique_ptr<BootVolume>(new ExtBootVolume(std::move(*fs)));
   }
-  auto fat = FatFilesystem::open(image_path, offset, size);
+  auto fat = FatFilesystem::open(std::move(disk), offset, size);
   if (!fat) return fail(Errc::not_found, "neither an ext nor a FAT filesystem (" + fat.error().message + ")");
   return std::unique_ptr<BootVolume>(new FatBootVolume(std::move(*fat)));
 }

@@ -34,8 +34,11 @@ class BootVolume {
   virtual Result<Bytes> read_file(const std::string& path, std::uint64_t max_size) const = 0;
 };
 
-// The filesystem at `offset` (`size` bytes) of a raw image: ext if it has the ext magic,
-// else FAT; Errc::not_found when it is neither.
+// The filesystem at `offset` (`size` bytes) of a disk image: ext if it has the ext magic,
+// else FAT; Errc::not_found when it is neither. Read-only; the volume keeps `disk`.
+Result<std::unique_ptr<BootVolume>> open_boot_volume(std::shared_ptr<const DiskReader> disk, std::uint64_t offset,
+                                                     std::uint64_t size);
+// The same in a raw image file.
 Result<std::unique_ptr<BootVolume>> open_boot_volume(const std::string& image_path, std::uint64_t offset,
                                                      std::uint64_t size);
 

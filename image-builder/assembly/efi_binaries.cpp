@@ -56,14 +56,14 @@ Result<std::vector<EfiBinary>> find_efi_binaries(const FatFilesystem& esp) {
   return found;
 }
 
-Result<std::vector<EspScan>> scan_esps(const std::string& image_path, const GptTable& table) {
+Result<std::vector<EspScan>> scan_esps(const std::shared_ptr<const DiskReader>& disk, const GptTable& table) {
   std::vector<EspScan> scans;
   for (const auto& partition : table.partitions) {
     // The firmware reads any FAT filesystem, so on an MBR disk (or with a FAT /boot) the
     // applications may live on a partition of another type: those count when they hold one.
     const bool esp_type = partition.type == gpt_type::efi_system;
     const std::string where = "EFI System Partition " + std::to_string(partition.index);
-    auto esp = FatFilesystem::open(image_path, partition.offset(), partition.size());
+    auto esp = FatFilesystem::open(disk, partition.offset(), partition.size());
     if (!esp) {
       if (!esp_type) continue;
       return fail_with_context(where, esp.error());
@@ -76,8 +76,9 @@ Result<std::vector<EspScan>> scan_esps(const std::string& image_path, const GptT
   return scans;
 }
 
-Result<std::vector<Bytes>> efi_application_digests(const std::string& image_path, const GptTable& table) {
-  auto scans = scan_esps(image_path, table);
+Result<std::vector<Bytes>> efi_application_digests(const std::shared_ptr<const DiskReader>& disk,
+                                                   const GptTable& table) {
+  auto scans = scan_esps(disk, table);
   if (!scans) return tl::unexpected(scans.error());
   constexpr const char* instead = ": pass --grub-efi-digest or --reference-in (image_reference_measurement.json)";
   if (scans->empty())

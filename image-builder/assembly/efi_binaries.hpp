@@ -33,12 +33,13 @@ struct EspScan {
   std::vector<EfiBinary> binaries;
 };
 
-// Every EFI System Partition (GPT type C12A7328-..., MBR type 0xEF) of the raw image, and
+// Every EFI System Partition (GPT type C12A7328-..., MBR type 0xEF) of the image, and
 // every other FAT partition that holds one of the binaries above, scanned.
-Result<std::vector<EspScan>> scan_esps(const std::string& image_path, const GptTable& table);
+Result<std::vector<EspScan>> scan_esps(const std::shared_ptr<const DiskReader>& disk, const GptTable& table);
 
 // The distinct digests of all ESPs' EFI binaries, in order of discovery; fails with
 // Errc::not_found (saying which options would do instead) when there is no ESP or no binary.
-Result<std::vector<Bytes>> efi_application_digests(const std::string& image_path, const GptTable& table);
+Result<std::vector<Bytes>> efi_application_digests(const std::shared_ptr<const DiskReader>& disk,
+                                                   const GptTable& table);
 
 }  // namespace fde::image

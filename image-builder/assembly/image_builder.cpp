@@ -1,6 +1,8 @@
-// build_image: qcow2 -> raw (qemu-img) -> new raw disk with the root partition grown by the
-// LUKS2 header area, header from libcryptsetup, used filesystem blocks encrypted in user
-// space, our cpio appended to each initramfs -> qcow2. inspect_image and measure_image.
+// build_image: the input (qcow2 read by Qcow2Reader, or raw) -> a sparse work copy of
+// everything but the root partition's data, with the root partition grown by the LUKS2 header
+// area, header from libcryptsetup, our cpio appended to the initramfs; the root filesystem's
+// live blocks are read, encrypted and written straight into the output (Qcow2Writer, or the
+// raw output), then the work copy's data joins them. inspect_image and measure_image.
 #include "image-builder/assembly/image_builder.hpp"
 
 #include <stdlib.h>
@@ -24,9 +26,10 @@
 #include "common/protocol/enrollment_bundle.hpp"
 #include "common/protocol/messages.hpp"
 #include "image-builder/assembly/secret_file.hpp"
+#include "image-builder/disk/background_writer.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/subprocess.hpp"
-#include "image-builder/disk/qcow2_header.hpp"
+#include "image-builder/disk/qcow2_image.hpp"
 #include "image-builder/disk/raw_file.hpp"
 #include "image-builder/disk/staged_files.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
@@ -56,12 +59,12 @@ struct PartitionRoles {
   bool boot_is_fat = false;
 };
 
-Result<PartitionRoles> find_partitions(const GptTable& table, const std::string& image,
+Result<PartitionRoles> find_partitions(const GptTable& table, const Disk& image,
                                        std::optional<std::uint32_t> wanted_root) {
   PartitionRoles roles;
   std::vector<const GptPartition*> ext_partitions;
   for (const auto& p : table.partitions) {
-    auto ext = has_ext_magic(image, p.offset());
+    auto ext = has_ext_magic(*image, p.offset());
     if (!ext) return tl::unexpected(ext.error());
     if (*ext) ext_partitions.push_back(&p);
   }
@@ -77,7 +80,7 @@ Result<PartitionRoles> find_partitions(const GptTable& table, const std::string&
       if (is_root_type(p.type)) candidates.push_back(&p);
     if (candidates.empty())
       for (const auto* p : ext_partitions) {
-        auto fsys = ExtFilesystem::open(image, p->offset(), false);
+        auto fsys = ExtFilesystem::open(image, p->offset());
         if (!fsys) continue;
         auto etc = fsys->exists("/etc");
         if (etc && *etc) candidates.push_back(p);
@@ -122,7 +125,7 @@ struct BootPlan {
   std::vector<std::pair<const GptPartition*, std::vector<std::string>>> esp_cfgs;  // other FAT partitions
 };
 
-Result<BootPlan> plan_boot(const BuildOptions& options, const GptTable& table, const std::string& image,
+Result<BootPlan> plan_boot(const BuildOptions& options, const GptTable& table, const Disk& image,
                            const GptPartition& boot) {
   auto volume = open_boot_volume(image, boot.offset(), boot.size());
   if (!volume) return fail_with_context("boot partition " + std::to_string(boot.index), volume.error());
@@ -309,7 +312,7 @@ Result<Bytes> build_initramfs_addition(const BuildOptions& options, const Volume
   return cpio.finish();
 }
 
-// Every argument is checked here, before the input is converted or a byte encrypted: what
+// Every argument is checked here, before the input is read or a byte encrypted: what
 // the reference values and the enrollment bundle will refuse at the end is refused now.
 Result<void> check_options(const BuildOptions& options) {
   if (options.image_id.empty()) return fail(Errc::invalid_argument, "--image-id is required");
@@ -367,7 +370,7 @@ Result<SecretBytes> read_recovery_passphrase(const std::string& path) {
 }
 
 // inspect's view of an ESP: the EFI applications firmware may start and their digests.
-void describe_esp(std::ostringstream& out, const std::string& image, const GptPartition& partition) {
+void describe_esp(std::ostringstream& out, const Disk& image, const GptPartition& partition) {
   auto esp = FatFilesystem::open(image, partition.offset(), partition.size());
   if (!esp) {
     out << "  EFI System Partition, unreadable: " << esp.error().describe() << "\n";
@@ -408,8 +411,8 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
 
   // The input (a qcow2 one with neither backing nor data file), then every output file, new,
   // before any heavy work.
-  auto image = open_image(options.input, options.input_format, true);
-  if (!image) return tl::unexpected(image.error());
+  auto input = open_disk(options.input, options.input_format, true);
+  if (!input) return tl::unexpected(input.error());
   StagedFiles staging;
   auto bundle_file = staging.create(options.bundle_path, 0600);
   if (!bundle_file) return tl::unexpected(bundle_file.error());
@@ -418,19 +421,17 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   auto image_file = staging.create(options.output, 0644);
   if (!image_file) return tl::unexpected(image_file.error());
 
-  auto input = to_raw(std::move(*image), options.input, *work, progress);
-  if (!input) return tl::unexpected(input.error());
-  auto input_size = input->file.size();
+  auto input_size = (*input)->size();
   if (!input_size) return tl::unexpected(input_size.error());
-  auto table = read_partition_table(input->file);
+  auto table = read_partition_table(**input);
   if (!table) return fail_with_context(options.input, table.error());
-  auto roles = find_partitions(*table, input->path, options.root_partition);
+  auto roles = find_partitions(*table, *input, options.root_partition);
   if (!roles) return fail_with_context(options.input, roles.error());
   const GptPartition root = *roles->root;
   const GptPartition boot = *roles->boot;
   report.root_partition = root.index;
   // The boot configuration fde-image will write: kernel, arguments and where grub.cfg goes.
-  auto plan = plan_boot(options, *table, input->path, *roles->boot);
+  auto plan = plan_boot(options, *table, *input, *roles->boot);
   if (!plan) return fail_with_context(options.input, plan.error());
   report.kernel_version = plan->kernel.version;
   // Without --grub-efi-digest or --reference-in, the EFI applications' digests come from the
@@ -438,7 +439,7 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   std::vector<Bytes> grub_efi_digests = options.grub_efi_digests;
   if (grub_efi_digests.empty() && !reference_in) {
     progress.note("computing the Authenticode digests of the EFI System Partition's boot applications");
-    auto digests = efi_application_digests(input->path, *table);
+    auto digests = efi_application_digests(*input, *table);
     if (!digests) return fail_with_context(options.input, digests.error());
     grub_efi_digests = std::move(*digests);
   }
@@ -468,7 +469,7 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   std::optional<ExtFilesystem> root_fs;
   std::vector<ByteExtent> extents;
   if (roles->root_is_ext) {
-    auto opened = ExtFilesystem::open(input->path, root.offset(), false);
+    auto opened = ExtFilesystem::open(*input, root.offset());
     if (!opened) return fail_with_context("root filesystem", opened.error());
     root_fs = std::move(*opened);
     if (root_fs->needs_recovery())
@@ -477,7 +478,7 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
       return fail(Errc::malformed, "the root filesystem is larger than its partition");
     report.filesystem_uuid = root_fs->uuid();
     report.filesystem_bytes = root_fs->size_bytes();
-    auto used = root_fs->used_extents(sector_size);
+    auto used = root_fs->live_extents(sector_size);
     if (!used) return fail_with_context("root filesystem", used.error());
     extents = std::move(*used);
     if (!extents.empty() && extents.back().offset + extents.back().length > root.size())
@@ -489,15 +490,24 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   }
   for (const auto& e : extents) report.encrypted_bytes += e.length;
 
-  // The raw output: the output file itself, or a work file that becomes the qcow2 at the end.
-  // It stays open; the libraries below reopen it by its descriptor's name.
+  // `output`: the raw disk the partition table, the LUKS2 header and the other partitions
+  // are written to, and edited in: the raw output itself, or, for a qcow2 output, a sparse
+  // work file whose data joins the encrypted blocks in the qcow2 at the end. It stays open;
+  // the libraries below reopen it by its descriptor's name. `encrypted_to` gets the
+  // encrypted blocks: the raw output, or the qcow2 writer, directly.
   RawFile work_output;
   RawFile* output = *image_file;
+  std::unique_ptr<Qcow2Writer> qcow2;
+  DiskWriter* encrypted_to = output;
   if (options.output_format == ImageFormat::qcow2) {
     auto created = RawFile::create(work->file("output.raw"), 0600);
     if (!created) return tl::unexpected(created.error());
     work_output = std::move(*created);
     output = &work_output;
+    auto writer = Qcow2Writer::create(**image_file, output_size);
+    if (!writer) return tl::unexpected(writer.error());
+    qcow2 = std::move(*writer);
+    encrypted_to = qcow2.get();
   }
   const std::string output_raw = output->fd_path();
   if (auto ok = output->resize(output_size); !ok) return tl::unexpected(ok.error());
@@ -508,10 +518,10 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
     if (p.index != root.index && p.first_lba > root.last_lba) copy_total += p.size();
   progress.begin("copying other partitions", copy_total);
   auto count = [&](std::uint64_t n) { return progress.advance(n); };
-  if (auto ok = copy_range_sparse(input->file, *output, 0, root.offset(), count); !ok) return tl::unexpected(ok.error());
+  if (auto ok = copy_disk_range(**input, *output, 0, root.offset(), count); !ok) return tl::unexpected(ok.error());
   for (const auto& p : table->partitions)
     if (p.index != root.index && p.first_lba > root.last_lba)
-      if (auto ok = copy_range_sparse(input->file, *output, p.offset(), p.size(), count); !ok)
+      if (auto ok = copy_disk_range(**input, *output, p.offset(), p.size(), count); !ok)
         return tl::unexpected(ok.error());
   progress.end();
   GptTable new_table = *table;
@@ -550,27 +560,30 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   }
   ::unlink(luks.header_file.c_str());
 
-  // The used blocks, encrypted; unused blocks stay holes (they decrypt to noise, which the
-  // filesystem never reads).
+  // The live blocks, encrypted; the others stay holes or unallocated clusters (they decrypt
+  // to noise, which the filesystem never reads: ExtFilesystem::live_extents).
   auto encryptor = XtsEncryptor::create(volume_key, sector_size, XtsEncryptor::Direction::encrypt);
   if (!encryptor) return tl::unexpected(encryptor.error());
   progress.begin("encrypting root", report.encrypted_bytes);
   {
-    Bytes buffer(static_cast<std::size_t>(io_chunk));
+    // Reading and encrypting one chunk overlaps with writing the previous one.
+    BackgroundWriter writer(*encrypted_to, static_cast<std::size_t>(io_chunk));
     const std::uint64_t data_start = new_root.offset() + luks_info->data_offset;
     for (const auto& extent : extents) {
       for (std::uint64_t at = extent.offset; at < extent.offset + extent.length; at += io_chunk) {
         const std::size_t n = static_cast<std::size_t>(std::min(io_chunk, extent.offset + extent.length - at));
-        std::span<std::uint8_t> part(buffer.data(), n);
-        if (auto ok = input->file.read_at(root.offset() + at, part); !ok) return tl::unexpected(ok.error());
+        auto buffer = writer.take_buffer();
+        if (!buffer) break;  // a write failed: finish() says why
+        std::span<std::uint8_t> part(buffer->data(), n);
+        if (auto ok = (*input)->read_at(root.offset() + at, part); !ok) return tl::unexpected(ok.error());
         if (auto ok = encryptor->process(part, at); !ok) return tl::unexpected(ok.error());
-        if (auto ok = output->write_at(data_start + at, part); !ok) return tl::unexpected(ok.error());
+        writer.submit(data_start + at, std::move(*buffer), n);
         if (auto ok = progress.advance(n); !ok) return tl::unexpected(ok.error());
       }
     }
+    if (auto ok = writer.finish(); !ok) return tl::unexpected(ok.error());
   }
   progress.end();
-  if (auto ok = output->sync(); !ok) return tl::unexpected(ok.error());
 
   // The boot files: grub.cfg everywhere grub may read it, our archive appended to the
   // booted kernel's initramfs.
@@ -606,7 +619,6 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
       files.emplace_back(*plan->kernel.initramfs_path, ByteView(initramfs));
     }
     if (auto ok = write_fat_files(*disk, boot, *work, files); !ok) return fail_with_context("boot filesystem", ok.error());
-    if (auto ok = disk->sync(); !ok) return tl::unexpected(ok.error());
   } else {
     auto boot_fs = ExtFilesystem::open(output_raw, boot.offset(), true);
     if (!boot_fs) return fail_with_context("boot filesystem", boot_fs.error());
@@ -635,7 +647,6 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
       for (const auto& path : paths)
         report.grub_cfgs_written.push_back("partition " + std::to_string(partition->index) + ": " + path);
     }
-    if (auto ok = disk->sync(); !ok) return tl::unexpected(ok.error());
   }
 
   // Reference values of the boot chain as it is now, then the bundle and the image.
@@ -664,10 +675,11 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
   if (auto ok = write_secret_file(**bundle_file, *bundle); !ok) return tl::unexpected(ok.error());
   if (auto ok = (*reference_file)->write_at(0, as_bytes(*reference_json)); !ok) return tl::unexpected(ok.error());
 
-  if (options.output_format == ImageFormat::qcow2) {
-    progress.note("writing " + options.output + " (qemu-img convert -O qcow2)");
-    if (auto ok = convert_image(*output, ImageFormat::raw, **image_file, ImageFormat::qcow2); !ok)
-      return tl::unexpected(ok.error());
+  if (qcow2) {
+    progress.note("writing " + options.output + " (qcow2)");
+    auto none = [](std::uint64_t) -> Result<void> { return {}; };
+    if (auto ok = copy_disk_range(*output, *qcow2, 0, output_size, none); !ok) return tl::unexpected(ok.error());
+    if (auto ok = qcow2->finish(); !ok) return tl::unexpected(ok.error());
   }
   if (cancel_requested()) return fail(Errc::io, "interrupted");
   if (auto ok = staging.publish(); !ok) return tl::unexpected(ok.error());
@@ -675,21 +687,20 @@ Result<BuildReport> build_image(const BuildOptions& options, Progress& progress)
 }
 
 Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) {
-  Progress quiet(nullptr);
   auto work = WorkDir::create(request.work_dir.value_or(directory_of(request.image)));
   if (!work) return tl::unexpected(work.error());
-  auto input = open_raw(request.image, request.format, *work, quiet);
+  auto input = open_disk(request.image, request.format, false);
   if (!input) return tl::unexpected(input.error());
-  auto table = read_partition_table(input->file);
+  auto table = read_partition_table(**input);
   if (!table) return fail_with_context(request.image, table.error());
   std::vector<Bytes> grub_efi_digests = request.grub_efi_digests;
   if (grub_efi_digests.empty() && !request.reference_in) {
-    auto digests = efi_application_digests(input->path, *table);
+    auto digests = efi_application_digests(*input, *table);
     if (!digests) return fail_with_context(request.image, digests.error());
     grub_efi_digests = std::move(*digests);
   }
   for (const auto& p : table->partitions) {
-    auto volume = open_boot_volume(input->path, p.offset(), p.size());
+    auto volume = open_boot_volume(*input, p.offset(), p.size());
     if (!volume) continue;
     auto layout = discover_boot_files(**volume);
     if (!layout || layout->kernels.empty()) continue;
@@ -710,12 +721,11 @@ Result<reference::ReferenceValues> measure_image(const MeasureRequest& request) 
 
 Result<std::string> inspect_image(const std::string& path, std::optional<ImageFormat> format,
                                   const std::optional<std::string>& work_dir) {
-  Progress quiet(nullptr);
   auto work = WorkDir::create(work_dir.value_or(directory_of(path)));
   if (!work) return tl::unexpected(work.error());
-  auto input = open_raw(path, format, *work, quiet);
+  auto input = open_disk(path, format, false);
   if (!input) return tl::unexpected(input.error());
-  auto table = read_partition_table(input->file);
+  auto table = read_partition_table(**input);
   if (!table) return fail_with_context(path, table.error());
   std::ostringstream out;
   if (table->mbr)
@@ -729,7 +739,7 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
         << (table->mbr ? std::string(mbr_type) : guid_to_string(p.type))
         << (p.name.empty() ? "" : ", name \"" + p.name + "\"") << "\n";
     std::array<std::uint8_t, 6> magic{};
-    if (!input->file.read_at(p.offset(), magic)) continue;
+    if (!(*input)->read_at(p.offset(), magic)) continue;
     if (std::memcmp(magic.data(), "LUKS\xba\xbe", 6) == 0) {
       // libcryptsetup reads a header from a file: give it the partition's header area in a
       // sparse file of the partition's size.
@@ -740,7 +750,7 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
       Progress none(nullptr);
       const std::uint64_t area = std::min(p.size(), luks_data_offset);
       Bytes buffer(static_cast<std::size_t>(area));
-      if (auto ok = input->file.read_at(p.offset(), buffer); !ok) return tl::unexpected(ok.error());
+      if (auto ok = (*input)->read_at(p.offset(), buffer); !ok) return tl::unexpected(ok.error());
       if (auto ok = header->write_at(0, buffer); !ok) return tl::unexpected(ok.error());
       header->close();
       auto summary = read_luks_summary(header_path);
@@ -754,12 +764,12 @@ Result<std::string> inspect_image(const std::string& path, std::optional<ImageFo
       for (const auto& slot : summary->keyslots) out << "  keyslot " << slot << "\n";
       continue;
     }
-    auto volume = open_boot_volume(input->path, p.offset(), p.size());
-    if (p.type == gpt_type::efi_system || (volume && (*volume)->is_fat())) describe_esp(out, input->path, p);
+    auto volume = open_boot_volume(*input, p.offset(), p.size());
+    if (p.type == gpt_type::efi_system || (volume && (*volume)->is_fat())) describe_esp(out, *input, p);
     if (!volume) continue;
     auto* fsys = volume->get();
     if (!fsys->is_fat())
-      if (auto ext = ExtFilesystem::open(input->path, p.offset(), false))
+      if (auto ext = ExtFilesystem::open(*input, p.offset()))
         out << "  ext filesystem " << ext->uuid() << (ext->label().empty() ? "" : " \"" + ext->label() + "\"") << "\n";
     auto layout = discover_boot_files(*fsys);
     if (!layout) continue;

@@ -11,7 +11,7 @@
 #include <filesystem>
 
 #include "common/util/file.hpp"
-#include "image-builder/disk/qcow2_header.hpp"
+#include "image-builder/disk/qcow2_image.hpp"
 #include "image-builder/disk/subprocess.hpp"
 #include "image-builder/fs/fat_filesystem.hpp"
 
@@ -49,52 +49,30 @@ bool path_exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-Result<OpenedImage> open_image(const std::string& image, std::optional<ImageFormat> format, bool require_qcow2) {
-  auto file = RawFile::open(image, RawFile::Mode::read_only);
-  if (!file) return tl::unexpected(file.error());
-  auto detected = detect_image_format(*file);
+Result<Disk> open_disk(RawFile file, const std::string& name, std::optional<ImageFormat> format, bool require_qcow2) {
+  auto detected = detect_image_format(file);
   if (!detected) return tl::unexpected(detected.error());
   if (require_qcow2 && !format && *detected != ImageFormat::qcow2)
     return fail(Errc::invalid_argument,
-                image + " is not a qcow2 image (no qcow2 magic); pass --input-format raw for a raw disk image");
+                name + " is not a qcow2 image (no qcow2 magic); pass --input-format raw for a raw disk image");
   if (format && *format == ImageFormat::qcow2 && *detected != ImageFormat::qcow2)
-    return fail(Errc::invalid_argument, image + " is not a qcow2 image");
-  OpenedImage opened;
-  opened.format = format.value_or(*detected);
-  if (opened.format == ImageFormat::qcow2) {
-    auto header = read_qcow2_header(*file);
-    if (!header) return tl::unexpected(header.error());
-    if (auto ok = check_self_contained(*header, image); !ok) return tl::unexpected(ok.error());
+    return fail(Errc::invalid_argument, name + " is not a qcow2 image");
+  if (format.value_or(*detected) == ImageFormat::qcow2) {
+    auto reader = Qcow2Reader::open(std::move(file), name);
+    if (!reader) return tl::unexpected(reader.error());
+    return Disk(std::move(*reader));
   }
-  opened.file = std::move(*file);
-  return opened;
+  return Disk(std::make_shared<RawFile>(std::move(file)));
 }
 
-Result<RawInput> to_raw(OpenedImage image, const std::string& name, const WorkDir& work, Progress& progress) {
-  RawInput input;
-  if (image.format == ImageFormat::raw) {
-    input.file = std::move(image.file);
-  } else {
-    auto converted = RawFile::create(work.file("input.raw"), 0600);
-    if (!converted) return tl::unexpected(converted.error());
-    progress.note("converting " + name + " to raw (qemu-img)");
-    if (auto ok = convert_image(image.file, ImageFormat::qcow2, *converted, ImageFormat::raw); !ok)
-      return tl::unexpected(ok.error());
-    // The header again: an image that changed while qemu-img read it is not used.
-    auto header = read_qcow2_header(image.file);
-    if (!header) return tl::unexpected(header.error());
-    if (auto ok = check_self_contained(*header, name); !ok) return fail_with_context("after the conversion", ok.error());
-    input.file = std::move(*converted);
-  }
-  input.path = input.file.fd_path();
-  return input;
+Result<Disk> open_disk(const std::string& image, std::optional<ImageFormat> format, bool require_qcow2) {
+  auto file = RawFile::open(image, RawFile::Mode::read_only);
+  if (!file) return tl::unexpected(file.error());
+  return open_disk(std::move(*file), image, format, require_qcow2);
 }
 
-Result<RawInput> open_raw(const std::string& image, std::optional<ImageFormat> format, const WorkDir& work,
-                          Progress& progress) {
-  auto opened = open_image(image, format, false);
-  if (!opened) return tl::unexpected(opened.error());
-  return to_raw(std::move(*opened), image, work, progress);
+ImageFormat disk_format(const DiskReader& disk) {
+  return dynamic_cast<const Qcow2Reader*>(&disk) ? ImageFormat::qcow2 : ImageFormat::raw;
 }
 
 Result<void> check_mtools_path(const std::string& path) {

@@ -1,15 +1,16 @@
 // The file handling build, rebind, measure and inspect share: a private work directory, the
 // hardened opening of an input image (a qcow2 one checked for backing and data files, then
-// converted to raw by descriptor), and writing whole files into a FAT partition with mtools.
+// read through Qcow2Reader), and writing whole files into a FAT partition with mtools.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "common/util/bytes.hpp"
-#include "image-builder/assembly/progress.hpp"
+#include "image-builder/disk/disk_io.hpp"
 #include "image-builder/disk/gpt.hpp"
 #include "image-builder/disk/qemu_img.hpp"
 #include "image-builder/disk/raw_file.hpp"
@@ -36,24 +37,15 @@ std::string directory_of(const std::string& path);
 // Whether anything (a dangling symlink included) has this name.
 bool path_exists(const std::string& path);
 
-// The image as given, opened once; a qcow2 one has passed check_self_contained.
-struct OpenedImage {
-  RawFile file;
-  ImageFormat format = ImageFormat::raw;
-};
+// The image as given, opened once and read as the guest sees it: a qcow2 one through
+// Qcow2Reader (self-contained images only: check_self_contained), a raw one as it is.
 // `require_qcow2`: without an explicit `format`, an image without the qcow2 magic is refused.
-Result<OpenedImage> open_image(const std::string& image, std::optional<ImageFormat> format, bool require_qcow2);
-
-// The raw disk everything reads: the image itself, or its conversion in the work directory
-// (then a new file, open read-write). `path` names the open file by descriptor
-// (RawFile::fd_path), so the libraries that open by name read the very file checked here.
-struct RawInput {
-  RawFile file;
-  std::string path;
-};
-Result<RawInput> to_raw(OpenedImage image, const std::string& name, const WorkDir& work, Progress& progress);
-Result<RawInput> open_raw(const std::string& image, std::optional<ImageFormat> format, const WorkDir& work,
-                          Progress& progress);
+using Disk = std::shared_ptr<const DiskReader>;
+Result<Disk> open_disk(const std::string& image, std::optional<ImageFormat> format, bool require_qcow2);
+// The same for a file already open (`name` is for messages).
+Result<Disk> open_disk(RawFile file, const std::string& name, std::optional<ImageFormat> format, bool require_qcow2);
+// The format open_disk read `disk` in.
+ImageFormat disk_format(const DiskReader& disk);
 
 // A file name fde-image hands to mtools: plain characters only, so that nothing in a
 // hostile image's directory names is read as an mtools wildcard or option.

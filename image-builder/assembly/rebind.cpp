@@ -1,7 +1,10 @@
-// rebind_image: the image to raw (a work copy, or the raw output), the archive fde-image
-// appended to the booted initramfs found through the grub.cfg build wrote, agent.conf and
-// the CA in it exchanged, the initramfs written back on the boot filesystem, the boot
-// measured again; the LUKS2 partition is never opened for writing.
+// rebind_image: the input read through open_disk (Qcow2Reader or raw); the archive fde-image
+// appended to the booted initramfs found through the grub.cfg build wrote, agent.conf and the
+// CA in it exchanged; the boot partition copied into a sparse raw work file and its
+// filesystem edited there; then a new image (qcow2 through Qcow2Writer, or raw) written from
+// the input's allocated data with only the boot partition's bytes taken from the work file,
+// read back and measured again. The LUKS2 partition is copied verbatim and never opened for
+// writing.
 #include "image-builder/assembly/rebind.hpp"
 
 #include <sys/stat.h>
@@ -15,6 +18,7 @@
 #include "image-builder/assembly/boot_files.hpp"
 #include "image-builder/assembly/efi_binaries.hpp"
 #include "image-builder/assembly/image_files.hpp"
+#include "image-builder/disk/qcow2_image.hpp"
 #include "image-builder/disk/staged_files.hpp"
 #include "image-builder/fs/ext_filesystem.hpp"
 #include "image-builder/initramfs/agent_config_file.hpp"
@@ -66,7 +70,7 @@ const CpioEntry* find_entry(const AppendedCpio& archive, const std::string& path
 
 // The UUID of a LUKS2 header at `offset` (binary header: magic, version 2, UUID at byte 168),
 // or nullopt.
-std::optional<std::string> luks2_uuid_at(const RawFile& disk, std::uint64_t offset) {
+std::optional<std::string> luks2_uuid_at(const DiskReader& disk, std::uint64_t offset) {
   std::array<std::uint8_t, 512> header{};
   if (!disk.read_at(offset, header)) return std::nullopt;
   if (std::memcmp(header.data(), "LUKS\xba\xbe", 6) != 0 || header[6] != 0 || header[7] != 2) return std::nullopt;
@@ -74,7 +78,7 @@ std::optional<std::string> luks2_uuid_at(const RawFile& disk, std::uint64_t offs
   return std::string(uuid, strnlen(uuid, 40));
 }
 
-Result<Bytes> digest_range(const RawFile& disk, std::uint64_t offset, std::uint64_t length) {
+Result<Bytes> digest_range(const DiskReader& disk, std::uint64_t offset, std::uint64_t length) {
   Bytes data(static_cast<std::size_t>(length));
   if (auto ok = disk.read_at(offset, data); !ok) return tl::unexpected(ok.error());
   return crypto::sha256(data);
@@ -88,7 +92,7 @@ struct BootState {
   GrubConfig config;
 };
 
-Result<BootState> read_boot_state(const GptTable& table, const std::string& disk, const std::string& name) {
+Result<BootState> read_boot_state(const GptTable& table, const Disk& disk, const std::string& name) {
   BootState state;
   for (const auto& p : table.partitions) {
     auto volume = open_boot_volume(disk, p.offset(), p.size());
@@ -138,12 +142,14 @@ Result<RebindReport> rebind_image(const RebindOptions& options, Progress& progre
   if (!work) return tl::unexpected(work.error());
 
   // The input (a qcow2 one with neither backing nor data file), then the outputs, new.
-  auto image = open_image(options.input, options.input_format, true);
-  if (!image) return tl::unexpected(image.error());
-  const ImageFormat format = image->format;
+  auto input_file = RawFile::open(options.input, RawFile::Mode::read_only);
+  if (!input_file) return tl::unexpected(input_file.error());
   // A second descriptor of the input: the in-place publish checks the name still means it.
-  auto input_again = RawFile::open(image->file.fd_path(), RawFile::Mode::read_only);
+  auto input_again = RawFile::open(input_file->fd_path(), RawFile::Mode::read_only);
   if (!input_again) return tl::unexpected(input_again.error());
+  auto input = open_disk(std::move(*input_file), name, options.input_format, true);
+  if (!input) return tl::unexpected(input.error());
+  const ImageFormat format = disk_format(**input);
   StagedFiles staging;
   auto reference_file = staging.create(options.reference_path, 0644);
   if (!reference_file) return tl::unexpected(reference_file.error());
@@ -157,28 +163,15 @@ Result<RebindReport> rebind_image(const RebindOptions& options, Progress& progre
   }
   if (!image_file) return tl::unexpected(image_file.error());
 
-  // The raw disk that is changed: qcow2's conversion in the work directory, or for a raw
-  // image the output itself, a copy of the input.
-  auto raw = to_raw(std::move(*image), name, *work, progress);
-  if (!raw) return tl::unexpected(raw.error());
-  RawFile* target = &raw->file;
-  if (format == ImageFormat::raw) {
-    auto size = raw->file.size();
-    if (!size) return tl::unexpected(size.error());
-    if (auto ok = (*image_file)->resize(*size); !ok) return tl::unexpected(ok.error());
-    progress.begin("copying the image", *size);
-    auto count = [&](std::uint64_t n) { return progress.advance(n); };
-    if (auto ok = copy_range_sparse(raw->file, **image_file, 0, *size, count); !ok) return tl::unexpected(ok.error());
-    progress.end();
-    target = *image_file;
-  }
-  const std::string disk = target->fd_path();
-
-  auto table = read_partition_table(*target);
+  auto disk_size = (*input)->size();
+  if (!disk_size) return tl::unexpected(disk_size.error());
+  auto table = read_partition_table(**input);
   if (!table) return fail_with_context(name, table.error());
-  auto boot = read_boot_state(*table, disk, name);
+  auto boot = read_boot_state(*table, *input, name);
   if (!boot) return tl::unexpected(boot.error());
   const GptPartition boot_partition = *boot->partition;
+  if (boot_partition.offset() + boot_partition.size() > *disk_size)
+    return fail(Errc::malformed, name + ": partition " + std::to_string(boot_partition.index) + " ends past the disk");
   const std::string initramfs_path = *boot->config.initramfs_path;
   auto initramfs = boot->volume->read_file(initramfs_path, max_initramfs);
   if (!initramfs) return fail_with_context(initramfs_path, initramfs.error());
@@ -202,12 +195,12 @@ Result<RebindReport> rebind_image(const RebindOptions& options, Progress& progre
   // The LUKS2 volume the configuration names; its header area is checked unchanged at the end.
   const GptPartition* luks = nullptr;
   for (const auto& p : table->partitions)
-    if (luks2_uuid_at(*target, p.offset()) == summary->luks_uuid) luks = &p;
+    if (luks2_uuid_at(**input, p.offset()) == summary->luks_uuid) luks = &p;
   if (!luks)
     return fail(Errc::not_found, name + ": agent.conf names LUKS2 volume " + summary->luks_uuid +
                                      ", which is not on this image");
   const std::uint64_t header_area = std::min(luks->size(), luks_data_offset);
-  auto header_before = digest_range(*target, luks->offset(), header_area);
+  auto header_before = digest_range(**input, luks->offset(), header_area);
   if (!header_before) return tl::unexpected(header_before.error());
 
   RebindReport report;
@@ -224,7 +217,7 @@ Result<RebindReport> rebind_image(const RebindOptions& options, Progress& progre
   measure.grub_efi_digests = options.grub_efi_digests;
   measure.reference_in_json = reference_in;
   if (measure.grub_efi_digests.empty() && !reference_in) {
-    auto digests = efi_application_digests(disk, *table);
+    auto digests = efi_application_digests(*input, *table);
     if (!digests) return fail_with_context(name, digests.error());
     measure.grub_efi_digests = std::move(*digests);
   }
@@ -254,26 +247,67 @@ Result<RebindReport> rebind_image(const RebindOptions& options, Progress& progre
   const bool boot_is_fat = boot->volume->is_fat();
   boot->volume.reset();
 
+  // The boot partition, alone, in a sparse work file of the disk's size, edited there: the
+  // output takes only that partition's range from it, so a write the filesystem's own fields
+  // send elsewhere reaches nothing.
+  auto created = RawFile::create(work->file("boot.raw"), 0600);
+  if (!created) return tl::unexpected(created.error());
+  RawFile edited = std::move(*created);
+  if (auto ok = edited.resize(*disk_size); !ok) return tl::unexpected(ok.error());
+  auto none = [](std::uint64_t) -> Result<void> { return {}; };
+  if (auto ok = copy_disk_range(**input, edited, boot_partition.offset(), boot_partition.size(), none); !ok)
+    return tl::unexpected(ok.error());
   progress.note("writing " + initramfs_path + " (new agent configuration) on partition " +
                 std::to_string(boot_partition.index));
   if (boot_is_fat) {
     if (auto ok = check_mtools_path(initramfs_path); !ok) return fail_with_context("boot filesystem", ok.error());
-    if (auto ok = write_fat_files(*target, boot_partition, *work, {{initramfs_path, ByteView(*new_initramfs)}}); !ok)
+    if (auto ok = write_fat_files(edited, boot_partition, *work, {{initramfs_path, ByteView(*new_initramfs)}}); !ok)
       return fail_with_context("boot filesystem", ok.error());
   } else {
-    auto boot_fs = ExtFilesystem::open(disk, boot_partition.offset(), true);
+    auto boot_fs = ExtFilesystem::open(edited.fd_path(), boot_partition.offset(), true);
     if (!boot_fs) return fail_with_context("boot filesystem", boot_fs.error());
     // libext2fs writes where the filesystem's own fields say: refuse one that claims more
-    // than its partition, which could reach the LUKS2 partition.
+    // than its partition.
     if (boot_fs->size_bytes() > boot_partition.size())
       return fail(Errc::malformed, name + ": the boot filesystem is larger than its partition");
     if (auto ok = boot_fs->replace_file(initramfs_path, *new_initramfs); !ok) return tl::unexpected(ok.error());
     if (auto ok = boot_fs->close(); !ok) return tl::unexpected(ok.error());
   }
-  if (auto ok = target->sync(); !ok) return tl::unexpected(ok.error());
 
-  // The boot as it is now: only the initramfs may have changed.
-  auto after_boot = read_boot_state(*table, disk, name);
+  // The new image: the input's data (allocated clusters or data extents only) with the boot
+  // partition's range from the work file; in the input's format.
+  std::unique_ptr<Qcow2Writer> qcow2;
+  DiskWriter* writer = *image_file;
+  if (format == ImageFormat::qcow2) {
+    auto created_writer = Qcow2Writer::create(**image_file, *disk_size);
+    if (!created_writer) return tl::unexpected(created_writer.error());
+    qcow2 = std::move(*created_writer);
+    writer = qcow2.get();
+  } else if (auto ok = (*image_file)->resize(*disk_size); !ok) {
+    return tl::unexpected(ok.error());
+  }
+  progress.begin("writing " + destination, *disk_size);
+  auto count = [&](std::uint64_t n) { return progress.advance(n); };
+  const std::uint64_t boot_end = boot_partition.offset() + boot_partition.size();
+  if (auto ok = copy_disk_range(**input, *writer, 0, boot_partition.offset(), count); !ok)
+    return tl::unexpected(ok.error());
+  if (auto ok = copy_disk_range(edited, *writer, boot_partition.offset(), boot_partition.size(), count); !ok)
+    return tl::unexpected(ok.error());
+  if (auto ok = copy_disk_range(**input, *writer, boot_end, *disk_size - boot_end, count); !ok)
+    return tl::unexpected(ok.error());
+  if (qcow2)
+    if (auto ok = qcow2->finish(); !ok) return tl::unexpected(ok.error());
+  progress.end();
+  edited.close();
+  ::unlink(work->file("boot.raw").c_str());
+
+  // The new image read back as the guest will see it: only the initramfs may have changed in
+  // its boot, and the LUKS2 header not at all.
+  auto written_file = RawFile::open((*image_file)->fd_path(), RawFile::Mode::read_only);
+  if (!written_file) return tl::unexpected(written_file.error());
+  auto written = open_disk(std::move(*written_file), destination, format, false);
+  if (!written) return fail_with_context("the new image", written.error());
+  auto after_boot = read_boot_state(*table, *written, name);
   if (!after_boot) return tl::unexpected(after_boot.error());
   auto after = measure_boot(*after_boot->volume, after_boot->layout, measure, report.warnings);
   if (!after) return tl::unexpected(after.error());
@@ -282,7 +316,7 @@ Result<RebindReport> rebind_image(const RebindOptions& options, Progress& progre
   if (after->sets.size() != 1 || new_set.grub_commands != old_set.grub_commands || new_set.kernel != old_set.kernel ||
       new_set.grub_cfgs != old_set.grub_cfgs || new_set.initramfs != crypto::sha256(*new_initramfs))
     return fail(Errc::internal, "the rewritten image does not measure as planned");
-  auto header_after = digest_range(*target, luks->offset(), header_area);
+  auto header_after = digest_range(**written, luks->offset(), header_area);
   if (!header_after) return tl::unexpected(header_after.error());
   if (*header_after != *header_before) return fail(Errc::internal, "the LUKS2 header changed; nothing is written");
   report.new_set = after->sets.front().name;
@@ -291,11 +325,6 @@ Result<RebindReport> rebind_image(const RebindOptions& options, Progress& progre
   if (auto ok = (*reference_file)->write_at(0, as_bytes(*reference_json)); !ok) return tl::unexpected(ok.error());
   report.values = std::move(*after);
 
-  if (format == ImageFormat::qcow2) {
-    progress.note("writing " + destination + " (qemu-img convert -O qcow2)");
-    if (auto ok = convert_image(*target, ImageFormat::raw, **image_file, ImageFormat::qcow2); !ok)
-      return tl::unexpected(ok.error());
-  }
   if (cancel_requested()) return fail(Errc::io, "interrupted");
   if (auto ok = staging.publish(); !ok) return tl::unexpected(ok.error());
   return report;

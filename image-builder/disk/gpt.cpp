@@ -74,7 +74,7 @@ Result<Header> parse_header(const std::array<std::uint8_t, 512>& sector, std::ui
   return h;
 }
 
-Result<GptTable> read_table_at(const RawFile& disk, std::uint64_t lba, std::uint64_t disk_sectors) {
+Result<GptTable> read_table_at(const DiskReader& disk, std::uint64_t lba, std::uint64_t disk_sectors) {
   std::array<std::uint8_t, 512> sector{};
   if (auto ok = disk.read_at(lba * gpt_sector_size, sector); !ok) return tl::unexpected(ok.error());
   auto header = parse_header(sector, lba, disk_sectors);
@@ -193,7 +193,7 @@ std::uint64_t gpt_entry_array_sectors(const GptTable& table) {
          gpt_sector_size;
 }
 
-Result<GptTable> read_gpt(const RawFile& disk) {
+Result<GptTable> read_gpt(const DiskReader& disk) {
   auto size = disk.size();
   if (!size) return tl::unexpected(size.error());
   const std::uint64_t sectors = *size / gpt_sector_size;
@@ -209,7 +209,7 @@ Result<GptTable> read_gpt(const RawFile& disk) {
   return fail_with_context("GPT", primary.error());
 }
 
-Result<GptTable> read_partition_table(const RawFile& disk) {
+Result<GptTable> read_partition_table(const DiskReader& disk) {
   auto size = disk.size();
   if (!size) return tl::unexpected(size.error());
   std::array<std::uint8_t, 512> mbr{};

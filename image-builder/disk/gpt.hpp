@@ -60,11 +60,11 @@ struct GptTable {
 
 // Reads the primary table (falling back to the backup if the primary is damaged) of a raw
 // disk image. Errors say which check failed ("GPT header CRC mismatch", ...).
-Result<GptTable> read_gpt(const RawFile& disk);
+Result<GptTable> read_gpt(const DiskReader& disk);
 
 // The disk's partition table: GPT when the MBR is protective (type 0xEE), else an MBR with
 // primary partitions. Extended partitions are refused (Errc::unsupported).
-Result<GptTable> read_partition_table(const RawFile& disk);
+Result<GptTable> read_partition_table(const DiskReader& disk);
 
 // MBR tables: rewrites the four primary entries' start and size from `table` in the MBR the
 // disk already holds (boot code, signature and types kept).

@@ -65,6 +65,8 @@ Result<Qcow2Header> parse_qcow2_header(ByteView head) {
   const std::uint64_t cluster_size = 1ull << header.cluster_bits;
   header.virtual_size = load_be64(&head[24]);
   header.crypt_method = load_be32(&head[32]);
+  header.l1_size = load_be32(&head[36]);
+  header.l1_table_offset = load_be64(&head[40]);
 
   std::size_t header_length = v2_header_size;
   if (header.version == 3) {
@@ -73,6 +75,7 @@ Result<Qcow2Header> parse_qcow2_header(ByteView head) {
     header_length = load_be32(&head[100]);
     if (header_length < v3_header_size || header_length % 8 != 0 || header_length > cluster_size)
       return malformed("header length " + std::to_string(header_length));
+    if (header_length > v3_header_size && head.size() > v3_header_size) header.compression_type = head[v3_header_size];
   }
   // Everything that follows lies in the first cluster; `limit` is what of it we have.
   const std::size_t limit = static_cast<std::size_t>(std::min<std::uint64_t>(cluster_size, head.size()));
@@ -130,7 +133,7 @@ Result<Qcow2Header> read_qcow2_header(const RawFile& file) {
 
 Result<void> check_self_contained(const Qcow2Header& header, const std::string& image) {
   const std::string why =
-      ": fde-image reads only self-contained images, since qemu-img would read that file from this machine and "
+      ": fde-image reads only self-contained images: the image's data would come from that file on this machine, and "
       "whatever lies outside the root partition is copied into the output unchanged";
   if (header.has_backing_file)
     return fail(Errc::unsupported,

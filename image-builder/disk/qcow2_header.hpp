@@ -18,6 +18,9 @@ struct Qcow2Header {
   std::uint64_t virtual_size = 0;
   std::uint32_t crypt_method = 0;  // 0: none, 1: AES, 2: LUKS
   std::uint64_t incompatible_features = 0;
+  std::uint32_t l1_size = 0;          // L1 table entries
+  std::uint64_t l1_table_offset = 0;  // in the file
+  std::uint8_t compression_type = 0;  // 0: deflate, 1: zstd (version 3 headers of 105+ bytes)
   bool has_backing_file = false;
   std::string backing_file;  // as the header spells it; empty if it cannot be read
   bool has_data_file = false;  // the "external data file" feature bit, or a data file name

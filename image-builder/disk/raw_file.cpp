@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 namespace fde::image {
@@ -173,6 +174,55 @@ Result<std::uint64_t> RawFile::next_hole(std::uint64_t offset) const {
     return io_error("cannot seek in", path_, errno);
   }
   return static_cast<std::uint64_t>(at);
+}
+
+Result<std::vector<DiskRange>> RawFile::data_ranges(std::uint64_t offset, std::uint64_t length) const {
+  std::vector<DiskRange> ranges;
+  const std::uint64_t end = offset + length;
+  std::uint64_t position = offset;
+  while (position < end) {
+    auto data = next_data(position);
+    if (!data) return tl::unexpected(data.error());
+    if (*data >= end) break;
+    auto hole = next_hole(*data);
+    if (!hole) return tl::unexpected(hole.error());
+    const std::uint64_t stop = std::min(*hole, end);
+    if (stop <= *data) break;  // a file that shrank under us
+    ranges.push_back({*data, stop - *data});
+    position = stop;
+  }
+  return ranges;
+}
+
+Result<void> copy_disk_range(const DiskReader& from, DiskWriter& to, std::uint64_t offset, std::uint64_t length,
+                             const std::function<Result<void>(std::uint64_t)>& on_progress) {
+  constexpr std::uint64_t chunk = 1024 * 1024;
+  constexpr std::size_t block = 4096;
+  auto ranges = from.data_ranges(offset, length);
+  if (!ranges) return tl::unexpected(ranges.error());
+  Bytes buffer(static_cast<std::size_t>(chunk));
+  std::uint64_t reported = offset;
+  for (const auto& range : *ranges) {
+    for (std::uint64_t at = range.offset; at < range.offset + range.length; at += chunk) {
+      const std::size_t n = static_cast<std::size_t>(std::min(chunk, range.offset + range.length - at));
+      std::span<std::uint8_t> part(buffer.data(), n);
+      if (auto ok = from.read_at(at, part); !ok) return ok;
+      // Runs of non-zero 4 KiB blocks, each written at once.
+      std::size_t run = 0;
+      for (std::size_t i = 0; i <= n; i += block) {
+        const bool zero = i < n && is_all_zero(ByteView(part).subspan(i, std::min(block, n - i)));
+        if (i < n && !zero) continue;
+        if (i > run)
+          if (auto ok = to.write_at(at + run, ByteView(part).subspan(run, std::min(i, n) - run)); !ok) return ok;
+        run = i + block;
+      }
+      if (auto ok = on_progress(at + n - reported); !ok) return ok;
+      reported = at + n;
+    }
+  }
+  if (offset + length > reported)
+    if (auto ok = on_progress(offset + length - reported); !ok) return ok;
+  return {};
 }
 
 Result<void> RawFile::sync() {

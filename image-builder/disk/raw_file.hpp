@@ -1,5 +1,5 @@
 // RawFile: a file descriptor with bounded positional reads and writes, used for raw disk
-// images (the builder works on raw images; qcow2 goes through qemu-img, see qemu_img.hpp).
+// images and for the files holding qcow2 images (qcow2_image.hpp).
 #pragma once
 
 #include <sys/types.h>
@@ -9,15 +9,16 @@
 #include <string>
 
 #include "common/util/bytes.hpp"
+#include "image-builder/disk/disk_io.hpp"
 
 namespace fde::image {
 
-class RawFile {
+class RawFile final : public DiskReader, public DiskWriter {
  public:
   enum class Mode { read_only, read_write, create_new };
 
   RawFile() = default;
-  ~RawFile();
+  ~RawFile() override;
   RawFile(const RawFile&) = delete;
   RawFile& operator=(const RawFile&) = delete;
   RawFile(RawFile&& other) noexcept;
@@ -34,10 +35,12 @@ class RawFile {
   // "/proc/self/fd/N": a name for this open file that no rename or symlink can redirect,
   // for libraries that open by name and for a child that inherits the descriptor.
   std::string fd_path() const;
-  Result<std::uint64_t> size() const;
+  Result<std::uint64_t> size() const override;
   Result<void> resize(std::uint64_t size);
-  Result<void> read_at(std::uint64_t offset, std::span<std::uint8_t> out) const;
-  Result<void> write_at(std::uint64_t offset, ByteView data);
+  Result<void> read_at(std::uint64_t offset, std::span<std::uint8_t> out) const override;
+  Result<void> write_at(std::uint64_t offset, ByteView data) override;
+  // SEEK_DATA / SEEK_HOLE.
+  Result<std::vector<DiskRange>> data_ranges(std::uint64_t offset, std::uint64_t length) const override;
   // Writes only the 4 KiB blocks of `data` that are not all zero: the file must be new
   // (holes read as zero), so skipping zero blocks keeps the output sparse.
   Result<void> write_sparse_at(std::uint64_t offset, ByteView data);
@@ -52,14 +55,6 @@ class RawFile {
   std::string path_;
 };
 
-// Copies [offset, offset+length) of `from` to the same range of `to`, skipping holes and
-// all-zero blocks (the destination must be a new, sparse file). `on_progress` gets bytes.
-template <class Progress>
-Result<void> copy_range_sparse(const RawFile& from, RawFile& to, std::uint64_t offset,
-                               std::uint64_t length, Progress&& on_progress);
-
 bool is_all_zero(ByteView data);
 
 }  // namespace fde::image
-
-#include "image-builder/disk/raw_file_impl.hpp"

@@ -1,6 +1,7 @@
-// An ext2/3/4 filesystem inside a raw disk image, opened in user space with libext2fs at a
-// byte offset (no mount, no loop device): the used-block map of the root filesystem, and
-// reading and appending to files on the boot filesystem.
+// An ext2/3/4 filesystem inside a disk image, opened in user space with libext2fs at a byte
+// offset (no mount, no loop device): read-only through a DiskReader (a raw or qcow2 image),
+// or read-write in a raw image file. The map of the blocks the root filesystem relies on,
+// and reading and appending to files on the boot filesystem.
 #pragma once
 
 #include <cstdint>
@@ -9,11 +10,12 @@
 #include <vector>
 
 #include "common/util/bytes.hpp"
+#include "image-builder/disk/disk_io.hpp"
 
 namespace fde::image {
 
 // Cheap probe: the ext superblock magic 0xEF53 at byte 1024+56 of the partition.
-Result<bool> has_ext_magic(const std::string& image_path, std::uint64_t offset);
+Result<bool> has_ext_magic(const DiskReader& disk, std::uint64_t offset);
 
 struct ByteExtent {
   std::uint64_t offset = 0;  // from the start of the filesystem
@@ -32,8 +34,10 @@ class ExtFilesystem {
   ExtFilesystem(ExtFilesystem&&) noexcept;
   ExtFilesystem& operator=(ExtFilesystem&&) noexcept;
 
-  // `writable` opens read-write; changes reach the image on close() only.
+  // A raw image file; `writable` opens read-write, and changes reach the image on close() only.
   static Result<ExtFilesystem> open(const std::string& image_path, std::uint64_t offset, bool writable);
+  // Read-only through `disk`, which the filesystem keeps.
+  static Result<ExtFilesystem> open(std::shared_ptr<const DiskReader> disk, std::uint64_t offset);
 
   std::string uuid() const;   // "0f3c...-..." as blkid prints it
   std::string label() const;
@@ -41,8 +45,16 @@ class ExtFilesystem {
   std::uint64_t size_bytes() const;  // blocks_count * block_size
   bool needs_recovery() const;       // journal not replayed: refuse to encrypt as-is
 
-  // Byte ranges of blocks in use (block bitmap), merged and rounded out to `granularity`.
-  Result<std::vector<ByteExtent>> used_extents(std::uint64_t granularity) const;
+  // Byte ranges of the blocks whose content the filesystem relies on, merged and rounded out
+  // to `granularity`: the blocks in use (block bitmap), except those it never reads before
+  // writing them:
+  // - the journal's blocks after its superblock, when the journal is clean (nothing to
+  //   replay; jbd2 and e2fsck read only the journal superblock then);
+  // - with group descriptor checksums (uninit_bg / metadata_csum), the inode-table blocks of
+  //   a group not flagged INODE_ZEROED that hold only inodes past its high-water mark
+  //   (bg_itable_unused, or all of them with INODE_UNINIT): the kernel and e2fsck do not read
+  //   those inodes, and the kernel zeroes such blocks itself (lazy init) after mounting.
+  Result<std::vector<ByteExtent>> live_extents(std::uint64_t granularity) const;
 
   Result<std::vector<ExtDirEntry>> list_directory(const std::string& path) const;
   Result<bool> exists(const std::string& path) const;

@@ -139,14 +139,19 @@ struct LongNameCollector {
 }  // namespace
 
 Result<FatFilesystem> FatFilesystem::open(const std::string& image_path, std::uint64_t offset, std::uint64_t size) {
-  FatFilesystem fat;
   auto file = RawFile::open(image_path, RawFile::Mode::read_only);
   if (!file) return tl::unexpected(file.error());
-  fat.file_ = std::move(*file);
+  return open(std::make_shared<RawFile>(std::move(*file)), offset, size);
+}
+
+Result<FatFilesystem> FatFilesystem::open(std::shared_ptr<const DiskReader> disk, std::uint64_t offset,
+                                          std::uint64_t size) {
+  FatFilesystem fat;
+  fat.disk_ = std::move(disk);
   fat.offset_ = offset;
   if (size < boot_sector_size) return malformed("partition too small for a boot sector");
   std::array<std::uint8_t, boot_sector_size> sector{};
-  if (auto ok = fat.file_.read_at(offset, sector); !ok) return tl::unexpected(ok.error());
+  if (auto ok = fat.disk_->read_at(offset, sector); !ok) return tl::unexpected(ok.error());
 
   // Boot sector and BPB (spec section 3).
   if (sector[510] != 0x55 || sector[511] != 0xaa) return malformed("no boot sector signature 55 AA");
@@ -203,7 +208,7 @@ Result<FatFilesystem> FatFilesystem::open(const std::string& image_path, std::ui
   if (fat_bytes < fat_bytes_needed) return malformed("the FAT is too small for the volume's clusters");
   if (fat_bytes_needed > max_fat_bytes) return fail(Errc::too_large, "FAT filesystem: FAT larger than 32 MiB");
   fat.fat_.resize(static_cast<std::size_t>(fat_bytes_needed));
-  if (auto ok = fat.file_.read_at(offset + reserved_sectors * bytes_per_sector, fat.fat_); !ok)
+  if (auto ok = fat.disk_->read_at(offset + reserved_sectors * bytes_per_sector, fat.fat_); !ok)
     return tl::unexpected(ok.error());
   return fat;
 }
@@ -256,7 +261,7 @@ Result<Bytes> FatFilesystem::read_chain(std::uint32_t first, std::uint64_t lengt
     const std::uint64_t n = std::min<std::uint64_t>(cluster_bytes_, length - done);
     out.resize(static_cast<std::size_t>(done + n));
     const std::uint64_t at = data_offset_ + static_cast<std::uint64_t>(cluster - 2) * cluster_bytes_;
-    if (auto ok = file_.read_at(offset_ + at, std::span<std::uint8_t>(out.data() + done, static_cast<std::size_t>(n)));
+    if (auto ok = disk_->read_at(offset_ + at, std::span<std::uint8_t>(out.data() + done, static_cast<std::size_t>(n)));
         !ok)
       return tl::unexpected(ok.error());
     done += n;
@@ -280,7 +285,7 @@ Result<std::vector<FatDirEntry>> FatFilesystem::read_directory(const FatDirEntry
       raw = std::move(*chain);
     } else {
       raw.resize(static_cast<std::size_t>(root_dir_entries_) * dir_entry_size);
-      if (auto ok = file_.read_at(offset_ + root_dir_offset_, raw); !ok) return tl::unexpected(ok.error());
+      if (auto ok = disk_->read_at(offset_ + root_dir_offset_, raw); !ok) return tl::unexpected(ok.error());
     }
   } else {
     auto chain = read_chain(dir.first_cluster, max_directory_bytes, false);

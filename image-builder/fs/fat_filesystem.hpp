@@ -1,10 +1,11 @@
-// A read-only FAT12/16/32 reader for the EFI System Partition inside a raw disk image: lists
+// A read-only FAT12/16/32 reader for the EFI System Partition inside a disk image: lists
 // directories and reads files (long names included), without root, mount or mtools. Every
 // field of the boot sector, FAT and directories is checked; a damaged or hostile filesystem
 // is refused with Errc::malformed, never read out of bounds or followed in a cluster loop.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,8 @@ class FatFilesystem {
  public:
   // The filesystem of at most `size` bytes at byte `offset` of a raw image (a partition).
   static Result<FatFilesystem> open(const std::string& image_path, std::uint64_t offset, std::uint64_t size);
+  // The same through `disk` (raw or qcow2), which the filesystem keeps.
+  static Result<FatFilesystem> open(std::shared_ptr<const DiskReader> disk, std::uint64_t offset, std::uint64_t size);
 
   int fat_bits() const { return fat_bits_; }  // 12, 16 or 32
   // The volume serial number as grub names the filesystem (`search --fs-uuid`): "1a2b-3c4d".
@@ -45,7 +48,7 @@ class FatFilesystem {
   Result<std::uint32_t> next_cluster(std::uint32_t cluster) const;  // 0: end of chain
   Result<Bytes> read_chain(std::uint32_t first, std::uint64_t length, bool exact) const;
 
-  RawFile file_;
+  std::shared_ptr<const DiskReader> disk_;
   std::uint64_t offset_ = 0;
   int fat_bits_ = 0;
   std::uint32_t bytes_per_sector_ = 0;

@@ -1,4 +1,4 @@
-// The qcow2 header fields fde-image reads before it lets qemu-img near a host-made image:
+// The qcow2 header fields fde-image checks before it reads a host-made image any further:
 // backing file, external data file, encryption, unknown features, and malformed headers.
 #include <catch2/catch.hpp>
 #include <cstring>

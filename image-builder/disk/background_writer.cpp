@@ -1,0 +1,66 @@
+// BackgroundWriter: one thread, a bounded queue, recycled buffers.
+#include "image-builder/disk/background_writer.hpp"
+
+namespace fde::image {
+
+BackgroundWriter::BackgroundWriter(DiskWriter& target, std::size_t buffer_size, std::size_t depth) : target_(target) {
+  for (std::size_t i = 0; i < depth; ++i) free_.emplace_back(buffer_size);
+  thread_ = std::thread([this] { run(); });
+}
+
+BackgroundWriter::~BackgroundWriter() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+std::optional<Bytes> BackgroundWriter::take_buffer() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [this] { return !free_.empty() || error_; });
+  if (error_) return std::nullopt;
+  Bytes buffer = std::move(free_.back());
+  free_.pop_back();
+  return buffer;
+}
+
+void BackgroundWriter::submit(std::uint64_t offset, Bytes buffer, std::size_t length) {
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(Job{offset, std::move(buffer), length});
+  }
+  changed_.notify_all();
+}
+
+Result<void> BackgroundWriter::finish() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [this] { return (queue_.empty() && !busy_) || error_; });
+  if (error_) return tl::unexpected(*error_);
+  return {};
+}
+
+void BackgroundWriter::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [this] { return !queue_.empty() || stopping_; });
+    if (queue_.empty()) return;  // stopping, nothing left
+    Job job = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    std::optional<Error> failed;
+    if (!error_) {
+      lock.unlock();
+      auto ok = target_.write_at(job.offset, ByteView(job.buffer.data(), job.length));
+      if (!ok) failed = ok.error();
+      lock.lock();
+    }
+    if (failed && !error_) error_ = std::move(*failed);
+    free_.push_back(std::move(job.buffer));
+    busy_ = false;
+    changed_.notify_all();
+  }
+}
+
+}  // namespace fde::image

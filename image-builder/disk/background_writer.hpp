@@ -1,0 +1,52 @@
+// Writes to a DiskWriter on a thread of its own, so that reading and encrypting the next
+// chunk overlaps with writing this one. Buffers circulate: take_buffer() hands out a free one
+// (waiting while `depth` are queued), submit() queues it. The target is used by the writer
+// thread only, in submission order, until finish() returns.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "image-builder/disk/disk_io.hpp"
+
+namespace fde::image {
+
+class BackgroundWriter {
+ public:
+  BackgroundWriter(DiskWriter& target, std::size_t buffer_size, std::size_t depth = 3);
+  ~BackgroundWriter();  // waits for the queue (errors then go unreported: call finish())
+  BackgroundWriter(const BackgroundWriter&) = delete;
+  BackgroundWriter& operator=(const BackgroundWriter&) = delete;
+
+  // A buffer of buffer_size bytes to fill; nullopt once a write has failed (finish() says why).
+  std::optional<Bytes> take_buffer();
+  // Queues `length` bytes of `buffer` for `offset`.
+  void submit(std::uint64_t offset, Bytes buffer, std::size_t length);
+  // Waits until every queued write is done; the first error, if any.
+  Result<void> finish();
+
+ private:
+  struct Job {
+    std::uint64_t offset = 0;
+    Bytes buffer;
+    std::size_t length = 0;
+  };
+  void run();
+
+  DiskWriter& target_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Job> queue_;
+  std::vector<Bytes> free_;
+  std::optional<Error> error_;
+  bool busy_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace fde::image
