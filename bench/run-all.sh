@@ -141,9 +141,12 @@ awk -F, 'NR > 1 {printf "agent-vs-clevis command=%s median_s=%s mean_s=%s min_s=
 log "== fde-image build against qemu-img convert (${image_gib} GiB image, ${image_mib} MiB of data)"
 TMPDIR=$work "$here/bench/image_builder_bench.sh" "$build/image-builder/fde-image" "$image_gib" "$image_mib" > "$work/image.txt"
 cat "$work/image.txt" >> "$raw"
-qemu_s=$(awk '/^qemu-img convert/{print $(NF-1)}' "$work/image.txt")
-build_s=$(awk '/^fde-image build/{print $(NF-1)}' "$work/image.txt")
-read -r in_mib copy_mib out_mib < <(awk '/^allocated/{gsub(",", ""); print $3, $7, $11}' "$work/image.txt")
+# image_builder_bench.sh prints "qemu-img convert qcow2->qcow2: W s wall, C s CPU ...",
+# "fde-image build: W s wall, C s CPU ..." and "allocated input|qemu-img copy|fde-image output: N B".
+qemu_s=$(awk '/^qemu-img convert/{print $4}' "$work/image.txt")
+build_s=$(awk '/^fde-image build/{print $3}' "$work/image.txt")
+mib() { awk -v key="$1" 'index($0, key) == 1 {printf "%.0f", $(NF-1) / 1048576}' "$work/image.txt"; }
+in_mib=$(mib 'allocated input:') copy_mib=$(mib 'allocated qemu-img copy:') out_mib=$(mib 'allocated fde-image output:')
 log "image qemu_s=$qemu_s build_s=$build_s input_mib=$in_mib copy_mib=$copy_mib output_mib=$out_mib"
 
 # --- 5. The boot storm ---------------------------------------------------------------------
