@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_protocol_json fuzz_http_request fuzz_agent_config fuzz_luks2_header
-  fuzz_gpt fuzz_fat fuzz_pe fuzz_qcow2_header fuzz_token fuzz_event_log fuzz_reference fuzz_enrollment_bundle)
+  fuzz_gpt fuzz_fat fuzz_pe fuzz_qcow2_header fuzz_qcow2_image fuzz_token fuzz_event_log fuzz_reference fuzz_enrollment_bundle)
 
 run_one() {
   local target=$1

@@ -9,7 +9,7 @@ data=$here/../data
 seeds=$here/seeds
 tmp=$(mktemp -d /tmp/fde-make-seeds-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$seeds"/{fuzz_protocol_json,fuzz_http_request,fuzz_agent_config,fuzz_luks2_header,fuzz_gpt,fuzz_fat,fuzz_pe,fuzz_qcow2_header}
+mkdir -p "$seeds"/{fuzz_protocol_json,fuzz_http_request,fuzz_agent_config,fuzz_luks2_header,fuzz_gpt,fuzz_fat,fuzz_pe,fuzz_qcow2_header,fuzz_qcow2_image}
 
 # Protocol bodies around the virtCCA token and AIK certificate secGear publishes.
 python3 - "$data/external/virtcca-secgear" "$data/firmware-boot/aarch64/positive-tpm-event-log.bin" "$seeds" <<'PY'
@@ -114,4 +114,14 @@ qemu-img create -q -f qcow2 -b plain.qcow2 -F qcow2 backed.qcow2
 qemu-img create -q -f qcow2 -o data_file=data.raw external.qcow2 64M
 qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 64M
 for f in plain backed external v2; do head -c 4096 "$f.qcow2" > "$seeds/fuzz_qcow2_header/$f.bin"; done
+
+# Whole small qcow2 images for the reader (512-byte clusters keep them a few KiB): data,
+# zero clusters and holes; deflate-compressed clusters; an empty 1 GiB disk.
+qemu-img create -q -f qcow2 -o cluster_size=512 small.qcow2 64K
+qemu-io -c 'write -P 0xab 0 1k' -c 'write -P 0x5c 8k 512' -c 'write -z 16k 1k' small.qcow2 >/dev/null
+cp small.qcow2 "$seeds/fuzz_qcow2_image/plain.qcow2"
+{ head -c 4096 /dev/urandom; printf 'a%.0s' $(seq 4400); } > mixed.raw
+truncate -s 32K mixed.raw
+qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=512 mixed.raw "$seeds/fuzz_qcow2_image/compressed.qcow2"
+qemu-img create -q -f qcow2 -o cluster_size=4096 "$seeds/fuzz_qcow2_image/empty.qcow2" 1G
 echo "seeds written to $seeds"
