@@ -1013,29 +1013,8 @@ Result<AuditRecord> SqliteStore::delete_image(std::string_view image_id, const A
 }
 
 Result<BackupReport> SqliteStore::backup(const std::string& path) {
-  if (path.empty() || path.front() != '/')
-    return fail(Errc::invalid_argument, "backup: the output path must be absolute, not \"" + path + "\"");
-  // Created here, 0600, never over an existing file and never through a symlink; SQLite then
-  // accepts the empty file as a new database.
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return fail(errno == EEXIST ? Errc::invalid_argument : Errc::io,
-                "backup: " + path + ": " + std::strerror(errno) +
-                    (errno == EEXIST ? " (a backup never replaces a file; choose a new name)" : ""));
-  const bool mode_ok = ::fchmod(fd, 0600) == 0;
-  ::close(fd);
-  bool keep = false;
-  struct Remover {
-    const std::string& path;
-    const bool& keep;
-    ~Remover() {
-      if (!keep) {
-        ::unlink(path.c_str());
-        ::unlink((path + "-journal").c_str());
-      }
-    }
-  } remover{path, keep};
-  if (!mode_ok) return fail(Errc::io, "backup: " + path + ": " + std::strerror(errno));
+  auto file = store_detail::BackupFile::create(path);
+  if (!file) return tl::unexpected(file.error());
 
   struct Db {
     sqlite3* db = nullptr;
@@ -1099,7 +1078,7 @@ Result<BackupReport> SqliteStore::backup(const std::string& path) {
   }
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) report.bytes = static_cast<std::int64_t>(st.st_size);
-  keep = true;
+  file->keep();
   return report;
 }
 

@@ -1,7 +1,13 @@
 // Backend-independent helpers of the store backends (store_internal.hpp).
 #include "verifier-daemon/store/store_internal.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include <openssl/crypto.h>
@@ -199,6 +205,30 @@ const AuditChainReport& ChainWalk::finish(bool require_sealed) {
   }
   report_.intact = !report_.first_bad_sequence.has_value();
   return report_;
+}
+
+Result<BackupFile> BackupFile::create(const std::string& path) {
+  if (path.empty() || path.front() != '/')
+    return fail(Errc::invalid_argument, "backup: the output path must be absolute, not \"" + path + "\"");
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return fail(errno == EEXIST ? Errc::invalid_argument : Errc::io,
+                "backup: " + path + ": " + std::strerror(errno) +
+                    (errno == EEXIST ? " (a backup never replaces a file; choose a new name)" : ""));
+  BackupFile file(path);  // from here removed again on failure
+  // Whatever the umask made of the mode.
+  if (::fchmod(fd, 0600) != 0) {
+    const int saved = errno;
+    ::close(fd);
+    return fail(Errc::io, "backup: " + path + ": " + std::strerror(saved));
+  }
+  ::close(fd);
+  return file;
+}
+
+BackupFile::~BackupFile() {
+  if (keep_) return;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) ::unlink((path_ + suffix).c_str());
 }
 
 }  // namespace fde::verifier::store_detail

@@ -81,4 +81,24 @@ class ChainWalk {
   std::string expected_previous_ = genesis_hash;
 };
 
+// The file a backup is written to: created here, 0600, at an absolute path, never over an
+// existing file and never through a symlink (an SQLite store then takes the empty file as a
+// new database). Removed again, with any SQLite side files, unless keep() is called.
+class BackupFile {
+ public:
+  static Result<BackupFile> create(const std::string& path);
+  BackupFile(BackupFile&& other) noexcept : path_(std::move(other.path_)), keep_(other.keep_) { other.keep_ = true; }
+  BackupFile(const BackupFile&) = delete;
+  BackupFile& operator=(const BackupFile&) = delete;
+  BackupFile& operator=(BackupFile&&) = delete;
+  ~BackupFile();
+  const std::string& path() const { return path_; }
+  void keep() { keep_ = true; }
+
+ private:
+  explicit BackupFile(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+  bool keep_ = false;
+};
+
 }  // namespace fde::verifier::store_detail
