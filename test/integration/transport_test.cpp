@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -256,6 +257,9 @@ class RawClient {
   }
   RawClient(const RawClient&) = delete;
   RawClient& operator=(const RawClient&) = delete;
+
+  // Closes both directions now (the descriptor stays until destruction).
+  void hang_up() { ::shutdown(fd_, SHUT_RDWR); }
 
   void set_receive_timeout(std::chrono::milliseconds timeout) {
     timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
@@ -801,6 +805,131 @@ TEST_CASE("a connection being answered is never shed; when every slot is answeri
   auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
   REQUIRE(result);
   CHECK(result->status == 200);
+}
+
+TEST_CASE("over max_active connections wait before their handshake and are served in arrival order") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_active = 1;
+  limits.queue_timeout = 5000ms;
+  limits.handshake_timeout = 5000ms;
+  limits.request_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  // The first connection takes the only active slot and keeps it (no request yet).
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.handshake());
+
+  // Five more arrive one after another; each starts its handshake at once.
+  constexpr int waiting = 5;
+  std::vector<std::unique_ptr<RawClient>> clients;
+  std::vector<std::thread> threads;
+  std::mutex order_mutex;
+  std::vector<int> order;
+  std::atomic<int> handshakes{0};
+  std::array<bool, waiting> served{};
+  for (int i = 0; i < waiting; ++i) {
+    clients.push_back(std::make_unique<RawClient>("127.0.0.1", server.port()));
+    RawClient* client = clients.back().get();
+    threads.emplace_back([client, i, &order_mutex, &order, &handshakes, &served] {
+      if (!client->handshake()) return;
+      {
+        std::lock_guard lock(order_mutex);
+        order.push_back(i);
+      }
+      handshakes.fetch_add(1);
+      // Served, then gone: that frees the slot for the next in line.
+      if (!client->send(get_request("/healthz", true))) return;
+      const auto response = client->read_response();
+      served[static_cast<std::size_t>(i)] = response && response->status == 200;
+      client->hang_up();
+    });
+    REQUIRE(eventually(*server.server, [i](const TransportStats& s) {
+      return s.connections_waiting == static_cast<std::uint64_t>(i + 1);
+    }));
+  }
+  // While the slot is held, nobody behind it gets a handshake.
+  std::this_thread::sleep_for(300ms);
+  CHECK(handshakes.load() == 0);
+  CHECK(server.server->stats().connections_active == 1);
+
+  REQUIRE(holder.send(get_request("/healthz", true)));
+  const auto response = holder.read_response();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  for (auto& thread : threads) thread.join();
+  CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+  for (const bool ok : served) CHECK(ok);
+  const TransportStats stats = server.server->stats();
+  CHECK(stats.connections_queued == waiting);
+  CHECK(stats.queue_timeouts == 0);
+  CHECK(stats.handshake_failures == 0);
+}
+
+TEST_CASE("a connection that waited queue_timeout for an active slot is closed without a handshake") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_active = 1;
+  limits.queue_timeout = 500ms;
+  limits.handshake_timeout = 5000ms;
+  limits.request_timeout = 5000ms;
+  limits.idle_timeout = 5000ms;
+  limits.header_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.handshake());
+  RawClient late("127.0.0.1", server.port());
+  const auto start = Clock::now();
+  CHECK_FALSE(late.handshake());  // closed by the server, not answered
+  const long long waited = elapsed_ms(start);
+  CHECK(waited >= 400);
+  CHECK(waited < 2500);
+  TransportStats stats = server.server->stats();
+  CHECK(stats.queue_timeouts == 1);
+  CHECK(stats.handshake_failures == 0);
+  CHECK(stats.connections_waiting == 0);
+
+  // The holder is still served, and once it is gone a newcomer gets the slot at once.
+  REQUIRE(holder.send(get_request("/healthz", true)));
+  const auto response = holder.read_response();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
+  REQUIRE(result);
+  CHECK(result->status == 200);
+  stats = server.server->stats();
+  CHECK(stats.queue_timeouts == 1);
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 0; }));
+}
+
+TEST_CASE("a client that left while it waited for an active slot gets no handshake") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_active = 1;
+  limits.queue_timeout = 5000ms;
+  limits.request_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.handshake());
+  {
+    // A ClientHello's first bytes, then the client gives up and closes.
+    RawClient quitter("127.0.0.1", server.port());
+    REQUIRE(quitter.send(std::string("\x16\x03\x01\x00\x05hello", 10)));
+    REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_waiting == 1; }));
+  }
+  REQUIRE(holder.send(get_request("/healthz", true)));
+  const auto response = holder.read_response();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.clients_gone == 1; }));
+  const TransportStats stats = server.server->stats();
+  CHECK(stats.handshake_failures == 0);
+  CHECK(stats.connections_waiting == 0);
 }
 
 TEST_CASE("over max_connections_per_peer a peer's own oldest unfinished connection is shed, other peers keep theirs") {

@@ -11,12 +11,14 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -220,6 +222,9 @@ http::response<http::string_body> transport_error(http::status status, unsigned 
 }
 
 struct Counters {
+  std::atomic<std::uint64_t> queued{0};
+  std::atomic<std::uint64_t> queue_timeouts{0};
+  std::atomic<std::uint64_t> clients_gone{0};
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
   std::atomic<std::uint64_t> shed{0};
@@ -253,6 +258,7 @@ struct ConnectionControl {
   ConnectionTable::Id id = 0;
   asio::any_io_executor strand;
   beast::tcp_stream* stream = nullptr;
+  asio::steady_timer* queue_timer = nullptr;  // set while waiting for an active slot
   bool closed = false;
 };
 
@@ -262,8 +268,120 @@ void close_on_strand(const std::shared_ptr<ConnectionControl>& control) {
   asio::post(control->strand, [control] {
     control->closed = true;
     if (control->stream != nullptr) control->stream->close();
+    if (control->queue_timer != nullptr) control->queue_timer->cancel();
   });
 }
+
+// True if the peer has closed its end (or reset it): reading would give end of stream. A
+// peer that half-closed after sending a full request is treated as gone too; the agent never
+// does that, it waits for its answer.
+bool peer_gone(tcp::socket& socket) {
+  char byte = 0;
+  const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+// The active slots (ServerLimits::max_active) and the FIFO of connections waiting for one.
+// A waiter is handed a slot by release(): it is marked granted under the mutex, then its
+// timer (touched only on its strand) is cancelled to wake it.
+class ActiveGate {
+ public:
+  struct Waiter {
+    std::shared_ptr<ConnectionControl> control;
+    bool granted = false;  // under the gate's mutex
+  };
+
+  explicit ActiveGate(std::size_t capacity) : capacity_(std::max<std::size_t>(1, capacity)) {}
+
+  // True: a slot is taken now. False: the waiter is queued behind the others.
+  bool enter_or_queue(const std::shared_ptr<Waiter>& waiter) {
+    std::lock_guard lock(mutex_);
+    if (active_ < capacity_ && queue_.empty()) {
+      ++active_;
+      return true;
+    }
+    queue_.push_back(waiter);
+    return false;
+  }
+
+  bool granted(const std::shared_ptr<Waiter>& waiter) const {
+    std::lock_guard lock(mutex_);
+    return waiter->granted;
+  }
+
+  // The waiter gives up (closed or too old). True if a slot was granted meanwhile: the
+  // caller holds it then (and releases it).
+  bool leave(const std::shared_ptr<Waiter>& waiter) {
+    std::lock_guard lock(mutex_);
+    if (waiter->granted) return true;
+    const auto found = std::find(queue_.begin(), queue_.end(), waiter);
+    if (found != queue_.end()) queue_.erase(found);
+    return false;
+  }
+
+  void release() {
+    std::shared_ptr<Waiter> next;
+    {
+      std::lock_guard lock(mutex_);
+      if (queue_.empty()) {
+        if (active_ > 0) --active_;
+        return;
+      }
+      next = std::move(queue_.front());
+      queue_.pop_front();
+      next->granted = true;  // the slot passes on: active_ is unchanged
+    }
+    auto control = next->control;
+    asio::post(control->strand, [control] {
+      if (control->queue_timer != nullptr) control->queue_timer->cancel();
+    });
+  }
+
+  std::size_t active() const {
+    std::lock_guard lock(mutex_);
+    return active_;
+  }
+  std::size_t waiting() const {
+    std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+ private:
+  const std::size_t capacity_;
+  mutable std::mutex mutex_;
+  std::size_t active_ = 0;
+  std::deque<std::shared_ptr<Waiter>> queue_;
+};
+
+// Holds an active slot until release() or until it goes out of scope.
+class ActiveSlot {
+ public:
+  explicit ActiveSlot(ActiveGate& gate) : gate_(&gate) {}
+  ActiveSlot(const ActiveSlot&) = delete;
+  ActiveSlot& operator=(const ActiveSlot&) = delete;
+  ~ActiveSlot() { release(); }
+  void release() {
+    if (gate_ != nullptr) std::exchange(gate_, nullptr)->release();
+  }
+
+ private:
+  ActiveGate* gate_;
+};
+
+// Clears ConnectionControl::queue_timer when the wait ends (on the connection's strand).
+class TimerPublication {
+ public:
+  TimerPublication(ConnectionControl& control, asio::steady_timer& timer) : control_(control) {
+    control_.queue_timer = &timer;
+  }
+  TimerPublication(const TimerPublication&) = delete;
+  TimerPublication& operator=(const TimerPublication&) = delete;
+  ~TimerPublication() { control_.queue_timer = nullptr; }
+
+ private:
+  ConnectionControl& control_;
+};
 
 // Clears ConnectionControl::stream when the connection's frame ends (declared after the
 // stream, so it runs before the stream is destroyed).
@@ -300,6 +418,8 @@ class Server final : public HttpsServer {
         table_(AdmissionLimits{limits.max_connections, limits.max_connections_per_peer, limits.max_buffered_body_bytes,
                                limits.shed_after, limits.body_bytes_per_connection}),
         io_threads_(limits.threads != 0 ? limits.threads : std::max(1U, std::thread::hardware_concurrency())),
+        gate_(limits.max_active != 0 ? limits.max_active
+                                     : 4 * (std::size_t{io_threads_} + std::max(1U, limits.blocking_threads))),
         io_(static_cast<int>(io_threads_)) {}
 
   ~Server() override { stop(); }
@@ -408,6 +528,11 @@ class Server final : public HttpsServer {
     out.oversized_requests = counters_.oversized.load();
     out.bodies_refused = counters_.bodies_refused.load();
     out.requests_in_flight = counters_.in_flight.load();
+    out.connections_queued = counters_.queued.load();
+    out.queue_timeouts = counters_.queue_timeouts.load();
+    out.clients_gone = counters_.clients_gone.load();
+    out.connections_waiting = gate_.waiting();
+    out.connections_active = gate_.active();
     std::lock_guard lock(state_mutex_);
     out.connections_open = table_.size();
     out.body_bytes_buffered = table_.buffered_body_bytes();
@@ -434,6 +559,7 @@ class Server final : public HttpsServer {
       if (server_ != nullptr) server_->unregister(control_->id);
     }
     ConnectionControl& control() const { return *control_; }
+    const std::shared_ptr<ConnectionControl>& shared_control() const { return control_; }
 
    private:
     Server* server_;
@@ -613,14 +739,39 @@ class Server final : public HttpsServer {
   asio::awaitable<void> serve(tcp::socket socket, Registration registration, std::shared_ptr<ssl::context> tls,
                               Clock::time_point accepted_at) {
     try {
-      co_await serve_connection(std::move(socket), registration.control(), *tls, accepted_at);
+      co_await serve_connection(std::move(socket), registration.shared_control(), *tls, accepted_at);
     } catch (...) {
       // A connection's failure stays with that connection.
     }
   }
 
-  asio::awaitable<void> serve_connection(tcp::socket socket, ConnectionControl& control, ssl::context& tls,
-                                         Clock::time_point accepted_at) {
+  // Waits (FIFO) for an active slot. Nullopt: the connection was closed meanwhile, or waited
+  // queue_timeout since its accept and is dropped before its handshake.
+  asio::awaitable<std::optional<Clock::time_point>> wait_for_slot(const std::shared_ptr<ConnectionControl>& control,
+                                                                  Clock::time_point accepted_at) {
+    auto waiter = std::make_shared<ActiveGate::Waiter>();
+    waiter->control = control;
+    if (gate_.enter_or_queue(waiter)) co_return accepted_at;
+    counters_.queued.fetch_add(1);
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    const TimerPublication published(*control, timer);
+    const Clock::time_point stale_at = accepted_at + limits_.queue_timeout;
+    for (;;) {
+      timer.expires_at(stale_at);
+      error_code ec;
+      if (!gate_.granted(waiter) && !control->closed) co_await timer.async_wait(on_error(ec));
+      if (gate_.granted(waiter)) co_return Clock::now();
+      if (control->closed || Clock::now() >= stale_at) {
+        if (gate_.leave(waiter)) co_return Clock::now();  // granted at the last moment
+        if (!control->closed) counters_.queue_timeouts.fetch_add(1);
+        co_return std::nullopt;
+      }
+    }
+  }
+
+  asio::awaitable<void> serve_connection(tcp::socket socket, const std::shared_ptr<ConnectionControl>& shared_control,
+                                         ssl::context& tls, Clock::time_point accepted_at) {
+    ConnectionControl& control = *shared_control;
     const std::string peer = peer_of(socket);
     TlsStream stream(std::move(socket), tls);
     beast::tcp_stream& transport = beast::get_lowest_layer(stream);
@@ -637,7 +788,17 @@ class Server final : public HttpsServer {
       if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
       co_return;
     }
-    transport.expires_at(accepted_at + limits_.handshake_timeout);
+    // In arrival order: the handshake and everything after it wait for an active slot. The
+    // handshake deadline counts from when the slot was granted.
+    const auto started_at = co_await wait_for_slot(shared_control, accepted_at);
+    if (!started_at) co_return;
+    ActiveSlot slot(gate_);
+    if (control.closed) co_return;
+    if (*started_at != accepted_at && peer_gone(transport.socket())) {
+      counters_.clients_gone.fetch_add(1);  // gave up while waiting: no handshake for nobody
+      co_return;
+    }
+    transport.expires_at(*started_at + limits_.handshake_timeout);
     co_await stream.async_handshake(ssl::stream_base::server, asio::buffer(hello.data(), hello_size), on_error(ec));
     if (ec) {
       (ec == beast::error::timeout ? counters_.timeouts : counters_.handshake_failures).fetch_add(1);
@@ -710,6 +871,12 @@ class Server final : public HttpsServer {
         case BodyRead::ended: co_return;
       }
       if (!note_answering(control.id)) co_return;
+      // No verification for a client that has already gone (an agent whose attempt deadline
+      // ran out closes its socket).
+      if (peer_gone(transport.socket())) {
+        counters_.clients_gone.fetch_add(1);
+        co_return;
+      }
 
       const bool keep_alive =
           parser.get().keep_alive() && served + 1 < limits_.max_requests_per_connection && !stopping();
@@ -743,6 +910,8 @@ class Server final : public HttpsServer {
       note_idle(control.id);
     }
 
+    // The work is done: the next connection in line starts while this one says goodbye.
+    slot.release();
     transport.expires_after(std::min(limits_.handshake_timeout, max_close_wait));
     co_await stream.async_shutdown(on_error(ec));  // most clients just close: errors are normal
   }
@@ -803,6 +972,7 @@ class Server final : public HttpsServer {
   std::unique_ptr<BlockingPool> blocking_;
   std::vector<std::thread> threads_;
   const unsigned io_threads_;
+  ActiveGate gate_;
   // Declared after everything a coroutine frame touches: destroying the context destroys
   // frames that never finished, and those still reach the registry and the counters.
   asio::io_context io_;
