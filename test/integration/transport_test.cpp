@@ -807,19 +807,40 @@ TEST_CASE("a connection being answered is never shed; when every slot is answeri
   CHECK(result->status == 200);
 }
 
+// A real ClientHello, made with memory BIOs: sent raw by a client that then never finishes
+// its handshake, it keeps the server in the handshake (holding an active slot) until the
+// server's deadline.
+std::string client_hello() {
+  std::unique_ptr<SSL_CTX, SslCtxFree> ctx(SSL_CTX_new(TLS_client_method()));
+  REQUIRE(ctx);
+  std::unique_ptr<SSL, SslFree> ssl(SSL_new(ctx.get()));
+  REQUIRE(ssl);
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl.get(), in, out);
+  SSL_set_connect_state(ssl.get());
+  REQUIRE(SSL_do_handshake(ssl.get()) != 1);
+  ERR_clear_error();
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(out, &data);
+  REQUIRE(size > 5);
+  return std::string(data, static_cast<std::size_t>(size));
+}
+
 TEST_CASE("over max_active connections wait before their handshake and are served in arrival order") {
   TempDir dir;
   const Pki pki = make_pki(dir.path, "main");
   auto limits = test_limits();
   limits.max_active = 1;
-  limits.queue_timeout = 5000ms;
-  limits.handshake_timeout = 5000ms;
+  limits.queue_timeout = 8000ms;
   limits.request_timeout = 5000ms;
   TestServer server(pki.files, limits);
 
-  // The first connection takes the only active slot and keeps it (no request yet).
+  // The first connection takes the only active slot with a ClientHello and stalls there,
+  // until the server's handshake deadline (2 s here) gives the slot up.
   RawClient holder("127.0.0.1", server.port());
-  REQUIRE(holder.handshake());
+  REQUIRE(holder.send(client_hello()));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 1; }));
 
   // Five more arrive one after another; each starts its handshake at once.
   constexpr int waiting = 5;
@@ -832,6 +853,7 @@ TEST_CASE("over max_active connections wait before their handshake and are serve
   for (int i = 0; i < waiting; ++i) {
     clients.push_back(std::make_unique<RawClient>("127.0.0.1", server.port()));
     RawClient* client = clients.back().get();
+    client->set_receive_timeout(6000ms);
     threads.emplace_back([client, i, &order_mutex, &order, &handshakes, &served] {
       if (!client->handshake()) return;
       {
@@ -839,7 +861,6 @@ TEST_CASE("over max_active connections wait before their handshake and are serve
         order.push_back(i);
       }
       handshakes.fetch_add(1);
-      // Served, then gone: that frees the slot for the next in line.
       if (!client->send(get_request("/healthz", true))) return;
       const auto response = client->read_response();
       served[static_cast<std::size_t>(i)] = response && response->status == 200;
@@ -854,16 +875,13 @@ TEST_CASE("over max_active connections wait before their handshake and are serve
   CHECK(handshakes.load() == 0);
   CHECK(server.server->stats().connections_active == 1);
 
-  REQUIRE(holder.send(get_request("/healthz", true)));
-  const auto response = holder.read_response();
-  REQUIRE(response);
-  CHECK(response->status == 200);
   for (auto& thread : threads) thread.join();
   CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
   for (const bool ok : served) CHECK(ok);
   const TransportStats stats = server.server->stats();
   CHECK(stats.connections_queued == waiting);
   CHECK(stats.queue_timeouts == 0);
+  CHECK(stats.timeouts == 1);  // the holder's stalled handshake
   CHECK(stats.handshake_failures == 0);
 }
 
@@ -873,36 +891,29 @@ TEST_CASE("a connection that waited queue_timeout for an active slot is closed w
   auto limits = test_limits();
   limits.max_active = 1;
   limits.queue_timeout = 500ms;
-  limits.handshake_timeout = 5000ms;
   limits.request_timeout = 5000ms;
-  limits.idle_timeout = 5000ms;
-  limits.header_timeout = 5000ms;
   TestServer server(pki.files, limits);
 
   RawClient holder("127.0.0.1", server.port());
-  REQUIRE(holder.handshake());
+  REQUIRE(holder.send(client_hello()));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 1; }));
   RawClient late("127.0.0.1", server.port());
   const auto start = Clock::now();
   CHECK_FALSE(late.handshake());  // closed by the server, not answered
   const long long waited = elapsed_ms(start);
   CHECK(waited >= 400);
-  CHECK(waited < 2500);
+  CHECK(waited < 1800);
   TransportStats stats = server.server->stats();
   CHECK(stats.queue_timeouts == 1);
   CHECK(stats.handshake_failures == 0);
   CHECK(stats.connections_waiting == 0);
 
-  // The holder is still served, and once it is gone a newcomer gets the slot at once.
-  REQUIRE(holder.send(get_request("/healthz", true)));
-  const auto response = holder.read_response();
-  REQUIRE(response);
-  CHECK(response->status == 200);
+  // Once the stalled handshake has lost its slot, a newcomer is served at once.
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 0; }));
   auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
   REQUIRE(result);
   CHECK(result->status == 200);
-  stats = server.server->stats();
-  CHECK(stats.queue_timeouts == 1);
-  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 0; }));
+  CHECK(server.server->stats().queue_timeouts == 1);
 }
 
 TEST_CASE("a client that left while it waited for an active slot gets no handshake") {
@@ -910,26 +921,24 @@ TEST_CASE("a client that left while it waited for an active slot gets no handsha
   const Pki pki = make_pki(dir.path, "main");
   auto limits = test_limits();
   limits.max_active = 1;
-  limits.queue_timeout = 5000ms;
+  limits.queue_timeout = 8000ms;
   limits.request_timeout = 5000ms;
   TestServer server(pki.files, limits);
 
   RawClient holder("127.0.0.1", server.port());
-  REQUIRE(holder.handshake());
+  REQUIRE(holder.send(client_hello()));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 1; }));
   {
-    // A ClientHello's first bytes, then the client gives up and closes.
+    // A complete (if meaningless) first TLS record, then the client gives up and closes.
     RawClient quitter("127.0.0.1", server.port());
     REQUIRE(quitter.send(std::string("\x16\x03\x01\x00\x05hello", 10)));
     REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_waiting == 1; }));
   }
-  REQUIRE(holder.send(get_request("/healthz", true)));
-  const auto response = holder.read_response();
-  REQUIRE(response);
-  CHECK(response->status == 200);
-  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.clients_gone == 1; }));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.clients_gone == 1; }, 5000ms));
   const TransportStats stats = server.server->stats();
   CHECK(stats.handshake_failures == 0);
   CHECK(stats.connections_waiting == 0);
+  CHECK(stats.timeouts == 1);  // the holder
 }
 
 TEST_CASE("over max_connections_per_peer a peer's own oldest unfinished connection is shed, other peers keep theirs") {

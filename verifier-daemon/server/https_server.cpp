@@ -72,6 +72,23 @@ constexpr std::size_t max_tls_file = 1024 * 1024;
 constexpr std::chrono::milliseconds max_close_wait{2000};
 // How much a keep-alive wait reads at once; the parser then takes it from the buffer.
 constexpr std::size_t idle_read_size = 4096;
+// The first TLS record is read whole before a connection queues for an active slot: a
+// record holds at most 2^14 bytes of plaintext (a ClientHello is a few hundred bytes).
+constexpr std::size_t max_hello_record = 5 + 16 * 1024;
+// How long a handshake may hold an active slot (it also has handshake_timeout from then).
+constexpr std::chrono::milliseconds max_active_handshake{2000};
+
+// The size of the first TLS record, from its 5-byte header once those bytes are in: a
+// handshake record's announced length (capped), anything else as read so far (the handshake
+// then rejects it).
+std::size_t hello_record_size(const char* data, std::size_t size) {
+  if (size < 5) return data[0] == 0x16 ? 5 : size;
+  if (data[0] != 0x16) return size;
+  const std::size_t length = (static_cast<std::size_t>(static_cast<unsigned char>(data[3])) << 8) |
+                             static_cast<unsigned char>(data[4]);
+  return std::min(max_hello_record, 5 + length);
+}
+
 // Connections taken from the kernel's queue in one go before other handlers get a turn.
 constexpr std::size_t max_accept_batch = 256;
 
@@ -778,32 +795,45 @@ class Server final : public HttpsServer {
     const StreamPublication published(control, transport);
     if (control.closed) co_return;  // shed (or stopped) before it started
 
-    // A socket that never speaks loses its slot after first_byte_timeout; what it sent is
-    // handed to the handshake.
+    // A socket that never speaks loses its slot after first_byte_timeout. The whole first
+    // TLS record (the ClientHello) is read before the connection queues for an active slot,
+    // within handshake_timeout of accept, so a client that sends half a hello and stalls
+    // never holds an active slot; what was read is handed to the handshake.
     error_code ec;
     transport.expires_at(accepted_at + std::min(limits_.first_byte_timeout, limits_.handshake_timeout));
-    std::array<char, 512> hello{};
-    const std::size_t hello_size = co_await transport.async_read_some(asio::buffer(hello), on_error(ec));
+    std::vector<char> hello(512);
+    std::size_t hello_size = co_await transport.async_read_some(asio::buffer(hello), on_error(ec));
+    transport.expires_at(accepted_at + limits_.handshake_timeout);
+    while (!ec && hello_size < hello_record_size(hello.data(), hello_size)) {
+      hello.resize(std::max(hello.size(), hello_record_size(hello.data(), hello_size)));
+      hello_size += co_await transport.async_read_some(asio::buffer(hello.data() + hello_size, hello.size() - hello_size),
+                                                       on_error(ec));
+    }
     if (ec) {
       if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
       co_return;
     }
-    // In arrival order: the handshake and everything after it wait for an active slot. The
-    // handshake deadline counts from when the slot was granted.
-    const auto started_at = co_await wait_for_slot(shared_control, accepted_at);
-    if (!started_at) co_return;
-    ActiveSlot slot(gate_);
-    if (control.closed) co_return;
-    if (*started_at != accepted_at && peer_gone(transport.socket())) {
-      counters_.clients_gone.fetch_add(1);  // gave up while waiting: no handshake for nobody
-      co_return;
+    // In arrival order: the handshake waits for an active slot, and gives it back when done.
+    // Once granted, the handshake is CPU work and one round trip: it gets at most
+    // max_active_handshake (and handshake_timeout from the grant), so a client that stalls
+    // in the middle cannot hold the slot long.
+    {
+      const auto started_at = co_await wait_for_slot(shared_control, accepted_at);
+      if (!started_at) co_return;
+      const ActiveSlot slot(gate_);
+      if (control.closed) co_return;
+      if (*started_at != accepted_at && peer_gone(transport.socket())) {
+        counters_.clients_gone.fetch_add(1);  // gave up while it waited: no handshake for nobody
+        co_return;
+      }
+      transport.expires_at(*started_at + std::min(limits_.handshake_timeout, max_active_handshake));
+      co_await stream.async_handshake(ssl::stream_base::server, asio::buffer(hello.data(), hello_size), on_error(ec));
+      if (ec) {
+        (ec == beast::error::timeout ? counters_.timeouts : counters_.handshake_failures).fetch_add(1);
+        co_return;
+      }
     }
-    transport.expires_at(*started_at + limits_.handshake_timeout);
-    co_await stream.async_handshake(ssl::stream_base::server, asio::buffer(hello.data(), hello_size), on_error(ec));
-    if (ec) {
-      (ec == beast::error::timeout ? counters_.timeouts : counters_.handshake_failures).fetch_add(1);
-      co_return;
-    }
+    std::vector<char>().swap(hello);
 
     beast::flat_buffer buffer;
     for (std::size_t served = 0; served < limits_.max_requests_per_connection; ++served) {
@@ -910,8 +940,6 @@ class Server final : public HttpsServer {
       note_idle(control.id);
     }
 
-    // The work is done: the next connection in line starts while this one says goodbye.
-    slot.release();
     transport.expires_after(std::min(limits_.handshake_timeout, max_close_wait));
     co_await stream.async_shutdown(on_error(ec));  // most clients just close: errors are normal
   }

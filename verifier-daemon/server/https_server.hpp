@@ -38,20 +38,24 @@ struct ServerLimits {
   // The first bytes of each body are not counted (bounded by max_connections anyway), so a
   // small request never gets 503 because large ones hold the budget.
   std::size_t body_bytes_per_connection = 16 * 1024;
-  // Admission in arrival order. At most max_active connections are in the expensive part of
-  // their life (TLS handshake through the last answer) at once; the others wait, holding only
-  // their socket and the ClientHello they sent, and start in the order they were accepted, so
-  // under a storm early arrivals finish early instead of every connection progressing
-  // together. 0: four per thread (I/O and blocking threads together). A connection that
+  // Admission in arrival order. At most max_active connections are in their TLS handshake
+  // (the expensive part of a connection on the I/O threads) at once; the others wait, holding
+  // only their socket and the ClientHello they sent (read whole first), and start in the
+  // order they were accepted, so under a storm early arrivals finish early instead of every
+  // handshake progressing together. A slot is held for at most 2 s (and handshake_timeout).
+  // Requests then run on the blocking pool in the order they arrive. 0: four per thread (I/O
+  // and blocking threads together). A connection that
   // waited queue_timeout since its accept is closed before its handshake (the agent retries on
   // its schedule) rather than served an answer it has already given up on; keep it well under
   // the agents' attempt timeout (30 s).
   std::size_t max_active = 0;
   std::chrono::milliseconds queue_timeout{10'000};
   // Deadlines. From accept: the first byte of the TLS ClientHello, then the whole
-  // handshake. From the end of the handshake (or a keep-alive request's first byte): the
-  // request headers. From the end of the headers: the body. Writing a response has
-  // request_timeout again. Between keep-alive requests: idle_timeout.
+  // handshake (once the ClientHello is in and an active slot granted, the rest of the
+  // handshake has at most 2 s from the grant). From the end of the handshake (or a
+  // keep-alive request's first byte): the request headers. From the end of the headers: the
+  // body. Writing a response has request_timeout again. Between keep-alive requests:
+  // idle_timeout.
   std::chrono::milliseconds first_byte_timeout{2'000};
   std::chrono::milliseconds handshake_timeout{5'000};
   std::chrono::milliseconds header_timeout{5'000};
