@@ -19,6 +19,8 @@
 #include <cerrno>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <queue>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -39,7 +41,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
@@ -169,18 +170,32 @@ HttpResponse invoke_handler(const RequestHandler& handler, const HttpRequest& re
   }
 }
 
-// The pool the handler runs on. Closing it and posting to it are ordered by a mutex, so a
-// task is either refused or posted before join() starts (and then join() waits for it):
+// The pool the handler runs on. Its queue is ordered by the accept time of each request's
+// connection, oldest first (then by posting order), not by when the request came: in a boot
+// storm an agent that arrived early has its attest handled before the challenges of agents
+// that arrived after it, so early arrivals finish early instead of every agent progressing
+// together. Closing it and posting to it are ordered by the mutex, so a task is either
+// refused or queued before close_and_join() starts (and then runs before the threads end):
 // none can be stranded in a pool whose threads are gone.
 class BlockingPool {
  public:
-  explicit BlockingPool(unsigned threads) : pool_(threads) {}
+  using Clock = std::chrono::steady_clock;
 
-  template <class Task>
-  bool try_post(Task&& task) {
-    std::lock_guard lock(mutex_);
-    if (closed_) return false;
-    asio::post(pool_, std::forward<Task>(task));
+  explicit BlockingPool(unsigned threads) {
+    threads_.reserve(threads);
+    for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~BlockingPool() { close_and_join(); }
+  BlockingPool(const BlockingPool&) = delete;
+  BlockingPool& operator=(const BlockingPool&) = delete;
+
+  bool try_post(Clock::time_point order, std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return false;
+      queue_.push(Task{order, next_sequence_++, std::move(task)});
+    }
+    ready_.notify_one();
     return true;
   }
 
@@ -189,22 +204,51 @@ class BlockingPool {
       std::lock_guard lock(mutex_);
       closed_ = true;
     }
-    pool_.join();
+    ready_.notify_all();
+    for (auto& thread : threads_)
+      if (thread.joinable()) thread.join();
   }
 
  private:
+  struct Task {
+    Clock::time_point order;
+    std::uint64_t sequence = 0;
+    std::function<void()> run;
+    // std::priority_queue puts the greatest first: the greatest here is the oldest.
+    bool operator<(const Task& other) const {
+      return order != other.order ? order > other.order : sequence > other.sequence;
+    }
+  };
+
+  void run() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [this] { return closed_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // closed and drained
+        task = std::move(const_cast<Task&>(queue_.top()).run);
+        queue_.pop();
+      }
+      task();
+    }
+  }
+
   std::mutex mutex_;
+  std::condition_variable ready_;
   bool closed_ = false;
-  asio::thread_pool pool_;
+  std::uint64_t next_sequence_ = 0;
+  std::priority_queue<Task> queue_;
+  std::vector<std::thread> threads_;
 };
 
 // Runs the handler on the blocking pool and completes on the caller's executor (the
 // connection's strand). The pending completion keeps the I/O context busy until then.
 template <class CompletionToken>
-auto async_run_handler(BlockingPool& pool, const RequestHandler& handler, HttpRequest request,
-                       CompletionToken&& token) {
+auto async_run_handler(BlockingPool& pool, BlockingPool::Clock::time_point order, const RequestHandler& handler,
+                       HttpRequest request, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, void(HttpResponse)>(
-      [&pool, &handler](auto completion, HttpRequest owned) {
+      [&pool, order, &handler](auto completion, HttpRequest owned) {
         auto home = asio::prefer(asio::get_associated_executor(completion), asio::execution::outstanding_work.tracked);
         auto deliver = [home](auto&& completion_handler, HttpResponse response) {
           asio::dispatch(
@@ -214,7 +258,7 @@ auto async_run_handler(BlockingPool& pool, const RequestHandler& handler, HttpRe
         };
         // The task owns the completion; if the pool refuses it (stopping), it comes back.
         auto task = std::make_shared<std::optional<decltype(completion)>>(std::move(completion));
-        const bool posted = pool.try_post([&handler, owned = std::move(owned), task, deliver]() mutable {
+        const bool posted = pool.try_post(order, [&handler, owned = std::move(owned), task, deliver]() mutable {
           HttpResponse response = invoke_handler(handler, owned);
           deliver(std::move(**task), std::move(response));
         });
@@ -919,7 +963,7 @@ class Server final : public HttpsServer {
 
       counters_.in_flight.fetch_add(1);
       CountedScope in_flight(counters_.in_flight);
-      HttpResponse answer = co_await async_run_handler(*blocking_, handler_, std::move(request), asio::use_awaitable);
+      HttpResponse answer = co_await async_run_handler(*blocking_, accepted_at, handler_, std::move(request), asio::use_awaitable);
 
       http::response<http::string_body> response{http::status::ok, version};
       // A final status only; 204 and 304 carry no body by definition (Beast would throw).
