@@ -1,6 +1,7 @@
 // The attestation port's transport: TLS 1.3 accept loop, one coroutine per connection on its
 // own strand, deadlines on every step, admission by ConnectionTable (slots and body memory),
-// and the application handler run on a blocking pool. A connection's whole life is
+// TLS handshakes a bounded number at a time in arrival order (ActiveGate), and the
+// application handler run on a blocking pool, oldest connection first. A connection's whole life is
 // serve_connection(), read top to bottom.
 #include "verifier-daemon/server/https_server.hpp"
 

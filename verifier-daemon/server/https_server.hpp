@@ -43,7 +43,7 @@ struct ServerLimits {
   // only their socket and the ClientHello they sent (read whole first), and start in the
   // order they were accepted, so under a storm early arrivals finish early instead of every
   // handshake progressing together. A slot is held for at most 2 s (and handshake_timeout).
-  // Requests then run on the blocking pool in the order they arrive. 0: four per thread (I/O
+  // Requests then run on the blocking pool oldest connection first. 0: four per thread (I/O
   // and blocking threads together). A connection that
   // waited queue_timeout since its accept is closed before its handshake (the agent retries on
   // its schedule) rather than served an answer it has already given up on; keep it well under
