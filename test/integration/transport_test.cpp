@@ -129,6 +129,10 @@ class TestServer {
         listen, files, limits,
         [this](const HttpRequest& request) {
           calls.fetch_add(1);
+          {
+            std::lock_guard lock(mutex_);
+            targets_.push_back(request.target);
+          }
           HttpResponse response;
           if (request.target == "/throw") throw std::runtime_error("handler bug");
           if (request.target == "/hold") {
@@ -171,6 +175,12 @@ class TestServer {
     return last_peer_;
   }
 
+  // The targets the handler was called for, in the order it was called.
+  std::vector<std::string> targets() const {
+    std::lock_guard lock(mutex_);
+    return targets_;
+  }
+
   void release_held() {
     {
       std::lock_guard lock(mutex_);
@@ -188,6 +198,7 @@ class TestServer {
   std::condition_variable gate_;
   bool released_ = false;
   std::string last_peer_;
+  std::vector<std::string> targets_;
 };
 
 protocol::HttpsClientOptions client_options(const std::string& ca_pem) {
@@ -939,6 +950,38 @@ TEST_CASE("a client that left while it waited for an active slot gets no handsha
   CHECK(stats.handshake_failures == 0);
   CHECK(stats.connections_waiting == 0);
   CHECK(stats.timeouts == 1);  // the holder
+}
+
+TEST_CASE("queued requests are handled oldest connection first, not in the order they came") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.blocking_threads = 1;
+  limits.request_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  // The only blocking thread is held; then an early and a late connection queue requests,
+  // the late one first.
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.handshake());
+  REQUIRE(holder.send(get_request("/hold")));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 1; }));
+  RawClient early("127.0.0.1", server.port());
+  REQUIRE(early.handshake());
+  RawClient late("127.0.0.1", server.port());
+  REQUIRE(late.handshake());
+  REQUIRE(late.send(get_request("/late")));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 2; }));
+  REQUIRE(early.send(get_request("/early")));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 3; }));
+
+  server.release_held();
+  for (RawClient* client : {&holder, &early, &late}) {
+    const auto response = client->read_response();
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  CHECK(server.targets() == std::vector<std::string>{"/hold", "/early", "/late"});
 }
 
 TEST_CASE("over max_connections_per_peer a peer's own oldest unfinished connection is shed, other peers keep theirs") {
