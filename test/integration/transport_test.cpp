@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -128,6 +129,10 @@ class TestServer {
         listen, files, limits,
         [this](const HttpRequest& request) {
           calls.fetch_add(1);
+          {
+            std::lock_guard lock(mutex_);
+            targets_.push_back(request.target);
+          }
           HttpResponse response;
           if (request.target == "/throw") throw std::runtime_error("handler bug");
           if (request.target == "/hold") {
@@ -170,6 +175,12 @@ class TestServer {
     return last_peer_;
   }
 
+  // The targets the handler was called for, in the order it was called.
+  std::vector<std::string> targets() const {
+    std::lock_guard lock(mutex_);
+    return targets_;
+  }
+
   void release_held() {
     {
       std::lock_guard lock(mutex_);
@@ -187,6 +198,7 @@ class TestServer {
   std::condition_variable gate_;
   bool released_ = false;
   std::string last_peer_;
+  std::vector<std::string> targets_;
 };
 
 protocol::HttpsClientOptions client_options(const std::string& ca_pem) {
@@ -256,6 +268,9 @@ class RawClient {
   }
   RawClient(const RawClient&) = delete;
   RawClient& operator=(const RawClient&) = delete;
+
+  // Closes both directions now (the descriptor stays until destruction).
+  void hang_up() { ::shutdown(fd_, SHUT_RDWR); }
 
   void set_receive_timeout(std::chrono::milliseconds timeout) {
     timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
@@ -801,6 +816,172 @@ TEST_CASE("a connection being answered is never shed; when every slot is answeri
   auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
   REQUIRE(result);
   CHECK(result->status == 200);
+}
+
+// A real ClientHello, made with memory BIOs: sent raw by a client that then never finishes
+// its handshake, it keeps the server in the handshake (holding an active slot) until the
+// server's deadline.
+std::string client_hello() {
+  std::unique_ptr<SSL_CTX, SslCtxFree> ctx(SSL_CTX_new(TLS_client_method()));
+  REQUIRE(ctx);
+  std::unique_ptr<SSL, SslFree> ssl(SSL_new(ctx.get()));
+  REQUIRE(ssl);
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl.get(), in, out);
+  SSL_set_connect_state(ssl.get());
+  REQUIRE(SSL_do_handshake(ssl.get()) != 1);
+  ERR_clear_error();
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(out, &data);
+  REQUIRE(size > 5);
+  return std::string(data, static_cast<std::size_t>(size));
+}
+
+TEST_CASE("over max_active connections wait before their handshake and are served in arrival order") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_active = 1;
+  limits.queue_timeout = 8000ms;
+  limits.request_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  // The first connection takes the only active slot with a ClientHello and stalls there,
+  // until the server's handshake deadline (2 s here) gives the slot up.
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.send(client_hello()));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 1; }));
+
+  // Five more arrive one after another; each starts its handshake at once.
+  constexpr int waiting = 5;
+  std::vector<std::unique_ptr<RawClient>> clients;
+  std::vector<std::thread> threads;
+  std::mutex order_mutex;
+  std::vector<int> order;
+  std::atomic<int> handshakes{0};
+  std::array<bool, waiting> served{};
+  for (int i = 0; i < waiting; ++i) {
+    clients.push_back(std::make_unique<RawClient>("127.0.0.1", server.port()));
+    RawClient* client = clients.back().get();
+    client->set_receive_timeout(6000ms);
+    threads.emplace_back([client, i, &order_mutex, &order, &handshakes, &served] {
+      if (!client->handshake()) return;
+      {
+        std::lock_guard lock(order_mutex);
+        order.push_back(i);
+      }
+      handshakes.fetch_add(1);
+      if (!client->send(get_request("/healthz", true))) return;
+      const auto response = client->read_response();
+      served[static_cast<std::size_t>(i)] = response && response->status == 200;
+      client->hang_up();
+    });
+    REQUIRE(eventually(*server.server, [i](const TransportStats& s) {
+      return s.connections_waiting == static_cast<std::uint64_t>(i + 1);
+    }));
+  }
+  // While the slot is held, nobody behind it gets a handshake.
+  std::this_thread::sleep_for(300ms);
+  CHECK(handshakes.load() == 0);
+  CHECK(server.server->stats().connections_active == 1);
+
+  for (auto& thread : threads) thread.join();
+  CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+  for (const bool ok : served) CHECK(ok);
+  const TransportStats stats = server.server->stats();
+  CHECK(stats.connections_queued == waiting);
+  CHECK(stats.queue_timeouts == 0);
+  CHECK(stats.timeouts == 1);  // the holder's stalled handshake
+  CHECK(stats.handshake_failures == 0);
+}
+
+TEST_CASE("a connection that waited queue_timeout for an active slot is closed without a handshake") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_active = 1;
+  limits.queue_timeout = 500ms;
+  limits.request_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.send(client_hello()));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 1; }));
+  RawClient late("127.0.0.1", server.port());
+  const auto start = Clock::now();
+  CHECK_FALSE(late.handshake());  // closed by the server, not answered
+  const long long waited = elapsed_ms(start);
+  CHECK(waited >= 400);
+  CHECK(waited < 1800);
+  TransportStats stats = server.server->stats();
+  CHECK(stats.queue_timeouts == 1);
+  CHECK(stats.handshake_failures == 0);
+  CHECK(stats.connections_waiting == 0);
+
+  // Once the stalled handshake has lost its slot, a newcomer is served at once.
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 0; }));
+  auto result = protocol::https_get({"127.0.0.1", server.port(), ""}, "/healthz", client_options(pki.ca_pem));
+  REQUIRE(result);
+  CHECK(result->status == 200);
+  CHECK(server.server->stats().queue_timeouts == 1);
+}
+
+TEST_CASE("a client that left while it waited for an active slot gets no handshake") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.max_active = 1;
+  limits.queue_timeout = 8000ms;
+  limits.request_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.send(client_hello()));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_active == 1; }));
+  {
+    // A complete (if meaningless) first TLS record, then the client gives up and closes.
+    RawClient quitter("127.0.0.1", server.port());
+    REQUIRE(quitter.send(std::string("\x16\x03\x01\x00\x05hello", 10)));
+    REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.connections_waiting == 1; }));
+  }
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.clients_gone == 1; }, 5000ms));
+  const TransportStats stats = server.server->stats();
+  CHECK(stats.handshake_failures == 0);
+  CHECK(stats.connections_waiting == 0);
+  CHECK(stats.timeouts == 1);  // the holder
+}
+
+TEST_CASE("queued requests are handled oldest connection first, not in the order they came") {
+  TempDir dir;
+  const Pki pki = make_pki(dir.path, "main");
+  auto limits = test_limits();
+  limits.blocking_threads = 1;
+  limits.request_timeout = 5000ms;
+  TestServer server(pki.files, limits);
+
+  // The only blocking thread is held; then an early and a late connection queue requests,
+  // the late one first.
+  RawClient holder("127.0.0.1", server.port());
+  REQUIRE(holder.handshake());
+  REQUIRE(holder.send(get_request("/hold")));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 1; }));
+  RawClient early("127.0.0.1", server.port());
+  REQUIRE(early.handshake());
+  RawClient late("127.0.0.1", server.port());
+  REQUIRE(late.handshake());
+  REQUIRE(late.send(get_request("/late")));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 2; }));
+  REQUIRE(early.send(get_request("/early")));
+  REQUIRE(eventually(*server.server, [](const TransportStats& s) { return s.requests_in_flight == 3; }));
+
+  server.release_held();
+  for (RawClient* client : {&holder, &early, &late}) {
+    const auto response = client->read_response();
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  CHECK(server.targets() == std::vector<std::string>{"/hold", "/early", "/late"});
 }
 
 TEST_CASE("over max_connections_per_peer a peer's own oldest unfinished connection is shed, other peers keep theirs") {

@@ -147,9 +147,9 @@ level = "debug"
 TEST_CASE("unknown keys and sections are errors that name the file, line and key") {
   CHECK(error_of("[server]\nlisten = [\"127.0.0.1:1\"]\nlisen = 3\n") ==
         "test.toml:3:1: server.lisen: unknown key (known in [server]: blocking_threads, first_byte_timeout_ms, "
-        "handshake_timeout_ms, header_timeout_ms, idle_timeout_ms, listen, max_buffered_body_bytes, "
-        "max_connections, max_connections_per_peer, max_header_bytes, max_requests_per_connection, "
-        "request_timeout_ms, shed_after_ms, threads)");
+        "handshake_timeout_ms, header_timeout_ms, idle_timeout_ms, listen, max_active_connections, "
+        "max_buffered_body_bytes, max_connections, max_connections_per_peer, max_header_bytes, "
+        "max_requests_per_connection, queue_timeout_ms, request_timeout_ms, shed_after_ms, threads)");
   CHECK(error_of("[serverr]\n").find("serverr: unknown section") != std::string::npos);
   CHECK(error_of("listen = 1\n").find("listen: unknown section") != std::string::npos);
   CHECK(error_of("[store]\n[store.extra]\n").find("store.extra: unknown key") != std::string::npos);

@@ -163,6 +163,20 @@ const std::map<std::string, Section, std::less<>>& schema() {
               c.limits.max_connections_per_peer = static_cast<std::size_t>(*v);
               return {};
             }},
+           {"max_active_connections",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = r.integer(n, p, 0, 1'000'000);
+              if (!v) return tl::unexpected(v.error());
+              c.limits.max_active = static_cast<std::size_t>(*v);
+              return {};
+            }},
+           {"queue_timeout_ms",
+            [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
+              auto v = milliseconds(r, n, p);
+              if (!v) return tl::unexpected(v.error());
+              c.limits.queue_timeout = *v;
+              return {};
+            }},
            {"shed_after_ms",
             [](const Reader& r, const toml::node& n, const std::string& p, Config& c) -> Result<void> {
               auto v = milliseconds(r, n, p);

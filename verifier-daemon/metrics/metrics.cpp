@@ -195,6 +195,12 @@ std::string Metrics::render() const {
          "Requests refused because a header or body exceeded its limit."},
         {"fde_transport_bodies_refused_total", stats.bodies_refused,
          "Requests answered 503 because max_buffered_body_bytes had no room for their body."},
+        {"fde_transport_connections_queued_total", stats.connections_queued,
+         "Connections that waited (in arrival order) for an active slot before their TLS handshake."},
+        {"fde_transport_queue_timeouts_total", stats.queue_timeouts,
+         "Connections closed without a handshake after waiting queue_timeout_ms for an active slot."},
+        {"fde_transport_clients_gone_total", stats.clients_gone,
+         "Connections whose client had closed before its handshake or request was worked on."},
     };
     for (const Counter& counter : counters) {
       header(out, counter.name, "counter", counter.help);
@@ -202,6 +208,11 @@ std::string Metrics::render() const {
     }
     header(out, "fde_transport_connections_open", "gauge", "TLS connections open now.");
     sample(out, "fde_transport_connections_open", "", std::to_string(stats.connections_open));
+    header(out, "fde_transport_connections_waiting", "gauge", "Connections waiting for an active slot now.");
+    sample(out, "fde_transport_connections_waiting", "", std::to_string(stats.connections_waiting));
+    header(out, "fde_transport_connections_active", "gauge",
+           "Connections holding an active slot (handshake through answer) now.");
+    sample(out, "fde_transport_connections_active", "", std::to_string(stats.connections_active));
     header(out, "fde_transport_requests_in_flight", "gauge", "Requests read and not yet answered by the transport.");
     sample(out, "fde_transport_requests_in_flight", "", std::to_string(stats.requests_in_flight));
     header(out, "fde_transport_body_bytes_buffered", "gauge", "Request-body bytes held in memory now.");

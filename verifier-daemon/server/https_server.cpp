@@ -1,6 +1,7 @@
 // The attestation port's transport: TLS 1.3 accept loop, one coroutine per connection on its
 // own strand, deadlines on every step, admission by ConnectionTable (slots and body memory),
-// and the application handler run on a blocking pool. A connection's whole life is
+// TLS handshakes a bounded number at a time in arrival order (ActiveGate), and the
+// application handler run on a blocking pool, oldest connection first. A connection's whole life is
 // serve_connection(), read top to bottom.
 #include "verifier-daemon/server/https_server.hpp"
 
@@ -11,12 +12,16 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <deque>
+#include <functional>
+#include <queue>
 #include <exception>
 #include <limits>
 #include <mutex>
@@ -37,7 +42,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
@@ -70,6 +74,23 @@ constexpr std::size_t max_tls_file = 1024 * 1024;
 constexpr std::chrono::milliseconds max_close_wait{2000};
 // How much a keep-alive wait reads at once; the parser then takes it from the buffer.
 constexpr std::size_t idle_read_size = 4096;
+// The first TLS record is read whole before a connection queues for an active slot: a
+// record holds at most 2^14 bytes of plaintext (a ClientHello is a few hundred bytes).
+constexpr std::size_t max_hello_record = 5 + 16 * 1024;
+// How long a handshake may hold an active slot (it also has handshake_timeout from then).
+constexpr std::chrono::milliseconds max_active_handshake{2000};
+
+// The size of the first TLS record, from its 5-byte header once those bytes are in: a
+// handshake record's announced length (capped), anything else as read so far (the handshake
+// then rejects it).
+std::size_t hello_record_size(const char* data, std::size_t size) {
+  if (size < 5) return data[0] == 0x16 ? 5 : size;
+  if (data[0] != 0x16) return size;
+  const std::size_t length = (static_cast<std::size_t>(static_cast<unsigned char>(data[3])) << 8) |
+                             static_cast<unsigned char>(data[4]);
+  return std::min(max_hello_record, 5 + length);
+}
+
 // Connections taken from the kernel's queue in one go before other handlers get a turn.
 constexpr std::size_t max_accept_batch = 256;
 
@@ -150,18 +171,32 @@ HttpResponse invoke_handler(const RequestHandler& handler, const HttpRequest& re
   }
 }
 
-// The pool the handler runs on. Closing it and posting to it are ordered by a mutex, so a
-// task is either refused or posted before join() starts (and then join() waits for it):
+// The pool the handler runs on. Its queue is ordered by the accept time of each request's
+// connection, oldest first (then by posting order), not by when the request came: in a boot
+// storm an agent that arrived early has its attest handled before the challenges of agents
+// that arrived after it, so early arrivals finish early instead of every agent progressing
+// together. Closing it and posting to it are ordered by the mutex, so a task is either
+// refused or queued before close_and_join() starts (and then runs before the threads end):
 // none can be stranded in a pool whose threads are gone.
 class BlockingPool {
  public:
-  explicit BlockingPool(unsigned threads) : pool_(threads) {}
+  using Clock = std::chrono::steady_clock;
 
-  template <class Task>
-  bool try_post(Task&& task) {
-    std::lock_guard lock(mutex_);
-    if (closed_) return false;
-    asio::post(pool_, std::forward<Task>(task));
+  explicit BlockingPool(unsigned threads) {
+    threads_.reserve(threads);
+    for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~BlockingPool() { close_and_join(); }
+  BlockingPool(const BlockingPool&) = delete;
+  BlockingPool& operator=(const BlockingPool&) = delete;
+
+  bool try_post(Clock::time_point order, std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return false;
+      queue_.push(Task{order, next_sequence_++, std::move(task)});
+    }
+    ready_.notify_one();
     return true;
   }
 
@@ -170,22 +205,51 @@ class BlockingPool {
       std::lock_guard lock(mutex_);
       closed_ = true;
     }
-    pool_.join();
+    ready_.notify_all();
+    for (auto& thread : threads_)
+      if (thread.joinable()) thread.join();
   }
 
  private:
+  struct Task {
+    Clock::time_point order;
+    std::uint64_t sequence = 0;
+    std::function<void()> run;
+    // std::priority_queue puts the greatest first: the greatest here is the oldest.
+    bool operator<(const Task& other) const {
+      return order != other.order ? order > other.order : sequence > other.sequence;
+    }
+  };
+
+  void run() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [this] { return closed_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // closed and drained
+        task = std::move(const_cast<Task&>(queue_.top()).run);
+        queue_.pop();
+      }
+      task();
+    }
+  }
+
   std::mutex mutex_;
+  std::condition_variable ready_;
   bool closed_ = false;
-  asio::thread_pool pool_;
+  std::uint64_t next_sequence_ = 0;
+  std::priority_queue<Task> queue_;
+  std::vector<std::thread> threads_;
 };
 
 // Runs the handler on the blocking pool and completes on the caller's executor (the
 // connection's strand). The pending completion keeps the I/O context busy until then.
 template <class CompletionToken>
-auto async_run_handler(BlockingPool& pool, const RequestHandler& handler, HttpRequest request,
-                       CompletionToken&& token) {
+auto async_run_handler(BlockingPool& pool, BlockingPool::Clock::time_point order, const RequestHandler& handler,
+                       HttpRequest request, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, void(HttpResponse)>(
-      [&pool, &handler](auto completion, HttpRequest owned) {
+      [&pool, order, &handler](auto completion, HttpRequest owned) {
         auto home = asio::prefer(asio::get_associated_executor(completion), asio::execution::outstanding_work.tracked);
         auto deliver = [home](auto&& completion_handler, HttpResponse response) {
           asio::dispatch(
@@ -195,7 +259,7 @@ auto async_run_handler(BlockingPool& pool, const RequestHandler& handler, HttpRe
         };
         // The task owns the completion; if the pool refuses it (stopping), it comes back.
         auto task = std::make_shared<std::optional<decltype(completion)>>(std::move(completion));
-        const bool posted = pool.try_post([&handler, owned = std::move(owned), task, deliver]() mutable {
+        const bool posted = pool.try_post(order, [&handler, owned = std::move(owned), task, deliver]() mutable {
           HttpResponse response = invoke_handler(handler, owned);
           deliver(std::move(**task), std::move(response));
         });
@@ -220,6 +284,9 @@ http::response<http::string_body> transport_error(http::status status, unsigned 
 }
 
 struct Counters {
+  std::atomic<std::uint64_t> queued{0};
+  std::atomic<std::uint64_t> queue_timeouts{0};
+  std::atomic<std::uint64_t> clients_gone{0};
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
   std::atomic<std::uint64_t> shed{0};
@@ -253,6 +320,7 @@ struct ConnectionControl {
   ConnectionTable::Id id = 0;
   asio::any_io_executor strand;
   beast::tcp_stream* stream = nullptr;
+  asio::steady_timer* queue_timer = nullptr;  // set while waiting for an active slot
   bool closed = false;
 };
 
@@ -262,8 +330,120 @@ void close_on_strand(const std::shared_ptr<ConnectionControl>& control) {
   asio::post(control->strand, [control] {
     control->closed = true;
     if (control->stream != nullptr) control->stream->close();
+    if (control->queue_timer != nullptr) control->queue_timer->cancel();
   });
 }
+
+// True if the peer has closed its end (or reset it): reading would give end of stream. A
+// peer that half-closed after sending a full request is treated as gone too; the agent never
+// does that, it waits for its answer.
+bool peer_gone(tcp::socket& socket) {
+  char byte = 0;
+  const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+// The active slots (ServerLimits::max_active) and the FIFO of connections waiting for one.
+// A waiter is handed a slot by release(): it is marked granted under the mutex, then its
+// timer (touched only on its strand) is cancelled to wake it.
+class ActiveGate {
+ public:
+  struct Waiter {
+    std::shared_ptr<ConnectionControl> control;
+    bool granted = false;  // under the gate's mutex
+  };
+
+  explicit ActiveGate(std::size_t capacity) : capacity_(std::max<std::size_t>(1, capacity)) {}
+
+  // True: a slot is taken now. False: the waiter is queued behind the others.
+  bool enter_or_queue(const std::shared_ptr<Waiter>& waiter) {
+    std::lock_guard lock(mutex_);
+    if (active_ < capacity_ && queue_.empty()) {
+      ++active_;
+      return true;
+    }
+    queue_.push_back(waiter);
+    return false;
+  }
+
+  bool granted(const std::shared_ptr<Waiter>& waiter) const {
+    std::lock_guard lock(mutex_);
+    return waiter->granted;
+  }
+
+  // The waiter gives up (closed or too old). True if a slot was granted meanwhile: the
+  // caller holds it then (and releases it).
+  bool leave(const std::shared_ptr<Waiter>& waiter) {
+    std::lock_guard lock(mutex_);
+    if (waiter->granted) return true;
+    const auto found = std::find(queue_.begin(), queue_.end(), waiter);
+    if (found != queue_.end()) queue_.erase(found);
+    return false;
+  }
+
+  void release() {
+    std::shared_ptr<Waiter> next;
+    {
+      std::lock_guard lock(mutex_);
+      if (queue_.empty()) {
+        if (active_ > 0) --active_;
+        return;
+      }
+      next = std::move(queue_.front());
+      queue_.pop_front();
+      next->granted = true;  // the slot passes on: active_ is unchanged
+    }
+    auto control = next->control;
+    asio::post(control->strand, [control] {
+      if (control->queue_timer != nullptr) control->queue_timer->cancel();
+    });
+  }
+
+  std::size_t active() const {
+    std::lock_guard lock(mutex_);
+    return active_;
+  }
+  std::size_t waiting() const {
+    std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+ private:
+  const std::size_t capacity_;
+  mutable std::mutex mutex_;
+  std::size_t active_ = 0;
+  std::deque<std::shared_ptr<Waiter>> queue_;
+};
+
+// Holds an active slot until release() or until it goes out of scope.
+class ActiveSlot {
+ public:
+  explicit ActiveSlot(ActiveGate& gate) : gate_(&gate) {}
+  ActiveSlot(const ActiveSlot&) = delete;
+  ActiveSlot& operator=(const ActiveSlot&) = delete;
+  ~ActiveSlot() { release(); }
+  void release() {
+    if (gate_ != nullptr) std::exchange(gate_, nullptr)->release();
+  }
+
+ private:
+  ActiveGate* gate_;
+};
+
+// Clears ConnectionControl::queue_timer when the wait ends (on the connection's strand).
+class TimerPublication {
+ public:
+  TimerPublication(ConnectionControl& control, asio::steady_timer& timer) : control_(control) {
+    control_.queue_timer = &timer;
+  }
+  TimerPublication(const TimerPublication&) = delete;
+  TimerPublication& operator=(const TimerPublication&) = delete;
+  ~TimerPublication() { control_.queue_timer = nullptr; }
+
+ private:
+  ConnectionControl& control_;
+};
 
 // Clears ConnectionControl::stream when the connection's frame ends (declared after the
 // stream, so it runs before the stream is destroyed).
@@ -300,6 +480,8 @@ class Server final : public HttpsServer {
         table_(AdmissionLimits{limits.max_connections, limits.max_connections_per_peer, limits.max_buffered_body_bytes,
                                limits.shed_after, limits.body_bytes_per_connection}),
         io_threads_(limits.threads != 0 ? limits.threads : std::max(1U, std::thread::hardware_concurrency())),
+        gate_(limits.max_active != 0 ? limits.max_active
+                                     : 4 * (std::size_t{io_threads_} + std::max(1U, limits.blocking_threads))),
         io_(static_cast<int>(io_threads_)) {}
 
   ~Server() override { stop(); }
@@ -408,6 +590,11 @@ class Server final : public HttpsServer {
     out.oversized_requests = counters_.oversized.load();
     out.bodies_refused = counters_.bodies_refused.load();
     out.requests_in_flight = counters_.in_flight.load();
+    out.connections_queued = counters_.queued.load();
+    out.queue_timeouts = counters_.queue_timeouts.load();
+    out.clients_gone = counters_.clients_gone.load();
+    out.connections_waiting = gate_.waiting();
+    out.connections_active = gate_.active();
     std::lock_guard lock(state_mutex_);
     out.connections_open = table_.size();
     out.body_bytes_buffered = table_.buffered_body_bytes();
@@ -434,6 +621,7 @@ class Server final : public HttpsServer {
       if (server_ != nullptr) server_->unregister(control_->id);
     }
     ConnectionControl& control() const { return *control_; }
+    const std::shared_ptr<ConnectionControl>& shared_control() const { return control_; }
 
    private:
     Server* server_;
@@ -613,36 +801,84 @@ class Server final : public HttpsServer {
   asio::awaitable<void> serve(tcp::socket socket, Registration registration, std::shared_ptr<ssl::context> tls,
                               Clock::time_point accepted_at) {
     try {
-      co_await serve_connection(std::move(socket), registration.control(), *tls, accepted_at);
+      co_await serve_connection(std::move(socket), registration.shared_control(), *tls, accepted_at);
     } catch (...) {
       // A connection's failure stays with that connection.
     }
   }
 
-  asio::awaitable<void> serve_connection(tcp::socket socket, ConnectionControl& control, ssl::context& tls,
-                                         Clock::time_point accepted_at) {
+  // Waits (FIFO) for an active slot. Nullopt: the connection was closed meanwhile, or waited
+  // queue_timeout since its accept and is dropped before its handshake.
+  asio::awaitable<std::optional<Clock::time_point>> wait_for_slot(const std::shared_ptr<ConnectionControl>& control,
+                                                                  Clock::time_point accepted_at) {
+    auto waiter = std::make_shared<ActiveGate::Waiter>();
+    waiter->control = control;
+    if (gate_.enter_or_queue(waiter)) co_return accepted_at;
+    counters_.queued.fetch_add(1);
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    const TimerPublication published(*control, timer);
+    const Clock::time_point stale_at = accepted_at + limits_.queue_timeout;
+    for (;;) {
+      timer.expires_at(stale_at);
+      error_code ec;
+      if (!gate_.granted(waiter) && !control->closed) co_await timer.async_wait(on_error(ec));
+      if (gate_.granted(waiter)) co_return Clock::now();
+      if (control->closed || Clock::now() >= stale_at) {
+        if (gate_.leave(waiter)) co_return Clock::now();  // granted at the last moment
+        if (!control->closed) counters_.queue_timeouts.fetch_add(1);
+        co_return std::nullopt;
+      }
+    }
+  }
+
+  asio::awaitable<void> serve_connection(tcp::socket socket, const std::shared_ptr<ConnectionControl>& shared_control,
+                                         ssl::context& tls, Clock::time_point accepted_at) {
+    ConnectionControl& control = *shared_control;
     const std::string peer = peer_of(socket);
     TlsStream stream(std::move(socket), tls);
     beast::tcp_stream& transport = beast::get_lowest_layer(stream);
     const StreamPublication published(control, transport);
     if (control.closed) co_return;  // shed (or stopped) before it started
 
-    // A socket that never speaks loses its slot after first_byte_timeout; what it sent is
-    // handed to the handshake.
+    // A socket that never speaks loses its slot after first_byte_timeout. The whole first
+    // TLS record (the ClientHello) is read before the connection queues for an active slot,
+    // within handshake_timeout of accept, so a client that sends half a hello and stalls
+    // never holds an active slot; what was read is handed to the handshake.
     error_code ec;
     transport.expires_at(accepted_at + std::min(limits_.first_byte_timeout, limits_.handshake_timeout));
-    std::array<char, 512> hello{};
-    const std::size_t hello_size = co_await transport.async_read_some(asio::buffer(hello), on_error(ec));
+    std::vector<char> hello(512);
+    std::size_t hello_size = co_await transport.async_read_some(asio::buffer(hello), on_error(ec));
+    transport.expires_at(accepted_at + limits_.handshake_timeout);
+    while (!ec && hello_size < hello_record_size(hello.data(), hello_size)) {
+      hello.resize(std::max(hello.size(), hello_record_size(hello.data(), hello_size)));
+      hello_size += co_await transport.async_read_some(asio::buffer(hello.data() + hello_size, hello.size() - hello_size),
+                                                       on_error(ec));
+    }
     if (ec) {
       if (ec == beast::error::timeout) counters_.timeouts.fetch_add(1);
       co_return;
     }
-    transport.expires_at(accepted_at + limits_.handshake_timeout);
-    co_await stream.async_handshake(ssl::stream_base::server, asio::buffer(hello.data(), hello_size), on_error(ec));
-    if (ec) {
-      (ec == beast::error::timeout ? counters_.timeouts : counters_.handshake_failures).fetch_add(1);
-      co_return;
+    // In arrival order: the handshake waits for an active slot, and gives it back when done.
+    // Once granted, the handshake is CPU work and one round trip: it gets at most
+    // max_active_handshake (and handshake_timeout from the grant), so a client that stalls
+    // in the middle cannot hold the slot long.
+    {
+      const auto started_at = co_await wait_for_slot(shared_control, accepted_at);
+      if (!started_at) co_return;
+      const ActiveSlot slot(gate_);
+      if (control.closed) co_return;
+      if (*started_at != accepted_at && peer_gone(transport.socket())) {
+        counters_.clients_gone.fetch_add(1);  // gave up while it waited: no handshake for nobody
+        co_return;
+      }
+      transport.expires_at(*started_at + std::min(limits_.handshake_timeout, max_active_handshake));
+      co_await stream.async_handshake(ssl::stream_base::server, asio::buffer(hello.data(), hello_size), on_error(ec));
+      if (ec) {
+        (ec == beast::error::timeout ? counters_.timeouts : counters_.handshake_failures).fetch_add(1);
+        co_return;
+      }
     }
+    std::vector<char>().swap(hello);
 
     beast::flat_buffer buffer;
     for (std::size_t served = 0; served < limits_.max_requests_per_connection; ++served) {
@@ -710,6 +946,12 @@ class Server final : public HttpsServer {
         case BodyRead::ended: co_return;
       }
       if (!note_answering(control.id)) co_return;
+      // No verification for a client that has already gone (an agent whose attempt deadline
+      // ran out closes its socket).
+      if (peer_gone(transport.socket())) {
+        counters_.clients_gone.fetch_add(1);
+        co_return;
+      }
 
       const bool keep_alive =
           parser.get().keep_alive() && served + 1 < limits_.max_requests_per_connection && !stopping();
@@ -722,7 +964,7 @@ class Server final : public HttpsServer {
 
       counters_.in_flight.fetch_add(1);
       CountedScope in_flight(counters_.in_flight);
-      HttpResponse answer = co_await async_run_handler(*blocking_, handler_, std::move(request), asio::use_awaitable);
+      HttpResponse answer = co_await async_run_handler(*blocking_, accepted_at, handler_, std::move(request), asio::use_awaitable);
 
       http::response<http::string_body> response{http::status::ok, version};
       // A final status only; 204 and 304 carry no body by definition (Beast would throw).
@@ -803,6 +1045,7 @@ class Server final : public HttpsServer {
   std::unique_ptr<BlockingPool> blocking_;
   std::vector<std::thread> threads_;
   const unsigned io_threads_;
+  ActiveGate gate_;
   // Declared after everything a coroutine frame touches: destroying the context destroys
   // frames that never finished, and those still reach the registry and the counters.
   asio::io_context io_;

@@ -38,10 +38,24 @@ struct ServerLimits {
   // The first bytes of each body are not counted (bounded by max_connections anyway), so a
   // small request never gets 503 because large ones hold the budget.
   std::size_t body_bytes_per_connection = 16 * 1024;
+  // Admission in arrival order. At most max_active connections are in their TLS handshake
+  // (the expensive part of a connection on the I/O threads) at once; the others wait, holding
+  // only their socket and the ClientHello they sent (read whole first), and start in the
+  // order they were accepted, so under a storm early arrivals finish early instead of every
+  // handshake progressing together. A slot is held for at most 2 s (and handshake_timeout).
+  // Requests then run on the blocking pool oldest connection first. 0: four per thread (I/O
+  // and blocking threads together). A connection that
+  // waited queue_timeout since its accept is closed before its handshake (the agent retries on
+  // its schedule) rather than served an answer it has already given up on; keep it well under
+  // the agents' attempt timeout (30 s).
+  std::size_t max_active = 0;
+  std::chrono::milliseconds queue_timeout{10'000};
   // Deadlines. From accept: the first byte of the TLS ClientHello, then the whole
-  // handshake. From the end of the handshake (or a keep-alive request's first byte): the
-  // request headers. From the end of the headers: the body. Writing a response has
-  // request_timeout again. Between keep-alive requests: idle_timeout.
+  // handshake (once the ClientHello is in and an active slot granted, the rest of the
+  // handshake has at most 2 s from the grant). From the end of the handshake (or a
+  // keep-alive request's first byte): the request headers. From the end of the headers: the
+  // body. Writing a response has request_timeout again. Between keep-alive requests:
+  // idle_timeout.
   std::chrono::milliseconds first_byte_timeout{2'000};
   std::chrono::milliseconds handshake_timeout{5'000};
   std::chrono::milliseconds header_timeout{5'000};
@@ -72,6 +86,11 @@ struct TransportStats {
   std::uint64_t timeouts = 0;
   std::uint64_t oversized_requests = 0;
   std::uint64_t bodies_refused = 0;  // 503: no room in max_buffered_body_bytes
+  std::uint64_t connections_queued = 0;  // had to wait for an active slot (max_active)
+  std::uint64_t queue_timeouts = 0;      // closed unhandshaken after waiting queue_timeout
+  std::uint64_t clients_gone = 0;        // request not handled: the client had already closed
+  std::uint64_t connections_waiting = 0; // waiting for an active slot now
+  std::uint64_t connections_active = 0;  // holding an active slot now
   std::uint64_t connections_open = 0;
   std::uint64_t requests_in_flight = 0;
   std::uint64_t body_bytes_buffered = 0;

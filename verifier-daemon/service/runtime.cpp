@@ -144,7 +144,7 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
   const ServerLimits& a = running.limits;
   const ServerLimits& b = loaded.limits;
   if (a.max_connections != b.max_connections || a.max_connections_per_peer != b.max_connections_per_peer ||
-      a.shed_after != b.shed_after ||
+      a.shed_after != b.shed_after || a.max_active != b.max_active || a.queue_timeout != b.queue_timeout ||
       a.max_buffered_body_bytes != b.max_buffered_body_bytes || a.first_byte_timeout != b.first_byte_timeout ||
       a.header_timeout != b.header_timeout || a.handshake_timeout != b.handshake_timeout ||
       a.request_timeout != b.request_timeout || a.idle_timeout != b.idle_timeout ||
