@@ -433,6 +433,32 @@ tl::unexpected<Error> not_enrolled(std::string_view image_id) {
   return fail(Errc::not_found, "image " + std::string(image_id) + " is not enrolled");
 }
 
+// Inside a transaction: one audit row as it is (already linked and MAC'd); the one writer of
+// audit rows, for appends and for imports.
+Result<void> insert_audit_row(Session& session, const AuditRecord& record, std::string_view operation) {
+  const AuditEntry& e = record.entry;
+  Params p;
+  p.integer(record.sequence)
+      .text(record.time)
+      .bytes(as_bytes(e.image_id))
+      .bytes(as_bytes(e.peer))
+      .bytes(as_bytes(e.token_digest))
+      .bytes(as_bytes(e.measurements))
+      .bytes(as_bytes(e.decision))
+      .bytes(as_bytes(e.reason))
+      .bytes(as_bytes(e.checks))
+      .text(record.previous_hash)
+      .text(record.hash)
+      .integer(record.format);
+  auto inserted = session.run(
+      "INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
+      "previous_hash, hash, format) VALUES ($1::bigint, $2::text, $3::bytea, $4::bytea, $5::bytea, $6::bytea, "
+      "$7::bytea, $8::bytea, $9::bytea, $10::text, $11::text, $12::integer)",
+      p, operation);
+  if (!inserted) return tl::unexpected(inserted.error());
+  return {};
+}
+
 class PostgresStore final : public Store {
  public:
   PostgresStore(PostgresOptions options, KeyEncryptionKey kek, SecretBytes audit_key, std::string kek_check)
@@ -652,25 +678,7 @@ Result<AuditRecord> PostgresStore::append_keyed(Session& session, const AuditEnt
   auto mac = audit_record_mac(audit_key_, record);
   if (!mac) return tl::unexpected(mac.error());
   record.hash = std::move(*mac);
-  Params p;
-  p.integer(record.sequence)
-      .text(record.time)
-      .bytes(as_bytes(entry.image_id))
-      .bytes(as_bytes(entry.peer))
-      .bytes(as_bytes(entry.token_digest))
-      .bytes(as_bytes(entry.measurements))
-      .bytes(as_bytes(entry.decision))
-      .bytes(as_bytes(entry.reason))
-      .bytes(as_bytes(entry.checks))
-      .text(record.previous_hash)
-      .text(record.hash)
-      .integer(record.format);
-  auto inserted = session.run(
-      "INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, reason, checks, "
-      "previous_hash, hash, format) VALUES ($1::bigint, $2::text, $3::bytea, $4::bytea, $5::bytea, $6::bytea, "
-      "$7::bytea, $8::bytea, $9::bytea, $10::text, $11::text, $12::integer)",
-      p, "append audit");
-  if (!inserted) return tl::unexpected(inserted.error());
+  if (auto ok = insert_audit_row(session, record, "append audit"); !ok) return tl::unexpected(ok.error());
   return record;
 }
 
@@ -1124,29 +1132,8 @@ Result<void> PostgresStore::import_content(const StoreContent& content) {
         !ok)
       return tl::unexpected(ok.error());
   }
-  for (const auto& record : content.audit) {
-    const AuditEntry& e = record.entry;
-    Params p;
-    p.integer(record.sequence)
-        .text(record.time)
-        .bytes(as_bytes(e.image_id))
-        .bytes(as_bytes(e.peer))
-        .bytes(as_bytes(e.token_digest))
-        .bytes(as_bytes(e.measurements))
-        .bytes(as_bytes(e.decision))
-        .bytes(as_bytes(e.reason))
-        .bytes(as_bytes(e.checks))
-        .text(record.previous_hash)
-        .text(record.hash)
-        .integer(record.format);
-    if (auto ok = s->run("INSERT INTO audit (sequence, time, image_id, peer, token_digest, measurements, decision, "
-                         "reason, checks, previous_hash, hash, format) VALUES ($1::bigint, $2::text, $3::bytea, "
-                         "$4::bytea, $5::bytea, $6::bytea, $7::bytea, $8::bytea, $9::bytea, $10::text, $11::text, "
-                         "$12::integer)",
-                         p, "import audit record");
-        !ok)
-      return tl::unexpected(ok.error());
-  }
+  for (const auto& record : content.audit)
+    if (auto ok = insert_audit_row(*s, record, "import audit record"); !ok) return ok;
   for (std::size_t epoch = 0; epoch < content.retired_audit_keys.size(); ++epoch) {
     Params p;
     p.integer(static_cast<std::int64_t>(epoch)).bytes(content.retired_audit_keys[epoch]);
