@@ -18,6 +18,8 @@
 # cryptsetup, openssl (scripts/install-deps.sh installs them).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/lib/free_tcp_port.sh
+. "$here/scripts/lib/free_tcp_port.sh"
 quick=0 out='' build='' reps=''
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -86,7 +88,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$w
   -subj /CN=bench -days 1 2>/dev/null
 tls_port=
 for _ in $(seq 20); do
-  candidate=$((20000 + RANDOM % 40000))
+  candidate=$(free_tcp_port) || break
   openssl s_server -accept "127.0.0.1:$candidate" -cert "$work/tls.crt" -key "$work/tls.key" -tls1_3 -quiet \
     -naccept 1000000 >/dev/null 2>&1 &
   tls_pid=$!

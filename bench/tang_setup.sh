@@ -16,6 +16,8 @@ dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 tangd=${TANGD:-/usr/libexec/tangd}
 keygen=${TANGD_KEYGEN:-/usr/libexec/tangd-keygen}
+# shellcheck source=scripts/lib/free_tcp_port.sh
+. "$(cd "$(dirname "$0")/.." && pwd)/scripts/lib/free_tcp_port.sh"
 
 case "$cmd" in
 stop)
@@ -39,7 +41,7 @@ mkdir -p "$dir/db"
 # A free loopback port: try random high ports until socat stays up.
 pid=
 for _ in $(seq 1 20); do
-  port=$((20000 + RANDOM % 40000))
+  port=$(free_tcp_port) || break
   socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr,backlog=1024" \
     EXEC:"$tangd $dir/db",nofork 2>"$dir/socat.log" &
   pid=$!

@@ -476,12 +476,8 @@ scenario_moved() {
   openssl x509 -req -in "$work/server2.csr" -CA "$work/tls2-ca.pem" -CAkey "$work/tls2-ca.key" -CAcreateserial \
     -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.0.2.100\n') -out "$work/server2.crt" 2>/dev/null
   chmod 600 "$work/server2.key"
-  local first_port=$port port2= candidate
-  for _ in $(seq 50); do
-    candidate=$((20000 + RANDOM % 30000))
-    if [ "$candidate" != "$port" ] && ! ss -Htln "sport = :$candidate" | grep -q .; then port2=$candidate; break; fi
-  done
-  [ -n "$port2" ] || setup_error "no second free TCP port on 127.0.0.1"
+  local first_port=$port port2
+  port2=$(free_tcp_port "$port") || setup_error "no second free TCP port on 127.0.0.1"
   sed -e "s|127.0.0.1:$port\"|127.0.0.1:$port2\"|" -e 's|"server.crt"|"server2.crt"|' -e 's|"server.key"|"server2.key"|' \
     -e 's|"verifier.db"|"moved.db"|' "$work/verifier.toml" >"$work/moved.toml"
   grep -q "127.0.0.1:$port2" "$work/moved.toml" || setup_error "moved: the second configuration has no new port"

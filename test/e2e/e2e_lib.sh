@@ -3,6 +3,9 @@
 # Each piece expects the calling script's variables: work, build, agent, source_dir, kver and
 # the functions below it defines through e2e_messages.
 
+# shellcheck source=scripts/lib/free_tcp_port.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/free_tcp_port.sh"
+
 # e2e_messages PREFIX: setup_error (exit 2), fail (exit 1), step and note, all naming PREFIX.
 e2e_messages() {
   e2e_prefix=$1
@@ -116,12 +119,7 @@ e2e_verifier() {
   head -c 32 /dev/urandom >"$work/kek"
   head -c 32 /dev/urandom >"$work/nonce-secret"
   # A free port, chosen now because QEMU's forwarding names it at start.
-  port=
-  for _ in $(seq 50); do
-    candidate=$((20000 + RANDOM % 30000))
-    if ! ss -Htln "sport = :$candidate" | grep -q .; then port=$candidate; break; fi
-  done
-  [ -n "$port" ] || setup_error "no free TCP port on 127.0.0.1"
+  port=$(free_tcp_port) || setup_error "no free TCP port on 127.0.0.1"
   printf '%s\n' '[server]' "listen = [\"127.0.0.1:$port\"]" '[tls]' 'certificate = "server.crt"' \
     'private_key = "server.key"' '[attestation]' 'trusted_roots = ["device/ca.pem"]' '[nonce]' \
     'secret_file = "nonce-secret"' '[store]' 'database = "verifier.db"' 'kek_file = "kek"' \
