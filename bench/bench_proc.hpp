@@ -4,12 +4,14 @@
 // fde-verifierd. Memory is VmRSS and VmHWM (peak RSS) of /proc/PID/status.
 #pragma once
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -40,6 +42,20 @@ inline long process_status_kib(pid_t pid, const std::string& key) {
   for (std::string line; std::getline(in, line);)
     if (line.rfind(key + ":", 0) == 0) return std::stol(line.substr(key.size() + 1));
   return -1;
+}
+
+// Moves every thread of `pid` to CPU `cpu` (threads it starts later inherit the mask);
+// false if one could not be moved.
+inline bool pin_process_to_cpu(pid_t pid, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  std::error_code error;
+  bool all = true;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", error))
+    if (::sched_setaffinity(static_cast<pid_t>(std::stol(task.path().filename().string())), sizeof set, &set) != 0)
+      all = false;
+  return all && !error;
 }
 
 // This process's own CPU seconds (the load client's cost).

@@ -3,7 +3,7 @@
 // alone says little). One "result" line per client count, for bench/run-all.sh to collect.
 //
 //   release_bench ours --clients 1,16,64,256 --count N [--count-single N1] [--threads T]
-//                      [--blocking-threads B] [--db-dir DIR] [--label NAME]
+//                      [--blocking-threads B] [--db-dir DIR] [--label NAME] [--server-cpu C]
 //   release_bench tang --port P --kid KID --body FILE --server-pid PID --clients ... --count N
 //                      [--count-single N1] [--label NAME]
 //
@@ -13,6 +13,9 @@
 // to them, the request serialised. Timed, per release, as a booting guest's agent does it:
 // one new TLS 1.3 connection carrying POST /v1/challenge and then POST /v1/attest with the
 // prepared request (keep-alive), the key HPKE-opened and compared with the enrolled one. The daemon's CPU is its own (utime + stime).
+// --server-cpu C moves every thread of the daemon to CPU C once it runs (run the bench itself
+// under `taskset -c` on another CPU: the server then has exactly one core of its own, and the
+// rate can be set against the one-core bound).
 // tang: POST /rec/KID with the body `clevis decrypt` would send (bench/tang_setup.sh), plain
 // HTTP/1.1 with Connection: close on a new TCP connection, the 200 reply read to the end. The
 // server's CPU is the socat process plus its reaped tangd children.
@@ -42,7 +45,7 @@ namespace {
 
 [[noreturn]] void usage() {
   std::cerr << "usage: release_bench ours --clients LIST --count N [--count-single N] [--threads T]\n"
-               "                          [--blocking-threads B] [--db-dir DIR] [--label NAME]\n"
+               "                          [--blocking-threads B] [--db-dir DIR] [--label NAME] [--server-cpu C]\n"
                "       release_bench tang --port P --kid KID --body FILE --server-pid PID --clients LIST\n"
                "                          --count N [--count-single N] [--label NAME]\n";
   std::exit(2);
@@ -161,7 +164,7 @@ Prepared prepare(const Daemon& daemon, const std::string& image, ByteView event_
 }
 
 int run_ours(const std::vector<int>& client_counts, int count, int count_single, DaemonOptions options,
-             const std::string& db_dir, const std::string& label) {
+             const std::string& db_dir, const std::string& label, int server_cpu) {
   options.nonce_lifetime_seconds = 3600;  // nonces are fetched before the timed phase
   options.attest_per_minute = 0;          // every client is 127.0.0.1: no per-address limit
   options.server_settings += "max_connections_per_peer = 0\n";
@@ -181,6 +184,8 @@ int run_ours(const std::vector<int>& client_counts, int count, int count_single,
 
   Daemon daemon(options);
   daemon.start();
+  if (server_cpu >= 0 && !bench::pin_process_to_cpu(daemon.pid(), server_cpu))
+    throw std::runtime_error("cannot move the daemon to CPU " + std::to_string(server_cpu));
   const std::string image = "bench-image-01";
   const SecretBytes key = crypto::random_secret(32);
   if (auto enrolled = daemon.enroll(image, key); enrolled.status != 0)
@@ -320,6 +325,7 @@ int main(int argc, char** argv) {
   std::string db_dir;
   long port = 0;
   long server_pid = 0;
+  int server_cpu = -1;
   std::string kid;
   std::string body_file;
   for (int i = 2; i < argc; i += 2) {
@@ -333,6 +339,10 @@ int main(int argc, char** argv) {
     else if (arg == "--threads") options.threads = static_cast<int>(parse_number(value, "threads", 64));
     else if (arg == "--blocking-threads") options.blocking_threads = static_cast<int>(parse_number(value, "threads", 64));
     else if (arg == "--db-dir") db_dir = value;
+    else if (arg == "--server-cpu") {
+      if (value.empty() || value.size() > 4 || value.find_first_not_of("0123456789") != std::string::npos) usage();
+      server_cpu = std::stoi(value);
+    }
     else if (arg == "--port") port = parse_number(value, "port", 65535);
     else if (arg == "--server-pid") server_pid = parse_number(value, "pid", 1L << 30);
     else if (arg == "--kid") kid = value;
@@ -341,7 +351,7 @@ int main(int argc, char** argv) {
   }
   if (count_single == 0) count_single = count;
   try {
-    if (side == "ours") return run_ours(clients, count, count_single, options, db_dir, label);
+    if (side == "ours") return run_ours(clients, count, count_single, options, db_dir, label, server_cpu);
     if (side == "tang") {
       if (port == 0 || server_pid == 0 || kid.empty() || body_file.empty()) usage();
       std::string body = read_text(body_file);

@@ -103,14 +103,17 @@ ns_after=$(cut -d' ' -f1 "/proc/$tls_pid/schedstat")
 kill "$tls_pid"; tls_pid=
 handshake_ms=$(calc 3 "($ns_after - $ns_before) / 1000000 / $connections")
 log "speed tls_handshake_server_ms=$handshake_ms connections=$connections"
-# Per attestation: 3 P-521 verifications, 6 X25519 operations (2 per handshake, 2 for HPKE),
-# 2 P-256 signatures (one per handshake). With the handshakes at their measured cost instead:
-# 3 verifications, 2 X25519 and 2 handshakes.
+# Per attestation, as the issue that set the goals counted it (two TLS connections per boot):
+# 3 P-521 verifications, 6 X25519 operations (2 per handshake, 2 for HPKE), 2 P-256
+# signatures (one per handshake). The bound the goal is judged against is what a boot costs
+# the server now that the agent uses one connection per boot: 3 verifications, 2 X25519 (the
+# HPKE seal) and one handshake at its measured cost.
 crypto_ms=$(calc 3 "1000 * (3 / $p521_verify + 6 / $x25519 + 2 / $p256_sign)")
 crypto_rate=$(calc 0 "$cores * 1000 / $crypto_ms")
-hs_ms=$(calc 3 "1000 * (3 / $p521_verify + 2 / $x25519) + 2 * $handshake_ms")
+hs_ms=$(calc 3 "1000 * (3 / $p521_verify + 2 / $x25519) + $handshake_ms")
 hs_rate=$(calc 0 "$cores * 1000 / $hs_ms")
-log "bound crypto_ms=$crypto_ms crypto_rate=$crypto_rate crypto_handshake_ms=$hs_ms crypto_handshake_rate=$hs_rate"
+hs_rate1=$(calc 0 "1000 / $hs_ms")
+log "bound crypto_ms=$crypto_ms crypto_rate=$crypto_rate crypto_handshake_ms=$hs_ms crypto_handshake_rate=$hs_rate one_core_rate=$hs_rate1"
 
 # --- 2. Key releases: Tang and ours, interleaved per repetition ---------------------------
 "$here/bench/tang_setup.sh" start "$work/tang"
@@ -129,6 +132,17 @@ for rep in $(seq "$reps"); do
   "$release_bench" ours --label threads2 --threads 2 --blocking-threads 2 --clients 64 --count "$scale_count" | tee -a "$raw"
   "$release_bench" ours --label db-disk --db-dir "$disk_dir" --clients 64 --count "$scale_count" | tee -a "$raw"
   "$release_bench" ours --label db-tmpfs --db-dir /dev/shm --clients 64 --count "$scale_count" | tee -a "$raw"
+  if [ "$cores" -ge 2 ]; then
+    # The rate against the bound: the server alone on CPU 0, the load client on CPU 1 (with both
+    # on the same cores, the client's own TLS and HPKE work takes what the server would use).
+    log "== repetition $rep of $reps: one core for the server (CPU 0), the load client on CPU 1 (64 clients)"
+    taskset -c 1 "$release_bench" ours --label pinned --server-cpu 0 --threads 1 --clients 64 \
+      --count "$scale_count" | tee -a "$raw"
+    taskset -a -p -c 0 "$tang_pid" >/dev/null
+    taskset -c 1 "$release_bench" tang --label tang-pinned --port "$tang_port" --kid "$tang_kid" \
+      --body "$work/tang/rec-body.json" --server-pid "$tang_pid" --clients 64 --count "$scale_count" | tee -a "$raw"
+    taskset -a -p -c "0-$((cores - 1))" "$tang_pid" >/dev/null
+  fi
 done
 rmdir "$disk_dir" 2>/dev/null || true
 
@@ -145,11 +159,12 @@ TMPDIR=$work "$here/bench/image_builder_bench.sh" "$build/image-builder/fde-imag
 cat "$work/image.txt" >> "$raw"
 # image_builder_bench.sh prints "qemu-img convert qcow2->qcow2: W s wall, C s CPU ...",
 # "fde-image build: W s wall, C s CPU ..." and "allocated input|qemu-img copy|fde-image output: N B".
-qemu_s=$(awk '/^qemu-img convert/{print $4}' "$work/image.txt")
+qemu_s=$(awk '/^qemu-img convert qcow2/{print $4}' "$work/image.txt")
+durable_s=$(awk '/^qemu-img convert \+ fsync/{print $5}' "$work/image.txt")
 build_s=$(awk '/^fde-image build/{print $3}' "$work/image.txt")
 mib() { awk -v key="$1" 'index($0, key) == 1 {printf "%.0f", $(NF-1) / 1048576}' "$work/image.txt"; }
 in_mib=$(mib 'allocated input:') copy_mib=$(mib 'allocated qemu-img copy:') out_mib=$(mib 'allocated fde-image output:')
-log "image qemu_s=$qemu_s build_s=$build_s input_mib=$in_mib copy_mib=$copy_mib output_mib=$out_mib"
+log "image qemu_s=$qemu_s qemu_fsync_s=$durable_s build_s=$build_s input_mib=$in_mib copy_mib=$copy_mib output_mib=$out_mib"
 
 # --- 5. The boot storm ---------------------------------------------------------------------
 log "== boot storm: ${storm[*]}"
@@ -193,6 +208,9 @@ ours_best=$(printf '%s\n' "$ours_16" "$ours_64" "$ours_256" | sort -g | tail -n 
 t1=$(median threads1 64 rate); t2=$(median threads2 64 rate)
 t1_cpu=$(median threads1 64 server_cpu_ms); t2_cpu=$(median threads2 64 server_cpu_ms)
 disk=$(median db-disk 64 rate); shm=$(median db-tmpfs 64 rate)
+pinned=$(median pinned 64 rate); pinned_cpu=$(median pinned 64 server_cpu_ms)
+pinned_busy=$(median pinned 64 server_cores); tang_pinned=$(median tang-pinned 64 rate)
+pct() { if [ "$1" = n/a ] || [ "$2" = n/a ]; then echo n/a; else calc 1 "100 * $1 / $2"; fi; }
 agent_ms=$(calc 0 "$(agent_field fde-agent median_s) * 1000")
 clevis_ms=$(calc 0 "$(agent_field clevis median_s) * 1000")
 hwm_mib=$(calc 1 "$(field storm hwm_kib) / 1024")
@@ -204,16 +222,18 @@ peak_release_mib=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) { split($i, p
   printf 'key releases/s, new TLS connection per release, 1 / 16 / 64 / 256 clients\t%s / %s / %s / %s\tTang (tangd per connection, socat) %s / %s / %s / %s\n' \
     "$ours_1" "$ours_16" "$ours_64" "$ours_256" "$tang_1" "$tang_16" "$tang_64" "$tang_256"
   printf 'server CPU per release, 64 clients (/proc)\t%s ms\tTang %s ms (socat + tangd children)\n' "$ours_cpu" "$tang_cpu"
-  printf 'crypto per attestation: 3 P-521 verify, 6 X25519, 2 P-256 sign (openssl speed)\t%s %% of bound (best of 16-256 clients)\t%s ms -> %s/s on %s cores\n' \
+  printf 'crypto per attestation: 3 P-521 verify, 6 X25519, 2 P-256 sign (openssl speed)\t%s %% of bound (best of 16-256 clients, load client on the same cores)\t%s ms -> %s/s on %s cores\n' \
     "$(calc 1 "100 * $ours_best / $crypto_rate")" "$crypto_ms" "$crypto_rate" "$cores"
-  printf 'crypto + 2 measured TLS 1.3 handshakes (s_server %s ms each)\t%s %% of bound\t%s ms -> %s/s on %s cores\n' \
-    "$handshake_ms" "$(calc 1 "100 * $ours_best / $hs_rate")" "$hs_ms" "$hs_rate" "$cores"
+  printf 'bound per boot: 3 P-521 verify, 2 X25519 (HPKE), 1 measured TLS 1.3 handshake (s_server %s ms)\t%s %% of bound by server CPU (%s ms per release, 64 clients)\t%s ms -> %s/s on %s cores, %s/s on 1\n' \
+    "$handshake_ms" "$(pct "$hs_ms" "$ours_cpu")" "$ours_cpu" "$hs_ms" "$hs_rate" "$cores" "$hs_rate1"
+  printf 'one core for the server (CPU 0), load client on CPU 1, 64 clients: releases/s\t%s = %s %% of the one-core bound (%s ms server CPU per release, server busy %s cores)\tTang %s; bound %s/s\n' \
+    "$pinned" "$(pct "$pinned" "$hs_rate1")" "$pinned_cpu" "$pinned_busy" "$tang_pinned" "$hs_rate1"
   printf 'worker threads 2 vs 1, 64 clients: rate ratio (CPU per release)\t%sx (%s vs %s ms)\t%s vs %s releases/s\n' \
     "$(ratio "$t2" "$t1")" "$t2_cpu" "$t1_cpu" "$t2" "$t1"
   printf 'database on tmpfs vs disk, 64 clients: rate ratio\t%sx\t%s vs %s releases/s\n' "$(ratio "$shm" "$disk")" "$shm" "$disk"
   printf 'agent start to key in hand (sim token, loopback; hyperfine median)\t%s ms\tclevis decrypt %s ms\n' "$agent_ms" "$clevis_ms"
-  printf 'fde-image build vs qemu-img convert, %s GiB image, %s MiB data\t%s s\tqemu-img %s s (%sx)\n' \
-    "$image_gib" "$image_mib" "$build_s" "$qemu_s" "$(ratio "$build_s" "$qemu_s")"
+  printf 'fde-image build vs qemu-img convert + fsync of its output (the same durability), %s GiB image, %s MiB data\t%s s\tqemu-img + fsync %s s (%sx); without the fsync %s s (%sx)\n' \
+    "$image_gib" "$image_mib" "$build_s" "$durable_s" "$(ratio "$build_s" "$durable_s")" "$qemu_s" "$(ratio "$build_s" "$qemu_s")"
   printf 'output allocated size\t%s MiB\tinput %s MiB (%sx)\n' "$out_mib" "$in_mib" "$(ratio "$out_mib" "$in_mib")"
   printf 'boot storm: %s agents within %s ms, all unlocked (failed, retried)\t%s (%s, %s)\t\n' \
     "$(field storm agents)" "$(field storm window_ms)" "$(field storm all_unlocked)" \
@@ -235,7 +255,7 @@ peak_release_mib=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) { split($i, p
   echo "# Benchmark results, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "Machine: $cores cores, $(openssl version | cut -d' ' -f1-2), $( [ "$quick" = 1 ] && echo "quick mode" || echo "full mode"), $reps repetition(s), medians. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "Build: $build. The load client runs on the same cores: read the server CPU per release beside the rates."
+  echo "Build: $build. The load client runs on the same cores (except in the one-core row, where the server has CPU 0 and the client CPU 1): read the server CPU per release beside the rates."
   echo
   awk -F'\t' 'NR == 1 { print "| " $1 " | " $2 " | " $3 " |"; print "|---|---|---|"; next } { print "| " $1 " | " $2 " | " $3 " |" }' "$out/results.tsv"
 } > "$out/results.md"

@@ -98,10 +98,10 @@ std::shared_ptr<EVP_PKEY> x25519_public(ByteView key) {
   return share_pkey(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, key.data(), key.size()));
 }
 
-Result<SecretBytes> diffie_hellman(const SecretBytes& private_key, ByteView public_key) {
+Result<SecretBytes> diffie_hellman(const X25519KeyPair& own, ByteView public_key) {
   if (public_key.size() != x25519_key_size)
     return fail(Errc::invalid_argument, "X25519 public key must be 32 bytes, got " + std::to_string(public_key.size()));
-  auto priv = x25519_private(private_key.view());
+  const auto& priv = own.openssl_key();
   auto peer = x25519_public(public_key);
   if (!priv || !peer) return fail(Errc::invalid_argument, "invalid X25519 key");
   PkeyCtxPtr ctx(EVP_PKEY_CTX_new(priv.get(), nullptr));
@@ -171,6 +171,7 @@ Result<X25519KeyPair> X25519KeyPair::from_private(ByteView private_key) {
   if (!key) return fail(Errc::invalid_argument, "invalid X25519 private key");
   X25519KeyPair pair;
   pair.private_key_ = SecretBytes::copy_of(private_key);
+  pair.key_ = key;
   pair.public_key_.resize(x25519_key_size);
   std::size_t len = x25519_key_size;
   if (EVP_PKEY_get_raw_public_key(key.get(), pair.public_key_.data(), &len) != 1 || len != x25519_key_size)
@@ -179,7 +180,7 @@ Result<X25519KeyPair> X25519KeyPair::from_private(ByteView private_key) {
 }
 
 Result<SecretBytes> encap_shared_secret(const X25519KeyPair& ephemeral, ByteView recipient_public_key) {
-  auto dh = diffie_hellman(ephemeral.private_key(), recipient_public_key);
+  auto dh = diffie_hellman(ephemeral, recipient_public_key);
   if (!dh) return dh;
   return kem_shared_secret(*dh, ephemeral.public_key(), recipient_public_key);
 }
@@ -220,7 +221,7 @@ Result<Sealed> seal(ByteView recipient_public_key, ByteView info, ByteView aad, 
 
 Result<SecretBytes> open(const X25519KeyPair& recipient, ByteView enc, ByteView info, ByteView aad,
                          ByteView ciphertext, Aead aead) {
-  auto dh = diffie_hellman(recipient.private_key(), enc);
+  auto dh = diffie_hellman(recipient, enc);
   if (!dh) return tl::unexpected(dh.error());
   auto shared = kem_shared_secret(*dh, enc, recipient.public_key());
   if (!shared) return tl::unexpected(shared.error());

@@ -3,7 +3,10 @@
 // agent's ephemeral key (docs/protocol.md, "HPKE").
 #pragma once
 
+#include <openssl/types.h>
+
 #include <cstdint>
+#include <memory>
 
 #include "common/util/bytes.hpp"
 #include "common/util/secret_bytes.hpp"
@@ -24,10 +27,14 @@ class X25519KeyPair {
   static Result<X25519KeyPair> from_private(ByteView private_key);
   const Bytes& public_key() const { return public_key_; }
   const SecretBytes& private_key() const { return private_key_; }
+  // The OpenSSL key made once from private_key(): making it computes the public key (one
+  // X25519 multiplication), so the key agreement reuses it instead of making another.
+  const std::shared_ptr<EVP_PKEY>& openssl_key() const { return key_; }
 
  private:
   SecretBytes private_key_;
   Bytes public_key_;
+  std::shared_ptr<EVP_PKEY> key_;
 };
 
 struct Sealed {

@@ -49,6 +49,57 @@ std::size_t field_bytes(KeyType type) {
   }
 }
 
+// The DER of the named-curve OID of a NIST curve (RFC 5480 section 2.1.1.1), tag and length
+// included; empty for other key types.
+ByteView curve_oid_der(KeyType type) {
+  static constexpr std::uint8_t p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+  static constexpr std::uint8_t p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+  static constexpr std::uint8_t p521[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23};
+  switch (type) {
+    case KeyType::ec_p256: return p256;
+    case KeyType::ec_p384: return p384;
+    case KeyType::ec_p521: return p521;
+    default: return {};
+  }
+}
+
+// A DER tag and definite length (short or long form; lengths here stay below 65,536).
+void append_der_header(Bytes& out, std::uint8_t tag, std::size_t length) {
+  out.push_back(tag);
+  if (length < 0x80) {
+    out.push_back(static_cast<std::uint8_t>(length));
+  } else if (length < 0x100) {
+    out.push_back(0x81);
+    out.push_back(static_cast<std::uint8_t>(length));
+  } else {
+    out.push_back(0x82);
+    out.push_back(static_cast<std::uint8_t>(length >> 8));
+    out.push_back(static_cast<std::uint8_t>(length));
+  }
+}
+
+std::size_t der_header_size(std::size_t length) { return length < 0x80 ? 2 : length < 0x100 ? 3 : 4; }
+
+// SubjectPublicKeyInfo of an EC key on a named curve (RFC 5480): SEQUENCE { SEQUENCE {
+// id-ecPublicKey, the curve's OID }, BIT STRING { 0 unused bits, the point } }.
+Bytes ec_spki_der(KeyType type, ByteView point) {
+  static constexpr std::uint8_t ec_public_key_oid[] = {0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+  const ByteView curve = curve_oid_der(type);
+  const std::size_t algorithm = sizeof ec_public_key_oid + curve.size();
+  const std::size_t bits = 1 + point.size();
+  const std::size_t body = der_header_size(algorithm) + algorithm + der_header_size(bits) + bits;
+  Bytes out;
+  out.reserve(der_header_size(body) + body);
+  append_der_header(out, 0x30, body);
+  append_der_header(out, 0x30, algorithm);
+  out.insert(out.end(), std::begin(ec_public_key_oid), std::end(ec_public_key_oid));
+  out.insert(out.end(), curve.begin(), curve.end());
+  append_der_header(out, 0x03, bits);
+  out.push_back(0x00);
+  out.insert(out.end(), point.begin(), point.end());
+  return out;
+}
+
 }  // namespace
 
 std::string_view key_type_name(KeyType type) {
@@ -108,6 +159,13 @@ Result<PublicKey> PublicKey::from_pem(std::string_view pem) {
 int PublicKey::bits() const { return EVP_PKEY_get_bits(key_.get()); }
 
 Bytes PublicKey::spki_der() const {
+  // NIST curve keys are encoded here: OpenSSL 3.0's i2d_PUBKEY builds an encoder chain on
+  // every call (about 50 us for a P-521 key), and the verifier names the token's RAK by its
+  // SPKI digest in every attestation. The result is byte-identical (test_crypto checks it).
+  if (!curve_oid_der(type_).empty()) {
+    const Bytes point = ec_point();
+    if (!point.empty()) return ec_spki_der(type_, point);
+  }
   unsigned char* der = nullptr;
   int len = i2d_PUBKEY(key_.get(), &der);
   if (len <= 0) return {};

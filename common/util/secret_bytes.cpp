@@ -1,4 +1,6 @@
-// SecretBytes implementation: OPENSSL_cleanse on release, mlock while alive.
+// SecretBytes implementation: OPENSSL_cleanse on release; the bytes live in OpenSSL's secure
+// heap (one locked arena) once init_locked_arena() set it up, else in their own mlock'd
+// allocation.
 #include "common/util/secret_bytes.hpp"
 
 #include <sys/mman.h>
@@ -8,11 +10,34 @@
 #include <utility>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 
 namespace fde {
 
+LockedArena init_locked_arena(std::size_t bytes) {
+  if (CRYPTO_secure_malloc_initialized()) return LockedArena::locked;
+  // 16-byte minimum blocks: a 32-byte key takes 32 bytes, not a page.
+  switch (CRYPTO_secure_malloc_init(bytes, 16)) {
+    case 1: return LockedArena::locked;
+    case 2: return LockedArena::unlocked;
+    default: return LockedArena::failed;
+  }
+}
+
 SecretBytes::SecretBytes(std::size_t size) : size_(size) {
   if (size_ == 0) return;
+  if (CRYPTO_secure_malloc_initialized()) {
+    // One locked arena, no system call per secret. A full arena returns nothing; then the
+    // secret gets its own locked allocation below, like every secret without an arena.
+    data_ = static_cast<std::uint8_t*>(OPENSSL_secure_zalloc(size_));
+    if (data_ != nullptr) {
+      openssl_heap_ = true;
+      in_arena_ = CRYPTO_secure_allocated(data_) == 1;
+      if (!in_arena_) locked_ = ::mlock(data_, size_) == 0;
+      return;
+    }
+    ERR_clear_error();
+  }
   data_ = new std::uint8_t[size_]();
   // Best effort: a locked page cannot be swapped out. Failure (RLIMIT_MEMLOCK) is not fatal.
   locked_ = ::mlock(data_, size_) == 0;
@@ -29,7 +54,9 @@ SecretBytes::~SecretBytes() { release(); }
 SecretBytes::SecretBytes(SecretBytes&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
-      locked_(std::exchange(other.locked_, false)) {}
+      locked_(std::exchange(other.locked_, false)),
+      in_arena_(std::exchange(other.in_arena_, false)),
+      openssl_heap_(std::exchange(other.openssl_heap_, false)) {}
 
 SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
   if (this != &other) {
@@ -37,6 +64,8 @@ SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     locked_ = std::exchange(other.locked_, false);
+    in_arena_ = std::exchange(other.in_arena_, false);
+    openssl_heap_ = std::exchange(other.openssl_heap_, false);
   }
   return *this;
 }
@@ -49,10 +78,15 @@ void SecretBytes::release() {
   if (data_ == nullptr) return;
   OPENSSL_cleanse(data_, size_);
   if (locked_) ::munlock(data_, size_);
-  delete[] data_;
+  if (openssl_heap_)
+    OPENSSL_secure_free(data_);
+  else
+    delete[] data_;
   data_ = nullptr;
   size_ = 0;
   locked_ = false;
+  in_arena_ = false;
+  openssl_heap_ = false;
 }
 
 void wipe_bytes(std::span<std::uint8_t> bytes) {

@@ -35,12 +35,25 @@ class SecretBytes {
   SecretBytes clone() const { return copy_of(view()); }
   void wipe();
 
+  // True when the bytes are in the locked arena of init_locked_arena().
+  bool in_locked_arena() const { return in_arena_; }
+
  private:
   void release();
   std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
-  bool locked_ = false;
+  bool locked_ = false;        // mlock'd on its own
+  bool in_arena_ = false;      // in OpenSSL's secure heap
+  bool openssl_heap_ = false;  // allocated by OPENSSL_secure_zalloc
 };
+
+// Sets up one locked arena of `bytes` (a power of two) for every SecretBytes made afterwards:
+// OpenSSL's secure heap (mmap'd, mlock'd, excluded from core dumps, guard pages around it),
+// instead of an mlock and munlock system call pair per secret. For long-running processes
+// that make secrets per request (fde-verifierd); call it once, before the first secret.
+// `unlocked`: the arena exists but the kernel refused to lock it (RLIMIT_MEMLOCK).
+enum class LockedArena { locked, unlocked, failed };
+LockedArena init_locked_arena(std::size_t bytes);
 
 inline std::ostream& operator<<(std::ostream& out, const SecretBytes&) { return out << "<redacted>"; }
 

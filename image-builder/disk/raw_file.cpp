@@ -20,7 +20,9 @@ tl::unexpected<Error> io_error(const std::string& what, const std::string& path,
 
 RawFile::~RawFile() { close(); }
 
-RawFile::RawFile(RawFile&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) {
+RawFile::RawFile(RawFile&& other) noexcept
+    : fd_(other.fd_), path_(std::move(other.path_)), writeback_every_(other.writeback_every_),
+      not_written_back_(other.not_written_back_) {
   other.fd_ = -1;
 }
 
@@ -29,6 +31,8 @@ RawFile& RawFile::operator=(RawFile&& other) noexcept {
     close();
     fd_ = other.fd_;
     path_ = std::move(other.path_);
+    writeback_every_ = other.writeback_every_;
+    not_written_back_ = other.not_written_back_;
     other.fd_ = -1;
   }
   return *this;
@@ -121,6 +125,15 @@ Result<void> RawFile::write_at(std::uint64_t offset, ByteView data) {
       return io_error("cannot write", path_, errno);
     }
     done += static_cast<std::size_t>(n);
+  }
+  if (writeback_every_ != 0) {
+    not_written_back_ += data.size();
+    if (not_written_back_ >= writeback_every_) {
+      // Starts writeback of every dirty page and does not wait for it. Only a hint: an error
+      // here shows again at sync(), which is what decides.
+      (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+      not_written_back_ = 0;
+    }
   }
   return {};
 }

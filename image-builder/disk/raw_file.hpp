@@ -48,11 +48,17 @@ class RawFile final : public DiskReader, public DiskWriter {
   Result<std::uint64_t> next_data(std::uint64_t offset) const;
   Result<std::uint64_t> next_hole(std::uint64_t offset) const;
   Result<void> sync();
+  // After every `bytes` written, starts the kernel's writeback of the file's dirty pages
+  // without waiting (sync_file_range), so that a final sync() finds little left to write and
+  // the disk works while the writer computes. 0 (the default): never.
+  void write_back_every(std::uint64_t bytes) { writeback_every_ = bytes; }
   void close();
 
  private:
   int fd_ = -1;
   std::string path_;
+  std::uint64_t writeback_every_ = 0;
+  std::uint64_t not_written_back_ = 0;
 };
 
 bool is_all_zero(ByteView data);

@@ -1,4 +1,6 @@
 // Unit tests for hashing, keys, COSE signature algorithms and certificate chains.
+#include <openssl/x509.h>
+
 #include <catch2/catch.hpp>
 
 #include "common/crypto/certificate.hpp"
@@ -155,6 +157,32 @@ TEST_CASE("SPKI round-trips and trailing bytes are refused") {
   CHECK(PublicKey::from_spki_der(spki)->equals(rsa_key().public_key()));
   spki.push_back(0);
   CHECK_FALSE(PublicKey::from_spki_der(spki).has_value());
+}
+
+TEST_CASE("the SPKI of NIST curve keys, encoded without OpenSSL's encoder, is byte-identical to i2d_PUBKEY") {
+  for (KeyType type : {KeyType::ec_p256, KeyType::ec_p384, KeyType::ec_p521}) {
+    auto key = PrivateKey::generate(type);
+    REQUIRE(key.has_value());
+    const PublicKey pub = key->public_key();
+    unsigned char* der = nullptr;
+    const int len = i2d_PUBKEY(pub.native(), &der);
+    REQUIRE(len > 0);
+    const Bytes expected(der, der + len);
+    OPENSSL_free(der);
+    INFO(key_type_name(type));
+    CHECK(pub.spki_der() == expected);
+    auto back = PublicKey::from_spki_der(pub.spki_der());
+    REQUIRE(back.has_value());
+    CHECK(back->equals(pub));
+  }
+  // A key made from a 133-byte point, as the verifier makes a token's RAK.
+  auto parsed = PublicKey::from_ec_point(KeyType::ec_p521, p521_key().public_key().ec_point());
+  REQUIRE(parsed.has_value());
+  unsigned char* der = nullptr;
+  const int len = i2d_PUBKEY(parsed->native(), &der);
+  REQUIRE(len > 0);
+  CHECK(parsed->spki_der() == Bytes(der, der + len));
+  OPENSSL_free(der);
 }
 
 TEST_CASE("the real secGear AIK certificate chains to the public Huawei roots") {

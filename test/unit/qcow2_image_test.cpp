@@ -124,9 +124,12 @@ TEST_CASE("Qcow2Writer writes an image qemu-img checks clean and reads as the da
   Dir dir;
   const Bytes disk = sample_disk();
   write_raw(dir.file("disk.raw"), disk);
+  // With and without early writeback (what fde-image build asks of its output file).
+  const std::uint64_t writeback = GENERATE(std::uint64_t{0}, std::uint64_t{65536});
   {
     auto file = RawFile::create(dir.file("out.qcow2"), 0600);
     REQUIRE(file);
+    file->write_back_every(writeback);
     auto writer = Qcow2Writer::create(*file, disk.size());
     REQUIRE(writer);
     // Out of order, unaligned, a zero range (left unallocated), and a rewrite in place.

@@ -87,3 +87,30 @@ TEST_CASE("binary-or-hex files decode hex dumps and keep binary as is") {
   CHECK(read_binary_or_hex_file(path, 2).error().code == Errc::too_large);
   std::remove(path.c_str());
 }
+
+// Last in this file: the arena is process-wide, and the cases above use the plain path.
+TEST_CASE("with a locked arena, secrets live in it, and a full arena falls back to their own allocation") {
+  const LockedArena arena = init_locked_arena(4096);
+  REQUIRE(arena != LockedArena::failed);
+  auto first = SecretBytes::copy_of(Bytes{1, 2, 3, 4});
+  CHECK(first.in_locked_arena());
+  REQUIRE(first.size() == 4);
+  CHECK(first.view()[3] == 4);
+  SecretBytes zeroed(48);
+  CHECK(zeroed.in_locked_arena());
+  for (auto b : zeroed.view()) CHECK(b == 0);
+  SecretBytes moved = std::move(first);
+  CHECK(moved.in_locked_arena());
+  CHECK_FALSE(first.in_locked_arena());
+  CHECK(moved.view()[0] == 1);
+  // Fill the 4 KiB arena: the secrets beyond it still work, outside it.
+  std::vector<SecretBytes> many;
+  for (int i = 0; i < 80; ++i) many.push_back(SecretBytes::copy_of(Bytes(64, static_cast<std::uint8_t>(i))));
+  CHECK_FALSE(many.back().in_locked_arena());
+  CHECK(many.back().view()[63] == 79);
+  CHECK(many.front().in_locked_arena());
+  // Freed blocks return to the arena.
+  many.clear();
+  SecretBytes again(64);
+  CHECK(again.in_locked_arena());
+}

@@ -1,6 +1,8 @@
 // Prometheus text exposition of the daemon's counters.
 #include "verifier-daemon/metrics/metrics.hpp"
 
+#include <openssl/crypto.h>
+
 #include <cstdio>
 
 namespace fde::verifier {
@@ -149,6 +151,11 @@ std::string Metrics::render() const {
 
     header(out, "fde_requests_in_flight", "gauge", "Requests being handled by the application.");
     sample(out, "fde_requests_in_flight", "", std::to_string(in_flight_));
+    if (CRYPTO_secure_malloc_initialized()) {
+      header(out, "fde_locked_arena_bytes_used", "gauge",
+             "Bytes of the locked secret arena in use (secrets of the daemon and of OpenSSL).");
+      sample(out, "fde_locked_arena_bytes_used", "", std::to_string(CRYPTO_secure_used()));
+    }
 
     if (tls_not_after_) {
       header(out, "fde_tls_certificate_expiry_timestamp_seconds", "gauge",
