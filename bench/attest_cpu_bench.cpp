@@ -40,6 +40,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "bench/bench_proc.hpp"
 #include "common/crypto/hpke.hpp"
 #include "common/crypto/keys.hpp"
 #include "common/crypto/signature.hpp"
@@ -47,6 +48,8 @@
 
 using namespace fde;
 using namespace fde::itest;
+using fde::bench::metric;
+using fde::bench::operator_get;
 
 namespace {
 
@@ -218,35 +221,6 @@ double process_cpu_seconds(pid_t pid) {
   for (int index = 3; index <= 15 && fields >> field; ++index)
     if (index == 14 || index == 15) ticks += std::stod(field);
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-// GET on the operator port (plain HTTP), the body.
-std::string operator_get(std::uint16_t port, const std::string& target) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-    const std::string request = "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[8192];
-      for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0;) response.append(buffer, static_cast<std::size_t>(n));
-    }
-  }
-  ::close(fd);
-  const auto body = response.find("\r\n\r\n");
-  return body == std::string::npos ? std::string() : response.substr(body + 4);
-}
-
-// A counter's value from the Prometheus text, or nullopt when the daemon does not export it.
-std::optional<double> metric(const std::string& text, const std::string& name) {
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line))
-    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-  return std::nullopt;
 }
 
 struct Planned {

@@ -68,6 +68,7 @@ struct Run {
   double seconds = 0;
   double server_cpu = 0;
   double client_cpu = 0;
+  std::optional<double> lock_held;  // share of the wall time the daemon's store lock was held
 };
 
 // `clients` threads take indexes 0..count-1 and call `one(index)`, which returns an empty
@@ -109,12 +110,14 @@ Run run_clients(int clients, int count, pid_t server, One&& one) {
 
 void print_result(const std::string& label, const char* side, int clients, const Run& run, pid_t server) {
   const double ok = static_cast<double>(run.latencies.size());
+  char lock_held[48] = "";
+  if (run.lock_held) std::snprintf(lock_held, sizeof lock_held, " lock_held_pct=%.1f", 100.0 * *run.lock_held);
   std::printf("result label=%s side=%s clients=%d count=%zu failed=%d rate=%.1f p50_ms=%.2f p99_ms=%.2f "
-              "server_cpu_ms=%.3f client_cpu_ms=%.3f server_cores=%.2f server_hwm_kib=%ld\n",
+              "server_cpu_ms=%.3f client_cpu_ms=%.3f server_cores=%.2f server_hwm_kib=%ld%s\n",
               label.c_str(), side, clients, run.latencies.size(), run.failures, ok / run.seconds,
               bench::percentile_ms(run.latencies, 0.50), bench::percentile_ms(run.latencies, 0.99),
               ok > 0 ? 1000.0 * run.server_cpu / ok : 0.0, ok > 0 ? 1000.0 * run.client_cpu / ok : 0.0,
-              run.server_cpu / run.seconds, bench::process_status_kib(server, "VmHWM"));
+              run.server_cpu / run.seconds, bench::process_status_kib(server, "VmHWM"), lock_held);
   if (run.failures > 0) std::printf("  first failure: %s\n", run.first_failure.c_str());
   std::fflush(stdout);
 }
@@ -219,6 +222,8 @@ int run_ours(const std::vector<int>& client_counts, int count, int count_single,
       for (auto& thread : threads) thread.join();
       if (!failure.empty()) throw std::runtime_error("preparing: " + failure);
     }
+    const auto held_before =
+        bench::metric(bench::operator_get(daemon.operator_port, "/metrics"), "fde_store_lock_held_seconds_total");
     Run run = run_clients(clients, n, daemon.pid(), [&](int i) -> std::string {
       Prepared& one = prepared[static_cast<std::size_t>(i)];
       // As the agent does: the challenge and the attestation share one new TLS connection.
@@ -238,6 +243,9 @@ int run_ours(const std::vector<int>& client_counts, int count, int count_single,
         return "the opened key is not the enrolled one";
       return {};
     });
+    const auto held_after =
+        bench::metric(bench::operator_get(daemon.operator_port, "/metrics"), "fde_store_lock_held_seconds_total");
+    if (held_before && held_after && run.seconds > 0) run.lock_held = (*held_after - *held_before) / run.seconds;
     print_result(label, "ours", clients, run, daemon.pid());
   }
   return daemon.stop() == 0 ? 0 : 1;

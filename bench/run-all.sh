@@ -207,6 +207,7 @@ ours_cpu=$(median ours 64 server_cpu_ms); tang_cpu=$(median tang 64 server_cpu_m
 ours_best=$(printf '%s\n' "$ours_16" "$ours_64" "$ours_256" | sort -g | tail -n 1)
 t1=$(median threads1 64 rate); t2=$(median threads2 64 rate)
 t1_cpu=$(median threads1 64 server_cpu_ms); t2_cpu=$(median threads2 64 server_cpu_ms)
+t1_lock=$(median threads1 64 lock_held_pct); t2_lock=$(median threads2 64 lock_held_pct)
 disk=$(median db-disk 64 rate); shm=$(median db-tmpfs 64 rate)
 pinned=$(median pinned 64 rate); pinned_cpu=$(median pinned 64 server_cpu_ms)
 pinned_busy=$(median pinned 64 server_cores); tang_pinned=$(median tang-pinned 64 rate)
@@ -228,8 +229,8 @@ peak_release_mib=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) { split($i, p
     "$handshake_ms" "$(pct "$hs_ms" "$ours_cpu")" "$ours_cpu" "$hs_ms" "$hs_rate" "$cores" "$hs_rate1"
   printf 'one core for the server (CPU 0), load client on CPU 1, 64 clients: releases/s\t%s = %s %% of the one-core bound (%s ms server CPU per release, server busy %s cores)\tTang %s; bound %s/s\n' \
     "$pinned" "$(pct "$pinned" "$hs_rate1")" "$pinned_cpu" "$pinned_busy" "$tang_pinned" "$hs_rate1"
-  printf 'worker threads 2 vs 1, 64 clients: rate ratio (CPU per release)\t%sx (%s vs %s ms)\t%s vs %s releases/s\n' \
-    "$(ratio "$t2" "$t1")" "$t2_cpu" "$t1_cpu" "$t2" "$t1"
+  printf 'worker threads 2 vs 1, 64 clients: rate ratio (CPU per release; store lock held, share of the time)\t%sx (%s vs %s ms; %s %% vs %s %%)\t%s vs %s releases/s\n' \
+    "$(ratio "$t2" "$t1")" "$t2_cpu" "$t1_cpu" "$t2_lock" "$t1_lock" "$t2" "$t1"
   printf 'database on tmpfs vs disk, 64 clients: rate ratio\t%sx\t%s vs %s releases/s\n' "$(ratio "$shm" "$disk")" "$shm" "$disk"
   printf 'agent start to key in hand (sim token, loopback; hyperfine median)\t%s ms\tclevis decrypt %s ms\n' "$agent_ms" "$clevis_ms"
   printf 'fde-image build vs qemu-img convert + fsync of its output (the same durability), %s GiB image, %s MiB data\t%s s\tqemu-img + fsync %s s (%sx); without the fsync %s s (%sx)\n' \
