@@ -194,10 +194,12 @@ int run(const std::vector<std::string>& args) {
 
   // Every secret (KEK, nonce secret, unwrapped disk keys, HPKE intermediates, and OpenSSL's
   // own: the TLS key, handshake key shares) in one locked arena from here on, instead of two
-  // system calls per secret (about 12 per attestation). What is in use scales with the
-  // connections being worked on (max_active_connections), a few KiB each; 2 MiB leaves a wide
-  // margin, and fde_locked_arena_bytes_used (/metrics) shows it. A full arena fails the
-  // OpenSSL operation that asked (its client retries); SecretBytes then locks alone.
+  // system calls per secret (about 12 per attestation). OpenSSL's use scales with the open
+  // connections (each keeps its key share's private half, 32 to 128 bytes, until it closes)
+  // plus the handshakes and requests being worked on; fde_locked_arena_bytes_used (/metrics)
+  // shows it. OpenSSL fails, not falls back, when the arena is full (no handshake, and a
+  // thread's first random_secret aborts), so SecretBytes leave it half the arena and lock
+  // alone beyond that (docs/fde-verifierd.md, "Connections and memory").
   const LockedArena arena = init_locked_arena(std::size_t{2} << 20);
   auto config = load_effective_config(*options);
   if (!config) {

@@ -51,9 +51,6 @@ class SecretBytes {
 // OpenSSL's secure heap (mmap'd, mlock'd, excluded from core dumps, guard pages around it),
 // instead of an mlock and munlock system call pair per secret. For long-running processes
 // that make secrets per request (fde-verifierd); call it once, before the first secret.
-// OpenSSL's own secrets then come from it too: SecretBytes leave them at least half of it
-// (and keep secrets above 1/64 of it out), since OpenSSL fails rather than falls back when it
-// is full.
 // `unlocked`: the arena exists but the kernel refused to lock it (RLIMIT_MEMLOCK).
 enum class LockedArena { locked, unlocked, failed };
 LockedArena init_locked_arena(std::size_t bytes);
