@@ -194,11 +194,14 @@ int run(const std::vector<std::string>& args) {
 
   // Every secret (KEK, nonce secret, unwrapped disk keys, HPKE intermediates, and OpenSSL's
   // own: the TLS key, handshake key shares) in one locked arena from here on, instead of two
-  // system calls per secret (about 12 per attestation). What is in use scales with the
-  // connections being worked on (max_active_connections), a few KiB each; 2 MiB leaves a wide
-  // margin, and fde_locked_arena_bytes_used (/metrics) shows it. A full arena fails the
-  // OpenSSL operation that asked (its client retries); SecretBytes then locks alone.
-  const LockedArena arena = init_locked_arena(std::size_t{2} << 20);
+  // system calls per secret (about 12 per attestation). OpenSSL's use scales with the open
+  // connections (each keeps its key share's private half, 32 to 128 bytes, until it closes)
+  // plus the handshakes and requests being worked on; fde_locked_arena_bytes_used (/metrics)
+  // shows it. OpenSSL fails, not falls back, when the arena is full (no handshake, and a
+  // thread's first random_secret aborts), so SecretBytes leave it half the arena and lock
+  // alone beyond that (docs/fde-verifierd.md, "Connections and memory").
+  constexpr std::size_t arena_size = std::size_t{2} << 20;
+  const LockedArena arena = init_locked_arena(arena_size);
   auto config = load_effective_config(*options);
   if (!config) {
     std::cerr << "fde-verifierd: configuration: " << config.error().message << "\n";
@@ -206,8 +209,10 @@ int run(const std::vector<std::string>& args) {
   }
   Logger logger(config->log_level, Logger::stderr_is_journal());
   if (arena != LockedArena::locked)
-    logger.warning("secret_memory", {{"state", arena == LockedArena::unlocked ? "arena not locked (RLIMIT_MEMLOCK)"
-                                                                               : "no arena; each secret locked alone"}});
+    logger.warning("secret_memory",
+                   {{"state", arena == LockedArena::unlocked ? "arena not locked (RLIMIT_MEMLOCK): secrets may be swapped"
+                                                             : "no locked arena (RLIMIT_MEMLOCK below 2 MiB?): each "
+                                                               "secret locked on its own"}});
   auto config_failed = [&](const Error& error) {
     logger.error("config_failed", {{"error", error.describe()}});
     return exit_config;
@@ -249,6 +254,12 @@ int run(const std::vector<std::string>& args) {
                                 {"note", "raise LimitNOFILE= (or ulimit -n) to keep server.max_connections"}});
     limits.max_connections = static_cast<std::size_t>(std::max<std::uint64_t>(fitting, 1));
   }
+  // OpenSSL's half of the arena against the key shares that open connections may hold (128
+  // bytes each with P-521, the largest a client can pick).
+  if (arena == LockedArena::locked && limits.max_connections * 128 > arena_size / 2)
+    logger.warning("secret_memory", {{"max_connections", std::to_string(limits.max_connections)},
+                                     {"note", "more open connections than the locked arena's OpenSSL half holds "
+                                              "with P-521 key shares; past about 8,000 new handshakes can fail"}});
 
   Metrics metrics;
   AttestationOptions attestation_options;

@@ -63,6 +63,18 @@ ByteView curve_oid_der(KeyType type) {
   }
 }
 
+// True when the key's curve is encoded by name (RFC 5480 namedCurve), the default; false
+// for a key read from explicit curve parameters, which OpenSSL writes back explicitly.
+bool has_named_curve_encoding(EVP_PKEY* key) {
+  char encoding[32] = {};
+  std::size_t len = 0;
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_EC_ENCODING, encoding, sizeof encoding, &len) != 1) {
+    ERR_clear_error();
+    return false;
+  }
+  return std::string_view(encoding, len) == OSSL_PKEY_EC_ENCODING_GROUP;
+}
+
 // A DER tag and definite length (short or long form; lengths here stay below 65,536).
 void append_der_header(Bytes& out, std::uint8_t tag, std::size_t length) {
   out.push_back(tag);
@@ -161,8 +173,10 @@ int PublicKey::bits() const { return EVP_PKEY_get_bits(key_.get()); }
 Bytes PublicKey::spki_der() const {
   // NIST curve keys are encoded here: OpenSSL 3.0's i2d_PUBKEY builds an encoder chain on
   // every call (about 50 us for a P-521 key), and the verifier names the token's RAK by its
-  // SPKI digest in every attestation. The result is byte-identical (test_crypto checks it).
-  if (!curve_oid_der(type_).empty()) {
+  // SPKI digest in every attestation. The result is byte-identical (test_crypto checks it):
+  // the point comes in the key's own form (compressed if it was read so), and a key read
+  // with explicit curve parameters, which i2d_PUBKEY writes back as they were, is left to it.
+  if (!curve_oid_der(type_).empty() && has_named_curve_encoding(key_.get())) {
     const Bytes point = ec_point();
     if (!point.empty()) return ec_spki_der(type_, point);
   }

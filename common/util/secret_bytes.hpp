@@ -51,8 +51,10 @@ class SecretBytes {
 // OpenSSL's secure heap (mmap'd, mlock'd, excluded from core dumps, guard pages around it),
 // instead of an mlock and munlock system call pair per secret. For long-running processes
 // that make secrets per request (fde-verifierd); call it once, before the first secret.
-// `unlocked`: the arena exists but the kernel refused to lock it (RLIMIT_MEMLOCK).
-enum class LockedArena { locked, unlocked, failed };
+// `refused`: the kernel would not lock it (RLIMIT_MEMLOCK), so there is no arena and every
+// secret is locked on its own, as without one. `unlocked`: the arena exists unlocked (it
+// could not be taken down again). `failed`: no arena.
+enum class LockedArena { locked, refused, unlocked, failed };
 LockedArena init_locked_arena(std::size_t bytes);
 
 inline std::ostream& operator<<(std::ostream& out, const SecretBytes&) { return out << "<redacted>"; }

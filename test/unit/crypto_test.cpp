@@ -1,4 +1,6 @@
 // Unit tests for hashing, keys, COSE signature algorithms and certificate chains.
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include <catch2/catch.hpp>
@@ -183,6 +185,36 @@ TEST_CASE("the SPKI of NIST curve keys, encoded without OpenSSL's encoder, is by
   REQUIRE(len > 0);
   CHECK(parsed->spki_der() == Bytes(der, der + len));
   OPENSSL_free(der);
+}
+
+TEST_CASE("the SPKI of an EC key read from a compressed point or explicit curve parameters is i2d_PUBKEY's") {
+  auto i2d = [](EVP_PKEY* key) {
+    unsigned char* der = nullptr;
+    const int len = i2d_PUBKEY(key, &der);
+    Bytes out;
+    if (len > 0) out.assign(der, der + len);
+    OPENSSL_free(der);
+    return out;
+  };
+  for (KeyType type : {KeyType::ec_p256, KeyType::ec_p384, KeyType::ec_p521}) {
+    for (auto [param, value] : {std::pair{OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, "compressed"},
+                                std::pair{OSSL_PKEY_PARAM_EC_ENCODING, "explicit"}}) {
+      INFO(key_type_name(type) << ", " << value);
+      auto key = PrivateKey::generate(type);
+      REQUIRE(key.has_value());
+      // A public-only copy whose encoding is then changed, as a certificate might carry it.
+      auto copy = PublicKey::from_spki_der(key->public_key().spki_der());
+      REQUIRE(copy.has_value());
+      REQUIRE(EVP_PKEY_set_utf8_string_param(copy->native(), param, value) == 1);
+      const Bytes encoded = i2d(copy->native());
+      REQUIRE_FALSE(encoded.empty());
+      auto parsed = PublicKey::from_spki_der(encoded);
+      REQUIRE(parsed.has_value());
+      CHECK(parsed->type() == type);
+      CHECK(parsed->spki_der() == i2d(parsed->native()));
+      CHECK(parsed->spki_der() == encoded);
+    }
+  }
 }
 
 TEST_CASE("the real secGear AIK certificate chains to the public Huawei roots") {
