@@ -64,10 +64,10 @@ cleanup() {
 trap cleanup EXIT
 
 if [ "$quick" = 1 ]; then
-  count=40 count1=20 scale_count=60 speed_seconds=1 hyper_runs=3 image_gib=1 image_mib=128
+  count=40 count1=20 scale_count=60 speed_seconds=1 hyper_runs=3 image_gib=1 image_mib=128 image_runs=3
   storm=(--agents 100 --capacity-agents 60 --capacity-clients 16 --half-seconds 3)
 else
-  count=1500 count1=300 scale_count=1200 speed_seconds=3 hyper_runs=10 image_gib=4 image_mib=1024
+  count=1500 count1=300 scale_count=1200 speed_seconds=3 hyper_runs=10 image_gib=4 image_mib=1024 image_runs=5
   storm=(--agents 1000 --capacity-agents 600 --capacity-clients 64 --half-seconds 10)
 fi
 cores=$(nproc)
@@ -167,7 +167,7 @@ awk -F, 'NR > 1 {printf "agent-vs-clevis command=%s median_s=%s mean_s=%s min_s=
 
 # --- 4. fde-image build against qemu-img convert ------------------------------------------
 log "== fde-image build against qemu-img convert (${image_gib} GiB image, ${image_mib} MiB of data)"
-TMPDIR=$work "$here/bench/image_builder_bench.sh" "$build/image-builder/fde-image" "$image_gib" "$image_mib" > "$work/image.txt"
+TMPDIR=$work "$here/bench/image_builder_bench.sh" "$build/image-builder/fde-image" "$image_gib" "$image_mib" "$image_runs" > "$work/image.txt"
 cat "$work/image.txt" >> "$raw"
 # image_builder_bench.sh prints "qemu-img convert qcow2->qcow2: W s wall, C s CPU ...",
 # "fde-image build: W s wall, C s CPU ..." and "allocated input|qemu-img copy|fde-image output: N B".

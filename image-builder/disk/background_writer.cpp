@@ -1,7 +1,22 @@
 // BackgroundWriter: one thread, a bounded queue, recycled buffers.
 #include "image-builder/disk/background_writer.hpp"
 
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+#include "image-builder/disk/raw_file.hpp"
+
 namespace fde::image {
+
+AlignedBuffer::AlignedBuffer(std::size_t size) : size_(size) {
+  constexpr std::size_t alignment = RawFile::direct_alignment;
+  const std::size_t rounded = (size + alignment - 1) / alignment * alignment;
+  data_.reset(static_cast<std::uint8_t*>(std::aligned_alloc(alignment, std::max(rounded, alignment))));
+  if (!data_) throw std::bad_alloc();
+}
+
+void AlignedBuffer::Free::operator()(std::uint8_t* p) const { std::free(p); }
 
 BackgroundWriter::BackgroundWriter(DiskWriter& target, std::size_t buffer_size, std::size_t depth) : target_(target) {
   for (std::size_t i = 0; i < depth; ++i) free_.emplace_back(buffer_size);
@@ -17,16 +32,16 @@ BackgroundWriter::~BackgroundWriter() {
   thread_.join();
 }
 
-std::optional<Bytes> BackgroundWriter::take_buffer() {
+std::optional<AlignedBuffer> BackgroundWriter::take_buffer() {
   std::unique_lock lock(mutex_);
   changed_.wait(lock, [this] { return !free_.empty() || error_; });
   if (error_) return std::nullopt;
-  Bytes buffer = std::move(free_.back());
+  AlignedBuffer buffer = std::move(free_.back());
   free_.pop_back();
   return buffer;
 }
 
-void BackgroundWriter::submit(std::uint64_t offset, Bytes buffer, std::size_t length) {
+void BackgroundWriter::submit(std::uint64_t offset, AlignedBuffer buffer, std::size_t length) {
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(Job{offset, std::move(buffer), length});

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -16,6 +17,22 @@
 
 namespace fde::image {
 
+// A heap buffer whose start is aligned for direct I/O (RawFile::direct_alignment).
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(std::size_t size);
+  std::uint8_t* data() { return data_.get(); }
+  const std::uint8_t* data() const { return data_.get(); }
+  std::size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(std::uint8_t* p) const;
+  };
+  std::unique_ptr<std::uint8_t, Free> data_;
+  std::size_t size_ = 0;
+};
+
 class BackgroundWriter {
  public:
   BackgroundWriter(DiskWriter& target, std::size_t buffer_size, std::size_t depth = 3);
@@ -23,17 +40,18 @@ class BackgroundWriter {
   BackgroundWriter(const BackgroundWriter&) = delete;
   BackgroundWriter& operator=(const BackgroundWriter&) = delete;
 
-  // A buffer of buffer_size bytes to fill; nullopt once a write has failed (finish() says why).
-  std::optional<Bytes> take_buffer();
+  // A buffer of buffer_size bytes to fill, aligned for direct I/O; nullopt once a write has
+  // failed (finish() says why).
+  std::optional<AlignedBuffer> take_buffer();
   // Queues `length` bytes of `buffer` for `offset`.
-  void submit(std::uint64_t offset, Bytes buffer, std::size_t length);
+  void submit(std::uint64_t offset, AlignedBuffer buffer, std::size_t length);
   // Waits until every queued write is done; the first error, if any.
   Result<void> finish();
 
  private:
   struct Job {
     std::uint64_t offset = 0;
-    Bytes buffer;
+    AlignedBuffer buffer;
     std::size_t length = 0;
   };
   void run();
@@ -42,7 +60,7 @@ class BackgroundWriter {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Job> queue_;
-  std::vector<Bytes> free_;
+  std::vector<AlignedBuffer> free_;
   std::optional<Error> error_;
   bool busy_ = false;
   bool stopping_ = false;

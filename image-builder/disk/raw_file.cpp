@@ -21,26 +21,39 @@ tl::unexpected<Error> io_error(const std::string& what, const std::string& path,
 RawFile::~RawFile() { close(); }
 
 RawFile::RawFile(RawFile&& other) noexcept
-    : fd_(other.fd_), path_(std::move(other.path_)), writeback_every_(other.writeback_every_),
-      not_written_back_(other.not_written_back_) {
+    : fd_(other.fd_), direct_fd_(other.direct_fd_), path_(std::move(other.path_)),
+      writeback_every_(other.writeback_every_), not_written_back_(other.not_written_back_) {
   other.fd_ = -1;
+  other.direct_fd_ = -1;
 }
 
 RawFile& RawFile::operator=(RawFile&& other) noexcept {
   if (this != &other) {
     close();
     fd_ = other.fd_;
+    direct_fd_ = other.direct_fd_;
     path_ = std::move(other.path_);
     writeback_every_ = other.writeback_every_;
     not_written_back_ = other.not_written_back_;
     other.fd_ = -1;
+    other.direct_fd_ = -1;
   }
   return *this;
 }
 
 void RawFile::close() {
+  if (direct_fd_ >= 0) ::close(direct_fd_);
+  direct_fd_ = -1;
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+}
+
+bool RawFile::write_aligned_directly() {
+  if (direct_fd_ >= 0) return true;
+  if (fd_ < 0) return false;
+  // A second descriptor of the same open file, by its /proc name (no path to re-resolve).
+  direct_fd_ = ::open(fd_path().c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+  return direct_fd_ >= 0;  // tmpfs and some other filesystems refuse O_DIRECT
 }
 
 Result<RawFile> RawFile::open(const std::string& path, Mode mode) {
@@ -116,6 +129,24 @@ Result<void> RawFile::read_at(std::uint64_t offset, std::span<std::uint8_t> out)
 }
 
 Result<void> RawFile::write_at(std::uint64_t offset, ByteView data) {
+  if (direct_fd_ >= 0 && offset % direct_alignment == 0 && data.size() % direct_alignment == 0 &&
+      reinterpret_cast<std::uintptr_t>(data.data()) % direct_alignment == 0 && !data.empty()) {
+    std::size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = ::pwrite(direct_fd_, data.data() + done, data.size() - done,
+                                 static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINVAL && done == 0) {
+        // The filesystem wants another alignment after all: buffered from now on.
+        ::close(direct_fd_);
+        direct_fd_ = -1;
+        break;
+      }
+      if (n < 0) return io_error("cannot write", path_, errno);
+      done += static_cast<std::size_t>(n);
+    }
+    if (direct_fd_ >= 0) return {};
+  }
   std::size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done,

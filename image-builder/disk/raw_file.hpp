@@ -52,10 +52,17 @@ class RawFile final : public DiskReader, public DiskWriter {
   // without waiting (sync_file_range), so that a final sync() finds little left to write and
   // the disk works while the writer computes. 0 (the default): never.
   void write_back_every(std::uint64_t bytes) { writeback_every_ = bytes; }
+  // From now on, writes whose offset, length and buffer are multiples of direct_alignment go
+  // straight to the disk (O_DIRECT, a second descriptor): no copy into the page cache and
+  // nothing left for the final sync() but metadata. Other writes stay buffered; the kernel
+  // keeps the two coherent. False (and nothing changes) where the filesystem refuses O_DIRECT.
+  static constexpr std::size_t direct_alignment = 4096;
+  bool write_aligned_directly();
   void close();
 
  private:
   int fd_ = -1;
+  int direct_fd_ = -1;
   std::string path_;
   std::uint64_t writeback_every_ = 0;
   std::uint64_t not_written_back_ = 0;
