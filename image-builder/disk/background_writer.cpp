@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <new>
+#include <utility>
 
 #include "image-builder/disk/raw_file.hpp"
 
@@ -11,9 +13,20 @@ namespace fde::image {
 
 AlignedBuffer::AlignedBuffer(std::size_t size) : size_(size) {
   constexpr std::size_t alignment = RawFile::direct_alignment;
+  // Rounding up must not wrap around to a small allocation that size() would overstate.
+  if (size > std::numeric_limits<std::size_t>::max() - (alignment - 1)) throw std::bad_alloc();
   const std::size_t rounded = (size + alignment - 1) / alignment * alignment;
   data_.reset(static_cast<std::uint8_t*>(std::aligned_alloc(alignment, std::max(rounded, alignment))));
   if (!data_) throw std::bad_alloc();
+}
+
+AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
+    : data_(std::move(other.data_)), size_(std::exchange(other.size_, 0)) {}
+
+AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
+  data_ = std::move(other.data_);
+  size_ = std::exchange(other.size_, 0);
+  return *this;
 }
 
 void AlignedBuffer::Free::operator()(std::uint8_t* p) const { std::free(p); }

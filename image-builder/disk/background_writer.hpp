@@ -17,10 +17,14 @@
 
 namespace fde::image {
 
-// A heap buffer whose start is aligned for direct I/O (RawFile::direct_alignment).
+// A heap buffer whose start is aligned for direct I/O (RawFile::direct_alignment); its
+// contents start undefined. A size too large to round up to the alignment throws bad_alloc;
+// a moved-from buffer is empty (no data, size 0).
 class AlignedBuffer {
  public:
   explicit AlignedBuffer(std::size_t size);
+  AlignedBuffer(AlignedBuffer&& other) noexcept;
+  AlignedBuffer& operator=(AlignedBuffer&& other) noexcept;
   std::uint8_t* data() { return data_.get(); }
   const std::uint8_t* data() const { return data_.get(); }
   std::size_t size() const { return size_; }
