@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 namespace fde::image {
 
@@ -87,6 +88,23 @@ Result<void> StagedFiles::publish() {
     entry->published = true;
   }
   for (auto& entry : entries_) remove_if_ours(partial_name(entry->final_path), entry->file.fd());
+  // The new names are durable only once their directories are: a crash now must not lose
+  // an image whose data is already on disk.
+  std::set<std::string> directories;
+  for (auto& entry : entries_) {
+    const auto slash = entry->final_path.rfind('/');
+    directories.insert(slash == std::string::npos ? std::string(".")
+                                                  : slash == 0 ? std::string("/") : entry->final_path.substr(0, slash));
+  }
+  for (const auto& directory : directories) {
+    const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      const int err = errno;
+      if (fd >= 0) ::close(fd);
+      return fail(Errc::io, "published, but cannot flush the directory " + directory + ": " + std::strerror(err));
+    }
+    ::close(fd);
+  }
   return {};
 }
 
