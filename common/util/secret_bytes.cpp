@@ -58,14 +58,13 @@ LockedArena init_locked_arena(std::size_t bytes) {
 SecretBytes::SecretBytes(std::size_t size) : size_(size) {
   if (size_ == 0) return;
   if (fits_in_arena(size_)) {
-    // One locked arena, no system call per secret. A full arena returns nothing (another
-    // thread took the room): then the secret gets its own locked allocation below, like every
-    // secret without an arena or too large for it.
+    // One locked arena, no system call per secret. Once the arena exists, OpenSSL 3.0 hands
+    // out its blocks or nothing: a full arena (another thread took the room) returns NULL,
+    // and the secret gets its own locked allocation below, like every secret without an
+    // arena or too large for it.
     data_ = static_cast<std::uint8_t*>(OPENSSL_secure_zalloc(size_));
     if (data_ != nullptr) {
-      openssl_heap_ = true;
-      in_arena_ = CRYPTO_secure_allocated(data_) == 1;
-      if (!in_arena_) locked_ = ::mlock(data_, size_) == 0;
+      in_arena_ = true;
       return;
     }
     ERR_clear_error();
@@ -87,8 +86,7 @@ SecretBytes::SecretBytes(SecretBytes&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       locked_(std::exchange(other.locked_, false)),
-      in_arena_(std::exchange(other.in_arena_, false)),
-      openssl_heap_(std::exchange(other.openssl_heap_, false)) {}
+      in_arena_(std::exchange(other.in_arena_, false)) {}
 
 SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
   if (this != &other) {
@@ -97,7 +95,6 @@ SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
     locked_ = std::exchange(other.locked_, false);
     in_arena_ = std::exchange(other.in_arena_, false);
-    openssl_heap_ = std::exchange(other.openssl_heap_, false);
   }
   return *this;
 }
@@ -110,7 +107,7 @@ void SecretBytes::release() {
   if (data_ == nullptr) return;
   OPENSSL_cleanse(data_, size_);
   if (locked_) ::munlock(data_, size_);
-  if (openssl_heap_)
+  if (in_arena_)
     OPENSSL_secure_free(data_);
   else
     delete[] data_;
@@ -118,7 +115,6 @@ void SecretBytes::release() {
   size_ = 0;
   locked_ = false;
   in_arena_ = false;
-  openssl_heap_ = false;
 }
 
 void wipe_bytes(std::span<std::uint8_t> bytes) {

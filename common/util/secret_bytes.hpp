@@ -44,7 +44,6 @@ class SecretBytes {
   std::size_t size_ = 0;
   bool locked_ = false;        // mlock'd on its own
   bool in_arena_ = false;      // in OpenSSL's secure heap
-  bool openssl_heap_ = false;  // allocated by OPENSSL_secure_zalloc
 };
 
 // Sets up one locked arena of `bytes` (a power of two) for every SecretBytes made afterwards:
