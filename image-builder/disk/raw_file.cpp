@@ -16,6 +16,20 @@ tl::unexpected<Error> io_error(const std::string& what, const std::string& path,
   return fail(Errc::io, what + " " + path + ": " + std::strerror(err));
 }
 
+// pwrite until all of `data` is at `offset` (retrying after signals); 0, or the errno of
+// the write that failed, with `done` the bytes written before it.
+int write_fully(int fd, std::uint64_t offset, ByteView data, std::size_t& done) {
+  while (done < data.size()) {
+    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+
 }  // namespace
 
 RawFile::~RawFile() { close(); }
@@ -132,31 +146,15 @@ Result<void> RawFile::write_at(std::uint64_t offset, ByteView data) {
   if (direct_fd_ >= 0 && offset % direct_alignment == 0 && data.size() % direct_alignment == 0 &&
       reinterpret_cast<std::uintptr_t>(data.data()) % direct_alignment == 0 && !data.empty()) {
     std::size_t done = 0;
-    while (done < data.size()) {
-      const ssize_t n = ::pwrite(direct_fd_, data.data() + done, data.size() - done,
-                                 static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EINVAL && done == 0) {
-        // The filesystem wants another alignment after all: buffered from now on.
-        ::close(direct_fd_);
-        direct_fd_ = -1;
-        break;
-      }
-      if (n < 0) return io_error("cannot write", path_, errno);
-      done += static_cast<std::size_t>(n);
-    }
-    if (direct_fd_ >= 0) return {};
+    const int err = write_fully(direct_fd_, offset, data, done);
+    if (err == 0) return {};
+    if (err != EINVAL || done != 0) return io_error("cannot write", path_, err);
+    // The filesystem wants another alignment after all: buffered from now on.
+    ::close(direct_fd_);
+    direct_fd_ = -1;
   }
   std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done,
-                               static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return io_error("cannot write", path_, errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  if (const int err = write_fully(fd_, offset, data, done); err != 0) return io_error("cannot write", path_, err);
   if (writeback_every_ != 0) {
     not_written_back_ += data.size();
     if (not_written_back_ >= writeback_every_) {
