@@ -51,10 +51,10 @@ namespace {
   std::exit(2);
 }
 
-long parse_number(const std::string& text, const char* name, long max = 1'000'000) {
+long parse_number(const std::string& text, const char* name, long max = 1'000'000, long min = 1) {
   char* end = nullptr;
   long value = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != 0 || value <= 0 || value > max) {
+  if (text.empty() || *end != 0 || value < min || value > max) {
     std::cerr << "release_bench: bad " << name << ": " << text << "\n";
     std::exit(2);
   }
@@ -347,10 +347,7 @@ int main(int argc, char** argv) {
     else if (arg == "--threads") options.threads = static_cast<int>(parse_number(value, "threads", 64));
     else if (arg == "--blocking-threads") options.blocking_threads = static_cast<int>(parse_number(value, "threads", 64));
     else if (arg == "--db-dir") db_dir = value;
-    else if (arg == "--server-cpu") {
-      if (value.empty() || value.size() > 4 || value.find_first_not_of("0123456789") != std::string::npos) usage();
-      server_cpu = std::stoi(value);
-    }
+    else if (arg == "--server-cpu") server_cpu = static_cast<int>(parse_number(value, "cpu", 4095, 0));
     else if (arg == "--port") port = parse_number(value, "port", 65535);
     else if (arg == "--server-pid") server_pid = parse_number(value, "pid", 1L << 30);
     else if (arg == "--kid") kid = value;
