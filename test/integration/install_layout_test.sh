@@ -31,15 +31,8 @@ work=$(mktemp -d /tmp/fde-install-test-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 dest=$work/root
 debug_dest=$work/debug-root
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { echo "FAILED: $*"; failed=$((failed + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then ok; else bad "$what"; fi
-}
+# shellcheck source=test/lib/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
 is_set() { case "$1" in ON | on | TRUE | true | YES | yes | 1) return 0 ;; *) return 1 ;; esac }
 
 # ---- the install ------------------------------------------------------------------------

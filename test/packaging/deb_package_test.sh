@@ -51,15 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { echo "FAILED: $*"; failed=$((failed + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then ok; else bad "$what"; fi
-}
+# shellcheck source=test/lib/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
 fatal() { echo "FAILED: $*"; echo "deb packages: $passed checks passed, $((failed + 1)) failed"; exit 1; }
 t_start=$(date +%s)
 elapsed() { echo "$(($(date +%s) - t_start)) s"; }

@@ -28,15 +28,8 @@ done
 work=$(mktemp -d /tmp/fde-rpm-test-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 out=$work/out
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() { echo "FAILED: $*"; failed=$((failed + 1)); }
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then ok; else bad "$what"; fi
-}
+# shellcheck source=test/lib/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh"
 
 "$source_dir/packaging/rpm/build-rpms.sh" --out "$out" >"$work/build.log" 2>&1
 status=$?
